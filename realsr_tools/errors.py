@@ -1,0 +1,27 @@
+"""One error hierarchy for everything a user can cause.
+
+The CLI turns any :class:`RealsrError` into a single red line and exit code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RealsrError(Exception):
+    """Base of every error caused by input, configuration or the environment (not by a bug)."""
+
+
+class InputError(RealsrError):
+    """An input file or folder that cannot be used: missing, unreadable, undecodable, unsupported."""
+
+
+class ManifestError(RealsrError):
+    """A manifest that is missing, malformed, of the wrong stage or schema, or points outside its dataset."""
+
+
+class ConfigError(RealsrError):
+    """Options that contradict each other or the data (e.g. a scale that does not divide the HR size)."""
+
+
+class OutputExistsError(RealsrError):
+    """An output that would be overwritten without ``--overwrite``."""

@@ -1,0 +1,282 @@
+"""Read and write the images a real-SR capture session produces.
+
+Convention
+----------
+:func:`read_image` returns ``H x W x 3`` RGB ``float32`` in ``[0, 1]``, upright (EXIF orientation applied for
+JPEG/PNG/TIFF; LibRaw applies the RAW file's own orientation). :func:`read_pixels` returns the same image in its
+native integer type (``uint8`` or ``uint16``) for stages that must copy pixels bit-exactly (crop, score).
+
+RAW files are rendered by LibRaw (rawpy) with fixed parameters (:class:`RawRendering`) so that every capture of
+a scene is rendered identically: camera white balance, no auto-brightness, 16-bit output, sRGB primaries and the
+BT.709 gamma curve by default. The only photometric differences left between two captures are then the real
+ones (exposure, lens, vignetting), which :mod:`realsr_tools.photometric` models. Choose ``gamma="linear"`` for
+a linear rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+
+RASTER_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+RAW_EXTENSIONS = frozenset(
+    {".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".dng",
+     ".pef", ".srw", ".kdc", ".dcr", ".mrw", ".3fr", ".erf", ".mos", ".iiq", ".x3f", ".rwl"}
+)
+IMAGE_EXTENSIONS = RASTER_EXTENSIONS | RAW_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class RawRendering:
+    """How LibRaw turns a RAW file into RGB; identical for every capture so only real differences remain.
+
+    Parameters
+    ----------
+    gamma : ``"bt709"`` (dcraw's default curve, power 1/2.222 with a linear toe of slope 4.5) or ``"linear"``.
+    color_space : output primaries, ``"srgb"`` (default), ``"adobe"``, ``"prophoto"`` or ``"raw"`` (camera RGB).
+    demosaic : ``"ahd"`` (default), ``"dcb"``, ``"dht"``, ``"aahd"``, ``"vng"``, ``"ppg"`` or ``"linear"``.
+    """
+
+    gamma: Literal["bt709", "linear"] = "bt709"
+    color_space: Literal["srgb", "adobe", "prophoto", "raw"] = "srgb"
+    demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear"] = "ahd"
+
+    def postprocess_kwargs(self) -> dict:
+        import rawpy
+
+        return {
+            "use_camera_wb": True,
+            "use_auto_wb": False,
+            "no_auto_bright": True,
+            "output_bps": 16,
+            "gamma": (1.0, 1.0) if self.gamma == "linear" else (2.222, 4.5),
+            "output_color": {
+                "srgb": rawpy.ColorSpace.sRGB,
+                "adobe": rawpy.ColorSpace.Adobe,
+                "prophoto": rawpy.ColorSpace.ProPhoto,
+                "raw": rawpy.ColorSpace.raw,
+            }[self.color_space],
+            "demosaic_algorithm": getattr(rawpy.DemosaicAlgorithm, self.demosaic.upper()),
+        }
+
+
+DEFAULT_RAW = RawRendering()
+
+
+def is_raw(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in RAW_EXTENSIONS
+
+
+def read_image(path: str | os.PathLike, *, raw: RawRendering = DEFAULT_RAW) -> np.ndarray:
+    """Read any supported capture as ``H x W x 3`` float32 RGB in ``[0, 1]``, upright."""
+    return to_float(read_pixels(path, raw=raw))
+
+
+def read_pixels(path: str | os.PathLike, *, raw: RawRendering = DEFAULT_RAW) -> np.ndarray:
+    """Read any supported capture as ``H x W x 3`` RGB ``uint8`` or ``uint16`` (RAW: always uint16), upright."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise InputError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'; use PNG, JPEG, TIFF or a camera RAW file"
+        )
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy it from the camera card")
+    if suffix in RAW_EXTENSIONS:
+        return _read_raw(path, raw)
+    if suffix in (".tif", ".tiff"):
+        pixels = _read_tiff(path)
+    else:
+        pixels = _read_png_jpeg(path)
+    from .exif import read_orientation
+
+    return apply_orientation(pixels, read_orientation(path))
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """Integer pixels to float32 in [0, 1] (exact: every uint16 value is representable in float32)."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) * np.float32(1 / 255)
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) * np.float32(1 / 65535)
+    if pixels.dtype == np.float32:
+        return pixels
+    raise TypeError(f"expected uint8, uint16 or float32 pixels, got {pixels.dtype}")
+
+
+def to_integer(image: np.ndarray, bit_depth: Literal[8, 16] = 8) -> np.ndarray:
+    """Float image in [0, 1] to rounded uint8/uint16 (values outside [0, 1] are clipped)."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if image.dtype in (np.uint8, np.uint16):
+        if image.dtype == (np.uint8 if bit_depth == 8 else np.uint16):
+            return image
+        image = to_float(image)
+    peak = 255.0 if bit_depth == 8 else 65535.0
+    out = np.clip(image, 0.0, 1.0) * np.float32(peak)
+    return np.rint(out).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Literal[8, 16] | None = None,
+                png_compression: int = 3) -> Path:
+    """Write an RGB (or single-channel) image atomically: a temporary file in the same folder, then a rename.
+
+    Float images are rounded to ``bit_depth`` (default 8); integer images are written as they are unless
+    ``bit_depth`` asks for a conversion. PNG and TIFF keep 16 bits; JPEG is 8-bit only.
+    """
+    import cv2
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if image.dtype == np.float32 or image.dtype == np.float64 or bit_depth is not None:
+        image = to_integer(image, bit_depth or 8)
+    if suffix in (".jpg", ".jpeg") and image.dtype != np.uint8:
+        raise InputError(f"{path}: JPEG holds 8 bits only; write PNG or TIFF for 16-bit output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp_name, image, photometric="rgb" if image.ndim == 3 else "minisblack")
+        else:
+            bgr = image[..., ::-1] if image.ndim == 3 else image
+            params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] if suffix == ".png" else []
+            # imencode + write keeps our temporary name (imwrite picks the codec from the name's suffix).
+            ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(bgr), params)
+            if not ok:
+                raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
+            Path(tmp_name).write_bytes(encoded.tobytes())
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def apply_orientation(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Rotate/flip an image as stored into its upright view, per EXIF tag 274 (1-8)."""
+    if orientation in (None, 1):
+        return image
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: a.swapaxes(0, 1)[::-1],
+    }
+    if orientation not in ops:
+        return image
+    return np.ascontiguousarray(ops[orientation](image))
+
+
+def check_complete(path: Path) -> None:
+    """Catch truncated JPEG/PNG files cheaply (decoders often return a half-grey image without an error)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return
+    with open(path, "rb") as stream:
+        stream.seek(max(0, path.stat().st_size - 4096))
+        tail = stream.read()
+    if suffix == ".png":
+        if b"IEND" not in tail[-16:]:
+            raise InputError(f"{path}: PNG is truncated (no IEND chunk); re-copy or re-export the file")
+    elif not tail.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
+        raise InputError(f"{path}: JPEG is truncated (no end-of-image marker); re-copy the file")
+
+
+def _as_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise InputError(f"{path}: expected a grey, RGB or RGBA image, got an array of shape {pixels.shape}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: {pixels.dtype} samples are not supported; export 8- or 16-bit integer images")
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def _read_png_jpeg(path: Path) -> np.ndarray:
+    import cv2
+
+    check_complete(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise InputError(f"{path}: cannot decode as {path.suffix.lstrip('.').upper()}; the file is damaged or "
+                         "not an image")
+    if decoded.ndim == 3:
+        decoded = decoded[..., [2, 1, 0, 3][: decoded.shape[2]]]
+    return _as_rgb(decoded, path)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            pixels = page.asarray()
+            planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, struct.error) for bad files
+        raise InputError(f"{path}: cannot decode TIFF ({exc}); the file is damaged or not a TIFF") from None
+    if planar and pixels.ndim == 3:
+        pixels = np.moveaxis(pixels, 0, -1)
+    return _as_rgb(pixels, path)
+
+
+def _read_raw(path: Path, rendering: RawRendering) -> np.ndarray:
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)) as raw:
+            check_raw_plausible(raw.raw_image_visible, path)
+            rgb = raw.postprocess(**rendering.postprocess_kwargs())
+    except rawpy.LibRawError as exc:
+        raise InputError(f"{path}: LibRaw cannot decode this RAW file ({type(exc).__name__}: {_libraw_text(exc)}); "
+                         "it is damaged or from a camera this LibRaw does not support; export a 16-bit TIFF "
+                         "instead") from None
+    return _as_rgb(rgb, path)
+
+
+def _libraw_text(exc: Exception) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    return text[2:-1] if text.startswith(("b'", 'b"')) else text
+
+
+def check_raw_plausible(mosaic: np.ndarray, path: Path) -> None:
+    """Refuse RAW data that decodes without error but holds no photograph (stripped or corrupt image data).
+
+    Two cheap tests on the undemosaiced data of the central region: most samples identical (an emptied
+    sensor dump), or neighbouring samples of the same colour filter uncorrelated (noise). Real frames, even dark
+    or flat ones, pass both: photon noise is small next to the scene's own spatial correlation at 2 px.
+    """
+    mosaic = np.asarray(mosaic)
+    if mosaic.ndim == 3:
+        mosaic = mosaic[..., 0]
+    h, w = mosaic.shape
+    centre = mosaic[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].astype(np.float64)
+    values, counts = np.unique(centre[::3, ::3], return_counts=True)
+    if counts.max() > 0.5 * counts.sum():
+        raise InputError(f"{path}: RAW image data is blank ({counts.max() / counts.sum():.0%} of samples equal "
+                         f"{values[counts.argmax()]:g}); the file's image data is missing or corrupt")
+    left = centre[::2, :-2:2]
+    right = centre[::2, 2::2][:, : left.shape[1]]
+    left = left[:, : right.shape[1]]
+    if left.std() == 0 or right.std() == 0:
+        return
+    correlation = float(np.corrcoef(left.ravel(), right.ravel())[0, 1])
+    if correlation < 0.3:
+        raise InputError(f"{path}: RAW image data looks like noise (neighbour correlation {correlation:.2f}); "
+                         "the file's image data is corrupt")

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real test data in ../shared/data (never copied into the project)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import shutil
+
+import cv2
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"real test data not found at {DATA}; the project expects ../shared/data beside it")
+    return DATA
+
+
+def _zoom_series(photo, folder, focals):
+    """Real-photo captures of one scene at several focal lengths: longer focal = tighter centre crop."""
+    image = cv2.imread(str(photo))
+    h, w = image.shape[:2]
+    shortest = min(focals)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for focal in focals:
+        keep = shortest / focal
+        ch, cw = int(h * keep), int(w * keep)
+        crop = image[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+        name = f"f{focal:g}.png"
+        cv2.imwrite(str(folder / name), cv2.resize(crop, (w // 4, h // 4), interpolation=cv2.INTER_AREA))
+        names.append(name)
+    return names
+
+
+@pytest.fixture
+def capture_dir(tmp_path, data_dir):
+    root = tmp_path / "captures"
+    photos = data_dir / "photos"
+    rows = ["path,focal_mm,camera"]
+    layout = {
+        "Canon/scene_001": (photos / "skimage_UNIS_EV0.jpg", (28, 50, 105)),  # 105/28 = 3.75 -> x4, 105/50 -> x2
+        "Canon/scene_002": (photos / "skimage_eagle.png", (35, 105)),  # x3
+        "Nikon/scene_003": (photos / "pypi_scikit-image_coffee.png", (40, 100)),  # 2.5: off every track
+    }
+    for scene, (photo, focals) in layout.items():
+        for name, focal in zip(_zoom_series(photo, root / scene, focals), focals):
+            camera = "Canon EOS 5D Mark III" if scene.startswith("Canon") else "Nikon D810"
+            rows.append(f"{scene}/{name},{focal},{camera}")
+    # A scene of real camera JPEGs whose focal lengths come from their own EXIF (135 mm and 24 mm, two cameras).
+    exif = root / "mixed"
+    exif.mkdir()
+    shutil.copy(data_dir / "exif_jpeg/digicam_corpus/canon_5dmk3_K6A7946_720.JPG", exif)
+    shutil.copy(data_dir / "exif_jpeg/exif_samples/Nikon_D70.jpg", exif)
+    # A single-capture scene and one PNG without any focal length.
+    _zoom_series(photos / "pypi_scikit-image_hubble_deep_field.jpg", root / "lonely", (50,))
+    (root / "captures.csv").write_text("\n".join(rows) + "\n")
+    return root
