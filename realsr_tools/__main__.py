@@ -1,0 +1,5 @@
+"""``python -m realsr_tools`` runs the ``realsr`` command line."""
+
+from .cli import main
+
+main()
