@@ -108,5 +108,34 @@ def inspect(
             out.print(f"  [yellow]-[/] {problem}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+@user_errors
+def align(
+    capture_dir: Path = typer.Argument(..., help="Capture folder: one folder per scene (camera folders allowed)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder for aligned pairs and manifest.jsonl."),
+    scales: str = typer.Option("2,3,4", "--scales", help="Comma-separated nominal scales to align."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Pairs aligned in parallel."),
+    preview: bool = typer.Option(False, "--preview", help="Write a checkerboard/difference PNG per pair."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo pairs already aligned (default: resume)."),
+    bit_depth: int = typer.Option(8, "--bit-depth", help="Output PNG bits per channel: 8 or 16."),
+    photometric: bool = typer.Option(True, "--photometric/--no-photometric",
+                                     help="Correct the LR towards the HR (gain/offset/vignetting); off: LR bit-exact."),
+) -> None:
+    """Register LR captures to their HR capture; write aligned pairs (HR = scale x LR) and the align manifest."""
+    from .align import run_align
+    from .errors import ConfigError
+
+    try:
+        scale_list = tuple(int(s) for s in scales.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated integers such as 2,3,4, got {scales!r}") from None
+    summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview, overwrite=overwrite,
+                        bit_depth=bit_depth, photometric=photometric, show_progress=not options.quiet)
+    for pair_id, reason in summary.failures:
+        err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
+    out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
+                      f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
+
+
 def main() -> None:
     app()
