@@ -32,7 +32,7 @@ Pipeline per pair (:func:`register`):
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -50,6 +50,7 @@ MAX_UNCERTAINTY = 0.25  # LR px: corner standard deviation above which the overl
 COARSE_WIDTH = 320  # LR width of the pyramid search
 COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates agree within this
 FINE_PIXELS = 400_000  # pixels used per Gauss-Newton step at most (highest-gradient ones)
+FINEST_PIXELS = 2_000_000  # template pixels of the finest refinement level at most
 LANCZOS_RADIUS = 4  # HR pixels of support of the output kernel
 HUBER = 1.345  # Huber threshold in robust standard deviations (MAD)
 # Gaussian sigma (level px) applied to both images at every level: suppresses aliasing and noise, which otherwise
@@ -283,7 +284,7 @@ def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:
     return fx, fy
 
 
-def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, work_size: int = 900) -> tuple[np.ndarray | None, int]:
+def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, work_size: int = 700) -> tuple[np.ndarray | None, int]:
     """SIFT + ratio test + RANSAC homography on pre-zoomed grey images; ``(None, inliers)`` when unreliable."""
     import cv2
 
@@ -364,9 +365,15 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, min_size: in
     levels = 0
     while max(th, tw) / 2 ** (levels + 1) >= start_size and min(th, tw) / 2 ** (levels + 1) >= min_size:
         levels += 1
+    # Large frames stop at the level of at most FINEST_PIXELS template pixels: millions of pixels there fix the
+    # geometry to far below a pixel, and full resolution would cost seconds per step.
+    finest = 0
+    while th * tw / 4**finest > FINEST_PIXELS:
+        finest += 1
+    levels = max(levels, finest)
     total = 0
     correlation = 0.0
-    for level in range(levels, -1, -1):
+    for level in range(levels, finest - 1, -1):
         f = 2**level
         if level:
             template = cv2.resize(template_full, (max(8, round(tw / f)), max(8, round(th / f))),
@@ -385,7 +392,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, min_size: in
         if SMOOTHING:
             template = cv2.GaussianBlur(template, (0, 0), SMOOTHING)
             image = cv2.GaussianBlur(image, (0, 0), SMOOTHING)
-        iterations = 40 if level == levels else (12 if level else 6)
+        iterations = 40 if level == levels else (12 if level > finest else 6)
         h_level, correlation, used, spread = _gauss_newton(template, image, h_level,
                                                            min(iterations, max_iterations), tolerance)
         total += used
@@ -414,19 +421,19 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     if t.size > FINE_PIXELS:
         threshold = np.partition(strength, t.size - FINE_PIXELS)[t.size - FINE_PIXELS]
         select = strength >= threshold
-    ones = np.ones_like(image)
     used = 0
     correlation = 0.0
+    stencil = np.ones((BORDER, BORDER), np.uint8)
     for used in range(1, iterations + 1):
+        # NaN outside the HR frame marks the pixels the warp could not fill (bilinear spreads it one pixel).
         warped = cv2.warpPerspective(image, h, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_REPLICATE)
-        inside = cv2.warpPerspective(ones, h, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        inside = cv2.erode(inside, np.ones((BORDER, BORDER), np.uint8))  # keep smoothing and gradient stencils off the border
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+        inside = cv2.erode(np.isfinite(warped).view(np.uint8), stencil)  # stencils must not reach the border
+        np.nan_to_num(warped, copy=False, nan=0.0)
         gx = cv2.Sobel(warped, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
         gy = cv2.Sobel(warped, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
         w_ = warped.ravel()
-        valid = (inside.ravel() > 0.999) & unclipped_t & (w_ > 0.005) & (w_ < 0.99)
+        valid = inside.ravel().astype(bool) & unclipped_t & (w_ > 0.005) & (w_ < 0.99)
         if select is not None:
             valid &= select
         idx = np.flatnonzero(valid)
@@ -584,6 +591,7 @@ def distortion_check(reference: np.ndarray, test: np.ndarray, *, grid: int = 4) 
 
 OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
+PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 256  # LR px on the longer side of each preview panel
 
 
@@ -748,8 +756,12 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
         "reference": "HR output area-downscaled to the LR grid vs corrected LR",
     }
     stem = f"x{scale}/{pair.id}.png"
-    write_image(s.out_dir / "lr" / stem, lr_out, bit_depth=s.bit_depth)
-    write_image(s.out_dir / "hr" / stem, hr_out, bit_depth=s.bit_depth)
+    # PNG encoding is the slowest step for large frames and releases the GIL: both files at once, fast zlib level.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [pool.submit(write_image, s.out_dir / kind / stem, image, bit_depth=s.bit_depth,
+                            png_compression=PNG_COMPRESSION) for kind, image in (("hr", hr_out), ("lr", lr_out))]
+        for job in jobs:
+            job.result()
     preview_path = None
     if s.preview:
         preview_path = f"preview/{pair.id}.png"
