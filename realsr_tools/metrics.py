@@ -198,10 +198,13 @@ class _View:
         self.values = self.height * self.width * self.depth
 
     def strip(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``start:stop`` (clipped to the image) of both images as float64 ``h x W x C`` on the 0-255 scale."""
+        """Rows ``start:stop`` (clipped to the image) of both images as ``h x W x C`` on the 0-255 scale: float64,
+        or uint8 as they are when they are RGB uint8 already on that scale."""
         return self._convert(self.reference[start:stop]), self._convert(self.test[start:stop])
 
     def _convert(self, block: np.ndarray) -> np.ndarray:
+        if block.dtype == np.uint8 and self.factor == 1.0 and self.channels == "rgb":
+            return np.ascontiguousarray(block if block.ndim == 3 else block[..., None])
         values = block.astype(np.float64)
         if self.factor != 1.0:
             values *= self.factor
@@ -210,17 +213,12 @@ class _View:
         return values if values.ndim == 3 else values[..., None]
 
 
-def _squared_error(ref: np.ndarray, tst: np.ndarray) -> float:
-    diff = ref - tst
-    return float(np.einsum("ijk,ijk->", diff, diff))
-
-
 def _psnr_from_mse(mse: float) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
-def _ssim_map_sums(mu_x, mu_y, sum_sq, cross) -> np.ndarray:
-    """Per-channel sums of the SSIM map from the four filtered ``h x w x C`` maps (numpy or torch; consumed).
+def _ssim_map_sums(mu_x, mu_y, sum_sq, cross):
+    """Sum over rows of the SSIM map from the four filtered ``h x (w C)`` maps (numpy or torch; consumed).
 
     ``sum_sq`` must already hold ``E[x^2 + y^2] + C1 + C2`` and ``cross`` ``E[xy] + C2 / 2`` (the constants are
     added by the filter). SSIM = A1 A2 / (B1 B2) with A1 = 2 (mu_x mu_y + C1 / 2), A2 = 2 (cov + C2 / 2),
@@ -239,30 +237,47 @@ def _ssim_map_sums(mu_x, mu_y, sum_sq, cross) -> np.ndarray:
     sum_sq -= mu_x  # B2
     mu_x *= sum_sq
     mu_xy /= mu_x
-    return 4.0 * mu_xy.sum(axis=(0, 1))
+    return 4.0 * mu_xy.sum(0)
 
 
 def _ssim_sums(ref: np.ndarray, tst: np.ndarray) -> np.ndarray:
-    """Per-channel sums of the SSIM map of one float64 ``h x W x C`` strip pair (valid region only; consumed)."""
+    """Per-channel sums of the SSIM map of one ``h x W x C`` strip pair (valid region only; float64 strips are
+    consumed). uint8 strips (the 0-255 scale itself) are filtered directly, their products formed exactly in
+    uint16 and float32; OpenCV accumulates every filter in float64."""
     import cv2
 
     kernel = _cv2_kernel()
     r = SSIM_RADIUS
+    height, width, depth = ref.shape
     c1, c2 = (SSIM_K1 * 255.0) ** 2, (SSIM_K2 * 255.0) ** 2
 
     def blur(a: np.ndarray, delta: float = 0.0) -> np.ndarray:
-        # Only the valid region is kept, so the border mode never matters.
+        # Only the valid region is kept, so the border mode never matters. Rows of the 2-D view stay contiguous,
+        # which numpy needs to run the element-wise steps at full speed.
         out = cv2.sepFilter2D(a, cv2.CV_64F, kernel, kernel, delta=delta, borderType=cv2.BORDER_REFLECT)
-        out = out if out.ndim == 3 else out[..., None]
-        return out[r:-r, r:-r]
+        return out.reshape(height, width * depth)[r:-r, r * depth:-r * depth]
 
     mu_x, mu_y = blur(ref), blur(tst)
-    cross = blur(ref * tst, c2 / 2)
-    ref *= ref
-    tst *= tst
-    ref += tst
-    sum_sq = blur(ref, c1 + c2)
-    return _ssim_map_sums(mu_x, mu_y, sum_sq, cross)
+    if ref.dtype == np.uint8:
+        ref, tst = ref.astype(np.uint16), tst.astype(np.uint16)
+        cross = blur(ref * tst, c2 / 2)  # at most 65025: exact in uint16
+        sum_sq = np.multiply(ref, ref, dtype=np.float32)  # at most 130050: exact in float32
+        sum_sq += np.multiply(tst, tst, dtype=np.float32)
+    else:
+        cross = blur(ref * tst, c2 / 2)
+        ref *= ref
+        tst *= tst
+        ref += tst
+        sum_sq = ref
+    sum_sq = blur(sum_sq, c1 + c2)
+    return _ssim_map_sums(mu_x, mu_y, sum_sq, cross).reshape(-1, depth).sum(0)
+
+
+def _squared_error(ref: np.ndarray, tst: np.ndarray) -> float:
+    """Sum of squared differences (exact for uint8 strips, float64 accumulation otherwise)."""
+    import cv2
+
+    return float(cv2.norm(ref.reshape(ref.shape[0], -1), tst.reshape(tst.shape[0], -1), cv2.NORM_L2SQR))
 
 
 @functools.lru_cache(maxsize=1)
@@ -301,14 +316,13 @@ class _TorchFilters:
 
     def ssim_sums(self, ref: np.ndarray, tst: np.ndarray) -> np.ndarray:
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(ref)).to(self.device).permute(2, 0, 1)  # C x h x W
-        y = torch.from_numpy(np.ascontiguousarray(tst)).to(self.device).permute(2, 0, 1)
+        x = torch.from_numpy(ref).to(self.device, torch.float64).permute(2, 0, 1)  # C x h x W
+        y = torch.from_numpy(tst).to(self.device, torch.float64).permute(2, 0, 1)
         depth = x.shape[0]
         stack = torch.cat([x, y, x * x + y * y, x * y]).unsqueeze(1)  # 4C x 1 x h x W
         blurred = torch.nn.functional.conv2d(torch.nn.functional.conv2d(stack, self.row), self.column)
-        maps = blurred.squeeze(1).permute(1, 2, 0)  # h' x W' x 4C
-        mu_x, mu_y, sum_sq, cross = (maps[..., i * depth:(i + 1) * depth].clone() for i in range(4))
+        mu_x, mu_y, sum_sq, cross = (m.transpose(0, 1) for m in blurred.squeeze(1).split(depth))  # h' x C x W'
         c1, c2 = (SSIM_K1 * 255.0) ** 2, (SSIM_K2 * 255.0) ** 2
         sum_sq += c1 + c2
         cross += c2 / 2
-        return _ssim_map_sums(mu_x, mu_y, sum_sq, cross).cpu().numpy()
+        return _ssim_map_sums(mu_x, mu_y, sum_sq, cross).sum(-1).cpu().numpy()
