@@ -312,40 +312,47 @@ class TrainStep:
         return loss.detach()
 
 
-def to_device(batch, device, *, channels_last: bool):
-    """A numpy :class:`~realsr_tools.data.Batch` (integer NCHW) to float32 [0, 1] tensors on ``device``.
+def host_tensors(batch, *, pin: bool):
+    """A numpy :class:`~realsr_tools.data.Batch` as host tensors ``(lr, hr, peak)``, pinned if ``pin``.
 
-    Integer pixels travel to the device (a quarter of the float bytes) and are converted there.
+    uint8 stays uint8 (a quarter of the float bytes travel to the device, converted there); uint16, which has few
+    torch kernels, becomes float32 here. The NHWC memory of the batch makes the NCHW tensors channels_last.
     """
     import torch
 
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    tensors = []
+    peak = 255.0 if batch.lr.dtype == np.uint8 else 65535.0
+    out = []
     for array in (batch.lr, batch.hr):
-        peak = 255.0 if array.dtype == np.uint8 else 65535.0
-        if array.dtype == np.uint16:  # torch has few uint16 kernels: convert on the host
-            array = array.astype(np.float32)
-        tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
-        if tensor.device.type == "cpu" and str(device).startswith("cuda"):
-            tensor = tensor.pin_memory()
-        tensor = tensor.to(device, non_blocking=True).float().mul_(1.0 / peak)
-        tensors.append(tensor.contiguous(memory_format=memory_format))
-    return tensors[0], tensors[1]
+        tensor = torch.from_numpy(array.astype(np.float32) if array.dtype == np.uint16 else array)
+        out.append(tensor.pin_memory() if pin else tensor)
+    return out[0], out[1], peak
+
+
+def to_device(batch, device, *, channels_last: bool):
+    """A batch (numpy :class:`~realsr_tools.data.Batch` or :func:`host_tensors` output) as float32 [0, 1]
+    tensors on ``device``, copied asynchronously from pinned memory on CUDA."""
+    import torch
+
+    lr, hr, peak = host_tensors(batch, pin=False) if hasattr(batch, "lr") else batch
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return tuple(t.to(device, non_blocking=True).float().mul_(1.0 / peak).contiguous(memory_format=memory_format)
+                 for t in (lr, hr))
 
 
 class _Prefetcher:
-    """Background thread producing the batches of steps ``start, start + 1, ...`` into a bounded queue."""
+    """Background thread producing the pinned host batches of steps ``start, start + 1, ...`` into a bounded queue."""
 
-    def __init__(self, sampler, *, start: int, depth: int, **batch_args) -> None:
+    def __init__(self, sampler, *, start: int, depth: int, pin: bool = True, **batch_args) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._pin = pin
         self._thread = threading.Thread(target=self._run, args=(sampler, start, batch_args), daemon=True)
         self._thread.start()
 
     def _run(self, sampler, step, batch_args) -> None:
         while not self._stop.is_set():
             try:
-                item = sampler.batch(step=step, **batch_args)
+                item = host_tensors(sampler.batch(step=step, **batch_args), pin=self._pin)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 item = exc
             while not self._stop.is_set():
@@ -591,6 +598,8 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
     torch.manual_seed(config.seed)
     module = create_model(config.model, scale, **options).to(device)
     channels_last = use_cuda
+    if use_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(module).eval().requires_grad_(False)
@@ -606,7 +615,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                         ssim_weight=config.ssim_weight, ema_decay=config.ema_decay)
     batch_args = dict(seed=config.seed, size=config.batch, rank=dist_info.rank, world=dist_info.world)
 
-    step, total, best_psnr, best_step, elapsed_before = 0, None, -math.inf, -1, 0.0
+    step, total, best_psnr, best_step, elapsed_before, val_seconds = 0, None, -math.inf, -1, 0.0, 0.0
     if resume_state is not None:
         state = resume_state["train_state"]
         module.load_state_dict(state["model"])
@@ -615,7 +624,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         torch.set_rng_state(state["torch_rng"])
         step, total = int(state["step"]), int(state["total_steps"])
         best_psnr, best_step = float(state["best_psnr"]), int(state["best_step"])
-        elapsed_before = float(state["elapsed_s"])
+        elapsed_before, val_seconds = float(state["elapsed_s"]), float(state["val_seconds"])
     log = _Log(config.out / LOG_NAME, enabled=dist_info.main, keep_until=step if resume_state is not None else None)
 
     def validate() -> tuple[float, float]:
@@ -626,7 +635,6 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
 
     bicubic_psnr = validation_psnr(_Bicubic(scale), val_pairs, scale=scale, device="cpu", tile=config.val_tile) \
         if dist_info.main else 0.0
-    val_seconds = 0.0
     if resume_state is None:
         psnr0, val_seconds = validate()
         val_seconds = _broadcast(val_seconds, dist_info, device)
@@ -666,7 +674,8 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         ckpt["train_state"] = {
             "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "val_every": val_every,
-            "best_psnr": best_psnr, "best_step": best_step, "torch_rng": torch.get_rng_state(),
+            "best_psnr": best_psnr, "best_step": best_step, "val_seconds": val_seconds,
+            "torch_rng": torch.get_rng_state(),
             "elapsed_s": elapsed_before + time.monotonic() - started, "config": config.to_dict(),
         }
         _atomic_save(ckpt, config.out / LAST_NAME)
@@ -689,8 +698,14 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                                 learning_rate=learning_rate(step, peak=config.lr, warmup=warmup, total=total))
             loss_count += 1
             step += 1
-            at_log = step % config.log_every == 0 or step == total
-            if at_log or step % val_every == 0:
+            stop = False
+            if deadline is not None and step < total and (dist_info.world == 1 or step % 10 == 0):
+                seconds_per_step = (time.monotonic() - loop_started) / (step - first_step)
+                stop = bool(_broadcast(float(time.monotonic() + seconds_per_step + 2 * val_seconds > deadline),
+                                       dist_info, device))
+            if progress:
+                progress.update(task, completed=step)
+            if stop or step % config.log_every == 0 or step % val_every == 0 or step == total:
                 if dist_info.world > 1:
                     import torch.distributed as dist
 
@@ -704,15 +719,12 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                           steps_per_s=speed, patches_per_s=speed * config.batch,
                           elapsed_s=elapsed_before + now - started)
                 if progress:
-                    progress.update(task, completed=step, loss=mean_loss, speed=speed)
+                    progress.update(task, loss=mean_loss, speed=speed)
                 loss_sum.zero_()
                 loss_count, last_log, last_log_step = 0, now, step
-                if deadline is not None and step < total:
-                    out_of_time = time.monotonic() + 2 * val_seconds + (now - loop_started) / (step - first_step) \
-                        > deadline
-                    if _broadcast(float(out_of_time), dist_info, device):
-                        stopped_early = True
-                        break
+            if stop:
+                stopped_early = True
+                break
             if step % val_every == 0 and step < total:
                 last_psnr, seconds = validate()
                 val_seconds = max(val_seconds, _broadcast(seconds, dist_info, device))
@@ -743,7 +755,8 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         run_dir=config.out, steps=step, planned_steps=total, best_psnr=best_psnr, best_step=best_step,
         bicubic_psnr=bicubic_psnr, last_psnr=last_psnr, seconds=elapsed_before + time.monotonic() - started,
         patches_per_second=(step - first_step) * config.batch / max(loop_seconds, 1e-9), stopped_early=stopped_early,
-        device=str(device), world_size=dist_info.world, rank=dist_info.rank, train_pairs=len(train_pairs), val_pairs=len(val_pairs))
+        device=str(device), world_size=dist_info.world, rank=dist_info.rank, train_pairs=len(train_pairs),
+        val_pairs=len(val_pairs))
 
 
 def _time_steps(step_fn: TrainStep, sampler, batch_args, device, channels_last: bool, config: TrainConfig,

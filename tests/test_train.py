@@ -15,8 +15,8 @@ from realsr_tools.errors import ConfigError
 from realsr_tools.io import read_pixels, to_float
 from realsr_tools.metrics import psnr, ssim
 from realsr_tools.models import create_model, load_checkpoint
-from realsr_tools.train import TrainConfig, _plan_steps, ema_decay_at, learning_rate, run_training, ssim_loss, \
-    upscale
+from realsr_tools.train import TrainConfig, _plan_steps, _Prefetcher, ema_decay_at, learning_rate, run_training, \
+    ssim_loss, to_device, upscale
 
 runner = CliRunner()
 # A tiny but real x4 dataset: 48x48 LR centre crops of three DRealSR pairs (one held out for validation).
@@ -188,3 +188,62 @@ def test_two_gloo_processes_take_the_same_steps(tiny, reference_run, tmp_path):
     # each process took half of the global batch: the averaged gradient is the single-process one up to rounding
     for key in raw_ref:
         torch.testing.assert_close(raw[key], raw_ref[key], atol=2e-5, rtol=1e-4)
+
+
+def test_prefetch_thread_yields_the_step_batches_in_order(data_dir):
+    from realsr_tools.data import CachedPair, PatchSampler
+
+    image = read_pixels(data_dir / "photos" / "pypi_scikit-image_coffee.png")[:200, :200]
+    sampler = PatchSampler([CachedPair("c", image[::4, ::4].copy(), image)], scale=4, patch=8)
+    prefetch = _Prefetcher(sampler, start=3, depth=2, pin=False, seed=5, size=4)
+    try:
+        for step in (3, 4, 5):
+            lr, hr, peak = prefetch.get()
+            expected = sampler.batch(seed=5, step=step, size=4)
+            assert peak == 255 and np.array_equal(lr.numpy(), expected.lr) and np.array_equal(hr.numpy(), expected.hr)
+    finally:
+        prefetch.close()
+    failing = _Prefetcher(sampler, start=0, depth=1, pin=False, seed=5, size=3, world=2)
+    with pytest.raises(ConfigError, match="split evenly"):
+        failing.get()
+    failing.close()
+
+
+def test_max_minutes_plans_the_steps_that_fit_and_writes_both_checkpoints(tiny, tmp_path):
+    import time
+
+    out = tmp_path / "timed"
+    began = time.monotonic()
+    result = runner.invoke(app, ["-q", "train", str(tiny), "--out", str(out), *TINY[:-4], "--device", "cpu",
+                                 "--max-minutes", "0.4", "--steps", "100000"])
+    elapsed = time.monotonic() - began
+    assert result.exit_code == 0, result.output
+    assert elapsed < 0.4 * 60 + 5  # ends on time (plus the CLI's own start-up)
+    config = json.loads((out / "config.json").read_text())
+    last = load_checkpoint(out / "last.pt", scale=4)
+    assert 1 <= last.meta["step"] <= config["total_steps"] < 100000
+    assert load_checkpoint(out / "best.pt", scale=4).meta["val_psnr"] >= last.meta["bicubic_psnr"]
+
+
+def test_speed_measurement_leaves_no_trace():
+    from realsr_tools.data import CachedPair, PatchSampler
+    from realsr_tools.train import TrainStep, _Dist, _time_steps
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    sampler = PatchSampler([CachedPair("r", hr[::4, ::4].copy(), hr)], scale=4, patch=8)
+    torch.manual_seed(0)
+    module = create_model("edsr_small", 4, blocks=1)
+    ema = create_model("edsr_small", 4, blocks=1).requires_grad_(False)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    step_fn = TrainStep(module, module, ema, optimizer, amp=False, grad_clip=1.0, ssim_weight=0.0, ema_decay=0.9)
+    lr_t, hr_t = to_device(sampler.batch(seed=0, step=0, size=2), "cpu", channels_last=False)
+    step_fn(lr_t, hr_t, step=0, learning_rate=1e-3)  # Adam state exists
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (module, ema)]
+    adam_before = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
+    config = TrainConfig(source=".", out=".", lr=1e-3)
+    seconds = _time_steps(step_fn, sampler, dict(seed=0, size=2), "cpu", False, config, _Dist())
+    assert seconds > 0
+    for saved, m in zip(before, (module, ema)):
+        assert all(torch.equal(saved[k], v) for k, v in m.state_dict().items())
+    assert all(torch.equal(adam_before[k], v) for k, v in optimizer.state_dict()["state"][0].items())
