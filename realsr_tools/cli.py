@@ -204,5 +204,83 @@ def score(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def train(
+    source: Optional[Path] = typer.Argument(None, help="Crop/wash output (or its manifest.jsonl) or a folder with "
+                                            "HR/ and LR/."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: config, log, last.pt, best.pt, "
+                                           "curve.png."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="2, 3 or 4 (default: from the data)."),
+    model: str = typer.Option("edsr", "--model", "-m", help="Model name (see --list-models)."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Override the model's feature width."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", help="Override the model's residual block count."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Separate validation pairs (default: hold out "
+                                       "--val-fraction of SOURCE)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of SOURCE held out for validation."),
+    steps: int = typer.Option(300_000, "--steps", help="Optimizer steps (an upper bound with --max-minutes)."),
+    batch: int = typer.Option(16, "--batch", "-b", help="Global batch (patches per step over all processes)."),
+    patch: int = typer.Option(48, "--patch", "-p", help="LR patch side in pixels (HR: scale x patch)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (Adam)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up steps (default: 2% of steps, <= 1000)."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay of the weights."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm (0: off)."),
+    ssim_weight: float = typer.Option(0.0, "--ssim-weight", help="Weight of the 1 - SSIM loss term (0: off)."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="No dihedral augmentation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate and save every N steps "
+                                            "(default: 10 times per run)."),
+    log_every: int = typer.Option(100, "--log-every", help="Log the mean loss every N steps."),
+    val_tile: Optional[int] = typer.Option(None, "--val-tile", help="LR tile side for validation inference."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Plan the schedule to end after M "
+                                                "minutes of wall time."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder that holds a run."),
+    list_models_: bool = typer.Option(False, "--list-models", help="List the models and their options, then exit."),
+) -> None:
+    """Train a super-resolution model on LR/HR pairs; keeps last.pt and the best.pt by validation PSNR."""
+    from .errors import ConfigError
+
+    if list_models_:
+        from .models import create_model, list_models
+
+        table = Table(title="realsr models")
+        for column in ("name", "options", "parameters (x4)"):
+            table.add_column(column)
+        for name, defaults in list_models().items():
+            count = sum(p.numel() for p in create_model(name, 4).parameters())
+            table.add_row(name, ", ".join(f"{k}={v}" for k, v in defaults.items()), f"{count / 1e6:.2f} M")
+        out.print(table)
+        return
+    if source is None or out_dir is None:
+        raise ConfigError("pass SOURCE and --out RUN_DIR (or --list-models)")
+    from .train import TrainConfig, run_training
+
+    config = TrainConfig(
+        source=source, out=out_dir, scale=scale, model=model, model_options={"channels": channels, "blocks": blocks},
+        val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
+        ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
+        val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
+        compile=compile_model, resume=resume, overwrite=overwrite)
+    result = run_training(config, show_progress=not options.quiet)
+    if result.rank != 0:  # other torchrun processes: rank 0 reports
+        return
+    table = Table(title=f"Training run {result.run_dir}")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("device", f"{result.device} x{result.world_size}")
+    table.add_row("pairs", f"{result.train_pairs} train, {result.val_pairs} validation")
+    table.add_row("steps", f"{result.steps} of {result.planned_steps}" + (" (stopped by --max-minutes)"
+                                                                          if result.stopped_early else ""))
+    table.add_row("throughput", f"{result.patches_per_second:.1f} LR patches/s")
+    table.add_row("validation PSNR", f"best {result.best_psnr:.3f} dB (step {result.best_step}), last "
+                  f"{result.last_psnr:.3f} dB, bicubic {result.bicubic_psnr:.3f} dB")
+    table.add_row("time", f"{result.seconds / 60:.1f} min")
+    table.add_row("checkpoints", f"{result.best_checkpoint}\n{result.last_checkpoint}")
+    out.print(table)
+
+
 def main() -> None:
     app()

@@ -63,7 +63,8 @@ class EDSR(nn.Module):
     res_scale : residual scaling (1.0 in the baseline; 0.1 stabilises wide models).
     attention : add RCAN channel attention to every block.
     skip : ``"bicubic"`` adds the bicubic upsampled input so the network learns only the residual (faster
-        convergence on small real-SR sets); ``"none"`` is the original EDSR.
+        convergence on small real-SR sets); its last convolution starts at zero, so an untrained model is exactly
+        bicubic; ``"none"`` is the original EDSR.
     """
 
     def __init__(self, scale: int, *, channels: int = 64, blocks: int = 16, res_scale: float = 1.0,
@@ -77,6 +78,9 @@ class EDSR(nn.Module):
         self.body = nn.Sequential(*[ResidualBlock(channels, res_scale=res_scale, attention=attention)
                                     for _ in range(blocks)], nn.Conv2d(channels, channels, 3, padding=1))
         self.tail = nn.Sequential(_upsampler(channels, scale), nn.Conv2d(channels, 3, 3, padding=1))
+        if skip == "bicubic":  # start as exactly the bicubic upscale; training learns the residual from there
+            nn.init.zeros_(self.tail[-1].weight)
+            nn.init.zeros_(self.tail[-1].bias)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         features = self.head(lr - 0.5)
