@@ -153,8 +153,8 @@ def wash(
     """Score every pair for misalignment and damage; keep those above the floors and report the rest.
 
     Wash PSNR: the HR is passed through the dataset's own degradation (one blur kernel and colour relation per
-    camera and scale, least squares per pair, median over up to 48 pairs), sampled on the LR grid, fitted to the LR
-    with one exposure gain and offset; both are low-passed (Gaussian 0.7 LR px) and the MSE is taken over textured
+    camera and scale, least squares per pair, median over up to 32 pairs), sampled on the LR grid, fitted to the LR
+    with one cubic tone curve shared by the channels (a colour cast is not fitted away); both are low-passed (Gaussian 0.7 LR px) and the MSE is taken over textured
     pixels (7x7 std >= 0.035), 4 px border excluded. Well-aligned real pairs score high, shifted, rotated,
     swapped or colour-cast ones low. Pairs with under 5% textured pixels are reported as flat (misalignment not
     measurable). Kept pairs are hard links (copies across file systems) in OUT/HR and OUT/LR.
