@@ -1,0 +1,171 @@
+"""Crop speed: ``realsr crop`` against BasicSR's ``extract_subimages`` way and against the decode+encode floor.
+
+Run by hand (not by pytest)::
+
+    python benchmarks/bench_crop.py [--pairs 8] [--workers 2] [--repeat 2]
+
+Inputs: ``--pairs`` x4 pairs made from the real photos in ../shared/data/photos (HR cropped to 2048x1536, LR its
+INTER_AREA /4 reduction, 512x384, written as PNG level 3 in a temporary folder), AIM 2020 x4 patches (LR 192, HR 768,
+step = size). Every figure is the best of ``--repeat`` runs in this process (timings of separate processes include
+their interpreter start-up, as a user pays it).
+
+* BasicSR: a faithful re-implementation of ``scripts/data_preparation/extract_subimages.py`` (``worker``: cv2.imread
+  IMREAD_UNCHANGED, np.arange starts plus the flush last start when ``thresh_size=0``, ``cv2.imwrite`` with
+  ``IMWRITE_PNG_COMPRESSION``; ``extract_subimages``: ``multiprocessing.Pool(n_thread)`` with ``apply_async``), run
+  as a separate ``python`` process per folder, HR then LR, as its ``main()`` does.
+* realsr: ``python -m realsr_tools crop`` as a separate process, HR and LR together, same PNG level.
+* floor: in this process, decode every input and PNG-encode every patch (``cv2.imencode``), nothing written,
+  single process; compared with ``run_crop(workers=1)`` in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+PHOTOS = PROJECT.parent / "shared" / "data" / "photos"
+sys.path.insert(0, str(PROJECT))
+
+from realsr_tools.crop import patch_starts, run_crop  # noqa: E402
+
+BASICSR = r'''
+import os, os.path as osp, sys, cv2, numpy as np
+from multiprocessing import Pool
+
+def worker(path, opt):
+    crop_size, step, thresh_size = opt["crop_size"], opt["step"], opt["thresh_size"]
+    img_name, extension = osp.splitext(osp.basename(path))
+    img_name = img_name.replace("x2", "").replace("x3", "").replace("x4", "").replace("x8", "")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    h, w = img.shape[0:2]
+    h_space = np.arange(0, h - crop_size + 1, step)
+    if h - (h_space[-1] + crop_size) > thresh_size:
+        h_space = np.append(h_space, h - crop_size)
+    w_space = np.arange(0, w - crop_size + 1, step)
+    if w - (w_space[-1] + crop_size) > thresh_size:
+        w_space = np.append(w_space, w - crop_size)
+    index = 0
+    for x in h_space:
+        for y in w_space:
+            index += 1
+            cropped_img = np.ascontiguousarray(img[x:x + crop_size, y:y + crop_size, ...])
+            cv2.imwrite(osp.join(opt["save_folder"], f"{img_name}_s{index:03d}{extension}"), cropped_img,
+                        [cv2.IMWRITE_PNG_COMPRESSION, opt["compression_level"]])
+    return f"Processing {img_name} ..."
+
+def extract_subimages(opt):
+    os.makedirs(opt["save_folder"])
+    img_list = sorted(osp.join(opt["input_folder"], f) for f in os.listdir(opt["input_folder"]))
+    pool = Pool(opt["n_thread"])
+    for path in img_list:
+        pool.apply_async(worker, args=(path, opt))
+    pool.close()
+    pool.join()
+
+if __name__ == "__main__":
+    i, o, size, step, level, threads = sys.argv[1:]
+    extract_subimages({"input_folder": i, "save_folder": o, "crop_size": int(size), "step": int(step),
+                       "thresh_size": 0, "compression_level": int(level), "n_thread": int(threads)})
+'''
+
+
+def make_inputs(root: Path, pairs: int) -> Path:
+    photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    photos = [p for p in photos if min(cv2.imread(str(p)).shape[:2]) >= 760]
+    for sub in ("HR", "LR"):
+        (root / sub).mkdir(parents=True)
+    for index in range(pairs):
+        image = cv2.imread(str(photos[index % len(photos)]))
+        image = cv2.resize(image, (2048, 1536), interpolation=cv2.INTER_AREA if image.shape[1] > 2048
+                           else cv2.INTER_CUBIC)
+        if index >= len(photos):
+            image = image[:, ::-1]
+        name = f"pair_{index:03d}.png"
+        cv2.imwrite(str(root / "HR" / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        cv2.imwrite(str(root / "LR" / name), cv2.resize(image, (512, 384), interpolation=cv2.INTER_AREA),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    return root
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def floor(source: Path, size: int, scale: int, level: int) -> None:
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+    for name in sorted(p.name for p in (source / "HR").iterdir()):
+        for sub, n in (("LR", size), ("HR", size * scale)):
+            image = cv2.imread(str(source / sub / name), cv2.IMREAD_UNCHANGED)
+            h, w = image.shape[:2]
+            for y in patch_starts(h, n, n):
+                for x in patch_starts(w, n, n):
+                    cv2.imencode(".png", np.ascontiguousarray(image[y : y + n, x : x + n]), params)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--basicsr-threads", type=int, default=20, help="BasicSR's default n_thread is 20")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--level", type=int, default=3)
+    args = parser.parse_args()
+    size, scale = 192, 4
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        source = make_inputs(tmp / "src", args.pairs)
+        script = tmp / "extract_subimages.py"
+        script.write_text(BASICSR)
+        runs = iter(range(10**6))
+
+        def basicsr() -> None:
+            run = next(runs)
+            for sub, n in (("HR", size * scale), ("LR", size)):
+                subprocess.run([sys.executable, str(script), str(source / sub), str(tmp / f"b{run}" / sub), str(n),
+                                str(n), str(args.level), str(args.basicsr_threads)], check=True)
+
+        def realsr() -> None:
+            subprocess.run([sys.executable, "-m", "realsr_tools", "-q", "crop", str(source), "--scale", str(scale),
+                            "--out", str(tmp / f"r{next(runs)}"), "-j", str(args.workers), "--png-compression",
+                            str(args.level)], check=True, cwd=PROJECT, capture_output=True)
+
+        def ours_inline(level: int, workers: int = 1) -> None:
+            run_crop(source, tmp / f"i{next(runs)}", scale=scale, workers=workers, png_compression=level,
+                     show_progress=False)
+
+        best: dict[str, float] = {}
+        for _ in range(args.repeat):
+            for name, function in (("basicsr", basicsr), ("realsr", realsr),
+                                   ("floor", lambda: floor(source, size, scale, args.level)),
+                                   ("realsr_inline_1", lambda: ours_inline(args.level))):
+                best[name] = min(best.get(name, float("inf")), timed(function))
+        patches = sum(1 for _ in (tmp / "r1").glob("HR/*.png"))
+        print(f"{args.pairs} pairs (HR 2048x1536, LR 512x384), {patches} patch pairs of LR 192 / HR 768, PNG level "
+              f"{args.level}, best of {args.repeat}; machine shared with other jobs")
+        print(f"| way | seconds | ratio |\n|---|---|---|")
+        print(f"| BasicSR extract_subimages, HR run + LR run, Pool({args.basicsr_threads}) | {best['basicsr']:.2f} | "
+              f"{best['basicsr'] / best['realsr']:.2f}x realsr |")
+        print(f"| realsr crop -j {args.workers} (one process, HR+LR together) | {best['realsr']:.2f} | 1.00 |")
+        print(f"| floor: decode + encode only, 1 process | {best['floor']:.2f} | |")
+        print(f"| run_crop(workers=1), same process | {best['realsr_inline_1']:.2f} | "
+              f"{best['realsr_inline_1'] / best['floor']:.2f}x floor |")
+        print("\n| PNG level | seconds (run_crop, workers=1) | MB written |\n|---|---|---|")
+        for level in (0, 1, 3, 6, 9):
+            out = tmp / f"level{level}"
+            seconds = timed(lambda: run_crop(source, out, scale=scale, png_compression=level, show_progress=False))
+            megabytes = sum(p.stat().st_size for p in out.glob("*R/*.png")) / 1e6
+            print(f"| {level} | {seconds:.2f} | {megabytes:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Cut LR/HR pairs into training patches at exactly corresponding places (AIM 2020 patch sizes).
+
+Convention
+----------
+Boxes are given on the LR grid as ``(x, y)`` of the top-left pixel (column, row; origin at the top-left pixel of the
+image) and a side ``size`` in LR pixels. The HR patch of the LR box ``(x, y, size)`` at scale ``S`` is the HR box
+``(S x, S y, S size)``: LR pixel ``(x, y)`` covers HR pixels ``S x .. S x + S - 1`` (the pixel-area convention of
+every x2/x3/x4 dataset), so the two patches show exactly the same part of the scene.
+
+Placement rule: along each axis the patch starts are ``0, step, 2 step, ...`` while the patch fits, and when the
+last one stops short of the border one more patch is placed flush with the border (start ``length - size``). With
+``step <= size`` every pixel of the image therefore lies in at least one patch; the last row/column overlaps its
+neighbour instead of being dropped. This is the rule of BasicSR's ``extract_subimages`` with ``thresh_size=0``.
+An image smaller than one patch gives no patch (recorded as ``skipped``). With a validity mask (from ``realsr
+align``) the grid is laid over the bounding box of the valid pixels and a patch that touches any invalid pixel is
+skipped and counted.
+
+Outputs: ``DIR/HR/<pair id>_s<NNN>.png`` and ``DIR/LR/<pair id>_s<NNN>.png`` (same name in both folders, the
+source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageDataset`` format (one line per patch,
+``<name> (<h>,<w>,<c>)`` of the HR patch) and ``DIR/manifest.jsonl`` (stage ``crop``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import ConfigError, InputError, OutputExistsError, RealsrError
+from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
+    previous_records
+from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+
+# LR patch side of the AIM 2020 Real Image SR tracks (HR patch = scale x this).
+AIM_PATCH = {2: 380, 3: 272, 4: 192}
+OUTPUT_KEYS = ("lr", "hr")
+META_INFO = "meta_info.txt"
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where to cut one pair, on the LR grid.
+
+    Attributes
+    ----------
+    boxes : ``(x, y)`` top-left LR pixel of each kept patch, row by row (y, then x), in numbering order.
+    size : patch side in LR pixels.
+    skipped_invalid : patches of the grid that touch an invalid pixel and were left out.
+    """
+
+    boxes: tuple[tuple[int, int], ...]
+    size: int
+    skipped_invalid: int = 0
+
+
+@dataclass(frozen=True)
+class CropSummary:
+    """What ``run_crop`` did: counts of pairs and patches, and where the outputs are."""
+
+    out_dir: Path
+    manifest: Path
+    meta_info: Path
+    pairs: int  # pairs in the source
+    pairs_done: int  # pairs cut in this run
+    pairs_resumed: int  # pairs already complete from an earlier run
+    pairs_failed: int
+    pairs_empty: int  # pairs that gave no patch (smaller than a patch, or no patch fully valid)
+    patches: int  # patches in the output (this run and resumed)
+    patches_skipped_invalid: int  # patches left out because they touch invalid (unfilled) pixels, this run
+    failures: tuple[str, ...] = ()
+
+
+def patch_starts(length: int, size: int, step: int) -> np.ndarray:
+    """Starts of the patches along one axis: every ``step`` while a patch fits, the last one flush with the end.
+
+    Returns an empty array when ``length < size``.
+    """
+    if size < 1 or step < 1:
+        raise ValueError(f"size and step must be positive, got size={size}, step={step}")
+    if length < size:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.arange(0, length - size + 1, step, dtype=np.int64)
+    if starts[-1] + size < length:
+        starts = np.append(starts, length - size)
+    return starts
+
+
+def plan_patches(height: int, width: int, *, size: int, step: int, valid: np.ndarray | None = None) -> PatchPlan:
+    """The patch grid of an ``height x width`` LR image (see the module's placement rule).
+
+    ``valid`` is an optional ``height x width`` boolean mask (True = valid pixel). The grid then covers the bounding
+    box of the valid pixels and patches touching an invalid pixel are skipped (counted in ``skipped_invalid``).
+    """
+    if valid is None:
+        ys, xs = patch_starts(height, size, step), patch_starts(width, size, step)
+        return PatchPlan(tuple((int(x), int(y)) for y in ys for x in xs), size)
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != (height, width):
+        raise ValueError(f"mask is {valid.shape[1]}x{valid.shape[0]}, image {width}x{height}")
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    if len(rows) == 0:
+        return PatchPlan((), size)
+    top, left = int(rows[0]), int(cols[0])
+    ys = top + patch_starts(int(rows[-1]) + 1 - top, size, step)
+    xs = left + patch_starts(int(cols[-1]) + 1 - left, size, step)
+    # Summed-area table of invalid pixels: a box is usable when it holds none.
+    invalid = np.zeros((height + 1, width + 1), dtype=np.int64)
+    invalid[1:, 1:] = np.cumsum(np.cumsum(~valid, axis=0, dtype=np.int64), axis=1)
+    boxes, skipped = [], 0
+    for y in ys:
+        for x in xs:
+            bad = invalid[y + size, x + size] - invalid[y, x + size] - invalid[y + size, x] + invalid[y, x]
+            if bad:
+                skipped += 1
+            else:
+                boxes.append((int(x), int(y)))
+    return PatchPlan(tuple(boxes), size, skipped)
+
+
+def patch_name(pair_id: str, index: int) -> str:
+    """File name of a pair's ``index``-th patch (1-based), the same in ``HR/`` and ``LR/``."""
+    return f"{pair_id}_s{index:03d}.png"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = None, size: int | None = None,
+             step: int | None = None, workers: int = 1, png_compression: int = 3, overwrite: bool = False,
+             show_progress: bool = True) -> CropSummary:
+    """Cut every pair of ``source`` into LR/HR patches in ``out_dir`` (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    source : an align/crop/wash output folder (or its manifest) or a folder with ``HR/`` and ``LR/``.
+    out_dir : output folder; must not be ``source``.
+    scale : HR/LR scale. Required for an ``HR/``+``LR/`` folder (each HR must then be exactly ``scale`` times its
+        LR); for a manifest it selects that scale's pairs.
+    size : LR patch side; default the AIM 2020 size of the scale (380 x2, 272 x3, 192 x4).
+    step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
+    workers : processes cutting pairs in parallel (1 = in this process).
+    png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's and OpenCV's default).
+    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if not 0 <= png_compression <= 9:
+        raise ConfigError(f"--png-compression must be 0-9, got {png_compression}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    pairs = open_pairs(source, scale=scale)
+    if pairs.kind == "folder" and scale is None:
+        raise ConfigError(f"{source}: an HR/+LR/ folder does not say its scale; pass --scale")
+    scale = scale or pairs.scale
+    if scale is None:
+        raise ConfigError(f"{source}: its pairs have several scales; pass --scale to cut one of them")
+    size = size if size is not None else AIM_PATCH.get(scale)
+    if size is None:
+        raise ConfigError(f"no AIM 2020 patch size for scale {scale}; pass --size")
+    step = step if step is not None else size
+    if size < 1 or step < 1:
+        raise ConfigError(f"--size and --step must be positive, got size={size}, step={step}")
+    if out_dir.resolve() == pairs.root.resolve():
+        raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
+    params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
+    done = _prepare_output(out_dir, params, overwrite)
+
+    by_pair: dict[str, list[dict[str, Any]]] = {}
+    for record in done:
+        by_pair.setdefault(str(record.get("pair")), []).append(record)
+    finished = {pid for pid, records in by_pair.items()
+                if len(records) == records[0].get("pair_patches") and _outputs_exist(out_dir, records)}
+    keep = [r for pid in finished for r in by_pair[pid]]
+    todo = [p for p in pairs.pairs if p.id not in finished]
+
+    header = make_header("crop", params=params, path_keys=OUTPUT_KEYS,
+                         upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
+    header["source"] = str(pairs.root.resolve())
+    (out_dir / "HR").mkdir(parents=True, exist_ok=True)
+    (out_dir / "LR").mkdir(parents=True, exist_ok=True)
+    tasks = [_Task(pair=p, root=pairs.root, kind=pairs.kind, scale=scale, size=size, step=step,
+                   out_dir=out_dir, png_compression=png_compression) for p in todo]
+    done_now = failed = empty = skipped_invalid = 0
+    failures: list[str] = []
+    from .progress import track
+
+    with StageWriter(out_dir, header, keep=keep) as writer:
+        results = _run_tasks(tasks, workers)
+        for result in track(results, description="crop", total=len(tasks), enabled=show_progress):
+            for record in result.records:
+                writer.add(record)
+            skipped_invalid += result.skipped_invalid
+            if result.failure:
+                failed += 1
+                failures.append(result.failure)
+            elif not result.records or result.records[0].get("status") == "skipped":
+                empty += 1
+            else:
+                done_now += 1
+        patch_records = [r for r in writer.records if r.get("status") == "ok"]
+    meta = write_meta_info(out_dir, patch_records)
+    return CropSummary(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME, meta_info=meta, pairs=len(pairs.pairs),
+                       pairs_done=done_now, pairs_resumed=len(finished), pairs_failed=failed, pairs_empty=empty,
+                       patches=len(patch_records), patches_skipped_invalid=skipped_invalid,
+                       failures=tuple(failures))
+
+
+def write_meta_info(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
+    """BasicSR's ``meta_info_file``: one ``<name> (<h>,<w>,<c>)`` line per HR patch, sorted by name."""
+    from .manifest import atomic_write_text
+
+    lines = sorted(f"{Path(r['hr']).name} ({r['hr_box'][3]},{r['hr_box'][2]},3)" for r in records)
+    return atomic_write_text(out_dir / META_INFO, "".join(line + "\n" for line in lines))
+
+
+def _outputs_exist(out_dir: Path, records: list[dict[str, Any]]) -> bool:
+    return all((out_dir / check_relative_path(r[k], out_dir)).is_file() for r in records for k in OUTPUT_KEYS)
+
+
+def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
+    """Earlier records to resume from (status ok), after checking the earlier run used the same settings.
+
+    ``overwrite`` removes the patches, manifest and journal of an earlier run instead (nothing else in the folder).
+    """
+    manifest = out_dir / MANIFEST_NAME
+    journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
+    if not manifest.is_file() and not journal.is_file():
+        stray = [d for d in ("HR", "LR") if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
+        if stray and not overwrite:
+            raise OutputExistsError(f"{out_dir}: {'/ and '.join(stray)}/ already hold files that no realsr crop "
+                                    "run wrote; pick an empty --out or pass --overwrite")
+        if overwrite:
+            for folder in stray:
+                shutil.rmtree(out_dir / folder)
+        return []
+    records = previous_records(out_dir, "crop")
+    if overwrite:
+        for record in records:
+            for key in OUTPUT_KEYS:
+                if record.get(key):
+                    (out_dir / check_relative_path(record[key], out_dir)).unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        return []
+    if manifest.is_file():
+        from .manifest import read_manifest
+
+        old = read_manifest(manifest, stage="crop").header.get("params", {})
+        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            raise OutputExistsError(f"{out_dir}: an earlier crop here used other settings ({what}); pass "
+                                    "--overwrite to redo it or pick another --out")
+    return [r for r in records if r.get("status", "ok") == "ok"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Work on one pair (runs in worker processes)
+
+
+@dataclass(frozen=True)
+class _Task:
+    pair: PairRef
+    root: Path
+    kind: str
+    scale: int
+    size: int
+    step: int
+    out_dir: Path
+    png_compression: int
+
+
+@dataclass(frozen=True)
+class _Result:
+    records: list[dict[str, Any]]
+    skipped_invalid: int = 0
+    failure: str | None = None
+
+
+def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Result]:
+    if workers == 1 or len(tasks) <= 1:
+        yield from map(_crop_pair, tasks)
+        return
+    import multiprocessing
+
+    # fork: workers inherit the imported modules, so a pool costs milliseconds, not an interpreter start each.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        yield from pool.map(_crop_pair, tasks, chunksize=1)
+
+
+def _source_path(path: Path, root: Path) -> str:
+    """A source file as the manifest shows it: relative to the source folder when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _crop_pair(task: _Task) -> _Result:
+    pair = task.pair
+    base = {"pair": pair.id, "source_lr": _source_path(pair.lr, task.root),
+            "source_hr": _source_path(pair.hr, task.root), "scale": task.scale}
+    try:
+        return _cut(task, base)
+    except RealsrError as exc:
+        return _Result([{"id": pair.id, **base, "status": "failed", "error": str(exc)}], failure=str(exc))
+
+
+def _cut(task: _Task, base: dict[str, Any]) -> _Result:
+    from .io import read_pixels, write_image
+
+    pair, s = task.pair, task.scale
+    lr = read_pixels(pair.lr)
+    hr = read_pixels(pair.hr)
+    if task.kind == "folder":
+        check_scale(hr.shape, lr.shape, s, hr=pair.hr, lr=pair.lr)
+    elif infer_scale(hr.shape, lr.shape, hr=pair.hr, lr=pair.lr) != s:
+        raise ConfigError(f"{pair.hr.name}: manifest says scale {s} but HR {hr.shape[1]}x{hr.shape[0]} is "
+                          f"{hr.shape[0] // lr.shape[0]}x its LR {lr.shape[1]}x{lr.shape[0]}")
+    valid = _read_mask(pair, task.root, lr.shape)
+    plan = plan_patches(lr.shape[0], lr.shape[1], size=task.size, step=task.step, valid=valid)
+    quality = pair.record.get("quality")
+    if not plan.boxes:
+        why = (f"no patch of {task.size} px is fully valid" if valid is not None else
+               f"LR {lr.shape[1]}x{lr.shape[0]} is smaller than one {task.size} px patch")
+        return _Result([{"id": pair.id, **base, "status": "skipped", "reason": why}], plan.skipped_invalid)
+    records = []
+    n = task.size * s
+    for index, (x, y) in enumerate(plan.boxes, start=1):
+        name = patch_name(pair.id, index)
+        write_image(task.out_dir / "LR" / name, lr[y : y + task.size, x : x + task.size],
+                    png_compression=task.png_compression)
+        write_image(task.out_dir / "HR" / name, hr[s * y : s * y + n, s * x : s * x + n],
+                    png_compression=task.png_compression)
+        records.append({"id": Path(name).stem, "lr": f"LR/{name}", "hr": f"HR/{name}", **base, "status": "ok",
+                        "lr_box": [x, y, task.size, task.size], "hr_box": [s * x, s * y, n, n],
+                        "pair_patches": len(plan.boxes), "quality": quality})
+    return _Result(records, plan.skipped_invalid)
+
+
+def _read_mask(pair: PairRef, root: Path, lr_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The align stage's validity mask on the LR grid (255 = valid), or None when the pair has none."""
+    mask_ref = pair.record.get("mask")
+    if not mask_ref:
+        return None
+    from .io import read_pixels
+
+    path = root / check_relative_path(mask_ref, root / MANIFEST_NAME)
+    mask = read_pixels(path)[..., 0]
+    if mask.shape != lr_shape[:2]:
+        raise InputError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its LR {pair.lr} is "
+                         f"{lr_shape[1]}x{lr_shape[0]}; re-run realsr align")
+    return mask >= (128 if mask.dtype == np.uint8 else 32768)

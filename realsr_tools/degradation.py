@@ -1,0 +1,152 @@
+"""The real degradation HR -> LR of a dataset, estimated from its own pairs: one blur kernel and colour relation.
+
+Convention
+----------
+Images are ``H x W x 3`` RGB float32 in [0, 1]; the LR grid is the HR grid divided by the integer ``scale`` with the
+pixel-area convention (LR pixel ``(x, y)`` covers HR pixels ``scale x .. scale x + scale - 1``). A kernel is a
+``K x K`` array of taps with ``K = support x scale`` HR pixels, centred on an LR pixel's footprint, summing to 1:
+
+``predicted_lr[y, x, c] = sum_ij kernel[i, j] * hr[scale y - pad + i, scale x - pad + j, c]``,
+``pad = (K - scale) // 2``, with mirrored (reflect-101) HR borders.
+
+Model of a real pair: ``lr_c ~ gain * (colour_gain_c * predicted_lr_c + colour_offset_c) + offset``: one kernel and one
+colour relation (per-channel gain and offset relative to green) for a camera and scale, and one exposure gain/offset
+per pair. Both the kernel and the colour relation are fitted per pair by least squares and aggregated over many pairs
+with an element-wise median, so a minority of misaligned, swapped or colour-cast pairs does not bend them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_SUPPORT = 3  # kernel side in LR pixels (3 x scale HR pixels)
+DEFAULT_SAMPLES = 4096  # LR pixels per pair used in the least-squares fit
+RIDGE = 1e-4
+SATURATION = (0.5 / 255, 254.5 / 255)  # LR values outside are treated as clipped
+
+
+@dataclass(frozen=True)
+class PairFit:
+    """The degradation of one pair: ``kernel`` (K x K, sums to 1) and ``colour`` (3 x 2: gain, offset per channel,
+    relative to green)."""
+
+    kernel: np.ndarray
+    colour: np.ndarray
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A dataset's degradation for one camera and scale: the median of ``pairs`` per-pair fits."""
+
+    scale: int
+    kernel: np.ndarray
+    colour: np.ndarray
+    pairs: int
+
+    @property
+    def pad(self) -> int:
+        return (self.kernel.shape[0] - self.scale) // 2
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "pairs": self.pairs, "kernel": np.round(self.kernel, 6).tolist(),
+                "colour_gain": np.round(self.colour[:, 0], 5).tolist(),
+                "colour_offset": np.round(self.colour[:, 1], 5).tolist()}
+
+
+def _windows(channel: np.ndarray, scale: int, size: int) -> np.ndarray:
+    """View ``(h, w, size, size)`` of the HR windows of every LR pixel (no copy)."""
+    pad = (size - scale) // 2
+    padded = np.pad(channel, ((pad, size - scale - pad), (pad, size - scale - pad)), mode="reflect")
+    return np.lib.stride_tricks.sliding_window_view(padded, (size, size))[::scale, ::scale]
+
+
+def predict(hr: np.ndarray, kernel: np.ndarray, scale: int) -> np.ndarray:
+    """Blur ``hr`` with ``kernel`` and sample it on the LR grid (see the module convention)."""
+    import cv2
+
+    size = kernel.shape[0]
+    pad = (size - scale) // 2
+    padded = cv2.copyMakeBorder(np.asarray(hr, np.float32), pad, size, pad, size, cv2.BORDER_REFLECT_101)
+    blurred = cv2.filter2D(padded, -1, kernel.astype(np.float32), anchor=(0, 0), borderType=cv2.BORDER_REFLECT_101)
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    return np.ascontiguousarray(blurred[: h * scale : scale, : w * scale : scale])
+
+
+def fit_channels(lr: np.ndarray, predicted: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel least-squares ``lr_c ~ a_c predicted_c + b_c``; returns 3 x 2 ``[[a_c, b_c]]`` (float64).
+
+    ``usable``: flat indices of the pixels to fit on (default all).
+    """
+    out = np.empty((3, 2))
+    for c in range(3):
+        p = predicted[..., c].ravel().astype(np.float64)
+        q = lr[..., c].ravel().astype(np.float64)
+        if usable is not None:
+            p, q = p[usable], q[usable]
+        design = np.stack([p, np.ones_like(p)], axis=1)
+        out[c] = np.linalg.lstsq(design, q, rcond=None)[0]
+    return out
+
+
+def fit_pair(lr: np.ndarray, hr: np.ndarray, *, scale: int, support: int = DEFAULT_SUPPORT,
+             samples: int = DEFAULT_SAMPLES, seed: int = 0, rounds: int = 4) -> PairFit:
+    """Least-squares kernel (shared by the channels) and colour relation of one pair.
+
+    The model ``lr_c = g_c (kernel * hr_c) + b_c`` is bilinear; it is solved by alternation: the kernel with one
+    offset per channel and the current channel gains ``g_c`` (start: 1), then the gains and offsets per channel
+    (:func:`fit_channels`), ``rounds`` times. A small ridge term (``RIDGE`` of the mean diagonal) keeps the taps
+    that flat content cannot determine near zero. ``samples`` LR pixels drawn at random (fixed ``seed``) keep the
+    fit cheap on large frames; clipped LR pixels (``SATURATION``) are left out.
+    """
+    size = support * scale
+    h, w = lr.shape[:2]
+    # Clipped (saturated or black) LR pixels do not follow the linear model: leave them out of the fit.
+    usable = np.flatnonzero(((lr > SATURATION[0]) & (lr < SATURATION[1])).all(axis=2).ravel())
+    if len(usable) < size * size * 2:
+        usable = np.arange(h * w)
+    count = min(samples, len(usable))
+    rng = np.random.default_rng(seed)
+    rows, cols = np.divmod(rng.choice(usable, count, replace=False), w)
+    taps = size * size
+    windows = [_windows(hr[..., c], scale, size)[rows, cols].reshape(count, -1).astype(np.float64) for c in range(3)]
+    target = np.concatenate([lr[rows, cols, c] for c in range(3)]).astype(np.float64)
+    gains = np.ones(3)
+    for _ in range(rounds):
+        design = np.zeros((3 * count, taps + 3))
+        for c in range(3):
+            design[c * count : (c + 1) * count, :taps] = gains[c] * windows[c]
+            design[c * count : (c + 1) * count, taps + c] = 1.0
+        normal = design.T @ design
+        normal[np.diag_indices_from(normal)] += RIDGE * np.trace(normal) / len(normal)
+        solution = np.linalg.solve(normal, design.T @ target)
+        kernel = solution[:taps].reshape(size, size)
+        total = kernel.sum()
+        kernel = kernel / total if abs(total) > 1e-6 else np.full((size, size), 1.0 / taps)
+        colour = fit_channels(lr, predict(hr, kernel, scale), usable)
+        gains = colour[:, 0]
+    return PairFit(kernel=kernel, colour=relative_colour(colour))
+
+
+def relative_colour(channels: np.ndarray) -> np.ndarray:
+    """Per-channel (gain, offset) divided by the green gain: the colour relation without the exposure."""
+    green = channels[1, 0] if abs(channels[1, 0]) > 1e-6 else 1.0
+    return channels / green
+
+
+def aggregate(fits: Sequence[PairFit], *, scale: int) -> Degradation:
+    """Element-wise median of per-pair kernels and colour relations (kernel renormalised to sum 1)."""
+    if not fits:
+        raise ValueError("no pair fits to aggregate")
+    kernel = np.median(np.stack([f.kernel for f in fits]), axis=0)
+    kernel = kernel / kernel.sum()
+    colour = np.median(np.stack([f.colour for f in fits]), axis=0)
+    return Degradation(scale=scale, kernel=kernel, colour=colour, pairs=len(fits))
+
+
+def apply(hr: np.ndarray, degradation: Degradation) -> np.ndarray:
+    """The LR a pair's HR predicts before its exposure: kernel, LR sampling, then the colour relation."""
+    predicted = predict(hr, degradation.kernel, degradation.scale)
+    return predicted * degradation.colour[:, 0].astype(np.float32) + degradation.colour[:, 1].astype(np.float32)

@@ -1,0 +1,464 @@
+"""Wash a paired dataset: score every LR/HR pair for misalignment and damage, keep the good ones, report the rest.
+
+Definition of the wash PSNR (what ``--min-psnr`` thresholds)
+-----------------------------------------------------------
+A real LR is legitimately blurrier than its HR, so a plain PSNR of an upscaled LR against the HR mostly measures that
+blur (25-28 dB on good RealSR/DRealSR pairs). The wash PSNR instead asks how well the HR *predicts* the LR under the
+dataset's own degradation, on the LR grid:
+
+1. The degradation of each camera and scale is estimated from the dataset (:mod:`realsr_tools.degradation`): a
+   3S x 3S HR-pixel blur kernel and a per-channel colour relation, fitted by least squares on up to
+   ``FIT_PAIRS`` pairs and aggregated with an element-wise median (robust to a minority of bad pairs).
+2. The HR is blurred with that kernel, sampled on the LR grid and passed through the colour relation; then one
+   tone curve (a cubic polynomial, ``TONE_DEGREE``) shared by the three channels is fitted per pair by least
+   squares: it absorbs exposure and tone-curve differences between the two captures, but a colour cast that
+   differs from the dataset's colour relation is *not* fitted away.
+3. Both images are low-passed with a Gaussian of ``LOWPASS_SIGMA`` LR px (sensor noise and JPEG/demosaicking residue
+   are not misalignment), ``CROP_BORDER`` LR px are dropped on every side, and the MSE is taken over the *textured*
+   pixels only: where the 7x7 local standard deviation of the grey level in either image is at least
+   ``TEXTURE_STD``. Flat areas cannot show misalignment and would only dilute the error. A pair with less than
+   ``MIN_TEXTURED`` of its pixels textured is ``flat``: its PSNR uses all pixels and it is reported separately.
+4. ``psnr = 10 log10(1 / MSE)`` on the [0, 1] scale (the same number as on 0-255 with peak 255).
+
+SSIM (``--min-ssim``) is the MATLAB/BasicSR SSIM (:func:`realsr_tools.metrics.ssim`) between the LR and the
+tone-fitted prediction (no low-pass). ``shift`` is :func:`realsr_tools.quality.residual_shift` between the same
+two images: the median residual shift over textured 64 px tiles, in LR pixels (``shift_worst``: the largest).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .degradation import Degradation, PairFit, aggregate, apply, fit_pair
+from .errors import ConfigError, InputError, OutputExistsError, RealsrError
+from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
+from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+
+LOWPASS_SIGMA = 0.7
+TEXTURE_STD = 0.035
+TEXTURE_WINDOW = 7
+MIN_TEXTURED = 0.05
+TONE_DEGREE = 3
+CROP_BORDER = 4
+FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
+DRY_RUN_OFFSETS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+WORST_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """How well one pair's HR predicts its LR (see the module docstring for the definitions)."""
+
+    psnr: float
+    ssim: float
+    shift: float | None  # median residual shift over textured tiles, LR px; None when no tile is textured
+    shift_worst: float | None
+    textured: float  # fraction of the compared pixels that are textured
+    flat: bool
+    exposure: tuple[float, ...]  # tone-curve coefficients, constant term first
+
+
+@dataclass(frozen=True)
+class WashSummary:
+    """What ``run_wash`` found and wrote (``dry_run``: nothing written, paths are where outputs would go)."""
+
+    out_dir: Path
+    manifest: Path | None
+    meta_info: Path | None
+    report: Path | None
+    pairs: int
+    kept: int
+    dropped: int
+    failed: int
+    flat: int  # textureless pairs (kept or not): their misalignment cannot be measured
+    by_reason: dict[str, int] = field(default_factory=dict)
+    sweep: tuple[tuple[float, int], ...] = ()  # (min_psnr, pairs it would keep with the other thresholds)
+    groups: tuple[str, ...] = ()  # camera/scale groups that got their own degradation
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def _local_std(grey: np.ndarray) -> np.ndarray:
+    import cv2
+
+    size = (TEXTURE_WINDOW, TEXTURE_WINDOW)
+    mean = cv2.blur(grey, size, borderType=cv2.BORDER_REFLECT_101)
+    square = cv2.blur(grey * grey, size, borderType=cv2.BORDER_REFLECT_101)
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def fit_exposure(lr: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares tone curve ``lr ~ sum_k c_k predicted^k`` (k = 0..``TONE_DEGREE``), one for all channels.
+
+    Shared by the channels, so it absorbs exposure and tone-curve differences between the captures but not a
+    colour cast. Returns the fitted prediction (clipped to [0, 1]) and the coefficients (constant term first).
+    """
+    values = predicted.reshape(-1).astype(np.float64)
+    design = np.stack([values**k for k in range(TONE_DEGREE + 1)], axis=1)
+    curve = np.linalg.lstsq(design, lr.reshape(-1).astype(np.float64), rcond=None)[0]
+    fitted = np.polynomial.polynomial.polyval(predicted.astype(np.float64), curve)
+    return np.clip(fitted, 0.0, 1.0).astype(np.float32), curve
+
+
+def score_pair(lr: np.ndarray, hr: np.ndarray, degradation: Degradation) -> PairScore:
+    """Wash PSNR, SSIM and residual shift of one pair (float32 RGB in [0, 1]; HR exactly ``scale`` x LR)."""
+    import cv2
+
+    from .metrics import ssim
+    from .quality import residual_shift
+
+    lr = np.asarray(lr, np.float32)
+    predicted = apply(hr, degradation)
+    fitted, curve = fit_exposure(lr, predicted)
+
+    a = cv2.GaussianBlur(lr, (0, 0), LOWPASS_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    b = cv2.GaussianBlur(fitted, (0, 0), LOWPASS_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    inner = (slice(CROP_BORDER, -CROP_BORDER or None), slice(CROP_BORDER, -CROP_BORDER or None))
+    textured = np.maximum(_local_std(a.mean(axis=2)), _local_std(b.mean(axis=2)))[inner] >= TEXTURE_STD
+    fraction = float(textured.mean())
+    flat = fraction < MIN_TEXTURED
+    error = (a[inner] - b[inner]).astype(np.float64) ** 2
+    mse = float(error.mean() if flat else error[textured].mean())
+    value = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    similarity = ssim(lr, fitted, data_range=1.0, crop_border=CROP_BORDER)
+    shift = residual_shift(lr, fitted)
+    return PairScore(psnr=value, ssim=similarity, shift=shift.median, shift_worst=shift.worst, textured=fraction,
+                     flat=flat, exposure=tuple(float(c) for c in curve))
+
+
+def verdict(score: PairScore, *, min_psnr: float, min_ssim: float | None = None,
+            max_shift: float | None = None) -> list[str]:
+    """Reasons to drop a pair (empty list: keep it)."""
+    reasons = []
+    if not score.psnr >= min_psnr:
+        reasons.append(f"psnr<{min_psnr:g}")
+    if min_ssim is not None and not score.ssim >= min_ssim:
+        reasons.append(f"ssim<{min_ssim:g}")
+    if max_shift is not None and score.shift is not None and score.shift > max_shift:
+        reasons.append(f"shift>{max_shift:g}")
+    return reasons
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+
+
+@dataclass(frozen=True)
+class _Item:
+    pair: PairRef
+    group: tuple[str, int] | None  # (camera, scale); None when the pair could not be read
+    hr_shape: tuple[int, int] | None
+    error: str | None
+
+
+def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
+             min_ssim: float | None = None, max_shift: float | None = None, dry_run: bool = False, workers: int = 1,
+             show_progress: bool = True) -> WashSummary:
+    """Score every pair of ``source``, keep those passing the thresholds, write manifest, kept pairs and report.
+
+    Parameters
+    ----------
+    source : a crop/align/wash output folder (or its manifest) or an ``HR/``+``LR/`` folder.
+    out_dir : output folder: ``manifest.jsonl`` (one record per input pair), ``HR/`` + ``LR/`` with the kept pairs
+        (hard links to the source files, copies where linking fails), ``meta_info.txt`` and ``report/``. A re-run
+        into the same folder replaces an earlier wash there; a folder with other files is refused.
+    min_psnr : wash PSNR floor in dB (module docstring).
+    scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
+    min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
+    dry_run : score, print nothing here, write nothing; ``WashSummary.sweep`` says how many pairs several PSNR floors
+        would keep.
+    workers : processes scoring pairs in parallel.
+    """
+    from .progress import track
+
+    source, out_dir = Path(source), Path(out_dir)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    pairs = open_pairs(source, scale=scale)
+    if not pairs.pairs:
+        raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
+    if not dry_run:
+        if out_dir.resolve() == pairs.root.resolve():
+            raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
+        _check_output(out_dir)
+
+    with _pool(workers) as run_map:
+        items = list(track(run_map(_inspect, [(p, scale, pairs.kind) for p in pairs.pairs]),
+                           description="wash: read", total=len(pairs.pairs), enabled=show_progress))
+        groups: dict[tuple[str, int], list[_Item]] = {}
+        for item in items:
+            if item.group is not None:
+                groups.setdefault(item.group, []).append(item)
+        models: dict[tuple[str, int], Degradation] = {}
+        for key, members in groups.items():
+            chosen = [members[i] for i in np.unique(np.linspace(0, len(members) - 1, min(FIT_PAIRS, len(members)))
+                                                    .round().astype(int))]
+            fits = [f for f in track(run_map(_fit, [(m.pair, key[1]) for m in chosen]),
+                                     description=f"wash: fit {key[0]} x{key[1]}", total=len(chosen),
+                                     enabled=show_progress) if f is not None]
+            if fits:
+                models[key] = aggregate(fits, scale=key[1])
+        jobs = [(item.pair, models.get(item.group)) for item in items if item.error is None]
+        scores = dict(zip([item.pair.id for item in items if item.error is None],
+                          track(run_map(_score, jobs), description="wash: score", total=len(jobs),
+                                enabled=show_progress)))
+
+    records = []
+    for item in items:
+        result = scores.get(item.pair.id)
+        records.append(_record(item, result, pairs, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift))
+    sweep = tuple((round(min_psnr + d, 2), sum(1 for r in records if r["status"] == "ok" and not verdict(
+        _as_score(r), min_psnr=min_psnr + d, min_ssim=min_ssim, max_shift=max_shift))) for d in DRY_RUN_OFFSETS)
+    by_reason = Counter(reason.split(":")[0] for r in records for reason in r["reasons"])
+    counts = dict(pairs=len(records), kept=sum(r["kept"] for r in records),
+                  dropped=sum(not r["kept"] and r["status"] == "ok" for r in records),
+                  failed=sum(r["status"] == "failed" for r in records),
+                  flat=sum(bool(r.get("flat")) for r in records))
+    names = tuple(f"{camera} x{s}" for camera, s in models)
+    if dry_run:
+        return WashSummary(out_dir=out_dir, manifest=None, meta_info=None, report=None, by_reason=dict(by_reason),
+                           sweep=sweep, groups=names, **counts)
+
+    params = {"min_psnr": min_psnr, "min_ssim": min_ssim, "max_shift": max_shift, "scale": scale,
+              "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD, "min_textured": MIN_TEXTURED,
+              "crop_border": CROP_BORDER, "fit_pairs": FIT_PAIRS}
+    header = make_header("wash", params=params, path_keys=("lr_kept", "hr_kept"),
+                         upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
+    header["source"] = str(pairs.root.resolve())
+    header["degradation"] = {f"{camera} x{s}": model.to_dict() for (camera, s), model in models.items()}
+    _clear_previous(out_dir)
+    shape_of = {item.pair.id: item.hr_shape for item in items}
+    meta_lines = []
+    with StageWriter(out_dir, header) as writer:
+        for item, record in zip(items, records):
+            if record["kept"]:
+                name = f"{item.pair.id}{item.pair.hr.suffix.lower()}"
+                lr_name = f"{item.pair.id}{item.pair.lr.suffix.lower()}"
+                _link(item.pair.hr, out_dir / "HR" / name)
+                _link(item.pair.lr, out_dir / "LR" / lr_name)
+                record["hr_kept"], record["lr_kept"] = f"HR/{name}", f"LR/{lr_name}"
+                h, w = shape_of[item.pair.id]
+                meta_lines.append(f"{name} ({h},{w},3)")
+            writer.add(record)
+    meta = atomic_write_text(out_dir / "meta_info.txt", "".join(line + "\n" for line in sorted(meta_lines)))
+    report = write_report(out_dir / "report", records, items, models, min_psnr=min_psnr, by_reason=by_reason,
+                          counts=counts)
+    return WashSummary(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME, meta_info=meta, report=report,
+                       by_reason=dict(by_reason), sweep=sweep, groups=names, **counts)
+
+
+def _as_score(record: dict[str, Any]) -> PairScore:
+    return PairScore(psnr=record["psnr"], ssim=record["ssim"], shift=record["shift"],
+                     shift_worst=record.get("shift_worst"), textured=record.get("textured", 1.0),
+                     flat=bool(record.get("flat")), exposure=())
+
+
+def _record(item: _Item, result: PairScore | str | None, pairs: PairSource, *, min_psnr: float,
+            min_ssim: float | None, max_shift: float | None) -> dict[str, Any]:
+    pair = item.pair
+    record: dict[str, Any] = {"id": pair.id, "hr": _as_in_source(pair, "hr", pairs),
+                              "lr": _as_in_source(pair, "lr", pairs), "scale": item.group[1] if item.group else None}
+    error = item.error or (result if isinstance(result, str) else None)
+    if error is not None or not isinstance(result, PairScore):
+        error = error or "no degradation could be estimated for this pair's camera and scale"
+        record.update(status="failed", error=error, psnr=None, ssim=None, shift=None, kept=False,
+                      reasons=[f"failed: {error}"])
+        return record
+    reasons = verdict(result, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift)
+    record.update(status="ok", psnr=round(result.psnr, 3), ssim=round(result.ssim, 4),
+                  shift=None if result.shift is None else round(result.shift, 3),
+                  shift_worst=None if result.shift_worst is None else round(result.shift_worst, 3),
+                  textured=round(result.textured, 3), flat=result.flat, camera=item.group[0],
+                  exposure=[round(v, 4) for v in result.exposure], kept=not reasons, reasons=reasons)
+    if pair.record.get("quality") is not None:
+        record["align_quality"] = pair.record["quality"]
+    return record
+
+
+def _as_in_source(pair: PairRef, key: str, pairs: PairSource) -> str:
+    """The pair's file as its source names it: the manifest's own path, or ``HR/name`` in a folder."""
+    if pairs.kind == "manifest":
+        from .pairs import PAIR_KEYS
+
+        lr_key, hr_key = PAIR_KEYS[pairs.manifest.stage]
+        return pair.record[hr_key if key == "hr" else lr_key]
+    path = pair.hr if key == "hr" else pair.lr
+    return PurePosixPath(path.parent.name, path.name).as_posix()
+
+
+def _check_output(out_dir: Path) -> None:
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.is_file() or (out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).is_file():
+        if manifest.is_file():
+            read_manifest(manifest, stage="wash")  # refuses another stage's output folder
+        return
+    stray = [d for d in ("HR", "LR", "report") if (out_dir / d).exists() and any((out_dir / d).iterdir())]
+    if stray:
+        raise OutputExistsError(f"{out_dir}: {', '.join(stray)} already hold files that no realsr wash run wrote; "
+                                "pick an empty --out")
+
+
+def _clear_previous(out_dir: Path) -> None:
+    """Remove an earlier wash's kept links, manifest and report in ``out_dir`` (the source files are untouched)."""
+    for folder in ("HR", "LR", "report"):
+        if (out_dir / folder).is_dir():
+            shutil.rmtree(out_dir / folder)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).unlink(missing_ok=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-pair work (runs in worker processes)
+
+
+class _pool:
+    """``with _pool(n) as run_map``: an ordered map over a fork process pool (or in this process for n == 1)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Callable[[Callable, Sequence], Iterator]:
+        if self.workers > 1:
+            import multiprocessing
+
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            return lambda fn, args: self.executor.map(fn, args, chunksize=1)
+        return lambda fn, args: map(fn, args)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
+
+
+def _read(pair: PairRef, scale: int | None, kind: str) -> tuple[np.ndarray, np.ndarray, int]:
+    from .io import read_image
+
+    lr, hr = read_image(pair.lr), read_image(pair.hr)
+    wanted = scale or pair.scale
+    if wanted is not None and kind == "folder":
+        check_scale(hr.shape, lr.shape, wanted, hr=pair.hr, lr=pair.lr)
+        return lr, hr, wanted
+    found = infer_scale(hr.shape, lr.shape, hr=pair.hr, lr=pair.lr)
+    if wanted is not None and found != wanted:
+        raise InputError(f"{pair.hr}: the manifest says scale {wanted} but HR is {found}x its LR")
+    return lr, hr, found
+
+
+def _camera(pair: PairRef) -> str:
+    return str(pair.record.get("camera") or "all")
+
+
+def _inspect(args: tuple[PairRef, int | None, str]) -> _Item:
+    pair, scale, kind = args
+    try:
+        lr, hr, found = _read(pair, scale, kind)
+    except RealsrError as exc:
+        return _Item(pair, None, None, str(exc))
+    return _Item(pair, (_camera(pair), found), hr.shape[:2], None)
+
+
+def _fit(args: tuple[PairRef, int]) -> PairFit | None:
+    pair, scale = args
+    try:
+        lr, hr, _ = _read(pair, scale, "manifest")
+    except RealsrError:
+        return None
+    return fit_pair(lr, hr, scale=scale)
+
+
+def _score(args: tuple[PairRef, Degradation | None]) -> PairScore | str:
+    pair, model = args
+    if model is None:
+        return "no degradation could be estimated for this pair's camera and scale"
+    try:
+        lr, hr, _ = _read(pair, model.scale, "manifest")
+    except RealsrError as exc:
+        return str(exc)
+    return score_pair(lr, hr, model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def write_report(folder: Path, records: list[dict[str, Any]], items: Iterable[_Item],
+                 models: dict[tuple[str, int], Degradation], *, min_psnr: float, by_reason: Counter,
+                 counts: dict[str, int]) -> Path:
+    """``report/summary.txt`` (counts by reason), ``psnr_histogram.png`` (with the threshold) and ``worst.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scored = [r for r in records if r["status"] == "ok"]
+    values = np.array([r["psnr"] for r in scored if np.isfinite(r["psnr"])])
+    figure, axes = plt.subplots(figsize=(7, 4))
+    if len(values):
+        axes.hist(values, bins=max(10, min(60, len(values) // 3)), color="#4477aa")
+    axes.axvline(min_psnr, color="#cc3311", linestyle="--", label=f"--min-psnr {min_psnr:g}")
+    axes.set_xlabel("wash PSNR (dB): LR vs HR under the dataset's degradation, textured pixels")
+    axes.set_ylabel("pairs")
+    axes.set_title(f"{counts['kept']} kept, {counts['dropped']} dropped, {counts['failed']} failed")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "psnr_histogram.png", dpi=100)
+    plt.close(figure)
+
+    lines = [f"pairs {counts['pairs']}", f"kept {counts['kept']}", f"dropped {counts['dropped']}",
+             f"failed {counts['failed']}", f"flat (misalignment not measurable) {counts['flat']}", "",
+             "dropped by reason (a pair may have several):"]
+    lines += [f"  {reason}: {n}" for reason, n in by_reason.most_common()] or ["  none"]
+    lines += ["", "flat pairs:"] + [f"  {r['id']} psnr {r['psnr']}" for r in scored if r.get("flat")]
+    atomic_write_text(folder / "summary.txt", "\n".join(lines) + "\n")
+
+    by_id = {item.pair.id: item for item in items}
+    worst = sorted(scored, key=lambda r: r["psnr"])[:WORST_SHOWN]
+    if worst:
+        _contact_sheet(folder / "worst.png", [(r, by_id[r["id"]].pair, models[(r["camera"], r["scale"])])
+                                              for r in worst])
+    return folder
+
+
+def _contact_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef, Degradation]], *, tile: int = 160) -> None:
+    """One row per pair: LR, the HR's prediction, 4x the absolute difference; with id, PSNR and reasons."""
+    import cv2
+
+    from .io import read_image, to_integer, write_image
+
+    sheet = []
+    for record, pair, model in rows:
+        lr, hr = read_image(pair.lr), read_image(pair.hr)
+        fitted, _ = fit_exposure(lr, apply(hr, model))
+        panels = [lr, fitted, np.clip(4 * np.abs(lr - fitted), 0, 1)]
+        panels = [cv2.resize(p, (tile, tile * p.shape[0] // p.shape[1]), interpolation=cv2.INTER_AREA)
+                  for p in panels]
+        row = np.concatenate(panels, axis=1)
+        banner = np.full((22, row.shape[1], 3), 255, np.uint8)
+        text = f"{record['id']}  {record['psnr']:.1f} dB  {' '.join(record['reasons']) or 'kept'}"
+        cv2.putText(banner, text[:60], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        sheet.append(np.concatenate([banner, to_integer(row)], axis=0))
+    width = max(r.shape[1] for r in sheet)
+    sheet = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in sheet]
+    write_image(path, np.concatenate(sheet, axis=0))
