@@ -77,13 +77,13 @@ def run_demo(out_dir: Path | str, *, minutes: float = 2.0, overwrite: bool = Fal
     say(f"    aligned {aligned.ok}, failed {aligned.failed}")
 
     say(f"4/7 crop: x{DEMO_SCALE} patches ...")
-    cropped = run_crop(out["aligned"], out["patches"], scale=DEMO_SCALE, size=96, workers=2,
+    cropped = run_crop(out["aligned"], out["patches"], scale=DEMO_SCALE, size=64, workers=2,
                        show_progress=show_progress)
     say(f"    {cropped.patches} patches")
 
     say("5/7 wash: dropping misaligned or damaged patches (PSNR against the fitted degradation >= 29 dB) ...")
     washed = run_wash(out["patches"], out["washed"], min_psnr=29.0, show_progress=show_progress)
-    say(f"    kept {washed.kept} of {washed.total}")
+    say(f"    kept {washed.kept} of {washed.pairs}")
 
     say(f"6/7 train: edsr_small x{DEMO_SCALE} for {minutes:g} minute(s) on the CPU ...")
     result = run_training(TrainConfig(source=out["washed"], out=out["run"], scale=DEMO_SCALE, model="edsr_small",
