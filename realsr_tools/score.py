@@ -519,8 +519,9 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         raise ConfigError("--tile, --overlap, --memory-budget and --self-ensemble apply to --model only")
     if forms[0] and save_dir is not None:
         raise ConfigError("--save keeps the SR images of --model or --bicubic; with --sr they exist already")
-    device = pick_device(device) if forms[1] else ("cpu" if device == "auto" else pick_device(device))
-    backend = "torch" if device == "cuda" else "numpy"
+    if forms[1] or device != "auto":
+        device = pick_device(device)
+    backend: Backend = {"auto": "auto", "cuda": "torch", "cpu": "numpy"}[device]  # auto: torch when CUDA is there
 
     method: dict[str, Any] = {}
     sr_fn: SRFunction | None = None
@@ -581,8 +582,9 @@ def _plan_tiles(model, tile: int | None, overlap: int | None, memory_budget: flo
     if overlap is None:
         overlap = exact_overlap(model) or 32
     if tile is not None:
-        if tile < 0:
-            raise ConfigError(f"--tile must be 0 (whole image) or a positive number of LR pixels, got {tile}")
+        if tile < 0 or 0 < tile < 2 * overlap:
+            raise ConfigError(f"--tile must be 0 (whole image) or at least twice the overlap ({overlap} LR pixels; "
+                              f"lower --overlap), got {tile}")
         return tile, overlap, None
     budget = int(memory_budget * 2**30) if memory_budget is not None else default_budget(device)
     fit = largest_tile(model.to(device), budget=budget, device=device)
