@@ -374,12 +374,14 @@ def largest_tile(model, *, budget: int, device, channels: int = 3, probes: Seque
     16 LR pixels, at most ``limit``) whose predicted peak fits ``budget`` bytes.
 
     On CUDA the peak comes from ``torch.cuda.max_memory_allocated``; on CPU from the process's peak resident size
-    (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc told to unmap freed blocks; Linux only). Activations grow with the tile area, so a
+    (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc told to unmap freed blocks; Linux only). A
+    warm-up pass first keeps one-time allocations out of the fit. Activations grow with the tile area, so a
     linear fit in ``t^2`` through the two probes predicts larger tiles.
     """
     import torch
 
     device = torch.device(device)
+    _forward_peak(model, min(probes), channels, device)  # warm-up: one-time allocations (kernels, caches)
     peaks = {size: _forward_peak(model, size, channels, device) for size in probes}
     (t0, p0), (t1, p1) = sorted(peaks.items())
     per_pixel = max((p1 - p0) / (t1 * t1 - t0 * t0), 1.0)
