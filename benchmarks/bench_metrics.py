@@ -4,7 +4,8 @@
    the test image is its x4 area-downscale upscaled back with bicubic interpolation): realsr's SSIM and PSNR
    against the matched ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
    use_sample_covariance=False, data_range=255, channel_axis=2)`` call, in the same process, best of ``--repeat``,
-   with the difference of values and (``--memory``) the peak of numpy allocations traced by tracemalloc.
+   with the difference of values and (``--memory``) the peak of numpy allocations traced by tracemalloc;
+   ``--torch`` adds the torch backend (float64 ``conv2d``; on CUDA when available: the GPU check).
 2. ``--pairs``: agreement on all 193 real RealSR/DRealSR x4 pairs in ../shared/data/pairs (HR against the
    bicubic-upscaled LR), RGB and Y, crop borders 0, 4 and 10: the largest difference from scikit-image's SSIM and
    a float64 MSE PSNR.
@@ -60,7 +61,7 @@ def peak_mb(fn) -> float:
     return peak / 2**20
 
 
-def speed(repeat: int, memory: bool) -> None:
+def speed(repeat: int, memory: bool, torch_backend: bool) -> None:
     photo = read_pixels(PHOTO)
     hr = cv2.resize(photo, (6000, 4000), interpolation=cv2.INTER_CUBIC)
     sr = cv2.resize(cv2.resize(hr, (1500, 1000), interpolation=cv2.INTER_AREA), (6000, 4000),
@@ -79,6 +80,14 @@ def speed(repeat: int, memory: bool) -> None:
     print(f"float64 numpy PSNR           {t_psnr_ref:7.2f} s  {psnr_ref:.12f}")
     print(f"realsr psnr                  {t_psnr:7.2f} s  {psnr_value:.12f}  x{t_psnr_ref / t_psnr:.1f} faster, "
           f"|diff| {abs(psnr_value - psnr_ref):.1e} (measure: {abs(both.psnr - psnr_ref):.1e})")
+    if torch_backend:
+        import torch
+
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)"
+        metrics.measure(hr[:512], sr[:512], backend="torch")  # warm-up: CUDA context and kernels
+        t_torch, result = timed(lambda: metrics.measure(hr, sr, backend="torch"), repeat)
+        print(f"realsr measure, torch backend on {device}: {t_torch:.2f} s, x{t_ref / t_torch:.1f} faster than "
+              f"scikit-image, |SSIM diff| {abs(result.ssim - ref):.1e}, |PSNR diff| {abs(result.psnr - psnr_ref):.1e}")
     if memory:
         print(f"peak traced memory: scikit-image {peak_mb(lambda: skimage_ssim(hr, sr)):.0f} MB, realsr measure "
               f"{peak_mb(lambda: metrics.measure(hr, sr, backend='numpy')):.0f} MB (inputs excluded)")
@@ -111,8 +120,9 @@ if __name__ == "__main__":
     parser.add_argument("--memory", action="store_true", help="also trace peak memory (one more run of each)")
     parser.add_argument("--pairs", action="store_true", help="check agreement on all 193 real pairs")
     parser.add_argument("--no-speed", action="store_true", help="skip the 24-MP timing")
+    parser.add_argument("--torch", action="store_true", help="also time the torch backend (CUDA when available)")
     args = parser.parse_args()
     if not args.no_speed:
-        speed(args.repeat, args.memory)
+        speed(args.repeat, args.memory, args.torch)
     if args.pairs:
         all_pairs()

@@ -177,14 +177,14 @@ def score(
     data: Optional[Path] = typer.Option(None, "--data", help="Stage output (manifest) or HR/+LR/ folder."),
     scale: Optional[int] = typer.Option(None, "--scale", help="Scale where the data does not say it."),
     crop_border: Optional[int] = typer.Option(None, "--crop-border", help="Pixels cut from every side before "
-                                              "measuring [default: the scale]."),
+                                              "measuring (default: the scale)."),
     channels: str = typer.Option("rgb", "--channels", help="rgb (AIM 2020) or y (BT.601 luma, not rounded)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="LR tile size for --model; 0 = whole image "
-                                       "[default: the largest tile that fits --memory-budget]."),
+                                       "(default: the largest tile that fits --memory-budget)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="LR pixels shared by neighbouring tiles "
-                                          "[default: enough for tiled = untiled]."),
+                                          "(default: enough for tiled = untiled)."),
     memory_budget: Optional[float] = typer.Option(None, "--memory-budget", help="GiB for one tile's forward "
-                                                  "pass [default: 80% of free GPU memory, or RAM / 4]."),
+                                                  "pass (default: 80% of free GPU memory, or RAM / 4)."),
     ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the x8 flips/rotations (--model)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Folder to keep the SR images in (<id>.png)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write scores.csv and summary.json here."),

@@ -374,12 +374,14 @@ def largest_tile(model, *, budget: int, device, channels: int = 3, probes: Seque
     16 LR pixels, at most ``limit``) whose predicted peak fits ``budget`` bytes.
 
     On CUDA the peak comes from ``torch.cuda.max_memory_allocated``; on CPU from the process's peak resident size
-    (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc told to unmap freed blocks; Linux only). Activations grow with the tile area, so a
+    (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc told to unmap freed blocks; Linux only). A
+    warm-up pass first keeps one-time allocations out of the fit. Activations grow with the tile area, so a
     linear fit in ``t^2`` through the two probes predicts larger tiles.
     """
     import torch
 
     device = torch.device(device)
+    _forward_peak(model, min(probes), channels, device)  # warm-up: one-time allocations (kernels, caches)
     peaks = {size: _forward_peak(model, size, channels, device) for size in probes}
     (t0, p0), (t1, p1) = sorted(peaks.items())
     per_pixel = max((p1 - p0) / (t1 * t1 - t0 * t0), 1.0)
@@ -519,8 +521,9 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         raise ConfigError("--tile, --overlap, --memory-budget and --self-ensemble apply to --model only")
     if forms[0] and save_dir is not None:
         raise ConfigError("--save keeps the SR images of --model or --bicubic; with --sr they exist already")
-    device = pick_device(device) if forms[1] else ("cpu" if device == "auto" else pick_device(device))
-    backend = "torch" if device == "cuda" else "numpy"
+    if forms[1] or device != "auto":
+        device = pick_device(device)
+    backend: Backend = {"auto": "auto", "cuda": "torch", "cpu": "numpy"}[device]  # auto: torch when CUDA is there
 
     method: dict[str, Any] = {}
     sr_fn: SRFunction | None = None
@@ -581,8 +584,9 @@ def _plan_tiles(model, tile: int | None, overlap: int | None, memory_budget: flo
     if overlap is None:
         overlap = exact_overlap(model) or 32
     if tile is not None:
-        if tile < 0:
-            raise ConfigError(f"--tile must be 0 (whole image) or a positive number of LR pixels, got {tile}")
+        if tile < 0 or 0 < tile < 2 * overlap:
+            raise ConfigError(f"--tile must be 0 (whole image) or at least twice the overlap ({overlap} LR pixels; "
+                              f"lower --overlap), got {tile}")
         return tile, overlap, None
     budget = int(memory_budget * 2**30) if memory_budget is not None else default_budget(device)
     fit = largest_tile(model.to(device), budget=budget, device=device)
