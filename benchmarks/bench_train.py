@@ -110,9 +110,9 @@ def main() -> None:
     baseline_batch = batches[0]
     configs = [("fp32 eager NCHW (baseline)", baseline_batch, False, False, False)]
     if cuda:
-        configs += [(f"bf16 channels_last", b, True, True, False) for b in batches]
+        configs += [("bf16 channels_last", b, True, True, False) for b in batches]
         if args.compile:
-            configs += [(f"bf16 channels_last compiled", batches[-1], True, True, True)]
+            configs += [("bf16 channels_last compiled", batches[-1], True, True, True)]
     else:
         configs += [("fp32 channels_last", b, False, True, False) for b in batches]
         if args.compile:

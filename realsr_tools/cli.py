@@ -302,7 +302,7 @@ def train(
     table.add_column("value")
     table.add_row("device", f"{result.device} x{result.world_size}")
     table.add_row("pairs", f"{result.train_pairs} train, {result.val_pairs} validation")
-    table.add_row("steps", f"{result.steps} of {result.planned_steps}" + (" (stopped by --max-minutes)"
+    table.add_row("steps", f"{result.steps} of {result.planned_steps}" + (" (ended by --max-minutes)"
                                                                           if result.stopped_early else ""))
     table.add_row("throughput", f"{result.patches_per_second:.1f} LR patches/s")
     table.add_row("validation PSNR", f"best {result.best_psnr:.3f} dB (step {result.best_step}), last "

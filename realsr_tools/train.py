@@ -686,7 +686,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
     progress = _progress(show_progress and dist_info.main, total)
     loss_sum = torch.zeros((), device=device)
     loss_count, last_log, last_log_step, stopped_early = 0, time.monotonic(), step, False
-    loop_started, first_step = time.monotonic(), step
+    loop_started, first_step, val_time = time.monotonic(), step, 0.0
     last_psnr = best_psnr
     try:
         task = progress.add_task("train", total=total, completed=step, loss=float("nan"), speed=0.0) \
@@ -700,11 +700,16 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
             step += 1
             stop = False
             if deadline is not None and step < total and (dist_info.world == 1 or step % 10 == 0):
-                seconds_per_step = (time.monotonic() - loop_started) / (step - first_step)
-                stop = bool(_broadcast(float(time.monotonic() + seconds_per_step + 2 * val_seconds > deadline),
-                                       dist_info, device))
+                # re-plan from the measured throughput (validation excluded), so the schedule follows the machine
+                now = time.monotonic()
+                seconds_per_step = (now - loop_started - val_time) / (step - first_step)
+                planned = _replan(config, step=step, total=total, remaining=deadline - now, val_every=val_every,
+                                  seconds_per_step=seconds_per_step, val_seconds=val_seconds,
+                                  measured_steps=step - first_step)
+                total = int(_broadcast(planned, dist_info, device))
+                stop = step >= total
             if progress:
-                progress.update(task, completed=step)
+                progress.update(task, completed=step, total=total)
             if stop or step % config.log_every == 0 or step % val_every == 0 or step == total:
                 if dist_info.world > 1:
                     import torch.distributed as dist
@@ -726,6 +731,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                 stopped_early = True
                 break
             if step % val_every == 0 and step < total:
+                began = time.monotonic()
                 last_psnr, seconds = validate()
                 val_seconds = max(val_seconds, _broadcast(seconds, dist_info, device))
                 log.write(kind="val", step=step, psnr=last_psnr, bicubic_psnr=bicubic_psnr)
@@ -736,6 +742,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                     save(last_psnr, is_best=improved)
                 _barrier(dist_info)
                 last_log = time.monotonic()  # throughput excludes validation and saving
+                val_time += last_log - began
     finally:
         if prefetch:
             prefetch.close()
@@ -808,6 +815,22 @@ def _plan_steps(config: TrainConfig, *, remaining: float, seconds_per_step: floa
                           f"{seconds_per_step:.2f} s and a validation {val_seconds:.1f} s; allow more minutes or "
                           "use a smaller --batch/--patch/model")
     return total, config.val_every or max(1, math.ceil(total / (middle + 1)))
+
+
+def _replan(config: TrainConfig, *, step: int, total: int, remaining: float, val_every: int,
+            seconds_per_step: float, val_seconds: float, measured_steps: int) -> int:
+    """The planned step count updated from the loop's own throughput, once ``measured_steps >= 5``.
+
+    The steps still to come and their validations (every ``val_every``) must fit in 97 % of the ``remaining``
+    seconds less the final validation and a one-validation margin; a result ``<= step`` ends the run now.
+    """
+    budget = 0.97 * remaining - 2 * val_seconds
+    if budget <= seconds_per_step:
+        return step
+    if measured_steps < 5:
+        return total
+    more = int(budget / (seconds_per_step + val_seconds / val_every))
+    return max(step, min(config.steps, step + more))
 
 
 def _progress(enabled: bool, total: int):
