@@ -22,6 +22,7 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -313,7 +314,7 @@ def _crop_pair(task: _Task) -> _Result:
 
 
 def _cut(task: _Task, base: dict[str, Any]) -> _Result:
-    from .io import read_pixels, write_image
+    from .io import read_pixels
 
     pair, s = task.pair, task.scale
     lr = read_pixels(pair.lr)
@@ -332,16 +333,31 @@ def _cut(task: _Task, base: dict[str, Any]) -> _Result:
         return _Result([{"id": pair.id, **base, "status": "skipped", "reason": why}], plan.skipped_invalid)
     records = []
     n = task.size * s
+    # OpenCV encodes BGR: flip each image once here rather than every patch (io.write_image would copy per patch).
+    lr_bgr, hr_bgr = np.ascontiguousarray(lr[..., ::-1]), np.ascontiguousarray(hr[..., ::-1])
     for index, (x, y) in enumerate(plan.boxes, start=1):
         name = patch_name(pair.id, index)
-        write_image(task.out_dir / "LR" / name, lr[y : y + task.size, x : x + task.size],
-                    png_compression=task.png_compression)
-        write_image(task.out_dir / "HR" / name, hr[s * y : s * y + n, s * x : s * x + n],
-                    png_compression=task.png_compression)
+        _write_png(task.out_dir / "LR" / name, lr_bgr[y : y + task.size, x : x + task.size], task.png_compression)
+        _write_png(task.out_dir / "HR" / name, hr_bgr[s * y : s * y + n, s * x : s * x + n], task.png_compression)
         records.append({"id": Path(name).stem, "lr": f"LR/{name}", "hr": f"HR/{name}", **base, "status": "ok",
                         "lr_box": [x, y, task.size, task.size], "hr_box": [s * x, s * y, n, n],
                         "pair_patches": len(plan.boxes), "quality": quality})
     return _Result(records, plan.skipped_invalid)
+
+
+def _write_png(path: Path, bgr: np.ndarray, level: int) -> None:
+    """Encode a BGR(-ordered) patch as PNG and write it atomically (temporary name in the folder, then rename)."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise InputError(f"{path}: OpenCV could not encode a {bgr.shape} {bgr.dtype} patch as PNG")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(encoded.tobytes())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _read_mask(pair: PairRef, root: Path, lr_shape: tuple[int, ...]) -> np.ndarray | None:
