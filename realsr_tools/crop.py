@@ -23,7 +23,6 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from .errors import ConfigError, InputError, OutputExistsError, RealsrError
 from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
-from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from .pairs import PairRef, check_scale, infer_scale, open_pairs
 
 # LR patch side of the AIM 2020 Real Image SR tracks (HR patch = scale x this).
 AIM_PATCH = {2: 380, 3: 272, 4: 192}
@@ -146,7 +145,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
     workers : processes cutting pairs in parallel (1 = in this process).
     png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's and OpenCV's default).
-    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes.
+    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes. Files
+        that no earlier crop listed are never deleted: an output folder holding such files is refused.
     """
     source, out_dir = Path(source), Path(out_dir)
     if not 0 <= png_compression <= 9:
@@ -231,12 +231,9 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
     journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
     if not manifest.is_file() and not journal.is_file():
         stray = [d for d in ("HR", "LR") if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-        if stray and not overwrite:
+        if stray:  # even with --overwrite: realsr only ever deletes what its own manifest lists
             raise OutputExistsError(f"{out_dir}: {'/ and '.join(stray)}/ already hold files that no realsr crop "
-                                    "run wrote; pick an empty --out or pass --overwrite")
-        if overwrite:
-            for folder in stray:
-                shutil.rmtree(out_dir / folder)
+                                    "run wrote; pick an empty --out")
         return []
     records = previous_records(out_dir, "crop")
     if overwrite:
