@@ -253,7 +253,14 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
             what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             raise OutputExistsError(f"{out_dir}: an earlier crop here used other settings ({what}); pass "
                                     "--overwrite to redo it or pick another --out")
-    return [r for r in records if r.get("status", "ok") == "ok"]
+    done = [r for r in records if r.get("status", "ok") == "ok"]
+    # An interrupted run left only its journal: its records still tell the patch size and scale it used.
+    other = {(r.get("scale"), (r.get("lr_box") or [0, 0, None])[2]) for r in done} - {(params["scale"], params["size"])}
+    if other:
+        scale, size = other.pop()
+        raise OutputExistsError(f"{out_dir}: an earlier crop here cut {size} px patches at scale {scale}; pass "
+                                "--overwrite to redo it or pick another --out")
+    return done
 
 
 # ----------------------------------------------------------------------------------------------------------------
