@@ -317,7 +317,7 @@ def train(
 def wash(
     source: Path = typer.Argument(..., help="realsr align/crop output folder, or a folder with HR/ and LR/."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (manifest, kept HR/+LR/, report/)."),
-    min_psnr: float = typer.Option(29.0, "--min-psnr", help="Wash PSNR floor in dB (see below)."),
+    min_psnr: float = typer.Option(29.0, "--min-psnr", help="Wash PSNR floor in dB (defined above)."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
     min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
     max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),

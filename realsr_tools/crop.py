@@ -22,7 +22,7 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 
 from __future__ import annotations
 
-import shutil
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ import numpy as np
 from .errors import ConfigError, InputError, OutputExistsError, RealsrError
 from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
-from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from .pairs import PairRef, check_scale, infer_scale, open_pairs
 
 # LR patch side of the AIM 2020 Real Image SR tracks (HR patch = scale x this).
 AIM_PATCH = {2: 380, 3: 272, 4: 192}
@@ -145,7 +145,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
     workers : processes cutting pairs in parallel (1 = in this process).
     png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's and OpenCV's default).
-    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes.
+    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes. Files
+        that no earlier crop listed are never deleted: an output folder holding such files is refused.
     """
     source, out_dir = Path(source), Path(out_dir)
     if not 0 <= png_compression <= 9:
@@ -230,12 +231,9 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
     journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
     if not manifest.is_file() and not journal.is_file():
         stray = [d for d in ("HR", "LR") if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-        if stray and not overwrite:
+        if stray:  # even with --overwrite: realsr only ever deletes what its own manifest lists
             raise OutputExistsError(f"{out_dir}: {'/ and '.join(stray)}/ already hold files that no realsr crop "
-                                    "run wrote; pick an empty --out or pass --overwrite")
-        if overwrite:
-            for folder in stray:
-                shutil.rmtree(out_dir / folder)
+                                    "run wrote; pick an empty --out")
         return []
     records = previous_records(out_dir, "crop")
     if overwrite:
@@ -255,7 +253,14 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
             what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             raise OutputExistsError(f"{out_dir}: an earlier crop here used other settings ({what}); pass "
                                     "--overwrite to redo it or pick another --out")
-    return [r for r in records if r.get("status", "ok") == "ok"]
+    done = [r for r in records if r.get("status", "ok") == "ok"]
+    # An interrupted run left only its journal: its records still tell the patch size and scale it used.
+    other = {(r.get("scale"), (r.get("lr_box") or [0, 0, None])[2]) for r in done} - {(params["scale"], params["size"])}
+    if other:
+        scale, size = other.pop()
+        raise OutputExistsError(f"{out_dir}: an earlier crop here cut {size} px patches at scale {scale}; pass "
+                                "--overwrite to redo it or pick another --out")
+    return done
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,7 +318,7 @@ def _crop_pair(task: _Task) -> _Result:
 
 
 def _cut(task: _Task, base: dict[str, Any]) -> _Result:
-    from .io import read_pixels, write_image
+    from .io import read_pixels
 
     pair, s = task.pair, task.scale
     lr = read_pixels(pair.lr)
@@ -332,16 +337,31 @@ def _cut(task: _Task, base: dict[str, Any]) -> _Result:
         return _Result([{"id": pair.id, **base, "status": "skipped", "reason": why}], plan.skipped_invalid)
     records = []
     n = task.size * s
+    # OpenCV encodes BGR: flip each image once here rather than every patch (io.write_image would copy per patch).
+    lr_bgr, hr_bgr = np.ascontiguousarray(lr[..., ::-1]), np.ascontiguousarray(hr[..., ::-1])
     for index, (x, y) in enumerate(plan.boxes, start=1):
         name = patch_name(pair.id, index)
-        write_image(task.out_dir / "LR" / name, lr[y : y + task.size, x : x + task.size],
-                    png_compression=task.png_compression)
-        write_image(task.out_dir / "HR" / name, hr[s * y : s * y + n, s * x : s * x + n],
-                    png_compression=task.png_compression)
+        _write_png(task.out_dir / "LR" / name, lr_bgr[y : y + task.size, x : x + task.size], task.png_compression)
+        _write_png(task.out_dir / "HR" / name, hr_bgr[s * y : s * y + n, s * x : s * x + n], task.png_compression)
         records.append({"id": Path(name).stem, "lr": f"LR/{name}", "hr": f"HR/{name}", **base, "status": "ok",
                         "lr_box": [x, y, task.size, task.size], "hr_box": [s * x, s * y, n, n],
                         "pair_patches": len(plan.boxes), "quality": quality})
     return _Result(records, plan.skipped_invalid)
+
+
+def _write_png(path: Path, bgr: np.ndarray, level: int) -> None:
+    """Encode a BGR(-ordered) patch as PNG and write it atomically (temporary name in the folder, then rename)."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise InputError(f"{path}: OpenCV could not encode a {bgr.shape} {bgr.dtype} patch as PNG")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(encoded.tobytes())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _read_mask(pair: PairRef, root: Path, lr_shape: tuple[int, ...]) -> np.ndarray | None:

@@ -63,16 +63,21 @@ def _windows(channel: np.ndarray, scale: int, size: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, (size, size))[::scale, ::scale]
 
 
-def predict(hr: np.ndarray, kernel: np.ndarray, scale: int) -> np.ndarray:
-    """Blur ``hr`` with ``kernel`` and sample it on the LR grid (see the module convention)."""
-    import cv2
+def predict(hr: np.ndarray, kernel: np.ndarray, scale: int, *, strip: int = 128) -> np.ndarray:
+    """Blur ``hr`` with ``kernel`` at the LR grid points only (see the module convention); float32 ``h x w x 3``.
 
+    Works on strips of ``strip`` LR rows, so memory stays bounded on full frames.
+    """
     size = kernel.shape[0]
-    pad = (size - scale) // 2
-    padded = cv2.copyMakeBorder(np.asarray(hr, np.float32), pad, size, pad, size, cv2.BORDER_REFLECT_101)
-    blurred = cv2.filter2D(padded, -1, kernel.astype(np.float32), anchor=(0, 0), borderType=cv2.BORDER_REFLECT_101)
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
-    return np.ascontiguousarray(blurred[: h * scale : scale, : w * scale : scale])
+    taps = kernel.astype(np.float32).reshape(-1)
+    out = np.empty((h, w, hr.shape[2]), np.float32)
+    for c in range(hr.shape[2]):
+        windows = _windows(np.asarray(hr[..., c], np.float32), scale, size)
+        for top in range(0, h, strip):
+            block = windows[top : top + strip, :w]
+            out[top : top + strip, :, c] = (block.reshape(-1, size * size) @ taps).reshape(block.shape[:2])
+    return out
 
 
 def fit_channels(lr: np.ndarray, predicted: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
@@ -112,16 +117,23 @@ def fit_pair(lr: np.ndarray, hr: np.ndarray, *, scale: int, support: int = DEFAU
     rows, cols = np.divmod(rng.choice(usable, count, replace=False), w)
     taps = size * size
     windows = [_windows(hr[..., c], scale, size)[rows, cols].reshape(count, -1).astype(np.float64) for c in range(3)]
-    target = np.concatenate([lr[rows, cols, c] for c in range(3)]).astype(np.float64)
+    targets = [lr[rows, cols, c].astype(np.float64) for c in range(3)]
+    # Blocks of the normal equations, computed once: the channel gains only rescale them.
+    gram = [x.T @ x for x in windows]
+    sums = [x.sum(axis=0) for x in windows]
+    moments = [x.T @ t for x, t in zip(windows, targets)]
     gains = np.ones(3)
     for _ in range(rounds):
-        design = np.zeros((3 * count, taps + 3))
+        normal = np.zeros((taps + 3, taps + 3))
+        right = np.zeros(taps + 3)
         for c in range(3):
-            design[c * count : (c + 1) * count, :taps] = gains[c] * windows[c]
-            design[c * count : (c + 1) * count, taps + c] = 1.0
-        normal = design.T @ design
+            normal[:taps, :taps] += gains[c] ** 2 * gram[c]
+            normal[:taps, taps + c] = normal[taps + c, :taps] = gains[c] * sums[c]
+            normal[taps + c, taps + c] = count
+            right[:taps] += gains[c] * moments[c]
+            right[taps + c] = targets[c].sum()
         normal[np.diag_indices_from(normal)] += RIDGE * np.trace(normal) / len(normal)
-        solution = np.linalg.solve(normal, design.T @ target)
+        solution = np.linalg.solve(normal, right)
         kernel = solution[:taps].reshape(size, size)
         total = kernel.sum()
         kernel = kernel / total if abs(total) > 1e-6 else np.full((size, size), 1.0 / taps)

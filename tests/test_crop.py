@@ -123,6 +123,13 @@ def test_crop_resumes_redoes_missing_patches_and_overwrites_on_request(pair_fold
     assert (again.pairs_resumed, again.pairs_done, again.patches) == (2, 1, 12)
     assert (out / "LR" / "Canon_033_LR4_s003.png").is_file()
     assert (out / "HR" / "Nikon_017_LR4_s002.png").stat().st_mtime_ns == first  # untouched
+    # An interrupted run leaves only its journal: a re-run resumes from it, and refuses other settings.
+    manifest = out / "manifest.jsonl"
+    (out / "manifest.jsonl.journal").write_text("".join(manifest.read_text().splitlines(keepends=True)[1:]))
+    manifest.unlink()
+    with pytest.raises(OutputExistsError, match="cut 64 px patches"):
+        run_crop(pair_folder, out, scale=4, size=32, show_progress=False)
+    assert run_crop(pair_folder, out, scale=4, size=64, show_progress=False).pairs_resumed == 3
     with pytest.raises(OutputExistsError, match="size 64 -> 32"):
         run_crop(pair_folder, out, scale=4, size=32, show_progress=False)
     redone = run_crop(pair_folder, out, scale=4, size=32, overwrite=True, show_progress=False)
