@@ -121,7 +121,8 @@ def evaluate(root: Path, out: Path) -> dict[str, dict]:
         hr = align.grey(read_pixels(root / entry["hr"]))
         window = align.output_window(np.asarray(entry["lr_to_hr"]), lr.shape, hr.shape)
         if record["status"] == "ok":
-            results["realsr"].append((registration_error(entry, record["lr_to_hr"], record["lr_window"]),
+            results["realsr"].append((registration_error(entry, record["lr_to_hr"], record["lr_window"],
+                                                         lr_distortion=record["distortion"]),
                                       realsr_seconds, record))
         else:
             results["realsr"].append((None, realsr_seconds, record))

@@ -51,7 +51,8 @@ def test_registration_meets_the_ground_truth(captures, aligned):
     for name, entry in truth.items():
         record = records[name]
         assert record["status"] == "ok", record["error"]
-        errors.append(registration_error(entry, record["lr_to_hr"], record["lr_window"]))
+        errors.append(registration_error(entry, record["lr_to_hr"], record["lr_window"],
+                                         lr_distortion=record["distortion"]))
         # The true magnification is estimated, not taken from the focal ratio (which is a few % off).
         assert record["registration"]["zoom"] == pytest.approx(entry["true_zoom"], rel=2e-3)
     # Ground truth from the simulation; the normal-condition target is a median <= 0.05 LR px.
