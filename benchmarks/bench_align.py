@@ -138,7 +138,7 @@ def evaluate(root: Path, out: Path) -> dict[str, dict]:
     return results
 
 
-def table(title: str, results: dict[str, list], *, hard: bool) -> None:
+def table(title: str, results: dict[str, list]) -> None:
     print(f"\n### {title}\n")
     print("| method | pairs | failed | median err (LR px) | <= 0.1 px | <= 0.25 px | worst | silently wrong (> 1 px) "
           "| s/pair |")
@@ -257,7 +257,7 @@ def main() -> None:
                                     bit_depth=16 if hard else 8)
                 results = evaluate(root, work / f"{variant}_out")
                 table(f"{variant} conditions ({len(photos)} photographs x 3 scales, "
-                      f"{16 if hard else 8}-bit)", results, hard=hard)
+                      f"{16 if hard else 8}-bit)", results)
         if not args.skip_speed:
             speed(work)
 

@@ -300,9 +300,7 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
             score, matrix = match(zoom_factor, roll)
             if score > best[0]:
                 best = (score, matrix, zoom_factor, roll)
-    if best[0] < MIN_TEMPLATE_SCORE:
-        return _Coarse(best[1], best[0]) if best[0] > -1 else None
-    return _Coarse(best[1], best[0])
+    return None if best[0] <= -1 else _Coarse(best[1], best[0])
 
 
 def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:
@@ -316,7 +314,8 @@ def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:
     return fx, fy
 
 
-def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, work_size: int = 700) -> tuple[np.ndarray | None, int]:
+def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *,
+                   work_size: int = 700) -> tuple[np.ndarray | None, int]:
     """SIFT + ratio test + RANSAC homography on pre-zoomed grey images; ``(None, inliers)`` when unreliable."""
     import cv2
 
