@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=len(PHOTOS))
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--variants", default="normal,hard", help="comma-separated: normal, hard")
     args = parser.parse_args()
     import cv2
 
@@ -250,8 +251,8 @@ def main() -> None:
         work = Path(tmp)
         if not args.skip_accuracy:
             photos = [DATA / "photos" / name for name in PHOTOS[: args.photos]]
-            for hard in (False, True):
-                variant = "hard" if hard else "normal"
+            for variant in args.variants.split(","):
+                hard = variant == "hard"
                 root = work / variant
                 make_capture_folder(photos, root, seed=1, hard=hard, lr_size=CAPTURE,
                                     bit_depth=16 if hard else 8)
