@@ -46,7 +46,11 @@ MIN_CORRELATION = 0.75  # luma correlation after refinement (photometric model a
 MIN_OVERLAP = 0.5  # output window area / area the HR field should cover in the LR
 MAX_RESIDUAL_MEDIAN = 0.5  # LR px
 MAX_RESIDUAL_WORST = 3.0  # LR px
-MAX_UNCERTAINTY = 0.25  # LR px: corner standard deviation above which the overlap has too little texture
+DISTORTION_EVIDENCE = 20.0  # likelihood-ratio statistic above which the distortion terms are kept
+DISTORTION_PRIOR = 0.05
+MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
+MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled  # standard deviation of the prior on each distortion coefficient (k, lens units)
+MAX_UNCERTAINTY = 0.15  # LR px: corner standard deviation above which the overlap has too little texture
 COARSE_WIDTH = 320  # LR width of the pyramid search
 COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates agree within this
 FINE_PIXELS = 400_000  # pixels used per Gauss-Newton step at most (highest-gradient ones)
@@ -95,6 +99,11 @@ class Registration:
     correlation: float  # luma correlation over the overlap after refinement
     iterations: int
     uncertainty: float  # LR px: standard deviation of the overlap's corners from the Gauss-Newton covariance
+    distortion: RadialDistortion | None = None  # LR radial distortion relative to the HR (None: not modelled)
+
+    def map(self, points: np.ndarray) -> np.ndarray:
+        """The complete LR -> HR mapping of ``N x 2`` LR points."""
+        return map_lr_to_hr(self.lr_to_hr, self.distortion, points)
 
     def to_dict(self) -> dict:
         return {"zoom": _round(self.zoom), "coarse": self.coarse, "coarse_agreement": _round(self.coarse_agreement),
@@ -153,10 +162,12 @@ def hr_field_in_lr(lr_to_hr: np.ndarray, hr_shape: tuple[int, int]) -> np.ndarra
     return apply_homography(np.linalg.inv(lr_to_hr), corners)
 
 
-def output_window(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> tuple[int, ...]:
+def output_window(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int], *,
+                  distortion: RadialDistortion | None = None) -> tuple[int, ...]:
     """Largest axis-aligned LR window ``(x0, y0, width, height)`` whose HR footprint, with the output kernel's
     support, lies inside the HR frame: the output needs no mask. Assumes a near-axis-aligned HR field (true for
-    rolls of a few degrees)."""
+    rolls of a few degrees); with ``distortion`` the window is shrunk until the complete mapping of its border
+    stays inside too."""
     zoom = local_zoom(lr_to_hr, tuple(np.mean(hr_field_in_lr(lr_to_hr, hr_shape), axis=0)))
     margin = LANCZOS_RADIUS / max(zoom, 1e-6) + 1.0
     tl, tr, br, bl = hr_field_in_lr(lr_to_hr, hr_shape)
@@ -167,6 +178,16 @@ def output_window(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tup
     y1 = min(bl[1], br[1]) - margin
     ix0, iy0 = max(0, int(np.ceil(x0))), max(0, int(np.ceil(y0)))
     ix1, iy1 = min(lw - 1, int(np.floor(x1))), min(lh - 1, int(np.floor(y1)))
+    hh, hw = hr_shape[:2]
+    limit = LANCZOS_RADIUS
+    while distortion is not None and ix1 - ix0 > 2 and iy1 - iy0 > 2:
+        xs, ys = np.linspace(ix0, ix1, 64), np.linspace(iy0, iy1, 64)
+        border = np.concatenate([np.stack([xs, np.full(64, iy0)], 1), np.stack([xs, np.full(64, iy1)], 1),
+                                 np.stack([np.full(64, ix0), ys], 1), np.stack([np.full(64, ix1), ys], 1)])
+        mapped = map_lr_to_hr(lr_to_hr, distortion, border)
+        if mapped.min() >= limit and np.all(mapped.max(axis=0) <= [hw - 1 - limit, hh - 1 - limit]):
+            break
+        ix0, iy0, ix1, iy1 = ix0 + 1, iy0 + 1, ix1 - 1, iy1 - 1
     return ix0, iy0, max(0, ix1 - ix0 + 1), max(0, iy1 - iy0 + 1)
 
 
@@ -177,11 +198,13 @@ def window_to_hr_output(lr_to_hr: np.ndarray, window: Sequence[int], scale: int)
     return np.asarray(lr_to_hr, np.float64) @ out_to_lr
 
 
-def warp_hr(hr: np.ndarray, lr_to_hr: np.ndarray, window: Sequence[int], scale: int) -> np.ndarray:
+def warp_hr(hr: np.ndarray, lr_to_hr: np.ndarray, window: Sequence[int], scale: int, *,
+            distortion: RadialDistortion | None = None) -> np.ndarray:
     """HR source (any dtype) resampled onto the LR window at ``scale`` x with a Lanczos-4 kernel.
 
     Where the true magnification exceeds ``scale`` (the output grid is coarser than the HR pixels), the HR is
-    low-passed first (Gaussian, sigma ``0.5 sqrt(m^2 - 1)`` HR px for minification ``m``) against aliasing.
+    low-passed first (Gaussian, sigma ``0.5 sqrt(m^2 - 1)`` HR px for minification ``m``) against aliasing. With
+    ``distortion`` the complete mapping is used (per-pixel maps, computed in strips of rows).
     """
     import cv2
 
@@ -193,8 +216,27 @@ def warp_hr(hr: np.ndarray, lr_to_hr: np.ndarray, window: Sequence[int], scale: 
         sigma = 0.5 * np.sqrt(minification**2 - 1)
         if sigma >= 0.1:
             source = cv2.GaussianBlur(hr, (0, 0), sigma)
-    return cv2.warpPerspective(source, matrix, (w * scale, h * scale),
-                               flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    if distortion is None:
+        return cv2.warpPerspective(source, matrix, (w * scale, h * scale),
+                                   flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    map_x = np.empty((h * scale, w * scale), np.float32)
+    map_y = np.empty_like(map_x)
+    hm = np.asarray(lr_to_hr, np.float64).astype(np.float32)
+    columns = (x0 + (np.arange(w * scale) + 0.5) / scale - 0.5).astype(np.float32)[None, :]
+    for start in range(0, h * scale, 256):
+        # float32 is exact enough here (4e-4 px at 6000 px) and keeps a 20-MP map at a few seconds.
+        rows = (y0 + (np.arange(start, min(start + 256, h * scale)) + 0.5) / scale - 0.5).astype(np.float32)[:, None]
+        yx = np.repeat(columns, len(rows), axis=0)
+        yy = np.repeat(rows, columns.shape[1], axis=1)
+        for k, cx, cy, radius in distortion.terms:
+            dx, dy = columns - np.float32(cx), rows - np.float32(cy)
+            factor = np.float32(k / radius**2) * (dx * dx + dy * dy)
+            yx += dx * factor
+            yy += dy * factor
+        denominator = hm[2, 0] * yx + hm[2, 1] * yy + hm[2, 2]
+        map_x[start:start + len(rows)] = (hm[0, 0] * yx + hm[0, 1] * yy + hm[0, 2]) / denominator
+        map_y[start:start + len(rows)] = (hm[1, 0] * yx + hm[1, 1] * yy + hm[1, 2]) / denominator
+    return cv2.remap(source, map_x, map_y, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -268,9 +310,7 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
             score, matrix = match(zoom_factor, roll)
             if score > best[0]:
                 best = (score, matrix, zoom_factor, roll)
-    if best[0] < MIN_TEMPLATE_SCORE:
-        return _Coarse(best[1], best[0]) if best[0] > -1 else None
-    return _Coarse(best[1], best[0])
+    return None if best[0] <= -1 else _Coarse(best[1], best[0])
 
 
 def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:
@@ -284,7 +324,8 @@ def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:
     return fx, fy
 
 
-def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, work_size: int = 700) -> tuple[np.ndarray | None, int]:
+def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *,
+                   work_size: int = 700) -> tuple[np.ndarray | None, int]:
     """SIFT + ratio test + RANSAC homography on pre-zoomed grey images; ``(None, inliers)`` when unreliable."""
     import cv2
 
@@ -327,8 +368,50 @@ def _disagreement(a: np.ndarray, b: np.ndarray, hr_shape: tuple[int, int]) -> fl
 
 
 @dataclass(frozen=True)
+class RadialDistortion:
+    """Radial lens distortion between the two captures, in LR pixels, applied before ``lr_to_hr``.
+
+    ``y = x + sum_i k_i (x - c_i) |x - c_i|^2 / R_i^2``; the complete LR -> HR mapping is ``lr_to_hr(y)``
+    (:func:`map_lr_to_hr`). Two terms, each in its lens's own units: the LR lens about the LR frame's centre
+    (``R`` = half diagonal of the LR frame; ``k < 0`` is barrel distortion of the wide end) and the HR lens about
+    the HR frame's centre as seen in the LR (``R`` = HR half diagonal / magnification; to first order in ``k``).
+    """
+
+    terms: tuple[tuple[float, float, float, float], ...]  # (k, centre x, centre y, R), LR px
+
+    def undistort(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, np.float64)
+        out = points.copy()
+        for k, cx, cy, radius in self.terms:
+            d = points - (cx, cy)
+            out += k * d * np.sum(d * d, axis=-1, keepdims=True) / radius**2
+        return out
+
+    def to_dict(self) -> dict:
+        return {"model": "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then lr_to_hr",
+                "terms": [{"lens": lens, "k": round(k, 8), "centre": [round(cx, 3), round(cy, 3)],
+                           "radius": round(radius, 3)} for lens, (k, cx, cy, radius) in zip(("lr", "hr"), self.terms)]}
+
+
+def map_lr_to_hr(lr_to_hr: np.ndarray, distortion: RadialDistortion | None, points: np.ndarray) -> np.ndarray:
+    """The complete LR -> HR mapping of ``N x 2`` points: undistort (if any), then the homography."""
+    points = np.asarray(points, np.float64)
+    return apply_homography(lr_to_hr, distortion.undistort(points) if distortion else points)
+
+
+def _distortion_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> np.ndarray:
+    """Centres and radii (LR px) of the two distortion terms for the current homography: rows (cx, cy, R)."""
+    (lh, lw), (hh, hw) = lr_shape[:2], hr_shape[:2]
+    hr_centre = apply_homography(np.linalg.inv(h), np.array([[(hw - 1) / 2, (hh - 1) / 2]]))[0]
+    zoom = local_zoom(h, tuple(hr_centre))
+    return np.array([[(lw - 1) / 2, (lh - 1) / 2, np.hypot(lw, lh) / 2],
+                     [hr_centre[0], hr_centre[1], np.hypot(hw, hh) / 2 / zoom]])
+
+
+@dataclass(frozen=True)
 class _Refined:
     lr_to_hr: np.ndarray
+    distortion: RadialDistortion | None
     correlation: float
     iterations: int
     corner_sigma: float  # LR px: standard deviation of the ROI corners' positions (Gauss-Newton covariance)
@@ -345,19 +428,22 @@ def _roi(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, i
     return x0, y0, x1, y1
 
 
-def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, min_size: int = 48,
-           start_size: int = 320, max_iterations: int = 40, tolerance: float = 0.005) -> _Refined:
+def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, fit_distortion: bool = True,
+           min_size: int = 48, start_size: int = 320, max_iterations: int = 40,
+           tolerance: float = 0.005) -> _Refined:
     """Robust coarse-to-fine Gauss-Newton refinement of ``lr_to_hr`` (grey float32 images).
 
     Per pyramid level: LR template ``T`` (LR ROI area-downscaled by ``2^L``), HR image ``I`` area-downscaled to the
-    same scale and warped by the current homography. Model ``T(x) ~ g(x) I(H x) + b`` with ``g`` a quadratic surface
-    in normalised template coordinates; each step solves jointly for a compositional homography increment and the
-    photometric parameters (IRLS with Huber weights; clipped pixels get zero weight). Steps stop when the increment
-    moves no template corner by more than ``tolerance`` level pixels.
+    same scale and warped by the current mapping. Model ``T(x) ~ g(x) I(H D(x)) + b`` with ``g`` a quadratic surface
+    in normalised template coordinates and ``D`` the LR's radial distortion (:class:`RadialDistortion`, when
+    ``fit_distortion``); each step solves jointly for a compositional homography increment, the distortion
+    coefficient and the photometric parameters (IRLS with Huber weights; clipped pixels get zero weight). Steps
+    stop when the increment moves no template corner by more than ``tolerance`` level pixels.
     """
     import cv2
 
     h = np.asarray(lr_to_hr, np.float64).copy()
+    ks = np.zeros(2)
     roi = _roi(h, lr.shape, hr.shape)
     template_full = lr[roi[1]:roi[3], roi[0]:roi[2]]
     to_roi = _translation(roi[0], roi[1])
@@ -372,7 +458,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, min_size: in
         finest += 1
     levels = max(levels, finest)
     total = 0
-    correlation = 0.0
+    correlation = spread = 0.0
     for level in range(levels, finest - 1, -1):
         f = 2**level
         if level:
@@ -393,25 +479,79 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, min_size: in
             template = cv2.GaussianBlur(template, (0, 0), SMOOTHING)
             image = cv2.GaussianBlur(image, (0, 0), SMOOTHING)
         iterations = 40 if level == levels else (12 if level > finest else 6)
-        h_level, correlation, used, spread = _gauss_newton(template, image, h_level,
-                                                           min(iterations, max_iterations), tolerance)
-        total += used
+        frames = _distortion_frames(h, lr.shape, hr.shape)
+        frames[:, :2] = apply_homography(np.linalg.inv(c_t), frames[:, :2])
+        frames[:, 2] /= fx_t
+        fit = _gauss_newton(template, image, h_level, min(iterations, max_iterations), tolerance, ks=ks,
+                            frames=frames, fit_k=False)
+        total += fit.iterations
+        if fit_distortion and level == finest:
+            # Model selection: keep the two radial terms only when they lower the robust cost significantly
+            # (a likelihood-ratio test on the independent samples: smoothing correlates neighbouring pixels).
+            with_k = _gauss_newton(template, image, fit.h, 8, tolerance, ks=ks, frames=frames, fit_k=True)
+            total += with_k.iterations
+            independent = fit.count / (4 * np.pi * max(SMOOTHING, 0.5) ** 2)
+            significant = (fit.cost - with_k.cost) / with_k.cost * independent > DISTORTION_EVIDENCE
+            # ... and physically plausible, and large enough to matter: coefficients beyond any real lens mean the
+            # terms are fitting something else (flat texture, parallax); an effect the homography nearly absorbs
+            # is not worth a per-pixel warp.
+            plausible = bool(np.all(np.abs(with_k.ks) <= MAX_DISTORTION))
+            if significant and plausible and _distortion_effect(with_k.ks, frames, template.shape) * fx_t > \
+                    MIN_DISTORTION_EFFECT:
+                fit = with_k
+        h_level, ks, correlation, spread = fit.h, fit.ks, fit.correlation, fit.spread * fx_t
         h = c_i @ h_level @ np.linalg.inv(c_t)
         h /= h[2, 2]
-    return _Refined(h, correlation, total, spread)
+    distortion = None
+    if np.any(ks):
+        frames = _distortion_frames(h, lr.shape, hr.shape)
+        distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
+    return _Refined(h, distortion, correlation, total, spread)
 
 
-def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int,
-                  tolerance: float) -> tuple[np.ndarray, float, int, float]:
+def _distortion_effect(ks: np.ndarray, frames: np.ndarray, shape: tuple[int, int]) -> float:
+    """Largest displacement (level px) of the distortion over the template that no homography absorbs."""
+    import cv2
+
+    th, tw = shape
+    xs, ys = np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17))
+    points = np.stack([xs.ravel(), ys.ravel()], 1)
+    moved = points.copy()
+    for k, (cx, cy, radius) in zip(ks, frames):
+        d = points - (cx, cy)
+        moved += k * d * np.sum(d * d, axis=1, keepdims=True) / radius**2
+    best, _ = cv2.findHomography(points, moved, 0)
+    if best is None:
+        return float(np.max(np.linalg.norm(moved - points, axis=1)))
+    return float(np.max(np.linalg.norm(apply_homography(best, points) - moved, axis=1)))
+
+
+@dataclass(frozen=True)
+class _Step:
+    h: np.ndarray
+    ks: np.ndarray
+    correlation: float
+    iterations: int
+    spread: float  # level px
+    cost: float  # mean Huber-weighted squared residual
+    count: int  # pixels used
+
+
+def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
+                  ks: np.ndarray, frames: np.ndarray, fit_k: bool) -> _Step:
     import cv2
 
     th, tw = template.shape
     ys, xs = np.mgrid[0:th, 0:tw].astype(np.float32)
     cx, cy, s = (tw - 1) / 2, (th - 1) / 2, max(tw, th) / 2
-    u = ((xs - cx) / s).ravel()
-    v = ((ys - cy) / s).ravel()
     norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])
     corners = np.array([[-cx, -cy], [cx, -cy], [cx, cy], [-cx, cy]]) / s
+    x_all, y_all = xs.ravel(), ys.ravel()
+    ks = np.array(ks, np.float64)
+    terms = []  # per distortion term: dx, dy, rho = |d|^2 / R^2, 1 / R^2
+    for cx_k, cy_k, radius in frames:
+        dx_k, dy_k = x_all - np.float32(cx_k), y_all - np.float32(cy_k)
+        terms.append((dx_k, dy_k, (dx_k * dx_k + dy_k * dy_k) / np.float32(radius**2), np.float32(1 / radius**2)))
     t = template.ravel()
     unclipped_t = (t > 0.005) & (t < 0.99)
     # Pixel selection at fine levels: the highest template gradients carry the geometric information.
@@ -421,13 +561,23 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     if t.size > FINE_PIXELS:
         threshold = np.partition(strength, t.size - FINE_PIXELS)[t.size - FINE_PIXELS]
         select = strength >= threshold
-    used = 0
-    correlation = 0.0
     stencil = np.ones((BORDER, BORDER), np.uint8)
+    used = 0
+    params = np.zeros(7)
+    geometry = 8 + len(terms) if fit_k else 8
     for used in range(1, iterations + 1):
-        # NaN outside the HR frame marks the pixels the warp could not fill (bilinear spreads it one pixel).
-        warped = cv2.warpPerspective(image, h, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+        # Undistorted template coordinates y = D(x), then the homography; NaN marks pixels outside the HR frame
+        # (bilinear spreads it by one pixel).
+        yx, yy = x_all.copy(), y_all.copy()
+        for k, (dx_k, dy_k, rho_k, _) in zip(ks, terms):
+            if k:
+                yx += np.float32(k) * dx_k * rho_k
+                yy += np.float32(k) * dy_k * rho_k
+        w = np.float32(h[2, 0]) * yx + np.float32(h[2, 1]) * yy + np.float32(h[2, 2])
+        map_x = ((np.float32(h[0, 0]) * yx + np.float32(h[0, 1]) * yy + np.float32(h[0, 2])) / w).reshape(th, tw)
+        map_y = ((np.float32(h[1, 0]) * yx + np.float32(h[1, 1]) * yy + np.float32(h[1, 2])) / w).reshape(th, tw)
+        warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=float("nan"))
         inside = cv2.erode(np.isfinite(warped).view(np.uint8), stencil)  # stencils must not reach the border
         np.nan_to_num(warped, copy=False, nan=0.0)
         gx = cv2.Sobel(warped, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
@@ -440,43 +590,73 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         if idx.size < 50:
             raise RegistrationError(f"refinement lost the overlap ({idx.size} usable pixels at a "
                                     f"{tw}x{th} pyramid level)")
-        uu, vv, ww, tt = u[idx], v[idx], w_[idx], t[idx]
+        uu = (yx[idx] - np.float32(cx)) / np.float32(s)
+        vv = (yy[idx] - np.float32(cy)) / np.float32(s)
+        ww, tt = w_[idx], t[idx]
         phot = np.stack([ww, uu * ww, vv * ww, uu * uu * ww, uu * vv * ww, vv * vv * ww, np.ones_like(ww)], 1)
         if used == 1:
             params = _robust_lstsq(phot.astype(np.float64), tt.astype(np.float64))
         a = params.astype(np.float32)
         gain = a[0] + a[1] * uu + a[2] * vv + a[3] * uu * uu + a[4] * uu * vv + a[5] * vv * vv
-        residual = phot @ params.astype(np.float32) - tt
-        gxs = gx.ravel()[idx] * s * gain
-        gys = gy.ravel()[idx] * s * gain
+        residual = phot @ a - tt
+        # Gradient with respect to the undistorted coordinates: g_y = J_D^-T g_x (J_D symmetric 2x2 per pixel).
+        gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
+        if np.any(ks):
+            jxx = np.ones(idx.size, np.float32)
+            jyy = np.ones(idx.size, np.float32)
+            jxy = np.zeros(idx.size, np.float32)
+            for k, (dx_k, dy_k, rho_k, inv_r2) in zip(ks, terms):
+                ddx, ddy, rr = dx_k[idx], dy_k[idx], rho_k[idx]
+                kk = np.float32(k)
+                jxx += kk * (rr + 2 * inv_r2 * ddx * ddx)
+                jyy += kk * (rr + 2 * inv_r2 * ddy * ddy)
+                jxy += kk * 2 * inv_r2 * ddx * ddy
+            det = jxx * jyy - jxy * jxy
+            gxs, gys = (jyy * gxs - jxy * gys) / det, (jxx * gys - jxy * gxs) / det
+        gxs, gys = gxs * gain, gys * gain
         k = uu * gxs + vv * gys
-        geom = np.stack([uu * gxs, vv * gxs, gxs, uu * gys, vv * gys, gys, -uu * k, -vv * k], 1)
-        jac = np.concatenate([geom, phot], axis=1).astype(np.float64)
+        columns = [uu * gxs, vv * gxs, gxs, uu * gys, vv * gys, gys, -uu * k, -vv * k]
+        columns = [c * np.float32(s) for c in columns]
+        if fit_k:
+            for dx_k, dy_k, rho_k, _ in terms:
+                columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
+        jac = np.concatenate([np.stack(columns, 1), phot], axis=1).astype(np.float64)
         sigma = 1.4826 * np.median(np.abs(residual)) + 1e-6
         z = np.abs(residual) / (HUBER * sigma)
         weights = np.where(z <= 1, 1.0, 1.0 / np.maximum(z, 1e-12))
         jw = jac * weights[:, None]
         hessian = jw.T @ jac
-        hessian[np.diag_indices_from(hessian)] *= 1 + 1e-9
-        step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), jw.T @ residual.astype(np.float64))
+        gradient = jw.T @ residual.astype(np.float64)
+        if fit_k:
+            # Gaussian prior k ~ N(0, DISTORTION_PRIOR^2) in the residuals' units: keeps a term that the overlap
+            # cannot see (the LR lens at x4 sees only its centre) from wandering.
+            prior = sigma**2 / DISTORTION_PRIOR**2
+            hessian[8:geometry, 8:geometry] += prior * np.eye(len(terms))
+            gradient[8:geometry] += prior * ks
+        step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
-        params = params + step[8:]
+        if fit_k:
+            ks = ks + step[8:geometry]
+        params = params + step[geometry:]
         increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
         h = h @ np.linalg.inv(norm) @ increment @ norm
         h /= h[2, 2]
         moved = apply_homography(increment, corners) - corners
-        if np.max(np.abs(moved)) * s < tolerance:
+        k_moved = max(abs(step[8 + i]) * terms[i][2].max() ** 1.5 * frames[i][2] for i in range(len(terms))) \
+            if fit_k else 0.0
+        if max(np.max(np.abs(moved)) * s, k_moved) < tolerance:
             break
     a, b = phot @ params.astype(np.float32), tt
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (geometric block).
+    # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block).
     covariance = np.linalg.pinv(hessian)[:8, :8] * sigma**2
     spread = 0.0
     for cu, cv in corners:
-        dx = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s
-        dy = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s
-        spread = max(spread, float(np.sqrt(max(dx @ covariance @ dx + dy @ covariance @ dy, 0.0))))
-    return h, correlation, used, spread
+        ex = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s
+        ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s
+        spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
+    return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual.astype(np.float64) ** 2)),
+                 int(idx.size))
 
 
 def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3) -> np.ndarray:
@@ -532,7 +712,7 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
     roi = _roi(best.lr_to_hr, lr.shape, hr.shape)
     zoom = local_zoom(best.lr_to_hr, ((roi[0] + roi[2] - 1) / 2, (roi[1] + roi[3] - 1) / 2))
     return Registration(best.lr_to_hr, zoom, name, agreement, None if search is None else search.score, inliers,
-                        best.correlation, best.iterations, best.corner_sigma)
+                        best.correlation, best.iterations, best.corner_sigma, best.distortion)
 
 
 def check_registration(registration: Registration, *, ratio: float, window: Sequence[int],
@@ -701,7 +881,7 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
-        "photometric": None, "quality": None, "registration": None,
+        "photometric": None, "quality": None, "registration": None, "distortion": None,
     }
     try:
         record.update(_align_pair(pair, settings))
@@ -724,12 +904,13 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     lr_grey, hr_grey = grey(lr_pixels), grey(hr_pixels)
     registration = register(lr_grey, hr_grey, ratio=pair.focal_ratio)
     del lr_grey, hr_grey
-    window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape)
+    window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
+                           distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
                        hr_shape=hr_pixels.shape[:2])
     x0, y0, w, h = window
     scale = pair.scale
-    hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale)
+    hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
     hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
@@ -768,6 +949,7 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
         write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
     return {
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
+        "distortion": registration.distortion.to_dict() if registration.distortion else None,
         "lr_window": [int(x0), int(y0), int(w), int(h)],
         "lr": f"lr/{stem}", "hr": f"hr/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {"applied": s.photometric},

@@ -119,7 +119,8 @@ def align(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo pairs already aligned (default: resume)."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="Output PNG bits per channel: 8 or 16."),
     photometric: bool = typer.Option(True, "--photometric/--no-photometric",
-                                     help="Correct the LR towards the HR (gain/offset/vignetting); off: LR bit-exact."),
+                                     help="Correct the LR towards the HR (gain, offset, vignetting); "
+                                     "off: the LR is a bit-exact crop."),
 ) -> None:
     """Register LR captures to their HR capture; write aligned pairs (HR = scale x LR) and the align manifest."""
     from .align import run_align
@@ -129,12 +130,13 @@ def align(
         scale_list = tuple(int(s) for s in scales.split(",") if s.strip())
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated integers such as 2,3,4, got {scales!r}") from None
-    summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview, overwrite=overwrite,
-                        bit_depth=bit_depth, photometric=photometric, show_progress=not options.quiet)
+    summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
+                        overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
+                        show_progress=not options.quiet)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
     out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
-                      f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
+              f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
 
 
 @app.command()

@@ -248,7 +248,8 @@ def _render(world: np.ndarray, cam: _Camera, rng: np.random.Generator, c: Condit
     write_image(path, out.astype(np.float32), bit_depth=bit_depth)
 
 
-def registration_error(entry: dict, lr_to_hr: np.ndarray, lr_window: Sequence[float], *, step: int = 4) -> float:
+def registration_error(entry: dict, lr_to_hr: np.ndarray, lr_window: Sequence[float], *, step: int = 4,
+                       lr_distortion: dict | None = None) -> float:
     """RMS distance (LR pixels) between an estimated ``lr_to_hr`` and the truth over an LR window.
 
     Points on a ``step``-pixel grid of ``lr_window = [x0, y0, width, height]`` are mapped to the HR by both; their
@@ -259,6 +260,10 @@ def registration_error(entry: dict, lr_to_hr: np.ndarray, lr_window: Sequence[fl
     xs, ys = np.meshgrid(np.arange(x0, x0 + w, step, dtype=np.float64), np.arange(y0, y0 + h, step, dtype=np.float64))
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)
     truth = true_lr_to_hr(entry, points)
-    estimate = _apply(np.asarray(lr_to_hr, np.float64), points)
+    ideal = points.copy()
+    for term in (lr_distortion or {}).get("terms", []):
+        d = points - np.asarray(term["centre"])
+        ideal += term["k"] * d * np.sum(d * d, axis=1, keepdims=True) / term["radius"] ** 2
+    estimate = _apply(np.asarray(lr_to_hr, np.float64), ideal)
     one_px = np.linalg.norm(true_lr_to_hr(entry, points + [1.0, 0.0]) - truth, axis=1)
     return float(np.sqrt(np.mean((np.linalg.norm(estimate - truth, axis=1) / one_px) ** 2)))

@@ -51,7 +51,8 @@ def test_registration_meets_the_ground_truth(captures, aligned):
     for name, entry in truth.items():
         record = records[name]
         assert record["status"] == "ok", record["error"]
-        errors.append(registration_error(entry, record["lr_to_hr"], record["lr_window"]))
+        errors.append(registration_error(entry, record["lr_to_hr"], record["lr_window"],
+                                         lr_distortion=record["distortion"]))
         # The true magnification is estimated, not taken from the focal ratio (which is a few % off).
         assert record["registration"]["zoom"] == pytest.approx(entry["true_zoom"], rel=2e-3)
     # Ground truth from the simulation; the issue's normal-condition target is a median <= 0.05 LR px.
@@ -149,3 +150,26 @@ def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
     assert preview.dtype == np.uint8 and max(preview.shape[:2]) <= 2 * align.PREVIEW_SIZE + 4
     result = runner.invoke(app, ["align", str(root), "--out", str(tmp_path / "x"), "--scales", "two"])
     assert result.exit_code == 2 and "--scales" in result.output
+
+
+def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir):
+    """Hard-variant x2 pair with barrel distortion on the LR: the two radial terms are kept and beat the best
+    homography (ground truth from the simulation)."""
+    make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], tmp_path, scales=(2,), seed=1,
+                        hard=True, lr_size=(480, 360))
+    entry = next(iter(json.loads((tmp_path / "truth.json").read_text())["pairs"].items()))
+    name, truth = entry
+    assert truth["lr_distortion"]["k1"] < -0.01
+    lr = align.grey(read_pixels(tmp_path / name))
+    hr = align.grey(read_pixels(tmp_path / truth["hr"]))
+    registration = align.register(lr, hr, ratio=2.0)
+    assert registration.distortion is not None
+    window = align.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    modelled = registration_error(truth, registration.lr_to_hr, window,
+                                  lr_distortion=registration.distortion.to_dict())
+    plain = align.refine(lr, hr, registration.lr_to_hr, fit_distortion=False)
+    assert modelled < 0.15 and modelled < 0.7 * registration_error(truth, plain.lr_to_hr, window)
+    # The complete mapping keeps the output window inside the HR frame.
+    x0, y0, w, h = window
+    corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1]], float)
+    assert np.all(registration.map(corners) >= 0)

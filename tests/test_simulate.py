@@ -68,7 +68,8 @@ def test_layout_csv_and_ground_truth(tmp_path, photos):
         assert read_pixels(tmp_path / pair.lr).shape == (360, 480, 3)
         # The true zoom differs from the focal ratio by 1-5 %, as a real zoom lens does.
         assert 0.009 < abs(entry["true_zoom"] / pair.focal_ratio - 1) < 0.07
-        # The truth is right: the LR/HR correlation peaks at it (within 0.08 LR px; aliasing of the JPEG scene leaves a few hundredths).
+        # The truth is right: the LR/HR correlation peaks at it (within 0.08 LR px; aliasing of the JPEG scene
+        # leaves a few hundredths).
         assert np.abs(_optimum_offset(tmp_path, pair.lr, entry)).max() < 0.08, pair.lr
         # and a deliberately wrong homography (1 LR px shift) is measured as such.
         wrong = np.asarray(entry["lr_to_hr"]) @ np.array([[1, 0, 1.0], [0, 1, 0], [0, 0, 1]])
