@@ -33,6 +33,15 @@ RAW_EXTENSIONS = frozenset(
 IMAGE_EXTENSIONS = RASTER_EXTENSIONS | RAW_EXTENSIONS
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()  # what open() would give a new file under the process umask
+
+
 @dataclass(frozen=True)
 class RawRendering:
     """How LibRaw turns a RAW file into RGB; identical for every capture so only real differences remain.
@@ -144,6 +153,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".partial", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp_name, FILE_MODE)  # mkstemp makes files private (0600); outputs are ordinary files
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .errors import ManifestError
+from .io import FILE_MODE
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
@@ -128,6 +129,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     """Write text through a temporary file in the same folder and a rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.chmod(tmp, FILE_MODE)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)

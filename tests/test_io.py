@@ -118,3 +118,10 @@ def test_inputs_are_never_modified(data_dir, tmp_path):
     before = copy.stat().st_mtime_ns, copy.read_bytes()
     io.read_image(copy)
     assert (copy.stat().st_mtime_ns, copy.read_bytes()) == before
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    path = io.write_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # what open() gives under this process's umask
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == io.FILE_MODE
