@@ -653,9 +653,9 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
             total, val_every = int(_broadcast(total, dist_info, device)), int(_broadcast(val_every, dist_info, device))
         else:
             val_every = config.val_every or max(1, math.ceil(total / 10))
+        warmup = config.warmup if config.warmup is not None else min(1000, total // 50)
     else:
-        val_every = int(resume_state["train_state"]["val_every"])
-    warmup = config.warmup if config.warmup is not None else min(1000, total // 50)
+        val_every, warmup = int(resume_state["train_state"]["val_every"]), int(resume_state["train_state"]["warmup"])
     if dist_info.main and resume_state is None:
         resolved = {"config": config.to_dict(), "scale": scale, "model_options": options, "total_steps": total,
                     "warmup": warmup, "val_every": val_every, "world_size": dist_info.world,
@@ -674,7 +674,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         ckpt["train_state"] = {
             "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "val_every": val_every,
-            "best_psnr": best_psnr, "best_step": best_step, "val_seconds": val_seconds,
+            "warmup": warmup, "best_psnr": best_psnr, "best_step": best_step, "val_seconds": val_seconds,
             "torch_rng": torch.get_rng_state(),
             "elapsed_s": elapsed_before + time.monotonic() - started, "config": config.to_dict(),
         }

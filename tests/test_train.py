@@ -257,3 +257,18 @@ def test_speed_measurement_leaves_no_trace(monkeypatch):
     for saved, m in zip(before, (module, ema)):
         assert all(torch.equal(saved[k], v) for k, v in m.state_dict().items())
     assert all(torch.equal(adam_before[k], v) for k, v in optimizer.state_dict()["state"][0].items())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_batches_reach_the_device_as_unit_floats(dtype):
+    from realsr_tools.data import Batch
+
+    rng = np.random.default_rng(0)
+    peak = np.iinfo(dtype).max
+    nhwc = [rng.integers(0, peak + 1, (2, s, s, 3), dtype=dtype) for s in (4, 16)]
+    batch = Batch(nhwc[0].transpose(0, 3, 1, 2), nhwc[1].transpose(0, 3, 1, 2))
+    for channels_last in (False, True):
+        lr, hr = to_device(batch, "cpu", channels_last=channels_last)
+        assert lr.dtype == torch.float32 and hr.shape == (2, 3, 16, 16)
+        np.testing.assert_allclose(hr.numpy(), batch.hr / peak, rtol=1e-6)
+        assert lr.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
