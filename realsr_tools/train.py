@@ -219,29 +219,24 @@ def ssim_loss(sr, hr):
 
 
 def upscale(model, image: np.ndarray, *, scale: int, device: str = "cpu", tile: int | None = None,
-            overlap: int = 16) -> np.ndarray:
+            overlap: int | None = None) -> np.ndarray:
     """Super-resolve one ``H x W x 3`` float32 [0, 1] LR image to ``sH x sW x 3`` float32 (not clipped).
 
-    ``tile`` bounds memory: the image is processed in ``tile x tile`` LR tiles, each run with ``overlap`` pixels of
-    context on every side that are cut from its output, so the result equals whole-image inference except for the
-    receptive field beyond ``overlap``. Runs in fp32 without gradients; the model's train/eval mode is kept.
+    ``tile`` bounds memory through :func:`realsr_tools.score.tiled_sr` (overlapping tiles, cross-faded); the
+    default ``overlap`` makes tiled equal whole-image inference where the tile allows it. Runs in fp32 without
+    gradients; the model's train/eval mode is kept.
     """
     import torch
 
-    h, w = image.shape[:2]
+    from .score import exact_overlap, tiled_sr
+
+    if tile is not None and overlap is None:
+        overlap = min(exact_overlap(model) or 32, tile // 2)
+
     batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-    out = np.empty((h * scale, w * scale, 3), dtype=np.float32)
-    step = tile or max(h, w)
     with torch.no_grad():
-        for y0 in range(0, h, step):
-            for x0 in range(0, w, step):
-                y1, x1 = min(y0 + step, h), min(x0 + step, w)
-                ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-                yb, xb = min(h, y1 + overlap), min(w, x1 + overlap)
-                sr = model(batch[..., ya:yb, xa:xb]).float()[0]
-                core = sr[:, scale * (y0 - ya):scale * (y1 - ya), scale * (x0 - xa):scale * (x1 - xa)]
-                out[scale * y0:scale * y1, scale * x0:scale * x1] = core.permute(1, 2, 0).cpu().numpy()
-    return out
+        sr = tiled_sr(model, batch, scale=scale, tile=tile, overlap=overlap or 0)
+    return sr[0].float().permute(1, 2, 0).cpu().numpy()
 
 
 def validation_psnr(model, pairs, *, scale: int, device: str, tile: int | None) -> float:
