@@ -171,69 +171,42 @@ def crop(
 
 @app.command()
 @user_errors
-def score(
-    sr: Optional[Path] = typer.Option(None, "--sr", help="Folder of SR images, paired with --hr by file name."),
-    hr: Optional[Path] = typer.Option(None, "--hr", help="Folder of HR images (with --sr)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run on every LR image of --data."),
-    bicubic: bool = typer.Option(False, "--bicubic", help="Score the MATLAB-bicubic baseline on --data."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Stage output (manifest) or HR/+LR/ folder."),
-    scale: Optional[int] = typer.Option(None, "--scale", help="Scale where the data does not say it."),
-    crop_border: Optional[int] = typer.Option(None, "--crop-border", help="Pixels cut from every side before "
-                                              "measuring (default: the scale)."),
-    channels: str = typer.Option("rgb", "--channels", help="rgb (AIM 2020) or y (BT.601 luma, not rounded)."),
-    tile: Optional[int] = typer.Option(None, "--tile", help="LR tile size for --model; 0 = whole image "
-                                       "(default: the largest tile that fits --memory-budget)."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="LR pixels shared by neighbouring tiles "
-                                          "(default: enough for tiled = untiled)."),
-    memory_budget: Optional[float] = typer.Option(None, "--memory-budget", help="GiB for one tile's forward "
-                                                  "pass (default: 80% of free GPU memory, or RAM / 4)."),
-    ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the x8 flips/rotations (--model)."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Folder to keep the SR images in (<id>.png)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write scores.csv and summary.json here."),
-    per_image: bool = typer.Option(False, "--per-image", help="List every image in the table."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (model and metrics)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+def wash(
+    source: Path = typer.Argument(..., help="realsr align/crop output folder, or a folder with HR/ and LR/."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (manifest, kept HR/+LR/, report/)."),
+    min_psnr: float = typer.Option(29.0, "--min-psnr", help="Wash PSNR floor in dB (defined above)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
+    min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
+    max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes scoring pairs in parallel."),
 ) -> None:
-    """PSNR, SSIM and the AIM 2020 score of SR images, a model or the bicubic baseline against HR."""
-    from .score import run_score
+    """Score every pair for misalignment and damage; keep those above the floors and report the rest.
 
-    report = run_score(sr_dir=sr, hr_dir=hr, checkpoint=model, data=data, bicubic=bicubic, scale=scale,
-                       crop_border=crop_border, channels=channels, tile=tile, overlap=overlap,
-                       memory_budget=memory_budget, ensemble=ensemble, save_dir=save, out_dir=out_dir,
-                       overwrite=overwrite, device=device, show_progress=not options.quiet)
-    method = report.method
-    table = Table(title=f"realsr score: {method['form']} ({report.count} image(s))")
-    for column in ("image", "PSNR (dB)", "SSIM"):
-        table.add_column(column, justify="left" if column == "image" else "right")
-    if per_image:
-        for image in report.images:
-            table.add_row(image.id, f"{image.psnr:.4f}", f"{image.ssim:.6f}")
-        table.add_section()
-    table.add_row("[bold]mean", f"[bold]{report.psnr:.4f}", f"[bold]{report.ssim:.6f}")
-    out.print(table)
-    protocol = report.protocol
-    out.print(f"AIM 2020 score {report.score:.6f} = PSNR/50 + (SSIM - 0.4)/0.6 over {report.count} image(s)")
-    out.print(f"protocol: {protocol.channels.upper()}, crop border {protocol.crop_border}, data range "
-              f"{protocol.data_range:g}, SSIM 11x11 Gaussian sigma 1.5" +
-              (", Y = BT.601 16 + (65.481 R + 128.553 G + 24.966 B)/255, not rounded" if protocol.channels == "y"
-               else ""), highlight=False)
-    if "upscaler" in method:
-        out.print(f"upscaler: {method['upscaler']}", highlight=False)
-    if method.get("form") == "model":
-        fit = method["largest_tile"]
-        tiling = (f"tile {method['tile']} LR px, overlap {method['overlap']}" if method["tile"] else "whole images")
-        if fit:
-            tiling += (f" (largest tile that fits {fit['budget_bytes'] / 2**30:.2f} GiB on {method['device']}: "
-                       f"about {fit['bytes_per_lr_pixel'] / 2**10:.1f} KiB per LR pixel)")
-        out.print(f"model {method['model']} x{method['scale']} on {method['device']}, {tiling}"
-                  f"{', x8 self-ensemble' if method['self_ensemble'] else ''}", highlight=False)
-    if out_dir is not None:
-        out.print(f"wrote {out_dir / 'scores.csv'} and {out_dir / 'summary.json'}")
-    if report.failures:
-        err.print(f"[yellow]{len(report.failures)} pair(s) not scored (not in the means):[/]")
-        for image_id, reason in report.failures:
-            err.print(f"  [yellow]-[/] {image_id}: {reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    Wash PSNR: the HR is passed through the dataset's own degradation (one blur kernel and colour relation per
+    camera and scale, least squares per pair, median over up to 32 pairs), sampled on the LR grid, fitted to the LR
+    with one cubic tone curve shared by the channels (a colour cast is not fitted away); both are low-passed (Gaussian 0.7 LR px) and the MSE is taken over textured
+    pixels (7x7 std >= 0.035), 4 px border excluded. Well-aligned real pairs score high, shifted, rotated,
+    swapped or colour-cast ones low. Pairs with under 5% textured pixels are reported as flat (misalignment not
+    measurable). Kept pairs are hard links (copies across file systems) in OUT/HR and OUT/LR.
+    """
+    from .wash import run_wash
+
+    summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
+                       dry_run=dry_run, workers=workers, show_progress=not options.quiet)
+    if dry_run:
+        table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")
+        table.add_column("--min-psnr", justify="right")
+        table.add_column("kept", justify="right")
+        table.add_column("share", justify="right")
+        for threshold, kept in summary.sweep:
+            table.add_row(f"{threshold:g}", str(kept), f"{kept / max(summary.pairs, 1):.0%}")
+        out.print(table)
+    else:
+        out.print(f"kept {summary.kept} of {summary.pairs} pair(s) in {summary.out_dir} ({summary.dropped} dropped, "
+                  f"{summary.failed} failed, {summary.flat} flat); report in {summary.report}")
+    for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
+        out.print(f"  {reason}: {count}", highlight=False)
 
 
 @app.command()
@@ -316,42 +289,69 @@ def train(
 
 @app.command()
 @user_errors
-def wash(
-    source: Path = typer.Argument(..., help="realsr align/crop output folder, or a folder with HR/ and LR/."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (manifest, kept HR/+LR/, report/)."),
-    min_psnr: float = typer.Option(29.0, "--min-psnr", help="Wash PSNR floor in dB (defined above)."),
-    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
-    min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
-    max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Processes scoring pairs in parallel."),
+def score(
+    sr: Optional[Path] = typer.Option(None, "--sr", help="Folder of SR images, paired with --hr by file name."),
+    hr: Optional[Path] = typer.Option(None, "--hr", help="Folder of HR images (with --sr)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to run on every LR image of --data."),
+    bicubic: bool = typer.Option(False, "--bicubic", help="Score the MATLAB-bicubic baseline on --data."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Stage output (manifest) or HR/+LR/ folder."),
+    scale: Optional[int] = typer.Option(None, "--scale", help="Scale where the data does not say it."),
+    crop_border: Optional[int] = typer.Option(None, "--crop-border", help="Pixels cut from every side before "
+                                              "measuring (default: the scale)."),
+    channels: str = typer.Option("rgb", "--channels", help="rgb (AIM 2020) or y (BT.601 luma, not rounded)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="LR tile size for --model; 0 = whole image "
+                                       "(default: the largest tile that fits --memory-budget)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="LR pixels shared by neighbouring tiles "
+                                          "(default: enough for tiled = untiled)."),
+    memory_budget: Optional[float] = typer.Option(None, "--memory-budget", help="GiB for one tile's forward "
+                                                  "pass (default: 80% of free GPU memory, or RAM / 4)."),
+    ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the x8 flips/rotations (--model)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Folder to keep the SR images in (<id>.png)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write scores.csv and summary.json here."),
+    per_image: bool = typer.Option(False, "--per-image", help="List every image in the table."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (model and metrics)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
-    """Score every pair for misalignment and damage; keep those above the floors and report the rest.
+    """PSNR, SSIM and the AIM 2020 score of SR images, a model or the bicubic baseline against HR."""
+    from .score import run_score
 
-    Wash PSNR: the HR is passed through the dataset's own degradation (one blur kernel and colour relation per
-    camera and scale, least squares per pair, median over up to 32 pairs), sampled on the LR grid, fitted to the LR
-    with one cubic tone curve shared by the channels (a colour cast is not fitted away); both are low-passed (Gaussian 0.7 LR px) and the MSE is taken over textured
-    pixels (7x7 std >= 0.035), 4 px border excluded. Well-aligned real pairs score high, shifted, rotated,
-    swapped or colour-cast ones low. Pairs with under 5% textured pixels are reported as flat (misalignment not
-    measurable). Kept pairs are hard links (copies across file systems) in OUT/HR and OUT/LR.
-    """
-    from .wash import run_wash
-
-    summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
-                       dry_run=dry_run, workers=workers, show_progress=not options.quiet)
-    if dry_run:
-        table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")
-        table.add_column("--min-psnr", justify="right")
-        table.add_column("kept", justify="right")
-        table.add_column("share", justify="right")
-        for threshold, kept in summary.sweep:
-            table.add_row(f"{threshold:g}", str(kept), f"{kept / max(summary.pairs, 1):.0%}")
-        out.print(table)
-    else:
-        out.print(f"kept {summary.kept} of {summary.pairs} pair(s) in {summary.out_dir} ({summary.dropped} dropped, "
-                  f"{summary.failed} failed, {summary.flat} flat); report in {summary.report}")
-    for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
-        out.print(f"  {reason}: {count}", highlight=False)
+    report = run_score(sr_dir=sr, hr_dir=hr, checkpoint=model, data=data, bicubic=bicubic, scale=scale,
+                       crop_border=crop_border, channels=channels, tile=tile, overlap=overlap,
+                       memory_budget=memory_budget, ensemble=ensemble, save_dir=save, out_dir=out_dir,
+                       overwrite=overwrite, device=device, show_progress=not options.quiet)
+    method = report.method
+    table = Table(title=f"realsr score: {method['form']} ({report.count} image(s))")
+    for column in ("image", "PSNR (dB)", "SSIM"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    if per_image:
+        for image in report.images:
+            table.add_row(image.id, f"{image.psnr:.4f}", f"{image.ssim:.6f}")
+        table.add_section()
+    table.add_row("[bold]mean", f"[bold]{report.psnr:.4f}", f"[bold]{report.ssim:.6f}")
+    out.print(table)
+    protocol = report.protocol
+    out.print(f"AIM 2020 score {report.score:.6f} = PSNR/50 + (SSIM - 0.4)/0.6 over {report.count} image(s)")
+    out.print(f"protocol: {protocol.channels.upper()}, crop border {protocol.crop_border}, data range "
+              f"{protocol.data_range:g}, SSIM 11x11 Gaussian sigma 1.5" +
+              (", Y = BT.601 16 + (65.481 R + 128.553 G + 24.966 B)/255, not rounded" if protocol.channels == "y"
+               else ""), highlight=False)
+    if "upscaler" in method:
+        out.print(f"upscaler: {method['upscaler']}", highlight=False)
+    if method.get("form") == "model":
+        fit = method["largest_tile"]
+        tiling = (f"tile {method['tile']} LR px, overlap {method['overlap']}" if method["tile"] else "whole images")
+        if fit:
+            tiling += (f" (largest tile that fits {fit['budget_bytes'] / 2**30:.2f} GiB on {method['device']}: "
+                       f"about {fit['bytes_per_lr_pixel'] / 2**10:.1f} KiB per LR pixel)")
+        out.print(f"model {method['model']} x{method['scale']} on {method['device']}, {tiling}"
+                  f"{', x8 self-ensemble' if method['self_ensemble'] else ''}", highlight=False)
+    if out_dir is not None:
+        out.print(f"wrote {out_dir / 'scores.csv'} and {out_dir / 'summary.json'}")
+    if report.failures:
+        err.print(f"[yellow]{len(report.failures)} pair(s) not scored (not in the means):[/]")
+        for image_id, reason in report.failures:
+            err.print(f"  [yellow]-[/] {image_id}: {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -74,7 +74,9 @@ def run_demo(out_dir: Path | str, *, minutes: float = 2.0, overwrite: bool = Fal
     aligned = run_align(out["captures"], out["aligned"], scales=(2, 4), workers=2, preview=True,
                         show_progress=show_progress)
     run_align(out["test_captures"], out["test_aligned"], scales=(DEMO_SCALE,), show_progress=show_progress)
-    say(f"    aligned {aligned.ok}, failed {aligned.failed}")
+    say(f"    aligned {aligned.ok}, failed {aligned.failed} (failed pairs are recorded with their reason)")
+    for pair_id, reason in aligned.failures:
+        say(f"    - {pair_id}: {reason}")
 
     say(f"4/7 crop: x{DEMO_SCALE} patches ...")
     cropped = run_crop(out["aligned"], out["patches"], scale=DEMO_SCALE, size=64, workers=2,
