@@ -32,12 +32,14 @@ Pipeline per pair (:func:`register`):
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from .io import DEFAULT_RAW, RawRendering
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
@@ -793,11 +795,12 @@ class _Settings:
     preview: bool
     bit_depth: int
     photometric: bool
+    raw: RawRendering = DEFAULT_RAW
 
 
 def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
               preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
-              show_progress: bool = True) -> AlignSummary:
+              raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
@@ -812,6 +815,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     bit_depth : 8 or 16 bits per channel for the output PNGs.
     photometric : correct the LR towards the HR (:mod:`realsr_tools.photometric`); ``False`` keeps the LR
         pixels bit-exact (crop only).
+    raw : how RAW captures are rendered (:class:`realsr_tools.io.RawRendering`; every capture alike).
     show_progress : draw a progress bar.
     """
     from .captures import discover
@@ -834,7 +838,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                          "'realsr inspect' to see the scenes, focal lengths and problems")
     header = make_header("align", params={
         "capture_root": str(capture_dir.resolve()), "scales": list(scales), "bit_depth": bit_depth,
-        "photometric": photometric, "preview": preview, "mask": None,
+        "photometric": photometric, "preview": preview, "mask": None, "raw_rendering": asdict(raw),
         "convention": "lr_to_hr maps LR source px to HR source px; (x, y), pixel centres at integers, (0, 0) the "
                       "top-left pixel centre, images as decoded (EXIF orientation applied)",
     }, path_keys=PATH_KEYS)
@@ -842,7 +846,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
-    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric)
+    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
     ok = failed = 0
     failures = []
     with StageWriter(out_dir, header, keep=keep) as writer:
@@ -862,7 +866,9 @@ def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[st
         for pair in pairs:
             yield align_pair(pair, settings)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread) as pool:
+    from .parallel import process_pool
+
+    with process_pool(workers, initializer=_single_thread) as pool:
         yield from pool.map(align_pair, pairs, [settings] * len(pairs))
 
 
@@ -899,8 +905,8 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     from .photometric import PhotometricModel, fit_photometric
     from .quality import residual_shift
 
-    lr_pixels = read_pixels(s.capture_dir / pair.lr)
-    hr_pixels = read_pixels(s.capture_dir / pair.hr)
+    lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
+    hr_pixels = read_pixels(s.capture_dir / pair.hr, raw=s.raw)
     lr_grey, hr_grey = grey(lr_pixels), grey(hr_pixels)
     registration = register(lr_grey, hr_grey, ratio=pair.focal_ratio)
     del lr_grey, hr_grey

@@ -121,18 +121,24 @@ def align(
     photometric: bool = typer.Option(True, "--photometric/--no-photometric",
                                      help="Correct the LR towards the HR (gain, offset, vignetting); "
                                      "off: the LR is a bit-exact crop."),
+    raw_gamma: str = typer.Option("bt709", "--raw-gamma", help="RAW rendering curve: bt709 or linear."),
+    raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
 ) -> None:
     """Register LR captures to their HR capture; write aligned pairs (HR = scale x LR) and the align manifest."""
     from .align import run_align
+    from .io import RawRendering
     from .errors import ConfigError
 
     try:
         scale_list = tuple(int(s) for s in scales.split(",") if s.strip())
     except ValueError:
         raise ConfigError(f"--scales must be comma-separated integers such as 2,3,4, got {scales!r}") from None
+    if raw_gamma not in ("bt709", "linear") or raw_colour not in ("srgb", "adobe", "prophoto", "raw"):
+        raise ConfigError(f"--raw-gamma must be bt709 or linear and --raw-colour srgb, adobe, prophoto or raw; got "
+                          f"{raw_gamma!r} and {raw_colour!r}")
     summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
                         overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
-                        show_progress=not options.quiet)
+                        raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), show_progress=not options.quiet)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
     out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "

@@ -23,7 +23,6 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -290,12 +289,9 @@ def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Result]:
     if workers == 1 or len(tasks) <= 1:
         yield from map(_crop_pair, tasks)
         return
-    import multiprocessing
+    from .parallel import process_pool
 
-    # fork: workers inherit the imported modules, so a pool costs milliseconds, not an interpreter start each.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+    with process_pool(min(workers, len(tasks))) as pool:
         yield from pool.map(_crop_pair, tasks, chunksize=1)
 
 

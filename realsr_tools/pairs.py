@@ -79,7 +79,9 @@ def _from_manifest(manifest: Manifest, scale: int | None) -> PairSource:
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    # Hidden files are skipped: they include the temporary files of an interrupted atomic write.
+    return {p.name: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
 
 
 def _from_folder(root: Path, scale: int | None) -> PairSource:

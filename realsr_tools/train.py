@@ -675,6 +675,16 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         }
         _atomic_save(ckpt, config.out / LAST_NAME)
 
+    def record_validation(current_psnr: float) -> None:
+        """Log a validation and save last.pt, and best.pt when it improved (files on rank 0 only)."""
+        nonlocal best_psnr, best_step
+        log.write(kind="val", step=step, psnr=current_psnr, bicubic_psnr=bicubic_psnr)
+        if dist_info.main:
+            improved = current_psnr > best_psnr
+            if improved:
+                best_psnr, best_step = current_psnr, step
+            save(current_psnr, is_best=improved)
+
     if dist_info.main and resume_state is None:
         save(best_psnr, is_best=True)
     prefetch = _Prefetcher(sampler, start=step, depth=config.prefetch, **batch_args) if use_cuda else None
@@ -729,12 +739,7 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
                 began = time.monotonic()
                 last_psnr, seconds = validate()
                 val_seconds = max(val_seconds, _broadcast(seconds, dist_info, device))
-                log.write(kind="val", step=step, psnr=last_psnr, bicubic_psnr=bicubic_psnr)
-                if dist_info.main:
-                    improved = last_psnr > best_psnr
-                    if improved:
-                        best_psnr, best_step = last_psnr, step
-                    save(last_psnr, is_best=improved)
+                record_validation(last_psnr)
                 _barrier(dist_info)
                 last_log = time.monotonic()  # throughput excludes validation and saving
                 val_time += last_log - began
@@ -744,12 +749,8 @@ def _train(config: TrainConfig, dist_info: _Dist, use_cuda: bool, started: float
         if progress:
             progress.stop()
     last_psnr, _ = validate()
-    log.write(kind="val", step=step, psnr=last_psnr, bicubic_psnr=bicubic_psnr)
+    record_validation(last_psnr)
     if dist_info.main:
-        improved = last_psnr > best_psnr
-        if improved:
-            best_psnr, best_step = last_psnr, step
-        save(last_psnr, is_best=improved)
         plot_curve(log.events, config.out / CURVE_NAME)
     _barrier(dist_info)
     loop_seconds = time.monotonic() - loop_started

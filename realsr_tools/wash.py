@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -331,18 +330,17 @@ def _link(source: Path, target: Path) -> None:
 
 
 class _pool:
-    """``with _pool(n) as run_map``: an ordered map over a fork process pool (or in this process for n == 1)."""
+    """``with _pool(n) as run_map``: an ordered map over a process pool (or in this process for n == 1)."""
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.executor: ProcessPoolExecutor | None = None
+        self.executor = None
 
     def __enter__(self) -> Callable[[Callable, Sequence], Iterator]:
         if self.workers > 1:
-            import multiprocessing
+            from .parallel import process_pool
 
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            self.executor = process_pool(self.workers)
             return lambda fn, args: self.executor.map(fn, args, chunksize=1)
         return lambda fn, args: map(fn, args)
 

@@ -13,6 +13,30 @@ PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data"
 
 
+def real_pair_folder(root: Path, data_dir: Path, names, *, copy: bool, dataset: str = "realsr_x4") -> Path:
+    """An HR/+LR/ folder of real pairs from ../shared/data: copies when a test modifies them, else symbolic links."""
+    for side in ("HR", "LR"):
+        (root / side).mkdir(parents=True)
+        for name in names:
+            source = data_dir / "pairs" / dataset / side / name
+            if copy:
+                shutil.copy(source, root / side / name)
+            else:
+                (root / side / name).symlink_to(source)
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a loaded 2-core machine OpenMP's spinning threads make CPU torch many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.is_dir():

@@ -42,3 +42,14 @@ def test_inspect_bad_input_is_one_red_line_and_exit_2(tmp_path):
     (tmp_path / "captures.csv").write_text("nope\n")
     result = runner.invoke(app, ["inspect", str(tmp_path)])
     assert result.exit_code == 2 and "captures.csv" in result.output
+
+
+def test_align_refuses_an_unknown_raw_rendering(capture_dir, tmp_path):
+    result = runner.invoke(app, ["align", str(capture_dir), "--out", str(tmp_path / "a"), "--raw-gamma", "srgb"])
+    assert result.exit_code == 2 and "--raw-gamma must be bt709 or linear" in result.output
+
+
+def test_help_lists_every_stage():
+    result = runner.invoke(app, ["--help"])
+    for stage in ("inspect", "align", "crop", "wash", "train", "score", "demo"):
+        assert stage in result.output

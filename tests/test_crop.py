@@ -15,19 +15,16 @@ from realsr_tools.errors import ConfigError, InputError, ManifestError, OutputEx
 from realsr_tools.manifest import make_header, read_manifest, write_manifest
 from realsr_tools.pairs import open_pairs
 
+from conftest import real_pair_folder
+
 runner = CliRunner()
 NAMES = ("Canon_004_LR4.png", "Nikon_017_LR4.png", "Canon_033_LR4.png")
 
 
 @pytest.fixture
 def pair_folder(tmp_path, data_dir):
-    """Three real RealSR x4 pairs (HR 512, LR 128) as an HR/+LR/ folder."""
-    root = tmp_path / "pairs"
-    for sub in ("HR", "LR"):
-        (root / sub).mkdir(parents=True)
-        for name in NAMES:
-            shutil.copy(data_dir / "pairs" / "realsr_x4" / sub / name, root / sub / name)
-    return root
+    """Three real RealSR x4 pairs (HR 512, LR 128) as an HR/+LR/ folder (copies: some tests damage them)."""
+    return real_pair_folder(tmp_path / "pairs", data_dir, NAMES, copy=True)
 
 
 def test_patch_starts_place_the_last_patch_flush_with_the_border():

@@ -14,6 +14,7 @@ import torch
 from skimage.metrics import structural_similarity
 from typer.testing import CliRunner
 
+from conftest import real_pair_folder
 from realsr_tools.cli import app
 from realsr_tools.io import read_image, read_pixels
 from realsr_tools.models import checkpoint_dict, create_model
@@ -27,21 +28,12 @@ NAMES = ["Canon_003_LR4.png", "Nikon_050_LR4.png", "Canon_020_LR4.png"]
 @pytest.fixture
 def real_pairs(tmp_path, data_dir):
     """An HR/+LR/ folder of three real RealSR x4 pairs (symbolic links: the data is not copied)."""
-    root = tmp_path / "pairs"
-    for side in ("HR", "LR"):
-        (root / side).mkdir(parents=True)
-        for name in NAMES:
-            os.symlink(data_dir / "pairs" / "realsr_x4" / side / name, root / side / name)
-    return root
+    return real_pair_folder(tmp_path / "pairs", data_dir, NAMES, copy=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a loaded 2-core machine OpenMP's spinning threads make CPU inference ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs torch with one intra-op thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

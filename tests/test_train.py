@@ -25,12 +25,8 @@ TINY = ["--model", "edsr_small", "--batch", "4", "--patch", "16", "--val-fractio
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: much faster than two on this shared 2-core machine, and the same in every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs torch with one intra-op thread (see conftest): the same in every run."""
 
 
 @pytest.fixture(scope="module")
