@@ -10,7 +10,6 @@ MATLAB's ``imresize`` for integer upscaling (:data:`BICUBIC`), not PyTorch's or 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io as _io
 import json
@@ -373,9 +372,8 @@ def largest_tile(model, *, budget: int, device, channels: int = 3, probes: Seque
     """Measure the peak memory of the forward pass at two tile sizes and return the largest tile (a multiple of
     16 LR pixels, at most ``limit``) whose predicted peak fits ``budget`` bytes.
 
-    On CUDA the peak comes from ``torch.cuda.max_memory_allocated``; on CPU from the process's peak resident size
-    (``VmHWM``, reset through ``/proc/self/clear_refs``, with glibc told to unmap freed blocks; Linux only). A
-    warm-up pass first keeps one-time allocations out of the fit. Activations grow with the tile area, so a
+    On CUDA the peak comes from ``torch.cuda.max_memory_allocated``; on CPU from an estimate of the live
+    activations (:func:`_activation_peak`). A warm-up pass first keeps one-time allocations out of the fit. Activations grow with the tile area, so a
     linear fit in ``t^2`` through the two probes predicts larger tiles.
     """
     import torch
@@ -405,47 +403,31 @@ def _forward_peak(model, size: int, channels: int, device) -> int:
             model(x)
             torch.cuda.synchronize(device)
             return torch.cuda.max_memory_allocated(device) - before
-        with _unpooled_malloc():
-            before = _reset_peak_rss()
-            model(x)
-            return _peak_rss() - before
+        return _activation_peak(model, x)
 
 
-@contextlib.contextmanager
-def _unpooled_malloc():
-    """Make glibc return freed large blocks to the system (so the peak resident size measures the forward pass):
-    a fixed 64 KiB mmap threshold while probing, then 32 MiB, the ceiling glibc's own adaptive threshold reaches."""
-    import ctypes
+def _activation_peak(model, x) -> int:
+    """CPU: the forward pass's peak activation bytes, estimated from the tensors it produces.
 
-    m_mmap_threshold = -3
+    The process's resident size proved an unreliable measure (allocator caching can make two probes look alike,
+    which predicted absurd tiles), so every leaf module's output is recorded with a forward hook and the peak is
+    taken as input + output + the four largest intermediate tensors (alive together in a residual block with a
+    long skip). Deterministic, and exactly quadratic in the tile side, so the fit in :func:`largest_tile` is exact.
+    """
+    import torch
+
+    sizes: list[int] = []
+
+    def record(_module, _inputs, output) -> None:
+        sizes.append(output.nbytes if torch.is_tensor(output) else 0)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError as exc:
-        raise ConfigError(f"cannot measure CPU memory without glibc ({exc}); pass --tile explicitly") from None
-    libc.mallopt(m_mmap_threshold, 64 * 1024)
-    try:
-        yield
+        out = model(x)
     finally:
-        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-
-
-def _reset_peak_rss() -> int:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError as exc:
-        raise ConfigError(f"cannot measure CPU memory here ({exc}); pass --tile explicitly") from None
-    return _status_kb("VmRSS") * 1024
-
-
-def _peak_rss() -> int:
-    return _status_kb("VmHWM") * 1024
-
-
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise ConfigError(f"/proc/self/status has no {key}; pass --tile explicitly")
+        for hook in hooks:
+            hook.remove()
+    return int(x.nbytes + out.nbytes + sum(sorted(sizes, reverse=True)[:4]))
 
 
 def model_fn(model, *, scale: int, device, tile: int | None, overlap: int, ensemble: bool) -> SRFunction:
