@@ -250,6 +250,7 @@ def _read_raw(path: Path, rendering: RawRendering) -> np.ndarray:
 
     try:
         with rawpy.imread(str(path)) as raw:
+            check_raw_size(path, raw.sizes.raw_width * raw.sizes.raw_height)
             check_raw_plausible(raw.raw_image_visible, path)
             rgb = raw.postprocess(**rendering.postprocess_kwargs())
     except rawpy.LibRawError as exc:
@@ -262,6 +263,21 @@ def _read_raw(path: Path, rendering: RawRendering) -> np.ndarray:
 def _libraw_text(exc: Exception) -> str:
     text = str(exc.args[0] if exc.args else exc)
     return text[2:-1] if text.startswith(("b'", 'b"')) else text
+
+
+MIN_RAW_BITS_PER_PIXEL = 0.5  # far below any real RAW codec (lossless ~8-14 bits, lossy CR3/ARW >= ~3)
+
+
+def check_raw_size(path: Path, sensor_pixels: int) -> None:
+    """Refuse a RAW file too small to hold the sensor data its header declares (stripped image data).
+
+    LibRaw then 'decodes' whatever its buffer held: zeros, or stale data from an earlier decode in the process,
+    which can even look like a photograph. The file size is the one deterministic witness.
+    """
+    size = path.stat().st_size
+    if sensor_pixels > 0 and 8 * size / sensor_pixels < MIN_RAW_BITS_PER_PIXEL:
+        raise InputError(f"{path}: RAW file is {size / 1024:.0f} KiB but declares {sensor_pixels / 1e6:.1f} "
+                         "megapixels of sensor data; its image data is missing (stripped or truncated file)")
 
 
 def check_raw_plausible(mosaic: np.ndarray, path: Path) -> None:
