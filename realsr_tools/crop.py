@@ -22,7 +22,6 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -349,15 +348,13 @@ def _write_png(path: Path, bgr: np.ndarray, level: int) -> None:
     """Encode a BGR(-ordered) patch as PNG and write it atomically (temporary name in the folder, then rename)."""
     import cv2
 
+    from .io import atomic_output
+
     ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise InputError(f"{path}: OpenCV could not encode a {bgr.shape} {bgr.dtype} patch as PNG")
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_bytes(encoded.tobytes())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
 
 
 def _read_mask(pair: PairRef, root: Path, lr_shape: tuple[int, ...]) -> np.ndarray | None:

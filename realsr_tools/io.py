@@ -15,6 +15,7 @@ a linear rendering.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -135,6 +136,27 @@ def to_integer(image: np.ndarray, bit_depth: Literal[8, 16] = 8) -> np.ndarray:
     return np.rint(out).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``, else removed.
+
+    Every realsr output goes through here, so readers never see half a file and a killed run leaves only hidden
+    ``.*.partial*`` files. The temporary name keeps the real suffix last (encoders pick the format from it) and
+    gets ordinary permissions (mkstemp would make it private).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + path.suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp_name, FILE_MODE)
+    try:
+        yield Path(tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Literal[8, 16] | None = None,
                 png_compression: int = 3) -> Path:
     """Write an RGB (or single-channel) image atomically: a temporary file in the same folder, then a rename.
@@ -150,12 +172,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
         image = to_integer(image, bit_depth or 8)
     if suffix in (".jpg", ".jpeg") and image.dtype != np.uint8:
         raise InputError(f"{path}: JPEG holds 8 bits only; write PNG or TIFF for 16-bit output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the real suffix last, so the encoders pick the format from it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial" + suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp_name, FILE_MODE)  # mkstemp makes files private (0600); outputs are ordinary files
-    try:
+    with atomic_output(path) as tmp_name:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
@@ -163,12 +180,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
         else:
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
             params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] if suffix == ".png" else []
-            if not cv2.imwrite(tmp_name, bgr, params):
+            if not cv2.imwrite(str(tmp_name), bgr, params):
                 raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return path
 
 

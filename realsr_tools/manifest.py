@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -27,7 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import __version__
 from .errors import ManifestError
-from .io import FILE_MODE
+from .io import atomic_output
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
@@ -127,18 +126,11 @@ def write_manifest(out_dir: Path | str, header: Mapping[str, Any], records: Iter
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write text through a temporary file in the same folder and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.chmod(tmp, FILE_MODE)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

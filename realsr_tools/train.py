@@ -434,9 +434,10 @@ def _barrier(dist_info: _Dist) -> None:
 def _atomic_save(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_split(config: TrainConfig):
@@ -537,10 +538,11 @@ def plot_curve(events: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax_psnr.axhline(val[0]["bicubic_psnr"], color="grey", linestyle="--", label="bicubic")
         ax_psnr.legend()
     ax_psnr.set(xlabel="step", ylabel="PSNR (dB, RGB)", title="validation PSNR")
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

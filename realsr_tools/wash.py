@@ -38,6 +38,7 @@ import numpy as np
 
 from .degradation import Degradation, PairFit, aggregate, apply, fit_pair
 from .errors import ConfigError, InputError, OutputExistsError, RealsrError
+from .io import atomic_output
 from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
 from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
 
@@ -421,7 +422,8 @@ def write_report(folder: Path, records: list[dict[str, Any]], items: Iterable[_I
     axes.set_title(f"{counts['kept']} kept, {counts['dropped']} dropped, {counts['failed']} failed")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(folder / "psnr_histogram.png", dpi=100)
+    with atomic_output(folder / "psnr_histogram.png") as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
 
     lines = [f"pairs {counts['pairs']}", f"kept {counts['kept']}", f"dropped {counts['dropped']}",
