@@ -153,7 +153,8 @@ def crop(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="HR/LR scale; required for an HR/+LR/ folder."),
     size: Optional[int] = typer.Option(None, "--size", help="LR patch side; default AIM 2020: 380 x2, 272 x3, 192 x4."),
     step: Optional[int] = typer.Option(None, "--step", help="LR distance between patches; default --size."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Processes cutting pairs in parallel."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Threads decoding and encoding in "
+                                          "parallel; default: every CPU this process may use."),
     png_compression: int = typer.Option(3, "--png-compression", help="PNG zlib level 0-9 (3: BasicSR's; 0: "
                                         "fastest, ~2x larger files; 9: smallest, several times slower)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything instead of resuming."),

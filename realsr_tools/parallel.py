@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
-PRELOAD = ("numpy", "cv2", "realsr_tools.io", "realsr_tools.align", "realsr_tools.crop", "realsr_tools.wash")
+PRELOAD = ("numpy", "cv2", "realsr_tools.io", "realsr_tools.align", "realsr_tools.wash")
 
 
 def process_pool(workers: int, *, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
@@ -24,3 +24,12 @@ def process_pool(workers: int, *, initializer: Callable[[], None] | None = None)
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. under taskset or a CI quota)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
