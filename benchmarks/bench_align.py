@@ -183,7 +183,12 @@ def _cpu_seconds() -> float:
 def _speed_child(root: str, out: str, queue) -> None:
     start, cpu = time.perf_counter(), _cpu_seconds()
     summary = align.run_align(root, out, show_progress=False)
-    queue.put((time.perf_counter() - start, _cpu_seconds() - cpu, summary.ok, _peak_mb()))
+    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu
+    entry = next(iter(json.loads((Path(root) / "truth.json").read_text())["pairs"].values()))
+    record = next(iter(read_manifest(out, stage="align").records))
+    error = (registration_error(entry, record["lr_to_hr"], record["lr_window"], lr_distortion=record["distortion"])
+             if record["status"] == "ok" else float("nan"))
+    queue.put((seconds, cpu_seconds, error, _peak_mb()))
 
 
 def _ecc_child(root: str, out: str, queue) -> None:
@@ -226,13 +231,13 @@ def speed(work: Path) -> None:
         process.start()
         figures[name] = queue.get()
         process.join()
-    seconds, cpu, ok, memory = figures["realsr"]
+    seconds, cpu, error, memory = figures["realsr"]
     ecc_seconds, ecc_cpu, ecc_error, ecc_memory = figures["ECC (SR-RAW)"]
     load = Path("/proc/loadavg").read_text().split()[0]
     print(f"\n### 20-MP pair ({SPEED_SIZE[0]}x{SPEED_SIZE[1]} JPEG, x2), end to end (read, register, warp, write); "
           f"load average {load} on {multiprocessing.cpu_count()} cores\n")
     print("| method | wall s | CPU s (user+sys) | peak RSS (MB) |\n|---|---|---|---|")
-    print(f"| realsr align ({'ok' if ok else 'FAILED'}) | {seconds:.1f} | {cpu:.1f} | {memory:.0f} |")
+    print(f"| realsr align, error {error:.3f} LR px (nan: failed) | {seconds:.1f} | {cpu:.1f} | {memory:.0f} |")
     print(f"| ECC (SR-RAW), error {ecc_error:.2f} LR px | {ecc_seconds:.1f} | {ecc_cpu:.1f} | {ecc_memory:.0f} |")
     print(f"\ntime ratio realsr / ECC: {seconds / ecc_seconds:.2f}")
 

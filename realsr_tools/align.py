@@ -31,8 +31,7 @@ Pipeline per pair (:func:`register`):
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -873,10 +872,12 @@ def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[st
 
 
 def _single_thread() -> None:
+    """Worker set-up: one thread each for OpenCV and BLAS, since the pool already keeps every core busy."""
     import cv2
+    from threadpoolctl import threadpool_limits
 
     cv2.setNumThreads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    threadpool_limits(limits=1)
 
 
 def align_pair(pair, settings: _Settings) -> dict[str, Any]:
@@ -898,6 +899,17 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
 
 
 def _align_pair(pair, s: _Settings) -> dict[str, Any]:
+    # Decoding and PNG encoding release the GIL and are the slowest single steps on large frames: the two reads run
+    # at once, and the HR output is encoded while the photometric fit and the quality measures run.
+    # BLAS stays single-threaded: registration multiplies skinny matrices (pixels x 8 parameters) thousands of
+    # times, and OpenBLAS's spinning worker threads made a 20-MP pair 1.8x slower on 2 cores (5x when shared).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=2) as io_pool:
+        return _align_pair_with(pair, s, io_pool)
+
+
+def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[str, Any]:
     import cv2
 
     from .io import read_pixels, to_float, write_image
@@ -905,8 +917,9 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     from .photometric import PhotometricModel, fit_photometric
     from .quality import residual_shift
 
+    hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
-    hr_pixels = read_pixels(s.capture_dir / pair.hr, raw=s.raw)
+    hr_pixels = hr_read.result()
     lr_grey, hr_grey = grey(lr_pixels), grey(hr_pixels)
     registration = register(lr_grey, hr_grey, ratio=pair.focal_ratio)
     del lr_grey, hr_grey
@@ -918,41 +931,51 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     scale = pair.scale
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
-    lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
-    hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
-    lr_float = to_float(lr_crop)
-    model = fit_photometric(lr_float, hr_on_lr) if s.photometric else PhotometricModel.identity()
-    lr_out = model.apply(lr_float) if s.photometric else lr_crop
-    lr_check = np.clip(lr_out, 0, 1) if s.photometric else lr_float
-    # Quality on the central QUALITY_SIZE^2 LR pixels at most (SSIM and tile registration are the slow parts).
-    cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
-    centre = (slice(cy, cy + QUALITY_SIZE), slice(cx, cx + QUALITY_SIZE))
-    shift = residual_shift(hr_on_lr[centre], lr_check[centre])
-    if shift.median is not None and (shift.median > MAX_RESIDUAL_MEDIAN or shift.worst > MAX_RESIDUAL_WORST):
-        raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f}, worst "
-                                f"{shift.worst:.2f} LR px (limits {MAX_RESIDUAL_MEDIAN}, {MAX_RESIDUAL_WORST})")
-    distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
-    quality = {
-        "psnr": round(psnr(hr_on_lr, lr_check, data_range=1.0), 3),
-        "ssim": round(ssim(hr_on_lr[centre], lr_check[centre], data_range=1.0), 4),
-        "shift_median": _round(shift.median), "shift_worst": _round(shift.worst),
-        "shift_tiles": shift.tiles, "shift_total_tiles": shift.total_tiles,
-        "distortion": distortion.to_dict(),
-        "region": "psnr: whole window; ssim, shifts, distortion: central "
-                  f"{min(w, QUALITY_SIZE)}x{min(h, QUALITY_SIZE)} LR px",
-        "reference": "HR output area-downscaled to the LR grid vs corrected LR",
-    }
     stem = f"x{scale}/{pair.id}.png"
-    # PNG encoding is the slowest step for large frames and releases the GIL: both files at once, fast zlib level.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = [pool.submit(write_image, s.out_dir / kind / stem, image, bit_depth=s.bit_depth,
-                            png_compression=PNG_COMPRESSION) for kind, image in (("hr", hr_out), ("lr", lr_out))]
-        for job in jobs:
-            job.result()
-    preview_path = None
-    if s.preview:
-        preview_path = f"preview/{pair.id}.png"
-        write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
+    written = {kind: s.out_dir / kind / stem for kind in OUTPUT_KEYS}
+    hr_write = io_pool.submit(write_image, written["hr"], hr_out, bit_depth=s.bit_depth,
+                              png_compression=PNG_COMPRESSION)
+    lr_write = None
+    try:
+        lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
+        hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
+        lr_float = to_float(lr_crop)
+        model = fit_photometric(lr_float, hr_on_lr) if s.photometric else PhotometricModel.identity()
+        lr_out = model.apply(lr_float) if s.photometric else lr_crop
+        lr_check = np.clip(lr_out, 0, 1) if s.photometric else lr_float
+        # Quality on the central QUALITY_SIZE^2 LR pixels at most (SSIM and tile registration are the slow parts).
+        cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
+        centre = (slice(cy, cy + QUALITY_SIZE), slice(cx, cx + QUALITY_SIZE))
+        shift = residual_shift(hr_on_lr[centre], lr_check[centre])
+        if shift.median is not None and (shift.median > MAX_RESIDUAL_MEDIAN or shift.worst > MAX_RESIDUAL_WORST):
+            raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f}, "
+                                    f"worst {shift.worst:.2f} LR px (limits {MAX_RESIDUAL_MEDIAN}, "
+                                    f"{MAX_RESIDUAL_WORST})")
+        lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
+                                  png_compression=PNG_COMPRESSION)
+        distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
+        quality = {
+            "psnr": round(psnr(hr_on_lr, lr_check, data_range=1.0), 3),
+            "ssim": round(ssim(hr_on_lr[centre], lr_check[centre], data_range=1.0), 4),
+            "shift_median": _round(shift.median), "shift_worst": _round(shift.worst),
+            "shift_tiles": shift.tiles, "shift_total_tiles": shift.total_tiles,
+            "distortion": distortion.to_dict(),
+            "region": "psnr: whole window; ssim, shifts, distortion: central "
+                      f"{min(w, QUALITY_SIZE)}x{min(h, QUALITY_SIZE)} LR px",
+            "reference": "HR output area-downscaled to the LR grid vs corrected LR",
+        }
+        preview_path = None
+        if s.preview:
+            preview_path = f"preview/{pair.id}.png"
+            write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
+        hr_write.result()
+        lr_write.result()
+    except BaseException:
+        # A pair refused after its warp (or interrupted) leaves no output behind; its record says why.
+        wait([job for job in (hr_write, lr_write) if job is not None])
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
     return {
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,

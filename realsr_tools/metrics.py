@@ -23,7 +23,7 @@ are, with their products formed exactly in uint16 and float32, anything else is 
 ``E[x^2] - E[x]^2`` cancels catastrophically (``E[x^2]`` reaches 65025 while ``C2`` is 58.5), and float32 moment
 filters, even on data shifted by the image mean, drift from the reference by 2e-7 to 6e-6 on the real pairs.
 Only four maps are filtered per channel: ``mu_x``, ``mu_y``, ``E[x^2 + y^2]`` (the two variances only ever
-appear summed) and ``E[xy]``. With ``backend="torch"`` (chosen automatically when CUDA is available) the same
+appear summed) and ``E[xy]``. With ``backend="torch"`` (chosen automatically when torch is imported and sees CUDA) the same
 float64 computation runs as ``conv2d`` on the GPU.
 """
 
@@ -107,7 +107,7 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, data_range: float | None = 
     """Mean SSIM (MATLAB/BasicSR convention) over the valid region, averaged over channels.
 
     Parameters are those of :func:`psnr`; ``backend`` picks ``"numpy"`` (OpenCV float64 strips), ``"torch"``
-    (float64 ``conv2d`` on CUDA when available, else CPU) or ``"auto"`` (torch when CUDA is available).
+    (float64 ``conv2d`` on CUDA when available, else CPU) or ``"auto"`` (torch when the process has imported torch and CUDA is available).
     """
     return measure(reference, test, data_range=data_range, crop_border=crop_border, channels=channels,
                    backend=backend, with_psnr=False).ssim
@@ -286,21 +286,19 @@ def _cv2_kernel() -> np.ndarray:
     return gaussian_window()
 
 
-@functools.lru_cache(maxsize=1)
-def _cuda_available() -> bool:
-    import importlib.util
+def _cuda_in_use() -> bool:
+    """Whether torch is already imported and sees CUDA. Importing torch only to ask costs seconds (more than the
+    metric on a 24-MP pair), so a process that has not imported it (align, wash) keeps the numpy backend."""
+    import sys
 
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.cuda.is_available())
 
 
 def _use_torch(backend: Backend) -> bool:
     if backend not in ("auto", "numpy", "torch"):
         raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', got {backend!r}")
-    return backend == "torch" or backend == "auto" and _cuda_available()
+    return backend == "torch" or backend == "auto" and _cuda_in_use()
 
 
 class _TorchFilters:

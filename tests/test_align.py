@@ -173,3 +173,17 @@ def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir)
     x0, y0, w, h = window
     corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1]], float)
     assert np.all(registration.map(corners) >= 0)
+
+
+def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkeypatch):
+    # The residual gate runs while the HR output is already being encoded: a refused pair must not leave it behind.
+    from realsr_tools import quality
+
+    monkeypatch.setattr(quality, "residual_shift",
+                        lambda reference, test: quality.ResidualShift(median=2.0, worst=6.0, tiles=9, total_tiles=9))
+    out = tmp_path / "refused"
+    summary = align.run_align(captures, out, scales=(2,), show_progress=False)
+    assert (summary.ok, summary.failed) == (0, 3)
+    errors = [r["error"] for r in read_manifest(out, stage="align").records]
+    assert sum("residual misalignment too large" in e for e in errors) == 2, errors
+    assert not list(out.rglob("*.png"))
