@@ -872,12 +872,10 @@ def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[st
 
 
 def _single_thread() -> None:
-    """Worker set-up: one thread each for OpenCV and BLAS, since the pool already keeps every core busy."""
+    """Worker set-up: OpenCV on one thread, since the pool already keeps every core busy."""
     import cv2
-    from threadpoolctl import threadpool_limits
 
     cv2.setNumThreads(1)
-    threadpool_limits(limits=1)
 
 
 def align_pair(pair, settings: _Settings) -> dict[str, Any]:
@@ -901,11 +899,9 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
 def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     # Decoding and PNG encoding release the GIL and are the slowest single steps on large frames: the two reads run
     # at once, and the HR output is encoded while the photometric fit and the quality measures run.
-    # BLAS stays single-threaded: registration multiplies skinny matrices (pixels x 8 parameters) thousands of
-    # times, and OpenBLAS's spinning worker threads made a 20-MP pair 1.8x slower on 2 cores (5x when shared).
-    from threadpoolctl import threadpool_limits
+    from .parallel import one_blas_thread
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=2) as io_pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=2) as io_pool:
         return _align_pair_with(pair, s, io_pool)
 
 

@@ -8,14 +8,19 @@ single-threaded process with realsr's modules preloaded, so each worker still st
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 PRELOAD = ("numpy", "cv2", "realsr_tools.io", "realsr_tools.align", "realsr_tools.wash")
 
 
 def process_pool(workers: int, *, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` of ``workers`` processes from the fork server (``spawn`` where there is none)."""
+    """A ``ProcessPoolExecutor`` of ``workers`` processes from the fork server (``spawn`` where there is none).
+
+    Each worker runs BLAS on one thread (see :func:`one_blas_thread`) before ``initializer``.
+    """
     import multiprocessing
 
     if "forkserver" in multiprocessing.get_all_start_methods():
@@ -23,7 +28,30 @@ def process_pool(workers: int, *, initializer: Callable[[], None] | None = None)
         context.set_forkserver_preload(list(PRELOAD))
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=functools.partial(_set_up_worker, initializer))
+
+
+def _set_up_worker(initializer: Callable[[], None] | None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    if initializer is not None:
+        initializer()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run BLAS on one thread inside this block (also usable as a decorator).
+
+    realsr's numerics multiply skinny matrices (pixels x a few parameters) thousands of times; OpenBLAS's worker
+    threads spin between such calls and cost far more than they give: on 2 cores a 20-MP align pair ran 1.8x and a
+    93-pair wash 2.5x slower with them. Parallelism comes from realsr's own workers instead.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def available_cpus() -> int:

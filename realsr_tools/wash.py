@@ -41,6 +41,7 @@ from .errors import ConfigError, InputError, OutputExistsError, RealsrError
 from .io import atomic_output
 from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
 from .pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from .parallel import one_blas_thread
 
 LOWPASS_SIGMA = 0.7
 TEXTURE_STD = 0.035
@@ -161,6 +162,7 @@ class _Item:
     error: str | None
 
 
+@one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
              min_ssim: float | None = None, max_shift: float | None = None, dry_run: bool = False, workers: int = 1,
              show_progress: bool = True) -> WashSummary:
