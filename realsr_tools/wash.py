@@ -30,13 +30,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .degradation import Degradation, PairFit, aggregate, apply, fit_pair
+from .degradation import DEFAULT_SAMPLES, DEFAULT_SUPPORT, RIDGE, Degradation, PairFit, aggregate, apply, \
+    fit_pair
 from .errors import ConfigError, InputError, OutputExistsError, RealsrError
 from .io import atomic_output
 from .manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
@@ -50,6 +51,11 @@ MIN_TEXTURED = 0.05
 TONE_DEGREE = 3
 CROP_BORDER = 4
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
+# Everything a cached per-pair result depends on besides its files and model (see _Cache): bump "version" when
+# the scoring code changes.
+SCORING = {"version": 1, "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD, "texture_window": TEXTURE_WINDOW,
+           "min_textured": MIN_TEXTURED, "tone_degree": TONE_DEGREE, "crop_border": CROP_BORDER,
+           "support": DEFAULT_SUPPORT, "samples": DEFAULT_SAMPLES, "ridge": RIDGE}
 DRY_RUN_OFFSETS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 WORST_SHOWN = 8
 
@@ -173,7 +179,9 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     source : a crop/align/wash output folder (or its manifest) or an ``HR/``+``LR/`` folder.
     out_dir : output folder: ``manifest.jsonl`` (one record per input pair), ``HR/`` + ``LR/`` with the kept pairs
         (hard links to the source files, copies where linking fails), ``meta_info.txt`` and ``report/``. A re-run
-        into the same folder replaces an earlier wash there; a folder with other files is refused.
+        into the same folder replaces an earlier wash there, reusing its per-pair results for unchanged files
+        (``.wash-cache.jsonl``, see :class:`_Cache`): resuming an interrupted wash or trying another threshold
+        costs only the new work. A folder with other files is refused.
     min_psnr : wash PSNR floor in dB (module docstring).
     scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
     min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
@@ -194,9 +202,21 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
         _check_output(out_dir)
 
+    cache = _Cache(out_dir / CACHE_NAME, writable=not dry_run)
     with _pool(workers) as run_map:
-        items = list(track(run_map(_inspect, [(p, scale, pairs.kind) for p in pairs.pairs]),
-                           description="wash: read", total=len(pairs.pairs), enabled=show_progress))
+        def cached(kind: str, fn: Callable, jobs: list[tuple], keys: list[str], description: str) -> list:
+            """``fn`` over ``jobs`` in order; results an earlier run computed for the same key are reused."""
+            todo = [i for i, key in enumerate(keys) if (kind, key) not in cache]
+            fresh = track(run_map(fn, [jobs[i] for i in todo]), description=description, total=len(todo),
+                          enabled=show_progress)
+            for i, result in zip(todo, fresh):
+                cache.put(kind, keys[i], result)
+            return [cache.get(kind, key) for key in keys]
+
+        identity = {p.id: _identity(p) for p in pairs.pairs}
+        items = [replace(item, pair=p) for p, item in zip(pairs.pairs, cached(
+            "read", _inspect, [(p, scale, pairs.kind) for p in pairs.pairs],
+            [f"{identity[p.id]}|{scale}|{pairs.kind}|{_camera(p)}" for p in pairs.pairs], "wash: read"))]
         groups: dict[tuple[str, int], list[_Item]] = {}
         for item in items:
             if item.group is not None:
@@ -205,15 +225,16 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
         for key, members in groups.items():
             chosen = [members[i] for i in np.unique(np.linspace(0, len(members) - 1, min(FIT_PAIRS, len(members)))
                                                     .round().astype(int))]
-            fits = [f for f in track(run_map(_fit, [(m.pair, key[1]) for m in chosen]),
-                                     description=f"wash: fit {key[0]} x{key[1]}", total=len(chosen),
-                                     enabled=show_progress) if f is not None]
+            fits = [f for f in cached("fit", _fit, [(m.pair, key[1]) for m in chosen],
+                                      [f"{identity[m.pair.id]}|{key[1]}" for m in chosen],
+                                      f"wash: fit {key[0]} x{key[1]}") if f is not None]
             if fits:
                 models[key] = aggregate(fits, scale=key[1])
-        jobs = [(item.pair, models.get(item.group)) for item in items if item.error is None]
-        scores = dict(zip([item.pair.id for item in items if item.error is None],
-                          track(run_map(_score, jobs), description="wash: score", total=len(jobs),
-                                enabled=show_progress)))
+        readable = [item for item in items if item.error is None]
+        model_of = {key: _digest(model.to_dict()) for key, model in models.items()}
+        scores = dict(zip([item.pair.id for item in readable], cached(
+            "score", _score, [(item.pair, models.get(item.group)) for item in readable],
+            [f"{identity[item.pair.id]}|{model_of.get(item.group)}" for item in readable], "wash: score")))
 
     records = []
     for item in items:
@@ -330,6 +351,92 @@ def _link(source: Path, target: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Per-pair work (runs in worker processes)
+
+
+CACHE_NAME = ".wash-cache.jsonl"
+
+
+def _identity(pair: PairRef) -> str:
+    """A pair's two files as they are now (path, size, modification time): a changed file is scored again."""
+    parts = []
+    for path in (pair.lr, pair.hr):
+        try:
+            stat = path.stat()
+            parts.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}:missing")
+    return "|".join(parts)
+
+
+def _digest(value: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Cache:
+    """Per-pair results of earlier washes into the same folder, so a re-run (after an interruption, or with other
+    thresholds) only reads and scores what changed.
+
+    One JSON line per result, appended and flushed as each arrives (a killed run keeps what it finished; a torn
+    last line is ignored). Entries are keyed by the pair's file identity, the degradation model it was scored
+    with and :data:`SCORING` (the constants of the definition): change any and the pair is recomputed. Delete the
+    file to force a full re-score.
+    """
+
+    def __init__(self, path: Path, *, writable: bool):
+        import json
+
+        self.path, self.writable = path, writable
+        self.entries: dict[tuple[str, str], Any] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    if entry["scoring"] == SCORING:
+                        self.entries[entry["kind"], entry["key"]] = _decode(entry["kind"], entry["value"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def __contains__(self, kind_key: tuple[str, str]) -> bool:
+        return kind_key in self.entries
+
+    def get(self, kind: str, key: str) -> Any:
+        return self.entries[kind, key]
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        import json
+
+        self.entries[kind, key] = value
+        if self.writable:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            line = json.dumps({"scoring": SCORING, "kind": kind, "key": key, "value": _encode(value)})
+            with open(self.path, "a", encoding="utf-8") as stream:
+                stream.write(line + "\n")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, _Item):
+        return {"group": value.group, "hr_shape": value.hr_shape, "error": value.error}
+    if isinstance(value, PairFit):
+        return {"kernel": value.kernel.tolist(), "colour": value.colour.tolist()}
+    if isinstance(value, PairScore):
+        return {"score": [value.psnr, value.ssim, value.shift, value.shift_worst, value.textured, value.flat,
+                          list(value.exposure)]}
+    return value  # None (no fit) or a failure message
+
+
+def _decode(kind: str, value: Any) -> Any:
+    if kind == "read":
+        group, shape = value["group"], value["hr_shape"]
+        return _Item(None, tuple(group) if group else None, tuple(shape) if shape else None, value["error"])
+    if kind == "fit" and value is not None:
+        return PairFit(np.asarray(value["kernel"]), np.asarray(value["colour"]))
+    if kind == "score" and isinstance(value, dict):
+        psnr, ssim, shift, worst, textured, flat, exposure = value["score"]
+        return PairScore(psnr, ssim, shift, worst, textured, flat, tuple(exposure))
+    return value
 
 
 class _pool:

@@ -170,3 +170,28 @@ def test_wash_reads_a_crop_manifest_and_help_documents_the_psnr(small, tmp_path)
     assert json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])["upstream"]["sha256"]
     result = runner.invoke(app, ["wash", "--help"])
     assert result.exit_code == 0 and "degradation" in result.output and "textured" in result.output
+
+
+def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_path, monkeypatch):
+    from realsr_tools import wash
+
+    out = tmp_path / "out"
+    first = run_wash(small, out, min_psnr=29, show_progress=False)
+    records = read_manifest(out).records
+    calls: list[str] = []
+    for name in ("score_pair", "fit_pair"):
+        real = getattr(wash, name)
+        monkeypatch.setattr(wash, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    # Another threshold: nothing is fitted or scored again, and the verdicts follow the new floor.
+    again = run_wash(small, out, min_psnr=0, show_progress=False)
+    assert calls == [] and again.kept == again.pairs == first.pairs
+    assert [r["psnr"] for r in read_manifest(out).records] == [r["psnr"] for r in records]
+    # A changed LR file is not served from the cache: it is fitted and scored again (so is every pair whose
+    # degradation model changed with it; here all five pairs share one model).
+    name = sorted(p.name for p in (small / "LR").iterdir())[0]
+    lr = cv2.imread(str(small / "LR" / name))
+    cv2.imwrite(str(small / "LR" / name), np.roll(lr, 3, axis=1))
+    run_wash(small, out, min_psnr=29, show_progress=False)
+    changed = {r["id"]: r for r in read_manifest(out).records}[name[:-4]]
+    assert calls.count("fit_pair") == 1 and "score_pair" in calls
+    assert changed["psnr"] < 29 and "psnr<29" in changed["reasons"]
