@@ -46,8 +46,11 @@ MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no rel
 MIN_INLIERS = 15
 MIN_CORRELATION = 0.75  # luma correlation after refinement (photometric model applied)
 MIN_OVERLAP = 0.5  # output window area / area the HR field should cover in the LR
-MAX_RESIDUAL_MEDIAN = 0.5  # LR px
-MAX_RESIDUAL_WORST = 3.0  # LR px
+# Median residual tile shift (LR px) above which a pair is refused. The worst tile is recorded but not gated: one
+# tile (a moving object, a repeated pattern, a flat tile) can put its phase-correlation peak pixels away on a
+# pair registered to 0.16 px (measured on the simulated hard set), while every wrongly registered simulated pair
+# (true error 0.5-1.9 px) had a median above 0.5.
+MAX_RESIDUAL_MEDIAN = 0.5
 DISTORTION_EVIDENCE = 20.0  # likelihood-ratio statistic above which the distortion terms are kept
 DISTORTION_PRIOR = 0.05
 MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
@@ -59,9 +62,11 @@ FINE_PIXELS = 400_000  # pixels used per Gauss-Newton step at most (highest-grad
 FINEST_PIXELS = 2_000_000  # template pixels of the finest refinement level at most
 LANCZOS_RADIUS = 4  # HR pixels of support of the output kernel
 HUBER = 1.345  # Huber threshold in robust standard deviations (MAD)
-# Gaussian sigma (level px) applied to both images at every level: suppresses aliasing and noise, which otherwise
-# pull the optimum by a few hundredths of a pixel (measured on simulated captures: median error 0.04 -> 0.02).
-SMOOTHING = 2.0
+# Gaussian sigma (level px) applied to both images at every level against aliasing. With the blur difference
+# modelled (the Laplacian term in refine), light smoothing keeps more of the fine texture that fixes the geometry:
+# measured on the simulated sets, median error 0.030 (sigma 2) -> 0.019 (sigma 1) LR px on the normal set and
+# 0.063 -> 0.039 on the hard set; sigma 0.5-1.5 are within noise of each other, 3 is worse.
+SMOOTHING = 1.0
 # Saturated pixels (raw values above CLIP_HIGH) have no known true value, and the edge of a plateau that only one
 # capture clips pulls the fit (measured: 0.15 LR px on a simulated pair whose HR is 17 % saturated). After
 # smoothing, a pixel is left out when saturated pixels make up more than CLIP_WEIGHT of its smoothing kernel's
@@ -971,9 +976,9 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
     cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
     centre = (slice(cy, cy + QUALITY_SIZE), slice(cx, cx + QUALITY_SIZE))
     shift = residual_shift(hr_on_lr[centre], lr_check[centre])
-    if shift.median is not None and (shift.median > MAX_RESIDUAL_MEDIAN or shift.worst > MAX_RESIDUAL_WORST):
-        raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f}, worst "
-                                f"{shift.worst:.2f} LR px (limits {MAX_RESIDUAL_MEDIAN}, {MAX_RESIDUAL_WORST})")
+    if shift.median is not None and shift.median > MAX_RESIDUAL_MEDIAN:
+        raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
+                                f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f})")
     distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
     quality = {
         "psnr": round(psnr(hr_on_lr, lr_check, data_range=1.0), 3),
