@@ -19,9 +19,9 @@ Pipeline per pair (:func:`register`):
    When both succeed and disagree, both are refined and the one with the better final fit wins.
 3. *Refinement*: forward-compositional Gauss-Newton on an image pyramid (coarse to fine, up to full LR
    resolution) of a full 8-parameter homography together with a photometric model re-estimated in every step
-   (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting),
-   with Huber weights (scale from the MAD) so that moving objects do not pull the fit, and clipped pixels
-   excluded. The LR is the fixed template (never resampled); the HR is area-downscaled to the LR's scale at
+   (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting; and
+   a Laplacian term for the captures' blur difference), with Huber weights (scale from the MAD) so that moving
+   objects do not pull the fit, and saturated pixels (and those their smoothing reaches) excluded. The LR is the fixed template (never resampled); the HR is area-downscaled to the LR's scale at
    each level and warped.
 4. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
    :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
@@ -52,9 +52,9 @@ MIN_OVERLAP = 0.5  # output window area / area the HR field should cover in the 
 # 1 px off (1.7 and 1.9 px) had medians of 1.26 and 0.79.
 MAX_RESIDUAL_MEDIAN = 0.5
 DISTORTION_EVIDENCE = 20.0  # likelihood-ratio statistic above which the distortion terms are kept
-DISTORTION_PRIOR = 0.05
+DISTORTION_PRIOR = 0.05  # standard deviation of the prior on each distortion coefficient (k, lens units)
 MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
-MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled  # standard deviation of the prior on each distortion coefficient (k, lens units)
+MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled
 MAX_UNCERTAINTY = 0.15  # LR px: corner standard deviation above which the overlap has too little texture
 COARSE_WIDTH = 320  # LR width of the pyramid search
 COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates agree within this
