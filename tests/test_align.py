@@ -85,6 +85,30 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
     assert registration.uncertainty > align.MAX_UNCERTAINTY or error < 1.0
 
 
+def test_a_channel_saturated_alone_is_left_out_of_the_registration_grey(captures):
+    """A red surface whose red channel clips in the HR only (the luma stays below saturation): red is dropped from
+    both greys, which keep the BT.601 weights of green and blue; an ordinary pair keeps plain BT.601 luma."""
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+    name = "skimage_UNIS_EV0/f50.png"
+    lr = read_pixels(captures / name)
+    hr = read_pixels(captures / truth[name]["hr"])
+    lr_grey, hr_grey, weights = align.registration_grey(lr, hr)
+    assert weights == align.LUMA
+    np.testing.assert_array_equal(lr_grey, align.grey(lr))
+    red_hr = hr.copy()
+    red_hr[..., 0] = np.minimum(hr[..., 0].astype(int) * 3, 255)  # red clips on most of the frame
+    assert np.mean(red_hr[..., 0] == 255) > 0.5
+    lr_grey, hr_grey, weights = align.registration_grey(lr, red_hr)
+    assert weights[0] == 0 and weights[1] / weights[2] == pytest.approx(0.587 / 0.114) and sum(weights) == 1
+    # Independent reference: the weighted channel sum in float64.
+    np.testing.assert_allclose(hr_grey, red_hr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    np.testing.assert_allclose(lr_grey, lr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    registration = align.register(lr_grey, hr_grey, ratio=2.0)
+    window = align.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    distortion = registration.distortion.to_dict() if registration.distortion else None
+    assert registration_error(truth[name], registration.lr_to_hr, window, lr_distortion=distortion) < 0.05
+
+
 def test_unrelated_pair_is_recorded_as_failed_and_the_batch_goes_on(aligned):
     out, summary = aligned
     assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
