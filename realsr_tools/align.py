@@ -21,8 +21,8 @@ Pipeline per pair (:func:`register`):
    resolution) of a full 8-parameter homography together with a photometric model re-estimated in every step
    (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting; and
    a Laplacian term for the captures' blur difference), with Huber weights (scale from the MAD) so that moving
-   objects do not pull the fit, and saturated pixels (and those their smoothing reaches) excluded. The LR is the fixed template (never resampled); the HR is area-downscaled to the LR's scale at
-   each level and warped.
+   objects do not pull the fit, and saturated pixels (and those their smoothing reaches) excluded. The LR is the
+   fixed template (never resampled); the HR is area-downscaled to the LR's scale at each level and warped.
 4. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
    :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
    tile misalignment too large. A radial pattern of residual tile shifts (lens distortion that a homography cannot
@@ -279,15 +279,15 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.nd
 
     BT.601 luma (:func:`grey`) unless a channel is saturated alone (at the format's top value while the luma is
     below :data:`CLIP_HIGH`) on more than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of
-    the other channels, renormalised, for both images alike. The shares are measured on every 4th pixel.
+    the other channels, renormalised, for both images alike. The shares are measured on every 8th pixel.
     """
     import cv2
 
     keep = np.ones(3, bool)
     for image in (lr, hr):
-        sample = image[::4, ::4]
+        sample = np.ascontiguousarray(image[::8, ::8])
         peak = 1.0 if image.dtype == np.float32 else (255 if image.dtype == np.uint8 else 65535)
-        unsaturated_luma = grey(np.ascontiguousarray(sample)) < CLIP_HIGH
+        unsaturated_luma = grey(sample) < CLIP_HIGH
         alone = (sample >= peak) & unsaturated_luma[..., None]
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
     if keep.all() or not keep.any():
