@@ -59,6 +59,56 @@ def test_registration_meets_the_ground_truth(captures, aligned):
     assert np.median(errors) < 0.05 and max(errors) < 0.1, errors
 
 
+def test_saturated_highlights_do_not_pull_the_registration(captures):
+    """The HR brightened until its highlights clip (as a longer exposure would): plateaus that only one capture
+    clips are left out, so the geometry still meets the ground truth; where clipping leaves too little texture the
+    pair is refused, never returned wrong."""
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+
+    def register_saturated(name: str, gain: float) -> tuple[align.Registration, float, np.ndarray]:
+        entry = truth[name]
+        lr = align.grey(read_pixels(captures / name))
+        hr = np.minimum(align.grey(read_pixels(captures / entry["hr"])) * np.float32(gain), np.float32(1))
+        registration = align.register(lr, hr, ratio=entry["scale"])
+        window = align.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+        distortion = registration.distortion.to_dict() if registration.distortion else None
+        error = registration_error(entry, registration.lr_to_hr, window, lr_distortion=distortion)
+        return registration, error, hr
+
+    # Car front, x2: 22 % of the HR saturated (headlight, chrome). Before the saturated plateaus were left out,
+    # this pair registered 0.70 LR px off (ground truth from the simulation).
+    registration, error, hr = register_saturated("exif_samples_35-empty/f50.png", 1.5)
+    assert np.mean(hr >= 1) > 0.15 and error < 0.1
+    # Building, x4, 68 % saturated: what remains cannot fix the geometry; the corner uncertainty says so.
+    registration, error, hr = register_saturated("skimage_UNIS_EV0/f25.png", 1.5)
+    assert np.mean(hr >= 1) > 0.6
+    assert registration.uncertainty > align.MAX_UNCERTAINTY or error < 1.0
+
+
+def test_a_channel_saturated_alone_is_left_out_of_the_registration_grey(captures):
+    """A red surface whose red channel clips in the HR only (the luma stays below saturation): red is dropped from
+    both greys, which keep the BT.601 weights of green and blue; an ordinary pair keeps plain BT.601 luma."""
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+    name = "skimage_UNIS_EV0/f50.png"
+    lr = read_pixels(captures / name)
+    hr = read_pixels(captures / truth[name]["hr"])
+    lr_grey, hr_grey, weights = align.registration_grey(lr, hr)
+    assert weights == align.LUMA
+    np.testing.assert_array_equal(lr_grey, align.grey(lr))
+    red_hr = hr.copy()
+    red_hr[..., 0] = np.minimum(hr[..., 0].astype(int) * 3, 255)  # red clips on most of the frame
+    assert np.mean(red_hr[..., 0] == 255) > 0.5
+    lr_grey, hr_grey, weights = align.registration_grey(lr, red_hr)
+    assert weights[0] == 0 and weights[1] / weights[2] == pytest.approx(0.587 / 0.114) and sum(weights) == 1
+    # Independent reference: the weighted channel sum in float64.
+    np.testing.assert_allclose(hr_grey, red_hr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    np.testing.assert_allclose(lr_grey, lr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    registration = align.register(lr_grey, hr_grey, ratio=2.0)
+    window = align.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    distortion = registration.distortion.to_dict() if registration.distortion else None
+    assert registration_error(truth[name], registration.lr_to_hr, window, lr_distortion=distortion) < 0.05
+
+
 def test_unrelated_pair_is_recorded_as_failed_and_the_batch_goes_on(aligned):
     out, summary = aligned
     assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
@@ -88,6 +138,7 @@ def test_manifest_contract(captures, aligned):
         quality = record["quality"]
         assert {"psnr", "ssim", "shift_median", "shift_worst"} <= set(quality)
         assert quality["psnr"] > 25 and quality["ssim"] > 0.75  # LR blur and noise against the HR
+        assert record["registration"]["grey_weights"] == pytest.approx(list(align.LUMA), abs=1e-4)  # nothing clipped
         # The window's HR footprint lies inside the HR frame: no pixel of the output is invented.
         hr_shape = read_pixels(captures / record["hr_source"]).shape
         corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1], [x0 + w - 1, y0], [x0, y0 + h - 1]], float)
