@@ -15,7 +15,8 @@ their interpreter start-up, as a user pays it).
   as a separate ``python`` process per folder, HR then LR, as its ``main()`` does.
 * realsr: ``python -m realsr_tools crop`` as a separate process, HR and LR together, same PNG level.
 * floor: in this process, decode every input and PNG-encode every patch (``cv2.imencode``), nothing written,
-  single process; compared with ``run_crop(workers=1)`` in this process.
+  single process, with realsr's encoder settings (:func:`realsr_tools.io.png_params`: same zlib level, Paeth row
+  filter) and with BasicSR's (libpng's adaptive row filter); compared with ``run_crop(workers=1)`` in this process.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ PHOTOS = PROJECT.parent / "shared" / "data" / "photos"
 sys.path.insert(0, str(PROJECT))
 
 from realsr_tools.crop import patch_starts, run_crop  # noqa: E402
+from realsr_tools.io import png_params  # noqa: E402
 
 BASICSR = r'''
 import os, os.path as osp, sys, cv2, numpy as np
@@ -101,15 +103,17 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
-def floor(source: Path, size: int, scale: int, level: int) -> None:
-    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+def floor(source: Path, size: int, scale: int, params: list[int]) -> int:
+    """Decode every input and PNG-encode every patch with OpenCV ``params``; return the bytes encoded."""
+    total = 0
     for name in sorted(p.name for p in (source / "HR").iterdir()):
         for sub, n in (("LR", size), ("HR", size * scale)):
             image = cv2.imread(str(source / sub / name), cv2.IMREAD_UNCHANGED)
             h, w = image.shape[:2]
             for y in patch_starts(h, n, n):
                 for x in patch_starts(w, n, n):
-                    cv2.imencode(".png", np.ascontiguousarray(image[y : y + n, x : x + n]), params)
+                    total += len(cv2.imencode(".png", np.ascontiguousarray(image[y : y + n, x : x + n]), params)[1])
+    return total
 
 
 def main() -> None:
@@ -120,6 +124,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--level", type=int, default=3)
     args = parser.parse_args()
+    load = Path("/proc/loadavg").read_text().split()[0]
     size, scale = 192, 4
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -143,26 +148,34 @@ def main() -> None:
             run_crop(source, tmp / f"i{next(runs)}", scale=scale, workers=workers, png_compression=level,
                      show_progress=False)
 
+        adaptive = [cv2.IMWRITE_PNG_COMPRESSION, args.level]  # BasicSR's settings: libpng's adaptive row filter
         best: dict[str, float] = {}
         for _ in range(args.repeat):
             for name, function in (("basicsr", basicsr), ("realsr", realsr),
-                                   ("floor", lambda: floor(source, size, scale, args.level)),
+                                   ("floor", lambda: floor(source, size, scale, png_params(args.level))),
+                                   ("floor_adaptive", lambda: floor(source, size, scale, adaptive)),
                                    ("realsr_inline_1", lambda: ours_inline(args.level))):
                 best[name] = min(best.get(name, float("inf")), timed(function))
+        paeth_bytes = floor(source, size, scale, png_params(args.level))
+        adaptive_bytes = floor(source, size, scale, adaptive)
         patches = sum(1 for _ in (tmp / "r1").glob("HR/*.png"))
         print(f"{args.pairs} pairs (HR 2048x1536, LR 512x384), {patches} patch pairs of LR 192 / HR 768, PNG level "
-              f"{args.level}, best of {args.repeat}; machine shared with other jobs")
+              f"{args.level}, best of {args.repeat}; load average before: {load}")
         print(f"| way | seconds | ratio |\n|---|---|---|")
         print(f"| BasicSR extract_subimages, HR run + LR run, Pool({args.basicsr_threads}) | {best['basicsr']:.2f} | "
               f"{best['basicsr'] / best['realsr']:.2f}x realsr |")
         print(f"| realsr crop -j {args.workers} (one process, HR+LR together) | {best['realsr']:.2f} | 1.00 |")
-        print(f"| floor: decode + encode only, 1 process | {best['floor']:.2f} | |")
+        print(f"| floor: decode + encode only, 1 process, realsr's encoder settings | {best['floor']:.2f} | |")
         print(f"| run_crop(workers=1), same process | {best['realsr_inline_1']:.2f} | "
               f"{best['realsr_inline_1'] / best['floor']:.2f}x floor |")
+        print(f"\nRow filter at level {args.level} (the floor): libpng adaptive (BasicSR) {best['floor_adaptive']:.2f} s, "
+              f"{adaptive_bytes / 1e6:.1f} MB; Paeth (realsr) {best['floor']:.2f} s, {paeth_bytes / 1e6:.1f} MB "
+              f"(time {best['floor'] / best['floor_adaptive']:.2f}x, size {paeth_bytes / adaptive_bytes:.3f}x)")
         print("\n| PNG level | seconds (run_crop, workers=1) | MB written |\n|---|---|---|")
         for level in (0, 1, 3, 6):
             out = tmp / f"level{level}"
-            seconds = timed(lambda: run_crop(source, out, scale=scale, png_compression=level, show_progress=False))
+            seconds = timed(lambda: run_crop(source, out, scale=scale, workers=1, png_compression=level,
+                                             show_progress=False))
             megabytes = sum(p.stat().st_size for p in out.glob("*R/*.png")) / 1e6
             print(f"| {level} | {seconds:.2f} | {megabytes:.1f} |")
 

@@ -144,7 +144,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     size : LR patch side; default the AIM 2020 size of the scale (380 x2, 272 x3, 192 x4).
     step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
     workers : threads decoding and encoding in parallel; default: the CPUs this process may use.
-    png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's and OpenCV's default).
+    png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's default); rows use the Paeth filter
+        (:func:`realsr_tools.io.png_params`).
     overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes. Files
         that no earlier crop listed are never deleted: an output folder holding such files is refused.
     """
@@ -407,9 +408,9 @@ def _write_png(path: Path, bgr: np.ndarray, level: int) -> None:
     """Encode a BGR(-ordered) patch as PNG and write it atomically (temporary name in the folder, then rename)."""
     import cv2
 
-    from .io import atomic_output
+    from .io import atomic_output, png_params
 
-    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    ok, encoded = cv2.imencode(".png", bgr, png_params(level))
     if not ok:
         raise InputError(f"{path}: OpenCV could not encode a {bgr.shape} {bgr.dtype} patch as PNG")
     with atomic_output(path) as tmp:

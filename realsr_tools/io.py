@@ -157,6 +157,20 @@ def atomic_output(path: str | os.PathLike):
             os.unlink(tmp_name)
 
 
+def png_params(level: int) -> list[int]:
+    """OpenCV PNG encoder settings of every realsr output: zlib ``level`` and the Paeth row filter.
+
+    libpng's default adaptive filtering tries all five row filters on every row; on photographs Paeth alone gives
+    files within 1 % of the same size and encodes 12-28 % faster at levels 1-3 (``benchmarks/bench_crop.py``).
+    """
+    import cv2
+
+    params = [cv2.IMWRITE_PNG_COMPRESSION, int(level)]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11; older versions keep libpng's adaptive filter
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    return params
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Literal[8, 16] | None = None,
                 png_compression: int = 3) -> Path:
     """Write an RGB (or single-channel) image atomically: a temporary file in the same folder, then a rename.
@@ -179,7 +193,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
             tifffile.imwrite(tmp_name, image, photometric="rgb" if image.ndim == 3 else "minisblack")
         else:
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-            params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] if suffix == ".png" else []
+            params = png_params(png_compression) if suffix == ".png" else []
             if not cv2.imwrite(str(tmp_name), bgr, params):
                 raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
     return path
