@@ -168,7 +168,8 @@ def main() -> None:
         print(f"| floor: decode + encode only, 1 process, realsr's encoder settings | {best['floor']:.2f} | |")
         print(f"| run_crop(workers=1), same process | {best['realsr_inline_1']:.2f} | "
               f"{best['realsr_inline_1'] / best['floor']:.2f}x floor |")
-        print(f"\nRow filter at level {args.level} (the floor): libpng adaptive (BasicSR) {best['floor_adaptive']:.2f} s, "
+        print(f"\nRow filter at level {args.level} (the floor): libpng adaptive (BasicSR) "
+              f"{best['floor_adaptive']:.2f} s, "
               f"{adaptive_bytes / 1e6:.1f} MB; Paeth (realsr) {best['floor']:.2f} s, {paeth_bytes / 1e6:.1f} MB "
               f"(time {best['floor'] / best['floor_adaptive']:.2f}x, size {paeth_bytes / adaptive_bytes:.3f}x)")
         print("\n| PNG level | seconds (run_crop, workers=1) | MB written |\n|---|---|---|")

@@ -732,7 +732,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         h = h @ np.linalg.inv(norm) @ increment @ norm
         h /= h[2, 2]
         moved = apply_homography(increment, corners) - corners
-        k_moved = max(abs(step[8 + i]) * terms[i][2].max() ** 1.5 * frames[i][2] for i in range(len(terms))) \
+        k_moved = max(abs(step[8 + i]) * float(terms[i][2].max()) ** 1.5 * frames[i][2] for i in range(len(terms))) \
             if fit_k else 0.0
         if max(np.max(np.abs(moved)) * s, k_moved) < tolerance:
             break

@@ -19,12 +19,13 @@ Implementation
 The images are processed in horizontal strips of :data:`STRIP_ROWS` output rows (plus the 10-row window halo),
 so memory stays at a few hundred MB at most whatever the image size, one thread per core. Each strip is
 filtered separably with OpenCV (``sepFilter2D``) accumulating in float64; 8-bit RGB strips are filtered as they
-are, with their products formed exactly in uint16 and float32, anything else is converted to float64 first. Float64 is required for exactness: the variance
-``E[x^2] - E[x]^2`` cancels catastrophically (``E[x^2]`` reaches 65025 while ``C2`` is 58.5), and float32 moment
-filters, even on data shifted by the image mean, drift from the reference by 2e-7 to 6e-6 on the real pairs.
+are, with their products formed exactly in uint16 and float32, anything else is converted to float64 first.
+Float64 is required for exactness: the variance ``E[x^2] - E[x]^2`` cancels catastrophically (``E[x^2]``
+reaches 65025 while ``C2`` is 58.5), and float32 moment filters, even on data shifted by the image mean, drift
+from the reference by 2e-7 to 6e-6 on the real pairs.
 Only four maps are filtered per channel: ``mu_x``, ``mu_y``, ``E[x^2 + y^2]`` (the two variances only ever
-appear summed) and ``E[xy]``. With ``backend="torch"`` (chosen automatically when torch is imported and sees CUDA) the same
-float64 computation runs as ``conv2d`` on the GPU.
+appear summed) and ``E[xy]``. With ``backend="torch"`` (chosen automatically when torch is imported and sees
+CUDA) the same float64 computation runs as ``conv2d`` on the GPU.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def ssim(reference: np.ndarray, test: np.ndarray, *, data_range: float | None = 
     """Mean SSIM (MATLAB/BasicSR convention) over the valid region, averaged over channels.
 
     Parameters are those of :func:`psnr`; ``backend`` picks ``"numpy"`` (OpenCV float64 strips), ``"torch"``
-    (float64 ``conv2d`` on CUDA when available, else CPU) or ``"auto"`` (torch when the process has imported torch and CUDA is available).
+    (float64 ``conv2d`` on CUDA when available, else CPU) or ``"auto"`` (torch when the process has imported torch
+    and CUDA is available).
     """
     return measure(reference, test, data_range=data_range, crop_border=crop_border, channels=channels,
                    backend=backend, with_psnr=False).ssim
