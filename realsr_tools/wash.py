@@ -259,6 +259,7 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
                          upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
     header["source"] = str(pairs.root.resolve())
     header["degradation"] = {f"{camera} x{s}": model.to_dict() for (camera, s), model in models.items()}
+    cache.compact()
     _clear_previous(out_dir)
     shape_of = {item.pair.id: item.hr_shape for item in items}
     meta_lines = []
@@ -390,6 +391,7 @@ class _Cache:
 
         self.path, self.writable = path, writable
         self.entries: dict[tuple[str, str], Any] = {}
+        self.used: set[tuple[str, str]] = set()
         if path.is_file():
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
@@ -403,17 +405,27 @@ class _Cache:
         return kind_key in self.entries
 
     def get(self, kind: str, key: str) -> Any:
+        self.used.add((kind, key))
         return self.entries[kind, key]
 
     def put(self, kind: str, key: str, value: Any) -> None:
-        import json
-
         self.entries[kind, key] = value
+        self.used.add((kind, key))
         if self.writable:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            line = json.dumps({"scoring": SCORING, "kind": kind, "key": key, "value": _encode(value)})
             with open(self.path, "a", encoding="utf-8") as stream:
-                stream.write(line + "\n")
+                stream.write(self._line(kind, key))
+
+    def compact(self) -> None:
+        """Keep only what this run used (atomically): stale results and a torn last line do not pile up."""
+        if self.writable:
+            atomic_write_text(self.path, "".join(self._line(kind, key) for kind, key in sorted(self.used)))
+
+    def _line(self, kind: str, key: str) -> str:
+        import json
+
+        return json.dumps({"scoring": SCORING, "kind": kind, "key": key,
+                           "value": _encode(self.entries[kind, key])}) + "\n"
 
 
 def _encode(value: Any) -> Any:

@@ -195,3 +195,5 @@ def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_pa
     changed = {r["id"]: r for r in read_manifest(out).records}[name[:-4]]
     assert calls.count("fit_pair") == 1 and "score_pair" in calls
     assert changed["psnr"] < 29 and "psnr<29" in changed["reasons"]
+    # The cache keeps only what the last run used: one read, fit and score per pair, no stale results.
+    assert len((out / wash.CACHE_NAME).read_text().splitlines()) == 3 * 5
