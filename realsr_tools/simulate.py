@@ -23,6 +23,7 @@ Distortion acts before the homography: ``u' = c + (u - c) (1 + k1 |u - c|^2 / R^
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import read_image, write_image
+from .manifest import atomic_write_text
 
 TRUTH_JSON = "truth.json"
 HR_FOCAL_MM = 100.0
@@ -153,12 +155,13 @@ def make_capture_folder(photos: Sequence[Path], out_dir: Path, *, scales: Sequen
                 "lr_distortion": _distortion_dict(cam), "hr_distortion": _distortion_dict(hr_cam),
             }
         scenes.append(SimulatedScene(scene, hr_name, lr_names, homographies))
-    with open(out_dir / "captures.csv", "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["path", "focal_mm", "camera"])
-        for name, focal in rows:
-            writer.writerow([name, f"{focal:g}", CAMERA])
-    (out_dir / TRUTH_JSON).write_text(json.dumps({"hard": hard, "seed": seed, "pairs": truth}, indent=1))
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["path", "focal_mm", "camera"])
+    for name, focal in rows:
+        writer.writerow([name, f"{focal:g}", CAMERA])
+    atomic_write_text(out_dir / "captures.csv", table.getvalue())
+    atomic_write_text(out_dir / TRUTH_JSON, json.dumps({"hard": hard, "seed": seed, "pairs": truth}, indent=1))
     return scenes
 
 

@@ -501,6 +501,15 @@ def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any]) -> None:
                           f"{', '.join(changed)}")
 
 
+def _parse_event(line: str) -> dict[str, Any] | None:
+    """One log line, or None for a line a killed run left half-written."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 class _Log:
     """The run's JSONL log (rank 0 writes); on resume, events after the resumed step are dropped."""
 
@@ -508,10 +517,12 @@ class _Log:
         self.path, self.enabled = path, enabled
         self.events: list[dict[str, Any]] = []
         if enabled and keep_until is not None and path.is_file():
-            self.events = [e for e in map(json.loads, path.read_text().splitlines()) if e["step"] <= keep_until]
-            path.write_text("".join(json.dumps(e) + "\n" for e in self.events))
-        elif enabled:
-            path.write_text("")
+            self.events = [e for e in map(_parse_event, path.read_text().splitlines())
+                           if e is not None and e.get("step", keep_until + 1) <= keep_until]
+        if enabled:
+            from .manifest import atomic_write_text
+
+            atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in self.events))
 
     def write(self, **event: Any) -> None:
         if not self.enabled:

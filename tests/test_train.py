@@ -168,6 +168,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny, reference_run, 
         run_training(config, show_progress=False)
     monkeypatch.setattr(PatchSampler, "batch", original)
     assert _states(out / "last.pt")[2] == 4
+    with open(out / "log.jsonl", "a") as stream:
+        stream.write('{"step": 5, "lo')  # a kill in the middle of a log write
     _train(tiny, out, "--steps", "6", "--resume")
     ema, raw, step = _states(out / "last.pt")
     ema_ref, raw_ref, step_ref = _states(reference_run / "last.pt")
