@@ -289,7 +289,7 @@ class _Result:
 
 
 # Pairs decoded ahead of the one being written: enough to keep every thread busy across a pair boundary, few enough
-# to bound memory (a decoded 24-MP pair is about 0.3 GB).
+# to bound memory (at most 2 PAIRS_AHEAD + 1 pairs are held; a 24-MP 8-bit HR with its LR is about 0.1 GB).
 PAIRS_AHEAD = 2
 
 
