@@ -113,3 +113,15 @@ def test_invalid_inputs_are_refused():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_auto_backend_does_not_import_torch():
+    # Importing torch only to ask for CUDA cost align and wash 3.3 s per process; "auto" must not do it.
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from realsr_tools.metrics import measure; "
+            "a = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32); "
+            "measure(a, a * 0.9, data_range=1.0); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
