@@ -503,9 +503,10 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         raise ConfigError("--tile, --overlap, --memory-budget and --self-ensemble apply to --model only")
     if forms[0] and save_dir is not None:
         raise ConfigError("--save keeps the SR images of --model or --bicubic; with --sr they exist already")
-    if forms[1] or device != "auto":
-        device = pick_device(device)
-    backend: Backend = {"auto": "auto", "cuda": "torch", "cpu": "numpy"}[device]  # auto: torch when CUDA is there
+    # Scoring is where a GPU pays off even without a model (SSIM on CUDA): "auto" asks torch for CUDA here, while
+    # the metrics' own "auto" never imports torch (align and wash would pay seconds for it).
+    device = pick_device(device)
+    backend: Backend = "torch" if device == "cuda" else "numpy"
 
     method: dict[str, Any] = {}
     sr_fn: SRFunction | None = None
