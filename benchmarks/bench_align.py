@@ -188,11 +188,16 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _speed_truth(root: str) -> tuple[str, dict]:
+    """The speed folder's one pair: its LR file name and ``truth.json`` entry."""
+    return next(iter(json.loads((Path(root) / "truth.json").read_text())["pairs"].items()))
+
+
 def _speed_child(root: str, out: str, queue) -> None:
     start, cpu = time.perf_counter(), _cpu_seconds()
     summary = align.run_align(root, out, show_progress=False)
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu
-    entry = next(iter(json.loads((Path(root) / "truth.json").read_text())["pairs"].values()))
+    _, entry = _speed_truth(root)
     record = next(iter(read_manifest(out, stage="align").records))
     error = (registration_error(entry, record["lr_to_hr"], record["lr_window"], lr_distortion=record["distortion"])
              if record["status"] == "ok" else float("nan"))
@@ -203,8 +208,7 @@ def _ecc_child(root: str, out: str, queue) -> None:
     import cv2
 
     start, cpu = time.perf_counter(), _cpu_seconds()
-    truth = json.loads((Path(root) / "truth.json").read_text())["pairs"]
-    name, entry = next(iter(truth.items()))
+    name, entry = _speed_truth(root)
     lr_pixels = read_pixels(Path(root) / name)
     hr_pixels = read_pixels(Path(root) / entry["hr"])
     matrix = ecc_srraw(align.grey(lr_pixels), align.grey(hr_pixels), 2.0)

@@ -1048,10 +1048,6 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
                       f"{min(w, QUALITY_SIZE)}x{min(h, QUALITY_SIZE)} LR px",
             "reference": "HR output area-downscaled to the LR grid vs corrected LR",
         }
-        preview_path = None
-        if s.preview:
-            preview_path = f"preview/{pair.id}.png"
-            write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
         hr_write.result()
         lr_write.result()
     except BaseException:
@@ -1060,6 +1056,10 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         for path in written.values():
             path.unlink(missing_ok=True)
         raise
+    preview_path = None
+    if s.preview:  # only for a pair whose outputs were written
+        preview_path = f"preview/{pair.id}.png"
+        write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
     return {
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
