@@ -43,9 +43,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from realsr_tools import align  # noqa: E402
-from realsr_tools.io import read_pixels, write_image  # noqa: E402
-from realsr_tools.manifest import read_manifest  # noqa: E402
+from realsr_tools import geometry, registration  # noqa: E402
+from realsr_tools.stages import align  # noqa: E402
+from realsr_tools.imaging import read_pixels, write_image  # noqa: E402
+from realsr_tools.pipeline.manifest import read_manifest  # noqa: E402
 from realsr_tools.simulate import make_capture_folder, registration_error  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -79,9 +80,9 @@ def ecc_srraw(lr: np.ndarray, hr: np.ndarray, ratio: float) -> np.ndarray | None
     except cv2.error:
         return None
     # warp maps hr_small px -> lr_small px (template = hr_small); lr_small px <-> LR crop via the resize scaling.
-    lr_small_to_lr = align._translation(int(x0), int(y0)) @ align._scaling(
+    lr_small_to_lr = geometry.translation(int(x0), int(y0)) @ geometry.scaling(
         (int(x0 + cw) - int(x0)) / size[0], (int(y0 + ch) - int(y0)) / size[1])
-    hr_small_to_hr = align._scaling(hw / size[0], hh / size[1])
+    hr_small_to_hr = geometry.scaling(hw / size[0], hh / size[1])
     hr_to_lr = lr_small_to_lr @ warp.astype(np.float64) @ np.linalg.inv(hr_small_to_hr)
     lr_to_hr = np.linalg.inv(hr_to_lr)
     return lr_to_hr / lr_to_hr[2, 2]
@@ -118,9 +119,9 @@ def evaluate(root: Path, out: Path) -> dict[str, dict]:
     records = {r["lr_source"]: r for r in read_manifest(out, stage="align").records}
     for name, entry in truth.items():
         record = records[name]
-        lr = align.grey(read_pixels(root / name))
-        hr = align.grey(read_pixels(root / entry["hr"]))
-        window = align.output_window(np.asarray(entry["lr_to_hr"]), lr.shape, hr.shape)
+        lr = registration.grey(read_pixels(root / name))
+        hr = registration.grey(read_pixels(root / entry["hr"]))
+        window = geometry.output_window(np.asarray(entry["lr_to_hr"]), lr.shape, hr.shape)
         if record["status"] == "ok":
             results["realsr"].append((registration_error(entry, record["lr_to_hr"], record["lr_window"],
                                                          lr_distortion=record["distortion"]),
@@ -211,10 +212,10 @@ def _ecc_child(root: str, out: str, queue) -> None:
     name, entry = _speed_truth(root)
     lr_pixels = read_pixels(Path(root) / name)
     hr_pixels = read_pixels(Path(root) / entry["hr"])
-    matrix = ecc_srraw(align.grey(lr_pixels), align.grey(hr_pixels), 2.0)
-    window = align.output_window(matrix, lr_pixels.shape, hr_pixels.shape)
+    matrix = ecc_srraw(registration.grey(lr_pixels), registration.grey(hr_pixels), 2.0)
+    window = geometry.output_window(matrix, lr_pixels.shape, hr_pixels.shape)
     x0, y0, w, h = window
-    hr_out = cv2.warpPerspective(hr_pixels, align.window_to_hr_output(matrix, window, 2), (2 * w, 2 * h),
+    hr_out = cv2.warpPerspective(hr_pixels, geometry.window_to_hr_output(matrix, window, 2), (2 * w, 2 * h),
                                  flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
     write_image(Path(out) / "lr.png", lr_pixels[y0:y0 + h, x0:x0 + w])
     write_image(Path(out) / "hr.png", hr_out)

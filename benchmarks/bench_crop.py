@@ -15,7 +15,7 @@ their interpreter start-up, as a user pays it).
   as a separate ``python`` process per folder, HR then LR, as its ``main()`` does.
 * realsr: ``python -m realsr_tools crop`` as a separate process, HR and LR together, same PNG level.
 * floor: in this process, decode every input and PNG-encode every patch (``cv2.imencode``), nothing written,
-  single process, with realsr's encoder settings (:func:`realsr_tools.io.png_params`: same zlib level, Paeth row
+  single process, with realsr's encoder settings (:func:`realsr_tools.imaging.png_params`: same zlib level, Paeth row
   filter) and with BasicSR's (libpng's adaptive row filter); compared with ``run_crop(workers=1)`` in this process.
 """
 
@@ -35,8 +35,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 PHOTOS = PROJECT.parent / "shared" / "data" / "photos"
 sys.path.insert(0, str(PROJECT))
 
-from realsr_tools.crop import patch_starts, run_crop  # noqa: E402
-from realsr_tools.io import png_params  # noqa: E402
+from realsr_tools.patches import patch_starts  # noqa: E402
+from realsr_tools.stages.crop import run_crop  # noqa: E402
+from realsr_tools.imaging import png_params  # noqa: E402
 
 BASICSR = r'''
 import os, os.path as osp, sys, cv2, numpy as np

@@ -27,7 +27,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from realsr_tools import metrics  # noqa: E402
-from realsr_tools.io import read_pixels  # noqa: E402
+from realsr_tools.imaging import read_pixels  # noqa: E402
 
 DATA = PROJECT.parent / "shared" / "data"
 PHOTO = DATA / "exif_jpeg" / "digicam_corpus" / "canon_5dmk3_K6A7942_5760.JPG"

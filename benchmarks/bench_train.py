@@ -1,7 +1,7 @@
 """Training throughput of ``realsr train`` in LR patches per second, against an fp32 eager baseline (same process).
 
 Every configuration runs the real training step of :mod:`realsr_tools.train` (forward, L1 loss, backward, gradient
-clipping, Adam, EMA update) on batches from the real :class:`realsr_tools.data.PatchSampler` (random crops and
+clipping, Adam, EMA update) on batches from the real :class:`realsr_tools.train.data.PatchSampler` (random crops and
 dihedral transforms of in-memory uint8 pairs, built by the background prefetch thread on CUDA, copied from pinned
 memory), so the figure includes the data pipeline. The pairs are synthetic (smooth random images): throughput does
 not depend on content. Needs only torch and numpy besides this repository.
@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realsr_tools.data import CachedPair, PatchSampler  # noqa: E402
+from realsr_tools.train.data import CachedPair, PatchSampler  # noqa: E402
 from realsr_tools.models import create_model  # noqa: E402
-from realsr_tools.train import TrainStep, _Prefetcher, learning_rate, to_device  # noqa: E402
+from realsr_tools.train.step import Prefetcher, TrainStep, learning_rate, to_device  # noqa: E402
 
 
 def synthetic_pairs(count: int, lr_size: int, scale: int, seed: int = 0) -> list[CachedPair]:
@@ -57,7 +57,7 @@ def measure(sampler, *, model_name: str, scale: int, batch: int, device: str, am
     model = torch.compile(module) if compile_model else module
     step_fn = TrainStep(model, module, ema, optimizer, amp=amp, grad_clip=1.0, ssim_weight=0.0, ema_decay=0.999)
     cuda = device.startswith("cuda")
-    prefetch = _Prefetcher(sampler, start=0, depth=4, seed=0, size=batch) if cuda else None
+    prefetch = Prefetcher(sampler, start=0, depth=4, seed=0, size=batch) if cuda else None
     try:
         def run(step: int):
             data = prefetch.get() if prefetch else sampler.batch(seed=0, step=step, size=batch)

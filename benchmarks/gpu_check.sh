@@ -15,7 +15,7 @@ python3 -m pytest -q -p no:cacheprovider tests/test_metrics.py 2>&1 | tee "$out/
 python3 - <<'EOF' 2>&1 | tee "$out/tiles.txt"
 import torch
 from realsr_tools.models import create_model
-from realsr_tools.score import exact_overlap, largest_tile, tiled_sr
+from realsr_tools.stages.score import exact_overlap, largest_tile, tiled_sr
 
 model = create_model("edsr", 4).cuda().eval()
 fit = largest_tile(model, budget=int(torch.cuda.mem_get_info()[0] * 0.8), device="cuda")

@@ -2,7 +2,7 @@
 
 Array convention, used by every module: images are ``H x W x C`` RGB ``float32`` arrays with values in
 ``[0, 1]`` inside algorithms; torch tensors are ``N x C x H x W``. Conversion happens only at the edges
-(:mod:`realsr_tools.io` on the way in and out, the dataset code for tensors).
+(:mod:`realsr_tools.imaging` on the way in and out, the dataset code for tensors).
 
 Submodules are imported on demand so that a broken optional import (torch, rawpy) cannot break the rest.
 """

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from .errors import InputError
-from .io import IMAGE_EXTENSIONS, check_complete
+from .imaging import IMAGE_EXTENSIONS, check_complete
 
 TRACKS = (2, 3, 4)
 SCALE_TOLERANCE = 0.10  # |f_hr / f_lr / scale - 1|: 105/28 mm = 3.75 is x4 (6% off); 2.3 or 2.5 is no track
@@ -138,7 +138,7 @@ def read_captures_csv(root: Path) -> dict[str, dict[str, object]]:
 
 def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
     """Find scenes under ``root``, read each capture's metadata and plan the LR/HR pairs."""
-    from .exif import read_metadata
+    from .imaging.exif import read_metadata
     from .errors import RealsrError
 
     root = Path(root)

@@ -80,32 +80,13 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Group captures into scenes, read focal lengths and list the LR/HR pairs and problems."""
-    from .captures import SCALE_TOLERANCE, discover
+    from .stages.inspect import print_inspection, run_inspect
 
-    found = discover(capture_dir)
+    found = run_inspect(capture_dir)
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2))
         return
-    table = Table(title=f"Scenes in {capture_dir}", show_lines=True)
-    for column in ("scene", "camera", "captures (focal mm)", "HR", "pairs (scale)"):
-        table.add_column(column, overflow="fold")
-    for scene in found.scenes:
-        if not scene.captures:
-            continue
-        captures = "\n".join(
-            f"{Path(c.path).name} ({c.focal_mm:g}{'*' if c.focal_source == 'captures.csv' else ''})"
-            if c.focal_mm else f"{Path(c.path).name} ([red]?[/])" for c in scene.captures)
-        pairs = "\n".join(f"{Path(p.lr).name} x{p.scale} ({p.focal_ratio:.2f})" for p in scene.pairs) or "[red]none"
-        table.add_row(scene.name, scene.camera or "?", captures, Path(scene.hr).name if scene.hr else "-", pairs)
-    out.print(table)
-    if found.csv_used:
-        out.print("* focal length from captures.csv")
-    out.print(f"{len(found.scenes)} scene folder(s), {len(found.pairs)} pair(s); tracks x2/x3/x4 within "
-              f"{SCALE_TOLERANCE:.0%} of the focal ratio")
-    if found.problems:
-        out.print(f"[yellow]{len(found.problems)} problem(s):[/]")
-        for problem in found.problems:
-            out.print(f"  [yellow]-[/] {problem}", highlight=False, soft_wrap=True)
+    print_inspection(found, capture_dir, out)
 
 
 @app.command()
@@ -125,8 +106,8 @@ def align(
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
 ) -> None:
     """Register LR captures to their HR capture; write aligned pairs (HR = scale x LR) and the align manifest."""
-    from .align import run_align
-    from .io import RawRendering
+    from .stages.align import run_align
+    from .imaging import RawRendering
     from .errors import ConfigError
 
     try:
@@ -165,7 +146,7 @@ def crop(
     is placed flush with the border, so no pixel is lost. Patches touching pixels align marked invalid are skipped.
     Names keep the source pair id: <id>_s001.png in both HR/ and LR/.
     """
-    from .crop import run_crop
+    from .stages.crop import run_crop
 
     summary = run_crop(source, out_dir, scale=scale, size=size, step=step, workers=workers,
                        png_compression=png_compression, overwrite=overwrite, show_progress=not options.quiet)
@@ -197,7 +178,7 @@ def wash(
     swapped or colour-cast ones low. Pairs with under 5% textured pixels are reported as flat (misalignment not
     measurable). Kept pairs are hard links (copies across file systems) in OUT/HR and OUT/LR.
     """
-    from .wash import run_wash
+    from .stages.wash import run_wash
 
     summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
                        dry_run=dry_run, workers=workers, show_progress=not options.quiet)
@@ -320,7 +301,7 @@ def score(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """PSNR, SSIM and the AIM 2020 score of SR images, a model or the bicubic baseline against HR."""
-    from .score import run_score
+    from .stages.score import run_score
 
     report = run_score(sr_dir=sr, hr_dir=hr, checkpoint=model, data=data, bicubic=bicubic, scale=scale,
                        crop_border=crop_border, channels=channels, tile=tile, overlap=overlap,
@@ -369,7 +350,7 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
 ) -> None:
     """Run the whole pipeline on the bundled sample photographs: inspect, align, crop, wash, train, score."""
-    from .demo import run_demo
+    from .stages.demo import run_demo
 
     result = run_demo(out_dir, minutes=minutes, overwrite=overwrite, show_progress=not options.quiet,
                       say=lambda text: out.print(text, highlight=False))

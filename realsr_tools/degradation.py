@@ -162,3 +162,85 @@ def apply(hr: np.ndarray, degradation: Degradation) -> np.ndarray:
     """The LR a pair's HR predicts before its exposure: kernel, LR sampling, then the colour relation."""
     predicted = predict(hr, degradation.kernel, degradation.scale)
     return predicted * degradation.colour[:, 0].astype(np.float32) + degradation.colour[:, 1].astype(np.float32)
+
+
+LOWPASS_SIGMA = 0.7
+TEXTURE_STD = 0.035
+TEXTURE_WINDOW = 7
+MIN_TEXTURED = 0.05
+TONE_DEGREE = 3
+CROP_BORDER = 4
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """How well one pair's HR predicts its LR (see the module docstring for the definitions)."""
+
+    psnr: float
+    ssim: float
+    shift: float | None  # median residual shift over textured tiles, LR px; None when no tile is textured
+    shift_worst: float | None
+    textured: float  # fraction of the compared pixels that are textured
+    flat: bool
+    exposure: tuple[float, ...]  # tone-curve coefficients, constant term first
+
+
+def _local_std(grey: np.ndarray) -> np.ndarray:
+    import cv2
+
+    size = (TEXTURE_WINDOW, TEXTURE_WINDOW)
+    mean = cv2.blur(grey, size, borderType=cv2.BORDER_REFLECT_101)
+    square = cv2.blur(grey * grey, size, borderType=cv2.BORDER_REFLECT_101)
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def fit_exposure(lr: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares tone curve ``lr ~ sum_k c_k predicted^k`` (k = 0..``TONE_DEGREE``), one for all channels.
+
+    Shared by the channels, so it absorbs exposure and tone-curve differences between the captures but not a
+    colour cast. Returns the fitted prediction (clipped to [0, 1]) and the coefficients (constant term first).
+    """
+    values = predicted.reshape(-1).astype(np.float64)
+    design = np.stack([values**k for k in range(TONE_DEGREE + 1)], axis=1)
+    curve = np.linalg.lstsq(design, lr.reshape(-1).astype(np.float64), rcond=None)[0]
+    fitted = np.polynomial.polynomial.polyval(predicted.astype(np.float64), curve)
+    return np.clip(fitted, 0.0, 1.0).astype(np.float32), curve
+
+
+def score_pair(lr: np.ndarray, hr: np.ndarray, degradation: Degradation) -> PairScore:
+    """Wash PSNR, SSIM and residual shift of one pair (float32 RGB in [0, 1]; HR exactly ``scale`` x LR)."""
+    import cv2
+
+    from .metrics import ssim
+    from .quality import residual_shift
+
+    lr = np.asarray(lr, np.float32)
+    predicted = apply(hr, degradation)
+    fitted, curve = fit_exposure(lr, predicted)
+
+    a = cv2.GaussianBlur(lr, (0, 0), LOWPASS_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    b = cv2.GaussianBlur(fitted, (0, 0), LOWPASS_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    inner = (slice(CROP_BORDER, -CROP_BORDER or None), slice(CROP_BORDER, -CROP_BORDER or None))
+    textured = np.maximum(_local_std(a.mean(axis=2)), _local_std(b.mean(axis=2)))[inner] >= TEXTURE_STD
+    fraction = float(textured.mean())
+    flat = fraction < MIN_TEXTURED
+    error = (a[inner] - b[inner]).astype(np.float64) ** 2
+    mse = float(error.mean() if flat else error[textured].mean())
+    value = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    similarity = ssim(lr, fitted, data_range=1.0, crop_border=CROP_BORDER)
+    shift = residual_shift(lr, fitted)
+    return PairScore(psnr=value, ssim=similarity, shift=shift.median, shift_worst=shift.worst, textured=fraction,
+                     flat=flat, exposure=tuple(float(c) for c in curve))
+
+
+def verdict(score: PairScore, *, min_psnr: float, min_ssim: float | None = None,
+            max_shift: float | None = None) -> list[str]:
+    """Reasons to drop a pair (empty list: keep it)."""
+    reasons = []
+    if not score.psnr >= min_psnr:
+        reasons.append(f"psnr<{min_psnr:g}")
+    if min_ssim is not None and not score.ssim >= min_ssim:
+        reasons.append(f"ssim<{min_ssim:g}")
+    if max_shift is not None and score.shift is not None and score.shift > max_shift:
+        reasons.append(f"shift>{max_shift:g}")
+    return reasons

@@ -25,3 +25,10 @@ class ConfigError(RealsrError):
 
 class OutputExistsError(RealsrError):
     """An output that would be overwritten without ``--overwrite``."""
+
+
+class RegistrationError(Exception):
+    """A pair that cannot be registered; the message is the reason written to the manifest.
+
+    Not a :class:`RealsrError`: it fails one pair (a failed record), never the run.
+    """

@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
-from .io import read_image, write_image
-from .manifest import atomic_write_text
+from .imaging import read_image, write_image
+from .pipeline.manifest import atomic_write_text
 
 TRUTH_JSON = "truth.json"
 HR_FOCAL_MM = 100.0

@@ -14,7 +14,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from realsr_tools import metrics
-from realsr_tools.io import read_pixels
+from realsr_tools.imaging import read_pixels
 from realsr_tools.metrics import Protocol, aim_score, measure, psnr, rgb_to_y, ssim
 
 PAIRS = ["realsr_x4/Canon_003_LR4.png", "realsr_x4/Nikon_050_LR4.png", "drealsr_x4/sony_1_x1.png"]

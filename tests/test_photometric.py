@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realsr_tools.io import read_image
+from realsr_tools.imaging import read_image
 from realsr_tools.photometric import PhotometricModel, fit_photometric
 
 

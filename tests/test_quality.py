@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realsr_tools.io import read_image
+from realsr_tools.imaging import read_image
 from realsr_tools.quality import residual_shift
 
 

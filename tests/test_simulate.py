@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realsr_tools.captures import discover
-from realsr_tools.io import read_image, read_pixels
+from realsr_tools.imaging import read_image, read_pixels
 from realsr_tools.simulate import make_capture_folder, registration_error, true_lr_to_hr
 
 
@@ -20,7 +20,7 @@ def photos(data_dir):
 
 def _warp_truth(root, name, entry, shift=(0.0, 0.0)):
     """Grey LR and the HR brought onto the LR grid with the true mapping, moved by ``shift`` LR px
-    (independent of realsr_tools.align); -1 where the HR does not reach."""
+    (independent of realsr_tools.stages.align); -1 where the HR does not reach."""
     lr = cv2.cvtColor(read_image(root / name), cv2.COLOR_RGB2GRAY)
     hr = cv2.cvtColor(read_image(root / entry["hr"]), cv2.COLOR_RGB2GRAY)
     h, w = lr.shape[:2]

@@ -1,0 +1,39 @@
+"""Sub-pixel registration of multi-focal captures: pure functions on grey images.
+
+Convention
+----------
+The coordinate convention is :mod:`realsr_tools.geometry`'s. Images inside the algorithms are float32; grey images
+are BT.601 luma in [0, 1] (:mod:`.grey`).
+
+Pipeline per pair (:func:`register`):
+
+1. *Prior*: the HR field sits at the LR centre, magnified by the focal ratio.
+2. *Coarse*, two independent estimates checked against each other:
+   a. a pyramid search: the HR image, area-downscaled to the LR's scale, is matched over the whole LR image by
+      normalised cross-correlation (``cv2.matchTemplate``) for a grid of magnifications (+-12 % around the focal
+      ratio) and rolls (+-4 deg); the whole HR field is one template, so repetitive patterns (colour charts,
+      windows) and weak texture do not mislead it;
+   b. SIFT features on the pre-zoomed images with a ratio test and RANSAC homography.
+   When both succeed and disagree, both are refined and the one with the better final fit wins.
+3. *Refinement*: forward-compositional Gauss-Newton on an image pyramid (coarse to fine, up to full LR
+   resolution) of a full 8-parameter homography together with a photometric model re-estimated in every step
+   (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting; and
+   a Laplacian term for the captures' blur difference), with Huber weights (scale from the MAD) so that moving
+   objects do not pull the fit, and saturated pixels (and those their smoothing reaches) excluded. The LR is the
+   fixed template (never resampled); the HR is area-downscaled to the LR's scale at each level and warped.
+4. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
+   :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
+   tile misalignment too large. A radial pattern of residual tile shifts (lens distortion that a homography cannot
+   absorb) is measured and reported by :func:`distortion_check`.
+"""
+
+from __future__ import annotations
+
+from ..errors import RegistrationError
+from .coarse import feature_coarse, search_coarse
+from .luma import grey, registration_grey
+from .gauss_newton import refine
+from .estimate import (DistortionCheck, Registration, check_registration, distortion_check, register)
+
+__all__ = ["DistortionCheck", "Registration", "RegistrationError", "check_registration", "distortion_check",
+           "feature_coarse", "grey", "refine", "register", "registration_grey", "search_coarse"]

@@ -1,0 +1,363 @@
+"""Cut LR/HR pairs into training patches at exactly corresponding places (AIM 2020 patch sizes).
+
+Convention
+----------
+Boxes are given on the LR grid as ``(x, y)`` of the top-left pixel (column, row; origin at the top-left pixel of the
+image) and a side ``size`` in LR pixels. The HR patch of the LR box ``(x, y, size)`` at scale ``S`` is the HR box
+``(S x, S y, S size)``: LR pixel ``(x, y)`` covers HR pixels ``S x .. S x + S - 1`` (the pixel-area convention of
+every x2/x3/x4 dataset), so the two patches show exactly the same part of the scene.
+
+Placement rule: along each axis the patch starts are ``0, step, 2 step, ...`` while the patch fits, and when the
+last one stops short of the border one more patch is placed flush with the border (start ``length - size``). With
+``step <= size`` every pixel of the image therefore lies in at least one patch; the last row/column overlaps its
+neighbour instead of being dropped. This is the rule of BasicSR's ``extract_subimages`` with ``thresh_size=0``.
+An image smaller than one patch gives no patch (recorded as ``skipped``). With a validity mask (from ``realsr
+align``) the grid is laid over the bounding box of the valid pixels and a patch that touches any invalid pixel is
+skipped and counted.
+
+Outputs: ``DIR/HR/<pair id>_s<NNN>.png`` and ``DIR/LR/<pair id>_s<NNN>.png`` (same name in both folders, the
+source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageDataset`` format (one line per patch,
+``<name> (<h>,<w>,<c>)`` of the HR patch) and ``DIR/manifest.jsonl`` (stage ``crop``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
+from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
+    previous_records
+from ..pipeline.pairs import PairRef, check_scale, infer_scale, open_pairs
+from ..pipeline.runner import available_cpus
+
+OUTPUT_KEYS = ("lr", "hr")
+META_INFO = "meta_info.txt"
+
+
+@dataclass(frozen=True)
+class CropSummary:
+    """What ``run_crop`` did: counts of pairs and patches, and where the outputs are."""
+
+    out_dir: Path
+    manifest: Path
+    meta_info: Path
+    pairs: int  # pairs in the source
+    pairs_done: int  # pairs cut in this run
+    pairs_resumed: int  # pairs already complete from an earlier run
+    pairs_failed: int
+    pairs_empty: int  # pairs that gave no patch (smaller than a patch, or no patch fully valid)
+    patches: int  # patches in the output (this run and resumed)
+    patches_skipped_invalid: int  # patches left out because they touch invalid (unfilled) pixels, this run
+    failures: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = None, size: int | None = None,
+             step: int | None = None, workers: int | None = None, png_compression: int = 3, overwrite: bool = False,
+             show_progress: bool = True) -> CropSummary:
+    """Cut every pair of ``source`` into LR/HR patches in ``out_dir`` (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    source : an align/crop/wash output folder (or its manifest) or a folder with ``HR/`` and ``LR/``.
+    out_dir : output folder; must not be ``source``.
+    scale : HR/LR scale. Required for an ``HR/``+``LR/`` folder (each HR must then be exactly ``scale`` times its
+        LR); for a manifest it selects that scale's pairs.
+    size : LR patch side; default the AIM 2020 size of the scale (380 x2, 272 x3, 192 x4).
+    step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
+    workers : threads decoding and encoding in parallel; default: the CPUs this process may use.
+    png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's default); rows use the Paeth filter
+        (:func:`realsr_tools.imaging.png_params`).
+    overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes. Files
+        that no earlier crop listed are never deleted: an output folder holding such files is refused.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if not 0 <= png_compression <= 9:
+        raise ConfigError(f"--png-compression must be 0-9, got {png_compression}")
+    workers = workers if workers is not None else available_cpus()
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    pairs = open_pairs(source, scale=scale)
+    if pairs.kind == "folder" and scale is None:
+        raise ConfigError(f"{source}: an HR/+LR/ folder does not say its scale; pass --scale")
+    scale = scale or pairs.scale
+    if scale is None:
+        raise ConfigError(f"{source}: its pairs have several scales; pass --scale to cut one of them")
+    size = size if size is not None else AIM_PATCH.get(scale)
+    if size is None:
+        raise ConfigError(f"no AIM 2020 patch size for scale {scale}; pass --size")
+    step = step if step is not None else size
+    if size < 1 or step < 1:
+        raise ConfigError(f"--size and --step must be positive, got size={size}, step={step}")
+    if out_dir.resolve() == pairs.root.resolve():
+        raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
+    params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
+    done = _prepare_output(out_dir, params, overwrite)
+
+    by_pair: dict[str, list[dict[str, Any]]] = {}
+    for record in done:
+        by_pair.setdefault(str(record.get("pair")), []).append(record)
+    finished = {pid for pid, records in by_pair.items()
+                if len(records) == records[0].get("pair_patches") and _outputs_exist(out_dir, records)}
+    keep = [r for pid in finished for r in by_pair[pid]]
+    todo = [p for p in pairs.pairs if p.id not in finished]
+
+    header = make_header("crop", params=params, path_keys=OUTPUT_KEYS,
+                         upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
+    header["source"] = str(pairs.root.resolve())
+    (out_dir / "HR").mkdir(parents=True, exist_ok=True)
+    (out_dir / "LR").mkdir(parents=True, exist_ok=True)
+    tasks = [_Task(pair=p, root=pairs.root, kind=pairs.kind, scale=scale, size=size, step=step,
+                   out_dir=out_dir, png_compression=png_compression) for p in todo]
+    done_now = failed = empty = skipped_invalid = 0
+    failures: list[str] = []
+    from ..pipeline.progress import track
+
+    with StageWriter(out_dir, header, keep=keep) as writer:
+        results = _run_tasks(tasks, workers)
+        for result in track(results, description="crop", total=len(tasks), enabled=show_progress):
+            for record in result.records:
+                writer.add(record)
+            skipped_invalid += result.skipped_invalid
+            if result.failure:
+                failed += 1
+                failures.append(result.failure)
+            elif not result.records or result.records[0].get("status") == "skipped":
+                empty += 1
+            else:
+                done_now += 1
+        patch_records = [r for r in writer.records if r.get("status") == "ok"]
+    meta = write_meta_info(out_dir, patch_records)
+    return CropSummary(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME, meta_info=meta, pairs=len(pairs.pairs),
+                       pairs_done=done_now, pairs_resumed=len(finished), pairs_failed=failed, pairs_empty=empty,
+                       patches=len(patch_records), patches_skipped_invalid=skipped_invalid,
+                       failures=tuple(failures))
+
+
+def write_meta_info(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
+    """BasicSR's ``meta_info_file``: one ``<name> (<h>,<w>,<c>)`` line per HR patch, sorted by name."""
+    from ..pipeline.manifest import atomic_write_text
+
+    lines = sorted(f"{Path(r['hr']).name} ({r['hr_box'][3]},{r['hr_box'][2]},3)" for r in records)
+    return atomic_write_text(out_dir / META_INFO, "".join(line + "\n" for line in lines))
+
+
+def _outputs_exist(out_dir: Path, records: list[dict[str, Any]]) -> bool:
+    return all((out_dir / check_relative_path(r[k], out_dir)).is_file() for r in records for k in OUTPUT_KEYS)
+
+
+def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
+    """Earlier records to resume from (status ok), after checking the earlier run used the same settings.
+
+    ``overwrite`` removes the patches, manifest and journal of an earlier run instead (nothing else in the folder).
+    """
+    manifest = out_dir / MANIFEST_NAME
+    journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
+    if not manifest.is_file() and not journal.is_file():
+        stray = [d for d in ("HR", "LR") if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
+        if stray:  # even with --overwrite: realsr only ever deletes what its own manifest lists
+            raise OutputExistsError(f"{out_dir}: {'/ and '.join(stray)}/ already hold files that no realsr crop "
+                                    "run wrote; pick an empty --out")
+        return []
+    records = previous_records(out_dir, "crop")
+    if overwrite:
+        for record in records:
+            for key in OUTPUT_KEYS:
+                if record.get(key):
+                    (out_dir / check_relative_path(record[key], out_dir)).unlink(missing_ok=True)
+        manifest.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+        return []
+    if manifest.is_file():
+        from ..pipeline.manifest import read_manifest
+
+        old = read_manifest(manifest, stage="crop").header.get("params", {})
+        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            raise OutputExistsError(f"{out_dir}: an earlier crop here used other settings ({what}); pass "
+                                    "--overwrite to redo it or pick another --out")
+    done = [r for r in records if r.get("status", "ok") == "ok"]
+    # An interrupted run left only its journal: its records still tell the patch size and scale it used.
+    other = {(r.get("scale"), (r.get("lr_box") or [0, 0, None])[2]) for r in done} - {(params["scale"], params["size"])}
+    if other:
+        scale, size = other.pop()
+        raise OutputExistsError(f"{out_dir}: an earlier crop here cut {size} px patches at scale {scale}; pass "
+                                "--overwrite to redo it or pick another --out")
+    return done
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Work on one pair (runs in worker processes)
+
+
+@dataclass(frozen=True)
+class _Task:
+    pair: PairRef
+    root: Path
+    kind: str
+    scale: int
+    size: int
+    step: int
+    out_dir: Path
+    png_compression: int
+
+
+@dataclass(frozen=True)
+class _Result:
+    records: list[dict[str, Any]]
+    skipped_invalid: int = 0
+    failure: str | None = None
+
+
+# Pairs decoded ahead of the one being written: enough to keep every thread busy across a pair boundary, few enough
+# to bound memory (at most 2 PAIRS_AHEAD + 1 pairs are held; a 24-MP 8-bit HR with its LR is about 0.1 GB).
+PAIRS_AHEAD = 2
+
+
+def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Result]:
+    """Cut the pairs on ``workers`` threads, yielding one result per pair in order.
+
+    Threads, not processes: OpenCV releases the GIL while it decodes and encodes PNG (over 95 % of the time), so
+    threads scale like processes without their start-up or copying. The unit of work is one patch (its LR and HR
+    file), not one pair, so no thread idles at the end of a pair while another still encodes its last patches.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realsr-crop")
+    try:
+        upcoming = iter(tasks)
+        decoding = deque(pool.submit(_decode, task) for task in islice(upcoming, PAIRS_AHEAD))
+        writing: deque = deque()
+        while decoding or writing:
+            if decoding:
+                decoded = decoding.popleft().result()
+                task = next(upcoming, None)
+                if task is not None:
+                    decoding.append(pool.submit(_decode, task))
+                if isinstance(decoded, _Decoded):
+                    writing.append((decoded, [pool.submit(_write_patch, decoded, index, box)
+                                              for index, box in enumerate(decoded.plan.boxes, start=1)]))
+                else:
+                    writing.append((decoded, []))
+            if len(writing) > PAIRS_AHEAD or not decoding:
+                yield _collect(*writing.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _source_path(path: Path, root: Path) -> str:
+    """A source file as the manifest shows it: relative to the source folder when inside it."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A pair read, checked and planned, in OpenCV's BGR order, ready to be cut."""
+
+    task: _Task
+    base: dict[str, Any]
+    lr_bgr: np.ndarray
+    hr_bgr: np.ndarray
+    plan: PatchPlan
+    quality: Any
+
+
+def _decode(task: _Task) -> _Decoded | _Result:
+    """Read and check one pair; a pair that cannot be cut comes back as its final (failed/skipped) result."""
+    import cv2
+
+    from ..imaging import read_pixels
+
+    pair, s = task.pair, task.scale
+    base = {"pair": pair.id, "source_lr": _source_path(pair.lr, task.root),
+            "source_hr": _source_path(pair.hr, task.root), "scale": s}
+    try:
+        lr = read_pixels(pair.lr)
+        hr = read_pixels(pair.hr)
+        if task.kind == "folder":
+            check_scale(hr.shape, lr.shape, s, hr=pair.hr, lr=pair.lr)
+        elif infer_scale(hr.shape, lr.shape, hr=pair.hr, lr=pair.lr) != s:
+            raise ConfigError(f"{pair.hr.name}: manifest says scale {s} but HR {hr.shape[1]}x{hr.shape[0]} is "
+                              f"{hr.shape[0] // lr.shape[0]}x its LR {lr.shape[1]}x{lr.shape[0]}")
+        valid = _read_mask(pair, task.root, lr.shape)
+    except RealsrError as exc:
+        return _failed(pair.id, base, exc)
+    plan = plan_patches(lr.shape[0], lr.shape[1], size=task.size, step=task.step, valid=valid)
+    if not plan.boxes:
+        why = (f"no patch of {task.size} px is fully valid" if valid is not None else
+               f"LR {lr.shape[1]}x{lr.shape[0]} is smaller than one {task.size} px patch")
+        return _Result([{"id": pair.id, **base, "status": "skipped", "reason": why}], plan.skipped_invalid)
+    # OpenCV encodes BGR: convert each image once (cvtColor is several times faster than a numpy channel flip).
+    return _Decoded(task, base, cv2.cvtColor(lr, cv2.COLOR_RGB2BGR), cv2.cvtColor(hr, cv2.COLOR_RGB2BGR), plan,
+                    pair.record.get("quality"))
+
+
+def _write_patch(decoded: _Decoded, index: int, box: tuple[int, int]) -> dict[str, Any]:
+    """Write the ``index``-th LR/HR patch of a pair; return its manifest record."""
+    task, (x, y) = decoded.task, box
+    s, size = task.scale, task.size
+    n = size * s
+    name = patch_name(task.pair.id, index)
+    _write_png(task.out_dir / "LR" / name, decoded.lr_bgr[y : y + size, x : x + size], task.png_compression)
+    _write_png(task.out_dir / "HR" / name, decoded.hr_bgr[s * y : s * y + n, s * x : s * x + n],
+               task.png_compression)
+    return {"id": Path(name).stem, "lr": f"LR/{name}", "hr": f"HR/{name}", **decoded.base, "status": "ok",
+            "lr_box": [x, y, size, size], "hr_box": [s * x, s * y, n, n],
+            "pair_patches": len(decoded.plan.boxes), "quality": decoded.quality}
+
+
+def _collect(decoded: _Decoded | _Result, patches: list) -> _Result:
+    """A pair's result once all its patches are written (a pair whose patch could not be written has failed)."""
+    if isinstance(decoded, _Result):
+        return decoded
+    try:
+        records = [future.result() for future in patches]
+    except RealsrError as exc:
+        return _failed(decoded.task.pair.id, decoded.base, exc)
+    return _Result(records, decoded.plan.skipped_invalid)
+
+
+def _failed(pair_id: str, base: dict[str, Any], exc: RealsrError) -> _Result:
+    return _Result([{"id": pair_id, **base, "status": "failed", "error": str(exc)}], failure=str(exc))
+
+
+def _write_png(path: Path, bgr: np.ndarray, level: int) -> None:
+    """Encode a BGR(-ordered) patch as PNG and write it atomically (temporary name in the folder, then rename)."""
+    import cv2
+
+    from ..imaging import atomic_output, png_params
+
+    ok, encoded = cv2.imencode(".png", bgr, png_params(level))
+    if not ok:
+        raise InputError(f"{path}: OpenCV could not encode a {bgr.shape} {bgr.dtype} patch as PNG")
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def _read_mask(pair: PairRef, root: Path, lr_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The align stage's validity mask on the LR grid (255 = valid), or None when the pair has none."""
+    mask_ref = pair.record.get("mask")
+    if not mask_ref:
+        return None
+    from ..imaging import read_pixels
+
+    path = root / check_relative_path(mask_ref, root / MANIFEST_NAME)
+    mask = read_pixels(path)[..., 0]
+    if mask.shape != lr_shape[:2]:
+        raise InputError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its LR {pair.lr} is "
+                         f"{lr_shape[1]}x{lr_shape[0]}; re-run realsr align")
+    return mask >= (128 if mask.dtype == np.uint8 else 32768)

@@ -1,0 +1,148 @@
+"""What a training run is: :class:`TrainConfig` (validated before any work) and :class:`TrainResult`; run-folder names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from ..errors import ConfigError
+
+
+CONFIG_NAME = "config.json"
+LOG_NAME = "log.jsonl"
+LAST_NAME = "last.pt"
+BEST_NAME = "best.pt"
+CURVE_NAME = "curve.png"
+# Options that change what is learned: a resumed run must use the same values as the run it continues.
+RESUME_KEYS = ("source", "val", "val_fraction", "scale", "model", "model_options", "steps", "batch", "patch", "lr",
+               "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "val_every")
+# Steps timed (after one untimed step) to plan a --max-minutes schedule; at least this many and 2 seconds.
+PLAN_MIN_STEPS = 2
+PLAN_MIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``realsr train`` needs, validated on construction (before any data is read).
+
+    Parameters
+    ----------
+    source : a crop or wash output (its folder or ``manifest.jsonl``) or a folder with ``HR/`` and ``LR/``.
+    out : run folder (created).
+    scale : HR/LR factor (2, 3 or 4); ``None`` takes it from the source's manifest or image sizes.
+    model : registered model name (:func:`realsr_tools.models.list_models`); ``model_options`` override its
+        defaults (``None`` values keep them).
+    val : separate validation pairs; ``None`` holds out ``val_fraction`` of ``source`` deterministically.
+    steps : optimizer steps; with ``max_minutes`` an upper bound on the planned steps.
+    batch : global batch (patches per step over all processes); patch : LR patch side in pixels.
+    lr : peak learning rate; warmup : linear warm-up steps (``None``: 2 % of the steps, at most 1000).
+    ema_decay : EMA decay (ramped up as ``min(decay, (1 + step) / (10 + step))`` so short runs are not dominated
+        by the initial weights); grad_clip : max global gradient norm (0 disables); ssim_weight : weight of the
+        ``1 - SSIM`` loss term (0 disables).
+    val_every : validate (and save ``last.pt``) every this many steps; ``None``: ten times per run (with
+        ``max_minutes``: as many as fit in a tenth of the time, at most ten).
+    log_every : log the mean loss every this many steps. val_tile : LR tile side for validation inference
+        (``None``: whole images).
+    max_minutes : wall-time budget of the whole call; the schedule is planned to fit it (see ``docs/train.md``).
+    device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. compile : wrap the model in
+        ``torch.compile``. prefetch : batches prepared ahead by a background thread (CUDA only).
+    resume : continue from ``out/last.pt``; overwrite : start over in a run folder that holds a run.
+    """
+
+    source: Path
+    out: Path
+    scale: int | None = None
+    model: str = "edsr"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    val: Path | None = None
+    val_fraction: float = 0.1
+    steps: int = 300_000
+    batch: int = 16
+    patch: int = 48
+    lr: float = 2e-4
+    warmup: int | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    ssim_weight: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    val_every: int | None = None
+    log_every: int = 100
+    val_tile: int | None = None
+    max_minutes: float | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    prefetch: int = 4
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.val is not None:
+            object.__setattr__(self, "val", Path(self.val))
+        object.__setattr__(self, "model_options", {k: v for k, v in dict(self.model_options).items()
+                                                   if v is not None})
+        problems = []
+        if self.scale not in (None, 2, 3, 4):
+            problems.append(f"--scale must be 2, 3 or 4, got {self.scale}")
+        for name, minimum in (("steps", 1), ("batch", 1), ("patch", 8), ("log_every", 1), ("prefetch", 0)):
+            if getattr(self, name) < minimum:
+                problems.append(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(self, name)}")
+        for name in ("warmup", "val_every", "val_tile"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "warmup" else 1):
+                problems.append(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, "
+                                f"got {value}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip < 0 or self.ssim_weight < 0:
+            problems.append("--grad-clip and --ssim-weight must be 0 (off) or positive")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            problems.append(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.resume and self.overwrite:
+            problems.append("--resume continues a run and --overwrite discards it; pass one of them")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        from ..models import model_options
+
+        model_options(self.model, **self.model_options)  # unknown model or option: ConfigError now, not later
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training call did. PSNR values are validation means in dB (RGB, ``crop_border = scale``)."""
+
+    run_dir: Path
+    steps: int
+    planned_steps: int
+    best_psnr: float
+    best_step: int
+    bicubic_psnr: float
+    last_psnr: float
+    seconds: float
+    patches_per_second: float
+    stopped_early: bool
+    device: str
+    world_size: int
+    rank: int
+    train_pairs: int
+    val_pairs: int
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / BEST_NAME
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / LAST_NAME

@@ -1,0 +1,243 @@
+"""The align stage on simulated captures of real photographs with known ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from realsr_tools import geometry
+from realsr_tools.registration import Registration, grey, refine, register, registration_grey
+from realsr_tools.registration import estimate, luma
+from realsr_tools.stages import align
+from realsr_tools.cli import app
+from realsr_tools.errors import ConfigError, InputError
+from realsr_tools.imaging import read_pixels, to_float, to_integer
+from realsr_tools.pipeline.manifest import read_manifest
+from realsr_tools.photometric import PhotometricModel
+from realsr_tools.simulate import make_capture_folder, registration_error
+
+RECORD_FIELDS = {"id", "scene", "camera", "scale", "status", "error", "lr_source", "hr_source", "lr_to_hr",
+                 "lr_window", "lr", "hr", "mask", "photometric", "quality"}
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory, data_dir):
+    """Two simulated scenes (x2, x4) plus a scene whose 'LR' shows a different photograph."""
+    root = tmp_path_factory.mktemp("captures")
+    photos = [data_dir / "photos" / "skimage_UNIS_EV0.jpg", data_dir / "photos" / "exif_samples_35-empty.jpg"]
+    make_capture_folder(photos, root, scales=(2, 4), seed=11, lr_size=(480, 360))
+    unrelated = root / "unrelated"
+    unrelated.mkdir()
+    shutil.copy(root / "skimage_UNIS_EV0" / "f100.png", unrelated / "f100.png")
+    shutil.copy(root / "exif_samples_35-empty" / "f50.png", unrelated / "f50.png")
+    with open(root / "captures.csv", "a") as stream:
+        stream.write("unrelated/f100.png,100,Simulated DSLR\nunrelated/f50.png,50,Simulated DSLR\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory, captures):
+    out = tmp_path_factory.mktemp("aligned")
+    summary = align.run_align(captures, out, show_progress=False)
+    return out, summary
+
+
+def test_registration_meets_the_ground_truth(captures, aligned):
+    out, summary = aligned
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+    records = {r["lr_source"]: r for r in read_manifest(out, stage="align").records}
+    errors = []
+    for name, entry in truth.items():
+        record = records[name]
+        assert record["status"] == "ok", record["error"]
+        errors.append(registration_error(entry, record["lr_to_hr"], record["lr_window"],
+                                         lr_distortion=record["distortion"]))
+        # The true magnification is estimated, not taken from the focal ratio (which is a few % off).
+        assert record["registration"]["zoom"] == pytest.approx(entry["true_zoom"], rel=2e-3)
+    # Ground truth from the simulation; the issue's normal-condition target is a median <= 0.05 LR px.
+    assert np.median(errors) < 0.05 and max(errors) < 0.1, errors
+
+
+def test_saturated_highlights_do_not_pull_the_registration(captures):
+    """The HR brightened until its highlights clip (as a longer exposure would): plateaus that only one capture
+    clips are left out, so the geometry still meets the ground truth; where clipping leaves too little texture the
+    pair is refused, never returned wrong."""
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+
+    def register_saturated(name: str, gain: float) -> tuple[Registration, float, np.ndarray]:
+        entry = truth[name]
+        lr = grey(read_pixels(captures / name))
+        hr = np.minimum(grey(read_pixels(captures / entry["hr"])) * np.float32(gain), np.float32(1))
+        registration = register(lr, hr, ratio=entry["scale"])
+        window = geometry.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+        distortion = registration.distortion.to_dict() if registration.distortion else None
+        error = registration_error(entry, registration.lr_to_hr, window, lr_distortion=distortion)
+        return registration, error, hr
+
+    # Car front, x2: 22 % of the HR saturated (headlight, chrome). Before the saturated plateaus were left out,
+    # this pair registered 0.70 LR px off (ground truth from the simulation).
+    registration, error, hr = register_saturated("exif_samples_35-empty/f50.png", 1.5)
+    assert np.mean(hr >= 1) > 0.15 and error < 0.1
+    # Building, x4, 68 % saturated: what remains cannot fix the geometry; the corner uncertainty says so.
+    registration, error, hr = register_saturated("skimage_UNIS_EV0/f25.png", 1.5)
+    assert np.mean(hr >= 1) > 0.6
+    assert registration.uncertainty > estimate.MAX_UNCERTAINTY or error < 1.0
+
+
+def test_a_channel_saturated_alone_is_left_out_of_the_registration_grey(captures):
+    """A red surface whose red channel clips in the HR only (the luma stays below saturation): red is dropped from
+    both greys, which keep the BT.601 weights of green and blue; an ordinary pair keeps plain BT.601 luma."""
+    truth = json.loads((captures / "truth.json").read_text())["pairs"]
+    name = "skimage_UNIS_EV0/f50.png"
+    lr = read_pixels(captures / name)
+    hr = read_pixels(captures / truth[name]["hr"])
+    lr_grey, hr_grey, weights = registration_grey(lr, hr)
+    assert weights == luma.LUMA
+    np.testing.assert_array_equal(lr_grey, grey(lr))
+    red_hr = hr.copy()
+    red_hr[..., 0] = np.minimum(hr[..., 0].astype(int) * 3, 255)  # red clips on most of the frame
+    assert np.mean(red_hr[..., 0] == 255) > 0.5
+    lr_grey, hr_grey, weights = registration_grey(lr, red_hr)
+    assert weights[0] == 0 and weights[1] / weights[2] == pytest.approx(0.587 / 0.114) and sum(weights) == 1
+    # Independent reference: the weighted channel sum in float64.
+    np.testing.assert_allclose(hr_grey, red_hr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    np.testing.assert_allclose(lr_grey, lr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    registration = register(lr_grey, hr_grey, ratio=2.0)
+    window = geometry.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    distortion = registration.distortion.to_dict() if registration.distortion else None
+    assert registration_error(truth[name], registration.lr_to_hr, window, lr_distortion=distortion) < 0.05
+
+
+def test_unrelated_pair_is_recorded_as_failed_and_the_batch_goes_on(aligned):
+    out, summary = aligned
+    assert (summary.ok, summary.failed, summary.skipped) == (4, 1, 0)
+    failed = [r for r in read_manifest(out, stage="align").records if r["status"] == "failed"]
+    assert [r["id"] for r in failed] == ["unrelated__f50"]
+    assert failed[0]["error"] and failed[0]["lr"] is None and failed[0]["hr"] is None
+    assert dict(summary.failures)["unrelated__f50"] == failed[0]["error"]
+
+
+def test_manifest_contract(captures, aligned):
+    out, _ = aligned
+    manifest = read_manifest(out, stage="align")
+    assert manifest.header["path_keys"] == ["lr", "hr", "mask"]
+    assert manifest.header["params"]["capture_root"] == str(captures.resolve())
+    assert len(manifest.records) == 5
+    for record in manifest.records:
+        assert RECORD_FIELDS <= set(record)
+        assert (captures / record["lr_source"]).is_file() and (captures / record["hr_source"]).is_file()
+        if record["status"] != "ok":
+            continue
+        lr = read_pixels(manifest.resolve(record["lr"]))
+        hr = read_pixels(manifest.resolve(record["hr"]))
+        x0, y0, w, h = record["lr_window"]
+        assert lr.shape == (h, w, 3) and hr.shape == (h * record["scale"], w * record["scale"], 3)
+        assert lr.dtype == hr.dtype == np.uint8
+        assert np.asarray(record["lr_to_hr"]).shape == (3, 3) and record["mask"] is None
+        quality = record["quality"]
+        assert {"psnr", "ssim", "shift_median", "shift_worst"} <= set(quality)
+        assert quality["psnr"] > 25 and quality["ssim"] > 0.75  # LR blur and noise against the HR
+        assert record["registration"]["grey_weights"] == pytest.approx(list(luma.LUMA), abs=1e-4)  # nothing clipped
+        # The window's HR footprint lies inside the HR frame: no pixel of the output is invented.
+        hr_shape = read_pixels(captures / record["hr_source"]).shape
+        corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1], [x0 + w - 1, y0], [x0, y0 + h - 1]], float)
+        mapped = geometry.apply_homography(np.asarray(record["lr_to_hr"]), corners)
+        assert mapped.min() >= 0 and np.all(mapped.max(axis=0) <= [hr_shape[1] - 1, hr_shape[0] - 1])
+
+
+def test_lr_is_the_cropped_source_up_to_the_recorded_photometric_correction(captures, aligned):
+    out, _ = aligned
+    manifest = read_manifest(out, stage="align")
+    for record in (r for r in manifest.records if r["status"] == "ok"):
+        x0, y0, w, h = record["lr_window"]
+        source = read_pixels(captures / record["lr_source"])[y0:y0 + h, x0:x0 + w]
+        params = record["photometric"]
+        model = PhotometricModel(np.asarray(params["gain"]), np.asarray(params["offset"]))
+        expected = to_integer(model.apply(to_float(source)), 8).astype(int)
+        # Parameters are stored rounded to 6 decimals: at most one grey level of difference.
+        assert np.abs(read_pixels(manifest.resolve(record["lr"])).astype(int) - expected).max() <= 1
+
+
+def test_without_correction_lr_is_bit_exact_and_resume_skips_done_pairs(tmp_path, captures):
+    out = tmp_path / "plain"
+    first = align.run_align(captures, out, scales=(2,), photometric=False, show_progress=False)
+    assert (first.ok, first.failed) == (2, 1)
+    manifest = read_manifest(out, stage="align")
+    for record in (r for r in manifest.records if r["status"] == "ok"):
+        x0, y0, w, h = record["lr_window"]
+        source = read_pixels(captures / record["lr_source"])[y0:y0 + h, x0:x0 + w]
+        assert np.array_equal(read_pixels(manifest.resolve(record["lr"])), source)
+        assert record["photometric"]["applied"] is False
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    again = align.run_align(captures, out, scales=(2,), photometric=False, show_progress=False)
+    # Finished pairs are skipped; the failed one is tried again (and fails again).
+    assert (again.ok, again.failed, again.skipped) == (0, 1, 2)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == written
+    assert len(read_manifest(out, stage="align").records) == 3
+
+
+def test_invalid_settings_are_refused(tmp_path, captures):
+    with pytest.raises(ConfigError, match="bit depth"):
+        align.run_align(captures, tmp_path / "a", bit_depth=12, show_progress=False)
+    with pytest.raises(ConfigError, match="outside the capture folder"):
+        align.run_align(captures, captures / "out", show_progress=False)
+    with pytest.raises(InputError, match="no LR/HR pair at scale"):
+        align.run_align(captures, tmp_path / "b", scales=(3,), show_progress=False)
+
+
+def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
+    root = tmp_path / "caps"
+    make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], root, scales=(3,), seed=2,
+                        lr_size=(360, 270), bit_depth=16)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--quiet", "align", str(root), "--out", str(tmp_path / "out"), "--scales", "3",
+                                 "--preview", "--bit-depth", "16"])
+    assert result.exit_code == 0, result.output
+    assert "aligned 1, failed 0" in result.output
+    record = read_manifest(tmp_path / "out", stage="align").records[0]
+    assert read_pixels(tmp_path / "out" / record["hr"]).dtype == np.uint16
+    preview = read_pixels(tmp_path / "out" / record["preview"])
+    assert preview.dtype == np.uint8 and max(preview.shape[:2]) <= 2 * align.PREVIEW_SIZE + 4
+    result = runner.invoke(app, ["align", str(root), "--out", str(tmp_path / "x"), "--scales", "two"])
+    assert result.exit_code == 2 and "--scales" in result.output
+
+
+def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir):
+    """Hard-variant x2 pair with barrel distortion on the LR: the two radial terms are kept and beat the best
+    homography (ground truth from the simulation)."""
+    make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], tmp_path, scales=(2,), seed=1,
+                        hard=True, lr_size=(480, 360))
+    entry = next(iter(json.loads((tmp_path / "truth.json").read_text())["pairs"].items()))
+    name, truth = entry
+    assert truth["lr_distortion"]["k1"] < -0.01
+    lr = grey(read_pixels(tmp_path / name))
+    hr = grey(read_pixels(tmp_path / truth["hr"]))
+    registration = register(lr, hr, ratio=2.0)
+    assert registration.distortion is not None
+    window = geometry.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    modelled = registration_error(truth, registration.lr_to_hr, window,
+                                  lr_distortion=registration.distortion.to_dict())
+    plain = refine(lr, hr, registration.lr_to_hr, fit_distortion=False)
+    assert modelled < 0.15 and modelled < 0.7 * registration_error(truth, plain.lr_to_hr, window)
+    # The complete mapping keeps the output window inside the HR frame.
+    x0, y0, w, h = window
+    corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1]], float)
+    assert np.all(registration.map(corners) >= 0)
+
+
+def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkeypatch):
+    # The residual gate runs while the HR output is already being encoded: a refused pair must not leave it behind.
+    from realsr_tools import quality
+
+    monkeypatch.setattr(quality, "residual_shift",
+                        lambda reference, test: quality.ResidualShift(median=2.0, worst=6.0, tiles=9, total_tiles=9))
+    out = tmp_path / "refused"
+    summary = align.run_align(captures, out, scales=(2,), show_progress=False)
+    assert (summary.ok, summary.failed) == (0, 3)
+    errors = [r["error"] for r in read_manifest(out, stage="align").records]
+    assert sum("residual misalignment too large" in e for e in errors) == 2, errors
+    assert not list(out.rglob("*.png"))
