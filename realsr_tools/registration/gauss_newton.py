@@ -16,19 +16,13 @@ from .luma import CLIP_HIGH, CLIP_LOW
 
 # Model selection (:mod:`.models`): the overlap is cut into MODEL_BLOCKS x MODEL_BLOCKS blocks for the
 # leave-one-block-out cost; a more flexible model must lower it by more than MODEL_TOLERANCE (per independent
-# sample, in units of the residual variance). On small overlaps (short side under SMALL_WINDOW LR px: the 124-px
-# windows of published pairs) the gain must also be consistent over the blocks (t > MODEL_MIN_T) and material
-# (median share of a block's held-out cost removed >= MODEL_MIN_GAIN). Measured on 64 of the 193 published x4 pairs
-# re-registered as two-capture scenes: without these two tests the correction bent the window corners by a median
-# 0.11 LR px (p90 0.43) with 8 affine and 6 homography fits, gains that one or two blocks carried or that removed
-# a few per cent of the residual; with them 62 of 64 fit a translation at the focal ratio. On larger overlaps
-# the simulated captures need their perspective terms at gains of 1-3 % of the residual (noise-limited), so the
-# two tests would cost accuracy there (measured: normal median 0.019 -> 0.075 LR px).
+# sample, in units of the residual variance). To leave the focal-ratio prior (translation) the gain must also be
+# consistent over the blocks (t > MODEL_MIN_T) and material (median share of a block's held-out cost removed
+# >= MODEL_MIN_GAIN); see docs/align.md for the measurements behind these numbers.
 MODEL_BLOCKS = 4
 MODEL_TOLERANCE = 2.0
 MODEL_MIN_T = 2.5
 MODEL_MIN_GAIN = 0.2
-SMALL_WINDOW = 256
 MAGNIFICATION_PRIOR = 0.03  # standard deviation of log(true magnification / focal ratio): focus breathing, rounding
 POLISH_STEPS = 4  # Gauss-Newton steps of a simpler model than the homography from its projection
 DISTORTION_PRIOR = 0.05  # standard deviation of the prior on each distortion coefficient (k, lens units)
@@ -276,10 +270,8 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         evidence[name] = cost
         fitted[name] = (phi, z, total_h, full)
     information = np.array([np.trace(h[:8, :8]) for h in systems.hessians])
-    small = min(th * c_t[1, 1], tw * c_t[0, 0]) < SMALL_WINDOW
     name, evidence, t_stats = choose_model(evidence, information, unit, tolerance=MODEL_TOLERANCE,
-                                           min_t=MODEL_MIN_T if small else None,
-                                           min_gain=MODEL_MIN_GAIN if small else None)
+                                           min_t=MODEL_MIN_T, min_gain=MODEL_MIN_GAIN)
     blocks = int(np.count_nonzero(systems.costs))
     choice = ModelChoice(name, evidence, blocks, 0.0, t_stats)
     phi, z, total_h, full = fitted[name]

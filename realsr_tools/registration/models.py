@@ -147,25 +147,24 @@ def cross_validate(systems: BlockSystems, offset: np.ndarray, basis: np.ndarray,
 
 
 def choose_model(held_out: dict[str, np.ndarray], information: np.ndarray, unit: float, *, tolerance: float,
-                 min_t: float | None = None,
-                 min_gain: float | None = None) -> tuple[str, dict[str, float], dict[str, float]]:
+                 min_t: float, min_gain: float) -> tuple[str, dict[str, float], dict[str, float]]:
     """The simplest model that no more flexible one beats on the held-out blocks.
 
     ``held_out``: per model (simplest first), the held-out cost of every block; ``information``: per block, how much
     it constrains the geometry (trace of the geometric part of its Gauss-Newton matrix); ``unit``: the residual
-    variance per independent sample. A more flexible model beats a simpler one when, on the blocks with at least
-    5 % of the most informative block's information,
+    variance per independent sample. A more flexible model beats a simpler one when its summed held-out cost is
+    lower by more than ``tolerance`` units. To leave ``translation`` (the focal-ratio prior: magnification and
+    shape known, only a shift measured) it must also, on the blocks with at least 5 % of the most informative
+    block's information,
 
-    - its summed held-out cost is lower by more than ``tolerance`` units (significant),
-    - with ``min_t``: the share of each block's held-out cost that it removes is positive consistently (paired t
-      statistic over the blocks above ``min_t``): a gain that one or two blocks carry (one textured corner, a
-      moving object) does not buy a bent mapping,
-    - with ``min_gain``: the median share is at least ``min_gain`` (material): where the residual is dominated by
-      what no geometry explains (aliasing, noise, demosaicing), terms that explain a few per cent of it may be
-      fitting that.
+    - remove a share of each block's held-out cost that is positive consistently (paired t statistic over the
+      blocks above ``min_t``): a gain that one or two blocks carry (one textured corner, a moving object) does not
+      buy a bent mapping,
+    - and remove a median share of at least ``min_gain`` (material): where the residual is dominated by what no
+      geometry explains (aliasing, noise, demosaicing), terms that explain a few per cent of it may be fitting that.
 
     Returns the name, each model's summed cost above the best in ``unit``s, and each other model's t statistic
-    against the chosen one (0 where the gain is not significant).
+    against the chosen one (0 where its gain is not significant).
     """
     names = list(held_out)
     totals = {name: float(np.sum(held_out[name])) for name in names}
@@ -181,9 +180,9 @@ def choose_model(held_out: dict[str, np.ndarray], information: np.ndarray, unit:
             return False, 0.0
         spread = float(np.std(share, ddof=1))
         t = float(np.mean(share) / (spread / np.sqrt(share.size))) if spread > 0 else float("inf")
-        consistent = min_t is None or t > min_t
-        material = min_gain is None or float(np.median(share)) >= min_gain
-        return consistent and material, t
+        if simpler != "translation":
+            return True, t
+        return t > min_t and float(np.median(share)) >= min_gain, t
 
     for i, name in enumerate(names):
         if not any(beats(other, name)[0] for other in names[i + 1:]):
