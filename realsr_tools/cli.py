@@ -347,12 +347,15 @@ def score(
 def demo(
     out_dir: Path = typer.Option(Path("realsr_demo"), "--out", "-o", help="Folder for every demo output."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training time on the CPU."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Train exactly this many steps instead of "
+                                        "--minutes (the same work on any machine)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out (only the folders "
+                                   "its realsr-demo.json lists; nothing else in --out is touched)."),
 ) -> None:
     """Run the whole pipeline on the bundled sample photographs: inspect, align, crop, wash, train, score."""
     from .stages.demo import run_demo
 
-    result = run_demo(out_dir, minutes=minutes, overwrite=overwrite, show_progress=not options.quiet,
+    result = run_demo(out_dir, minutes=minutes, steps=steps, overwrite=overwrite, show_progress=not options.quiet,
                       say=lambda text: out.print(text, highlight=False))
     table = Table(title=f"realsr demo: held-out scene, x2, RGB, crop border 2 ({result.seconds / 60:.1f} min)")
     for column in ("method", "PSNR (dB)", "SSIM"):
