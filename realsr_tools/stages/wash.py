@@ -27,6 +27,7 @@ two images: the median residual shift over textured 64 px tiles, in LR pixels (`
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections import Counter
@@ -263,12 +264,27 @@ def _clear_previous(out_dir: Path) -> None:
 
 
 def _link(source: Path, target: Path) -> None:
-    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support)."""
+    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support).
+
+    An existing ``target`` is an error, never written to: it may be a hard link to a source file (writing through it
+    would change the source). The copy goes to a new temporary file that is then renamed onto ``target``.
+    """
+    from ..pipeline.output import location_error
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(target):
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once (are two pair ids the "
+                                "same?)")
     try:
         os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+        return
+    except FileExistsError:
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once") from None
+    except OSError as exc:
+        if location_error(exc, target) is not None and exc.errno not in (errno.EPERM, errno.EACCES):
+            raise location_error(exc, target) from None
+    with atomic_output(target) as tmp:  # other device or no hard links: copy into a fresh file
+        shutil.copy2(source, tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -171,3 +171,20 @@ def test_crop_cli_prints_a_summary(pair_folder, tmp_path):
     assert "3 patch pair(s) from 3 pair(s)" in result.output  # one 128 px patch per 128 px LR
     result = runner.invoke(app, ["-q", "crop", str(pair_folder), "--scale", "4", "--out", str(tmp_path / "p")])
     assert result.exit_code == 0 and "3 gave no patch" in result.output  # default 192 px > 128 px LR
+
+
+def test_crop_refuses_an_id_that_names_a_path_before_writing_anything(pair_folder, tmp_path):
+    # issue 12 case 2: an id of '../../X' made crop write files outside --out before any check failed.
+    import json
+
+    first = tmp_path / "first"
+    run_crop(pair_folder, first, scale=4, size=64, show_progress=False)
+    path = first / "manifest.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["id"] = "../../X"
+    path.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    listing = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(app, ["-q", "crop", str(first), "--out", str(tmp_path / "a" / "b"), "--size", "32"])
+    assert result.exit_code == 2 and "../../X" in result.output and "file name" in result.output
+    assert sorted(tmp_path.rglob("*")) == listing
