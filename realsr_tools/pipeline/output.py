@@ -10,14 +10,17 @@ naming the path and the cause: it stops the run, it is never one item's failure.
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from ..errors import OutputLocationError
 
+F = TypeVar("F", bound=Callable)
 LOCK_NAME = ".realsr.lock"
 # Below this many free bytes a failed write is reported as a full disk (encoders such as OpenCV's only return False).
 LOW_SPACE = 64 << 20
@@ -84,6 +87,7 @@ def output_lock(out_dir: Path | str) -> Iterator[Path]:
     """
     import fcntl
 
+    missing = [folder for folder in (Path(out_dir), *Path(out_dir).parents) if not folder.exists()]
     out_dir = prepare_output(out_dir)
     path = out_dir / LOCK_NAME
     try:
@@ -107,3 +111,33 @@ def output_lock(out_dir: Path | str) -> Iterator[Path]:
         yield out_dir
     finally:
         stream.close()
+        if missing:  # a run refused before it wrote anything leaves no empty folders behind
+            try:
+                if [p.name for p in out_dir.iterdir()] == [LOCK_NAME]:
+                    path.unlink()
+                    for folder in missing:
+                        folder.rmdir()
+            except OSError:
+                pass
+
+
+def holds_output(argument: str = "out_dir") -> Callable[[F], F]:
+    """Decorate a stage function so that it runs holding :func:`output_lock` on its ``argument`` folder.
+
+    A call with ``dry_run=True`` writes nothing and takes no lock.
+    """
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            if bound.arguments.get("dry_run"):
+                return function(*args, **kwargs)
+            with output_lock(bound.arguments[argument]):
+                return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

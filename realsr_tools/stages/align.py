@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import RegistrationError
 from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 
@@ -47,6 +48,7 @@ class _Settings:
     raw: RawRendering = DEFAULT_RAW
 
 
+@holds_output()
 def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
               preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
               raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:

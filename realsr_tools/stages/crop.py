@@ -34,6 +34,7 @@ from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
 from ..pipeline.pairs import PairRef, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 from ..pipeline.runner import available_cpus
 
 OUTPUT_KEYS = ("lr", "hr")
@@ -61,6 +62,7 @@ class CropSummary:
 # The stage
 
 
+@holds_output()
 def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = None, size: int | None = None,
              step: int | None = None, workers: int | None = None, png_compression: int = 3, overwrite: bool = False,
              show_progress: bool = True) -> CropSummary:

@@ -276,10 +276,17 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         check_outputs([Path(out_dir) / "scores.csv", Path(out_dir) / "summary.json"], overwrite=overwrite)
     if save_dir is not None:
         check_outputs([Path(save_dir) / f"{p.id}.png" for p in pairs], overwrite=overwrite)
-    report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
-                         backend=backend, show_progress=show_progress)
-    if out_dir is not None:
-        write_report(report, Path(out_dir), overwrite=overwrite)
+    from contextlib import ExitStack
+
+    from ..pipeline.output import output_lock
+
+    with ExitStack() as held:  # --out and --save: checked and held for the run (once when they are one folder)
+        for folder in {Path(f).resolve(): Path(f) for f in (out_dir, save_dir) if f is not None}.values():
+            held.enter_context(output_lock(folder))
+        report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
+                             backend=backend, show_progress=show_progress)
+        if out_dir is not None:
+            write_report(report, Path(out_dir), overwrite=overwrite)
     return report
 
 

@@ -44,6 +44,7 @@ from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
 from ..pipeline.pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
 
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
@@ -90,6 +91,7 @@ class _Item:
     error: str | None
 
 
+@holds_output()
 @one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
              min_ssim: float | None = None, max_shift: float | None = None, dry_run: bool = False, workers: int = 1,

@@ -114,8 +114,13 @@ def run_training(config: TrainConfig, *, show_progress: bool = True) -> TrainRes
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA device; use --device cpu")
     dist_info = init_distributed(use_cuda)
+    from contextlib import nullcontext
+
+    from ..pipeline.output import output_lock
+
     try:
-        return _train(config, dist_info, use_cuda, started, deadline, show_progress)
+        with output_lock(config.out) if dist_info.main else nullcontext():  # rank 0 alone writes the run folder
+            return _train(config, dist_info, use_cuda, started, deadline, show_progress)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist

@@ -188,3 +188,17 @@ def test_crop_refuses_an_id_that_names_a_path_before_writing_anything(pair_folde
     result = runner.invoke(app, ["-q", "crop", str(first), "--out", str(tmp_path / "a" / "b"), "--size", "32"])
     assert result.exit_code == 2 and "../../X" in result.output and "file name" in result.output
     assert sorted(tmp_path.rglob("*")) == listing
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_with_one_line(pair_folder, tmp_path):
+    # issue 12 case 3: two crops into one --out with different --size both exited 0 and mixed their patches.
+    from realsr_tools.pipeline.output import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):  # a first run holds the folder
+        result = runner.invoke(app, ["-q", "crop", str(pair_folder), "--out", str(out), "--scale", "4",
+                                     "--size", "32"])
+    assert result.exit_code == 2 and "another realsr run" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (out / "HR").exists()
+    assert runner.invoke(app, ["-q", "crop", str(pair_folder), "--out", str(out), "--scale", "4",
+                               "--size", "32"]).exit_code == 0  # released when that run ends
