@@ -84,7 +84,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                           "re-run would find the aligned images as captures")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
-    if not pairs:
+    blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
+    if not pairs and not blocked:
         raise InputError(f"{capture_dir}: no LR/HR pair at scale(s) {', '.join(map(str, scales))}; run "
                          "'realsr inspect' to see the scenes, focal lengths and problems")
     header = make_header("align", params={
@@ -101,6 +102,11 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     ok = failed = 0
     failures = []
     with StageWriter(out_dir, header, keep=keep) as writer:
+        for pair_id, path, reason in blocked:
+            writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
+                        "lr": None, "hr": None, "mask": None})
+            failed += 1
+            failures.append((pair_id, reason))
         for record in track(_records(todo, settings, workers), description="align", total=len(todo),
                             enabled=show_progress):
             writer.add(record)

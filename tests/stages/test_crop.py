@@ -170,7 +170,9 @@ def test_crop_cli_prints_a_summary(pair_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 patch pair(s) from 3 pair(s)" in result.output  # one 128 px patch per 128 px LR
     result = runner.invoke(app, ["-q", "crop", str(pair_folder), "--scale", "4", "--out", str(tmp_path / "p")])
-    assert result.exit_code == 0 and "3 gave no patch" in result.output  # default 192 px > 128 px LR
+    # The default 192 px patch is larger than every 128 px LR: refused before any work (issue 12 case 6), not
+    # "3 gave no patch" and exit 0.
+    assert result.exit_code == 2 and "pass --size 128 or less" in result.output
 
 
 def test_crop_refuses_an_id_that_names_a_path_before_writing_anything(pair_folder, tmp_path):
