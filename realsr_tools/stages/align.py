@@ -138,7 +138,7 @@ def _single_thread() -> None:
 
 def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record."""
-    from ..errors import RealsrError
+    from ..errors import OutputLocationError, RealsrError
 
     record: dict[str, Any] = {
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
@@ -149,6 +149,8 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
     return record

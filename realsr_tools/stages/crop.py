@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
@@ -329,6 +329,8 @@ def _collect(decoded: _Decoded | _Result, patches: list) -> _Result:
         return decoded
     try:
         records = [future.result() for future in patches]
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except RealsrError as exc:
         return _failed(decoded.task.pair.id, decoded.base, exc)
     return _Result(records, decoded.plan.skipped_invalid)

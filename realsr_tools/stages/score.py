@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..inference import SRFunction, TileFit, bicubic_sr, default_budget, exact_overlap, largest_tile, model_fn, pick_device
 from ..imaging import IMAGE_EXTENSIONS, read_pixels, to_integer, write_image
 from ..pipeline.manifest import atomic_write_text
@@ -103,6 +103,8 @@ def score_pairs(pairs: Sequence[PairRef], *, sr_fn: SRFunction | None, protocol:
     for pair in track(pairs, description="score", enabled=show_progress):
         try:
             images.append(_score_one(pair, sr_fn, protocol, save_dir, backend))
+        except OutputLocationError:
+            raise  # a full disk or read-only --save stops the run; it is not this image's failure
         except RealsrError as exc:
             failures.append((pair.id, str(exc)))
     return ScoreReport(protocol, dict(method or {}), tuple(images), tuple(failures))

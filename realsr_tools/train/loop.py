@@ -36,7 +36,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     from ..imaging import atomic_output
 
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch reports a full disk as "unexpected pos ..."; say what it is
+            from ..pipeline.output import check_space
+
+            check_space(path.parent, path)
+            raise
 
 
 def _load_split(config: TrainConfig):
