@@ -218,9 +218,15 @@ def check_upstream(manifest: Manifest) -> None:
     if not upstream:
         return
     where = (manifest.root / upstream["path"]).resolve()
-    if where.is_file() and file_sha256(where) != upstream["sha256"]:
-        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written; "
-                            f"re-run the '{manifest.stage}' stage")
+    if not where.is_file():
+        return  # moved or archived without its upstream: nothing to compare with
+    now = file_sha256(where)
+    if now != upstream["sha256"]:
+        modified = datetime.fromtimestamp(where.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written (sha256 "
+                            f"{upstream['sha256'][:12]}... when this manifest was written {manifest.header.get('created')}"
+                            f", {now[:12]}... now, file modified {modified}); re-run the '{manifest.stage}' stage "
+                            f"into {manifest.root}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence
 
 from ..errors import ConfigError, InputError
 from ..imaging import IMAGE_EXTENSIONS
-from .manifest import MANIFEST_NAME, Manifest, iter_ok, read_manifest
+from .manifest import MANIFEST_NAME, Manifest, check_upstream, iter_ok, read_manifest
 
 # Which record keys hold a stage's LR and HR output files (relative to its manifest).
 PAIR_KEYS: dict[str, tuple[str, str]] = {
@@ -55,7 +55,9 @@ def open_pairs(source: Path | str, *, scale: int | None = None,
     """
     source = Path(source)
     if source.is_file() and source.name == MANIFEST_NAME or (source / MANIFEST_NAME).is_file():
-        return _from_manifest(read_manifest(source, stage=stages), scale)
+        manifest = read_manifest(source, stage=stages)
+        check_upstream(manifest)  # every stage reads pairs here: a stale output is refused before any work
+        return _from_manifest(manifest, scale)
     if (source / "HR").is_dir() and (source / "LR").is_dir():
         return _from_folder(source, scale)
     raise InputError(f"{source}: neither a realsr stage output (no {MANIFEST_NAME}) nor a folder with HR/ and LR/ "
