@@ -121,3 +121,15 @@ def test_options_that_make_no_sense_are_refused_before_any_work(pairs, tmp_path,
     result = invoke(*[a.format(pairs=pairs, out=tmp_path / "out") for a in args])
     assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["crop", "--scale", "4", "--size", "64"], ["wash"]])
+def test_pair_names_with_spaces_are_refused_for_meta_info(tmp_path, data_dir, command):
+    # issue 12 case 11: BasicSR splits each meta_info.txt line at the first space, so "my pair_s001.png (..)"
+    # breaks its loader.
+    pairs = real_pair_folder(tmp_path / "pairs", data_dir, NAMES[:2], copy=True)
+    for side in ("HR", "LR"):
+        (pairs / side / NAMES[0]).rename(pairs / side / "my pair.png")
+    result = invoke(command[0], pairs, "--out", tmp_path / "out", *command[1:])
+    assert result.exit_code == 2 and "'my pair'" in result.output and "space" in result.output
+    assert not (tmp_path / "out").exists()

@@ -125,3 +125,24 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")  # what open() gives under this process's umask
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == io.FILE_MODE
+
+
+def test_not_an_image_empty_and_links_are_told_apart_from_a_truncated_file(tmp_path):
+    # issue 12 case 10: a text file, a link to /etc/passwd and a zero-byte file were all "PNG is truncated".
+    from realsr_tools.errors import InputError
+
+    text = tmp_path / "notes.png"
+    text.write_text("hello\n")
+    link = tmp_path / "link.png"
+    link.symlink_to("/etc/passwd")
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    jpeg_text = tmp_path / "notes.jpg"
+    jpeg_text.write_text("hello\n")
+    expected = {text: "not a PNG file", link: "/etc/passwd", empty: "empty (0 bytes)", jpeg_text: "not a JPEG file"}
+    for path, says in expected.items():
+        for check in (io.check_complete, io.read_pixels):
+            with pytest.raises(InputError) as caught:
+                check(path)
+            message = str(caught.value)
+            assert says in message and str(path) in message and "truncated" not in message, message

@@ -142,7 +142,7 @@ def test_wash_bad_input_is_recorded_or_refused(small, tmp_path):
     summary = run_wash(small, tmp_path / "out", min_psnr=0, show_progress=False)
     assert summary.failed == 2 and summary.kept == 3
     failed = {r["id"]: r["reasons"][0] for r in read_manifest(tmp_path / "out").records if r["status"] == "failed"}
-    assert "PNG is truncated" in failed[names[1][:-4]] and "needs 512x512" in failed[names[2][:-4]]
+    assert "not a PNG file" in failed[names[1][:-4]] and "needs 512x512" in failed[names[2][:-4]]
     assert open_pairs(tmp_path / "out").pairs  # failures never reach the kept set
     (small / "LR" / names[0]).unlink()
     with pytest.raises(InputError, match="without an LR partner"):
