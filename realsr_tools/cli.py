@@ -199,6 +199,34 @@ def wash(
 
 @app.command()
 @user_errors
+def lmdb(
+    source: Path = typer.Argument(..., help="realsr align/crop/wash output folder, or a folder with HR/ and LR/."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (HR.lmdb/, LR.lmdb/, manifest)."),
+    compression: int = typer.Option(1, "--compression", help="PNG zlib level 0-9 of the stored images "
+                                    "(1: BasicSR's default)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (each HR must be "
+                                        "exactly scale x its LR)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+) -> None:
+    """Write the pairs as BasicSR LMDB databases (io_backend: lmdb): OUT/HR.lmdb and OUT/LR.lmdb.
+
+    Keys are the file names without extension, identical in both; values are PNG bytes; each database's
+    meta_info.txt has one '<key>.png (h,w,c) <compression>' line per image. Names BasicSR cannot read back as the
+    same key (a dot, a space, non-ASCII) are refused before anything is written.
+    """
+    from .stages.lmdb_export import run_lmdb
+
+    summary = run_lmdb(source, out_dir, compression=compression, scale=scale, overwrite=overwrite,
+                       show_progress=not options.quiet)
+    out.print(f"{summary.pairs - summary.failed} pair(s) in {summary.out_dir / 'HR.lmdb'} and "
+              f"{summary.out_dir / 'LR.lmdb'} ({summary.written} written now, {summary.resumed} resumed, "
+              f"{summary.failed} failed); manifest {summary.manifest}", highlight=False)
+    for failure in summary.failures:
+        err.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def train(
     source: Optional[Path] = typer.Argument(None, help="Crop/wash output (or its manifest.jsonl) or a folder with "
                                             "HR/ and LR/."),
