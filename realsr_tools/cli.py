@@ -234,6 +234,9 @@ def train(
                                            "curve.png."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="2, 3 or 4 (default: from the data)."),
     model: str = typer.Option("edsr", "--model", "-m", help="Model name (see --list-models)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: a realsr checkpoint or a "
+                                        "BasicSR EDSR/RCAN one (params/params_ema); its architecture and scale "
+                                        "replace --model."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Override the model's feature width."),
     blocks: Optional[int] = typer.Option(None, "--blocks", help="Override the model's residual block count."),
     val: Optional[Path] = typer.Option(None, "--val", help="Separate validation pairs (default: hold out "
@@ -284,7 +287,7 @@ def train(
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
         ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
         val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
-        compile=compile_model, resume=resume, overwrite=overwrite)
+        compile=compile_model, resume=resume, overwrite=overwrite, init=init)
     result = run_training(config, show_progress=not options.quiet)
     if result.rank != 0:  # other torchrun processes: rank 0 reports
         return
