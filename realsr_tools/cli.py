@@ -375,6 +375,25 @@ def score(
 
 @app.command()
 @user_errors
+def report(
+    folder: Path = typer.Argument(..., help="A realsr stage output folder (align, crop, wash, lmdb) or an HR/+LR/ "
+                                  "folder."),
+) -> None:
+    """Write FOLDER/report/index.html: summary, sortable table of every item, LR/HR flicker view of every pair.
+
+    One self-contained page (no network): failed and dropped items first; each pair shows its most textured LR
+    square, nearest-upscaled, and the same place in the HR, side by side or flickering, zoomable.
+    """
+    from .stages.report import run_report
+
+    summary = run_report(folder, show_progress=not options.quiet)
+    out.print(f"{summary.items} item(s), {summary.pairs_shown} pair view(s): {summary.page}", highlight=False)
+    for line in summary.not_shown:
+        err.print(f"  [yellow]not shown:[/] {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def demo(
     out_dir: Path = typer.Option(Path("realsr_demo"), "--out", "-o", help="Folder for every demo output."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training time on the CPU."),
