@@ -219,6 +219,34 @@ def wash(
 
 @app.command()
 @user_errors
+def lmdb(
+    source: Path = typer.Argument(..., help="realsr align/crop/wash output folder, or a folder with HR/ and LR/."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (HR.lmdb/, LR.lmdb/, manifest)."),
+    compression: int = typer.Option(1, "--compression", help="PNG zlib level 0-9 of the stored images "
+                                    "(1: BasicSR's default)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (each HR must be "
+                                        "exactly scale x its LR)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+) -> None:
+    """Write the pairs as BasicSR LMDB databases (io_backend: lmdb): OUT/HR.lmdb and OUT/LR.lmdb.
+
+    Keys are the file names without extension, identical in both; values are PNG bytes; each database's
+    meta_info.txt has one '<key>.png (h,w,c) <compression>' line per image. Names BasicSR cannot read back as the
+    same key (a dot, a space, non-ASCII) are refused before anything is written.
+    """
+    from .stages.lmdb_export import run_lmdb
+
+    summary = run_lmdb(source, out_dir, compression=compression, scale=scale, overwrite=overwrite,
+                       show_progress=not options.quiet)
+    out.print(f"{summary.pairs - summary.failed} pair(s) in {summary.out_dir / 'HR.lmdb'} and "
+              f"{summary.out_dir / 'LR.lmdb'} ({summary.written} written now, {summary.resumed} resumed, "
+              f"{summary.failed} failed); manifest {summary.manifest}", highlight=False)
+    for failure in summary.failures:
+        err.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def train(
     source: Optional[Path] = typer.Argument(None, help="Crop/wash output (or its manifest.jsonl) or a folder with "
                                             "HR/ and LR/."),
@@ -226,6 +254,9 @@ def train(
                                            "curve.png."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="2, 3 or 4 (default: from the data)."),
     model: str = typer.Option("edsr", "--model", "-m", help="Model name (see --list-models)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: a realsr checkpoint or a "
+                                        "BasicSR EDSR/RCAN one (params/params_ema); its architecture and scale "
+                                        "replace --model."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Override the model's feature width."),
     blocks: Optional[int] = typer.Option(None, "--blocks", help="Override the model's residual block count."),
     val: Optional[Path] = typer.Option(None, "--val", help="Separate validation pairs (default: hold out "
@@ -276,7 +307,7 @@ def train(
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
         ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
         val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
-        compile=compile_model, resume=resume, overwrite=overwrite)
+        compile=compile_model, resume=resume, overwrite=overwrite, init=init)
     result = run_training(config, show_progress=not options.quiet)
     if result.rank != 0:  # other torchrun processes: rank 0 reports
         return
@@ -360,6 +391,25 @@ def score(
         for image_id, reason in report.failures:
             err.print(f"  [yellow]-[/] {image_id}: {reason}", highlight=False, soft_wrap=True)
     exit_for(report.count, len(report.failures))
+
+
+@app.command()
+@user_errors
+def report(
+    folder: Path = typer.Argument(..., help="A realsr stage output folder (align, crop, wash, lmdb) or an HR/+LR/ "
+                                  "folder."),
+) -> None:
+    """Write FOLDER/report/index.html: summary, sortable table of every item, LR/HR flicker view of every pair.
+
+    One self-contained page (no network): failed and dropped items first; each pair shows its most textured LR
+    square, nearest-upscaled, and the same place in the HR, side by side or flickering, zoomable.
+    """
+    from .stages.report import run_report
+
+    summary = run_report(folder, show_progress=not options.quiet)
+    out.print(f"{summary.items} item(s), {summary.pairs_shown} pair view(s): {summary.page}", highlight=False)
+    for line in summary.not_shown:
+        err.print(f"  [yellow]not shown:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @app.command()

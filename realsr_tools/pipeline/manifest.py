@@ -33,7 +33,7 @@ from ..imaging import atomic_output
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 JOURNAL_SUFFIX = ".journal"
-STAGES = ("align", "crop", "wash", "train")
+STAGES = ("align", "crop", "wash", "train", "lmdb")
 
 
 @dataclass(frozen=True)

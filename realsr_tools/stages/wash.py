@@ -520,6 +520,10 @@ def _contact_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef, Degrada
         text = f"{record['id']}  {record['psnr']:.1f} dB  {' '.join(record['reasons']) or 'kept'}"
         cv2.putText(banner, text[:60], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         sheet.append(np.concatenate([banner, to_integer(row)], axis=0))
+    labels = np.full((22, sheet[0].shape[1], 3), 235, np.uint8)
+    for i, text in enumerate(("LR", "HR, fitted degradation", "4 x |difference|")):
+        cv2.putText(labels, text, (4 + i * tile, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    sheet.insert(0, labels)
     width = max(r.shape[1] for r in sheet)
     sheet = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in sheet]
     write_image(path, np.concatenate(sheet, axis=0))

@@ -156,9 +156,19 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
 
     scale, train_pairs, val_pairs, split_info = _load_split(config)
     sampler = PatchSampler(train_pairs, scale=scale, patch=config.patch, augment=config.augment)
-    options = model_options(config.model, **config.model_options)
+    model_name, options, init_weights = config.model, model_options(config.model, **config.model_options), None
+    if resume_state is not None:
+        model_name, options = resume_state["model"], resume_state["options"]
+    elif config.init is not None:
+        from ..models import load_checkpoint
+
+        loaded = load_checkpoint(config.init, scale=scale)  # a scale or format mismatch is one ConfigError line
+        model_name, options, init_weights = loaded.name, loaded.options, loaded.model.state_dict()
     torch.manual_seed(config.seed)
-    module = create_model(config.model, scale, **options).to(device)
+    module = create_model(model_name, scale, **options)
+    if init_weights is not None:
+        module.load_state_dict(init_weights)
+    module = module.to(device)
     channels_last = use_cuda
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
@@ -219,7 +229,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     else:
         val_every, warmup = int(resume_state["train_state"]["val_every"]), int(resume_state["train_state"]["warmup"])
     if dist_info.main and resume_state is None:
-        resolved = {"config": config.to_dict(), "scale": scale, "model_options": options, "total_steps": total,
+        resolved = {"config": config.to_dict(), "scale": scale, "model": model_name, "model_options": options, "total_steps": total,
                     "warmup": warmup, "val_every": val_every, "world_size": dist_info.world,
                     "device": str(device), "torch": torch.__version__, **split_info}
         from ..pipeline.manifest import atomic_write_text
@@ -229,7 +239,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     def save(current_psnr: float, is_best: bool) -> None:
         meta = {"step": step, "total_steps": total, "val_psnr": current_psnr, "bicubic_psnr": bicubic_psnr,
                 "model_options": options, "patch": config.patch, "batch": config.batch, "source": str(config.source)}
-        ckpt = checkpoint_dict(ema, name=config.model, scale=scale, options=options, meta=meta,
+        ckpt = checkpoint_dict(ema, name=model_name, scale=scale, options=options, meta=meta,
                                state_dict={k: v.detach().cpu() for k, v in ema.state_dict().items()})
         if is_best:
             _atomic_save(ckpt, config.out / BEST_NAME)
