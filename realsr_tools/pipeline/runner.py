@@ -151,7 +151,7 @@ class DaskRunner(Runner):
             future = self.client.submit(_run_task, remote_fn, item, __version__, key=key, resources=self.resources,
                                         pure=False)
             futures[future] = index
-        pending = as_completed(list(futures))
+        pending = as_completed(list(futures), loop=self.client.loop)
         try:
             for future in pending:
                 index = futures.pop(future)

@@ -103,8 +103,9 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
     ok = failed = 0
     failures = []
-    with StageWriter(out_dir, header, keep=keep, order=input_order([pair.id for pair in pairs])) as writer, \
-            open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner:
+    # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
+            StageWriter(out_dir, header, keep=keep, order=input_order([pair.id for pair in pairs])) as writer:
         for index, record in run_items(runner, functools.partial(align_pair, settings=settings), todo, name="align",
                                        labels=[pair.id for pair in todo], show_progress=show_progress):
             if isinstance(record, TaskLost):

@@ -123,8 +123,9 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     failures: list[str] = []
     from ..pipeline.runner import TaskLost, input_order, open_runner, run_items
 
-    with StageWriter(out_dir, header, keep=keep, order=input_order([p.id for p in pairs.pairs], key="pair")) \
-            as writer, open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner:
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
+            StageWriter(out_dir, header, keep=keep, order=input_order([p.id for p in pairs.pairs], key="pair")) \
+            as writer:
         for index, result in run_items(runner, cut_pair, tasks, name="crop", labels=[t.pair.id for t in tasks],
                                        show_progress=show_progress):
             if isinstance(result, TaskLost):
