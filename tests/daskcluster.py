@@ -34,7 +34,8 @@ class Cluster:
 
 
 def start_cluster(root: Path, *, workers: int = 2) -> Cluster:
-    """Start a scheduler (writing ``root/scheduler.json``) and ``workers`` one-thread workers; bounded waits."""
+    """Start a scheduler (writing ``root/scheduler.json``) and ``workers`` one-thread workers, the first declaring
+    the resource ``GPU=1`` (a label only: tasks asking for it run there, on the CPU); bounded waits."""
     import json
 
     env = os.environ | {
@@ -64,7 +65,8 @@ def start_cluster(root: Path, *, workers: int = 2) -> Cluster:
         address = json.loads(scheduler_file.read_text())["address"]
         for i in range(workers):
             launch(f"worker{i}", "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
-                   "--host", "127.0.0.1", "--no-dashboard", "--name", f"worker{i}", "--memory-limit", "0")
+                   "--host", "127.0.0.1", "--no-dashboard", "--name", f"worker{i}", "--memory-limit", "0",
+                   *(["--resources", "GPU=1"] if i == 0 else []))  # a pretend GPU, for score --gpus-per-task
         cluster = Cluster(scheduler_file, address, processes)
         with cluster.client() as client:
             client.wait_for_workers(workers, timeout=START_TIMEOUT)

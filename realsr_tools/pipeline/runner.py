@@ -132,7 +132,14 @@ class DaskRunner(Runner):
         self.resources = dict(resources) if resources else None
         self._own_client = own_client
         self.where = f"Dask scheduler {client.scheduler.address}"
-        self.workers = max(1, len(client.scheduler_info().get("workers", {})))
+        workers = client.scheduler_info().get("workers", {})
+        self.workers = max(1, len(workers))
+        if self.resources and workers and not any(
+                all(info.get("resources", {}).get(name, 0) >= amount for name, amount in self.resources.items())
+                for info in workers.values()):
+            wanted = " ".join(f"{name}={amount:g}" for name, amount in self.resources.items())
+            raise ConfigError(f"no worker of the Dask cluster offers {wanted} (its {len(workers)} worker(s) would "
+                              f"never run a task); start workers with 'dask worker ... --resources {wanted}'")
 
     def map(self, fn, items, *, name="task", labels=None):
         from distributed import KilledWorker, as_completed
@@ -221,7 +228,12 @@ def open_runner(workers: int | None = None, *, scheduler: str | None = None, sch
         if workers is not None:
             raise ConfigError("--workers sets local processes; on a Dask cluster the workers are the cluster's "
                               "(drop --workers, or drop --scheduler and REALSR_SCHEDULER)")
-        runner: Runner = DaskRunner(connect(scheduler, scheduler_file), resources=resources)
+        client = connect(scheduler, scheduler_file)
+        try:
+            runner: Runner = DaskRunner(client, resources=resources)
+        except BaseException:
+            client.close()
+            raise
     else:
         if resources:
             raise ConfigError("--gpus-per-task needs a Dask cluster (--scheduler or --scheduler-file)")

@@ -187,3 +187,31 @@ def test_workers_of_another_realsr_version_and_local_workers_on_a_cluster_are_re
     with pytest.raises(ConfigError, match="another realsr than this driver's 0.0.0.other"):
         run_align(captures, tmp_path / "out", scheduler=cluster.address, show_progress=False)
     assert not list((tmp_path / "out").glob("*/*/*.png"))
+
+
+def test_score_a_model_with_gpus_per_task_equals_a_local_run(cluster, data_dir, tmp_path):
+    import cv2
+    import torch
+
+    from realsr_tools.models import checkpoint_dict, create_model
+
+    pairs = tmp_path / "pairs"  # two real pairs cut to 64x64 LR windows: short CPU inference
+    for side, factor in (("LR", 1), ("HR", 4)):
+        (pairs / side).mkdir(parents=True)
+        for name in PAIRS[:2]:
+            image = cv2.imread(str(data_dir / "pairs" / "realsr_x4" / side / name))
+            cv2.imwrite(str(pairs / side / name), image[16 * factor:80 * factor, 8 * factor:72 * factor])
+    torch.manual_seed(0)
+    model = create_model("edsr_small", 4, blocks=2).eval()
+    checkpoint = tmp_path / "small.pt"
+    torch.save(checkpoint_dict(model, name="edsr_small", scale=4, options={"blocks": 2}), checkpoint)
+    common = ["score", "--model", str(checkpoint), "--data", str(pairs), "--tile", "0", "--device", "cpu"]
+    outputs = {}
+    for name, where in (("local", ["-j", "2"]), ("dask", ["--scheduler-file", str(cluster.scheduler_file),
+                                                           "--gpus-per-task", "1"])):
+        _invoke(*common, *where, "--save", str(tmp_path / name / "sr"), "--out", str(tmp_path / name / "scores"))
+        outputs[name] = _files(tmp_path / name)
+    assert len(outputs["dask"]) == 2 + 2 and outputs["dask"] == outputs["local"]
+    # No worker offers two GPUs: refused at once instead of waiting forever.
+    result = cli.invoke(app, [*common, "--scheduler", cluster.address, "--gpus-per-task", "2"])
+    assert result.exit_code == 2 and "no worker of the Dask cluster offers GPU=2" in result.output
