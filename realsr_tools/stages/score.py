@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..inference import SRFunction, TileFit, bicubic_sr, default_budget, exact_overlap, largest_tile, model_fn, pick_device
 from ..imaging import IMAGE_EXTENSIONS, read_pixels, to_integer, write_image
 from ..pipeline.manifest import atomic_write_text
@@ -123,6 +123,8 @@ def _score_task(pair: PairRef, *, sr_fn: SRFunction | None, protocol: Protocol, 
     """One pair's score, or ``(id, reason)`` when it cannot be scored; runs on a worker."""
     try:
         return _score_one(pair, sr_fn, protocol, save_dir, backend)
+    except OutputLocationError:
+        raise  # a full disk or read-only --save stops the run; it is not this image's failure
     except RealsrError as exc:
         return pair.id, str(exc)
 
@@ -348,17 +350,23 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         check_outputs([Path(out_dir) / "scores.csv", Path(out_dir) / "summary.json"], overwrite=overwrite)
     if save_dir is not None:
         check_outputs([Path(save_dir) / f"{p.id}.png" for p in pairs], overwrite=overwrite)
+    from contextlib import ExitStack
+
+    from ..pipeline.output import output_lock
     from ..pipeline.runner import open_runner
 
     if workers is None and checkpoint is not None and not (scheduler or scheduler_file):
         workers = 1
-    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file,
-                     resources=None if gpus_per_task is None else {"GPU": gpus_per_task}) as runner:
-        report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
-                             backend=backend, show_progress=show_progress, runner=runner)
-    _MODELS.pop(sr_fn, None)  # type: ignore[call-overload]
-    if out_dir is not None:
-        write_report(report, Path(out_dir), overwrite=overwrite)
+    with ExitStack() as held:  # --out and --save: checked and held for the run (once when they are one folder)
+        for folder in {Path(f).resolve(): Path(f) for f in (out_dir, save_dir) if f is not None}.values():
+            held.enter_context(output_lock(folder))
+        with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file,
+                         resources=None if gpus_per_task is None else {"GPU": gpus_per_task}) as runner:
+            report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
+                                 backend=backend, show_progress=show_progress, runner=runner)
+        _MODELS.pop(sr_fn, None)  # type: ignore[call-overload]
+        if out_dir is not None:
+            write_report(report, Path(out_dir), overwrite=overwrite)
     return report
 
 
