@@ -14,13 +14,61 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from .errors import RealsrError
 
+GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
+
+
+class _RealsrGroup(TyperGroup):
+    """The command group: global flags are accepted after the subcommand too, and flags show no type placeholder.
+
+    ``realsr align DIR --out X --quiet`` means ``realsr --quiet align DIR --out X`` (no subcommand has a ``-q`` or
+    ``--debug`` of its own); arguments after ``--`` are left alone.
+    """
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        command = next((i for i, a in enumerate(args) if a in self.commands), None)
+        if command is not None:
+            end = args.index("--") if "--" in args[command:] else len(args)
+            moved = [a for a in args[command + 1:end] if a in GLOBAL_FLAGS]
+            if moved:
+                rest = [a for a in args[command + 1:end] if a not in GLOBAL_FLAGS]
+                args = moved + args[:command + 1] + rest + args[end:]
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx):
+        return _no_flag_placeholder(super().get_params(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _no_flag_placeholder(command.params)
+            if not getattr(command, "_realsr_help", False):
+                help_option = command.get_help_option
+
+                def get_help_option(context, _make=help_option):
+                    option = _make(context)
+                    return _no_flag_placeholder([option])[0] if option is not None else None
+
+                command.get_help_option, command._realsr_help = get_help_option, True
+        return command
+
+
+def _no_flag_placeholder(params):
+    for param in params:  # a flag takes no value, so help shows no "<bool>" type for it
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_RealsrGroup,
     name="realsr",
     help="Build real-world super-resolution datasets from DSLR zoom captures: inspect, align, crop, wash, train, "
     "score.",
@@ -435,6 +483,11 @@ def demo(
     table.add_row("bicubic", f"{result.bicubic_psnr:.2f}", f"{result.bicubic_ssim:.4f}")
     table.add_row("trained edsr_small", f"{result.model_psnr:.2f}", f"{result.model_ssim:.4f}")
     out.print(table)
+    if result.refused:
+        out.print(f"align refused {len(result.refused)} pair(s) on purpose (it will not write a pair it cannot verify; "
+                  "this is the intended behaviour, not an error): " +
+                  "; ".join(f"{pair_id}: {reason}" for pair_id, reason in result.refused), highlight=False,
+                  soft_wrap=True)
     where = Table(title="outputs", show_header=False)
     for name, path in result.outputs.items():
         where.add_row(name, str(path))
