@@ -1,7 +1,10 @@
 """The ``realsr`` command line: a thin Typer layer that parses options, calls one stage function, prints a summary.
 
-User errors (:class:`~realsr_tools.errors.RealsrError`) become one red line and exit code 2; ``--debug`` shows the
-traceback instead. Heavy modules (torch, OpenCV, rawpy) are imported inside the commands that need them.
+Exit codes, the same for every command: 0 when at least one item succeeded (the failures are counted and listed),
+1 when none did (:func:`exit_for`), 2 for a usage or input error found before the work starts. User errors
+(:class:`~realsr_tools.errors.RealsrError`, and an output location that is full or read-only) become one red line
+and exit code 2; ``--debug`` shows the traceback instead. Heavy modules (torch, OpenCV, rawpy) are imported inside
+the commands that need them.
 """
 
 from __future__ import annotations
@@ -102,8 +105,22 @@ def user_errors(command: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # only a full, read-only or forbidden output location; anything else is a bug
+            from .pipeline.output import location_error
+
+            problem = location_error(exc, exc.filename or "output")
+            if problem is None or options.debug:
+                raise
+            err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def exit_for(succeeded: int, failed: int) -> None:
+    """The exit-code policy's last step: exit 1 when items failed and none succeeded (else return: exit 0)."""
+    if failed and not succeeded:
+        raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:
@@ -173,6 +190,7 @@ def align(
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
     out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
               f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
+    exit_for(summary.ok + summary.skipped, summary.failed)
 
 
 @app.command()
@@ -204,6 +222,7 @@ def crop(
               f"{summary.patches_skipped_invalid} patch(es) skipped for invalid pixels)")
     for failure in summary.failures:
         out.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+    exit_for(summary.pairs_done + summary.pairs_resumed, summary.pairs_failed + summary.pairs_empty)
 
 
 @app.command()
@@ -244,6 +263,7 @@ def wash(
                   f"{summary.failed} failed, {summary.flat} flat); report in {summary.report}")
     for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
         out.print(f"  {reason}: {count}", highlight=False)
+    exit_for(summary.pairs - summary.failed, summary.failed)
 
 
 @app.command()
@@ -443,7 +463,7 @@ def score(
         err.print(f"[yellow]{len(report.failures)} pair(s) not scored (not in the means):[/]")
         for image_id, reason in report.failures:
             err.print(f"  [yellow]-[/] {image_id}: {reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_for(report.count, len(report.failures))
 
 
 @app.command()
@@ -470,12 +490,15 @@ def report(
 def demo(
     out_dir: Path = typer.Option(Path("realsr_demo"), "--out", "-o", help="Folder for every demo output."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training time on the CPU."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Train exactly this many steps instead of "
+                                        "--minutes (the same work on any machine)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out (only the folders "
+                                   "its realsr-demo.json lists; nothing else in --out is touched)."),
 ) -> None:
     """Run the whole pipeline on the bundled sample photographs: inspect, align, crop, wash, train, score."""
     from .stages.demo import run_demo
 
-    result = run_demo(out_dir, minutes=minutes, overwrite=overwrite, show_progress=not options.quiet,
+    result = run_demo(out_dir, minutes=minutes, steps=steps, overwrite=overwrite, show_progress=not options.quiet,
                       say=lambda text: out.print(text, highlight=False))
     table = Table(title=f"realsr demo: held-out scene, x2, RGB, crop border 2 ({result.seconds / 60:.1f} min)")
     for column in ("method", "PSNR (dB)", "SSIM"):

@@ -103,6 +103,13 @@ def atomic_output(path: str | os.PathLike):
     try:
         yield Path(tmp_name)
         os.replace(tmp_name, path)
+    except OSError as exc:  # a full disk or read-only folder stops the run with one line, not a traceback
+        from ..pipeline.output import location_error
+
+        problem = location_error(exc, path)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -146,6 +153,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
             params = png_params(png_compression) if suffix == ".png" else []
             if not cv2.imwrite(str(tmp_name), bgr, params):
+                from ..pipeline.output import check_space
+
+                check_space(path.parent, path)  # OpenCV does not say why: a full disk stops the run
                 raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
     return path
 
@@ -209,6 +219,8 @@ def _read_png_jpeg(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
+    """Any TIFF cameras and raw converters write: uncompressed, LZW, Deflate/ZIP, PackBits, JPEG (with or without a
+    horizontal predictor), striped or tiled, 8 or 16 bit, chunky or planar; the codecs come from imagecodecs."""
     import tifffile
 
     try:
@@ -217,6 +229,17 @@ def _read_tiff(path: Path) -> np.ndarray:
             pixels = page.asarray()
             planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, struct.error) for bad files
+        if "requires the 'imagecodecs' package" in str(exc):
+            # tifffile decodes only uncompressed (and a few pure-Python) TIFFs itself; LZW, Deflate, JPEG and the
+            # horizontal predictor come from imagecodecs, a realsr dependency that this environment lacks.
+            import re
+
+            found = re.search(r"(COMPRESSION|PREDICTOR)\.(\w+)", str(exc))
+            codec = (found[2] if found[1] == "COMPRESSION" else f"the {found[2].lower()} predictor") if found else \
+                "a codec tifffile lacks"
+            raise InputError(f"{path}: this TIFF is encoded with {codec}, whose decoder comes from the "
+                             "'imagecodecs' package; install it (pip install imagecodecs) or re-save the file "
+                             "uncompressed") from None
         raise InputError(f"{path}: cannot decode TIFF ({exc}); the file is damaged or not a TIFF") from None
     if planar and pixels.ndim == 3:
         pixels = np.moveaxis(pixels, 0, -1)

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import RegistrationError
 from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 
@@ -47,6 +48,7 @@ class _Settings:
     raw: RawRendering = DEFAULT_RAW
 
 
+@holds_output()
 def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
               preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
               raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:
@@ -84,7 +86,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                           "re-run would find the aligned images as captures")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
-    if not pairs:
+    blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
+    if not pairs and not blocked:
         raise InputError(f"{capture_dir}: no LR/HR pair at scale(s) {', '.join(map(str, scales))}; run "
                          "'realsr inspect' to see the scenes, focal lengths and problems")
     header = make_header("align", params={
@@ -101,6 +104,11 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     ok = failed = 0
     failures = []
     with StageWriter(out_dir, header, keep=keep) as writer:
+        for pair_id, path, reason in blocked:
+            writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
+                        "lr": None, "hr": None, "mask": None})
+            failed += 1
+            failures.append((pair_id, reason))
         for record in track(_records(todo, settings, workers), description="align", total=len(todo),
                             enabled=show_progress):
             writer.add(record)
@@ -132,7 +140,7 @@ def _single_thread() -> None:
 
 def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record."""
-    from ..errors import RealsrError
+    from ..errors import OutputLocationError, RealsrError
 
     record: dict[str, Any] = {
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
@@ -143,6 +151,8 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
     return record

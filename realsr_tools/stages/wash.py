@@ -27,6 +27,7 @@ two images: the median residual shift over textured 64 px tiles, in LR pixels (`
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections import Counter
@@ -42,7 +43,8 @@ from ..degradation import (CROP_BORDER, DEFAULT_SAMPLES, DEFAULT_SUPPORT, Degrad
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
-from ..pipeline.pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, PairSource, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
 
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
@@ -89,6 +91,7 @@ class _Item:
     error: str | None
 
 
+@holds_output()
 @one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
              min_ssim: float | None = None, max_shift: float | None = None, dry_run: bool = False, workers: int = 1,
@@ -118,6 +121,7 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     pairs = open_pairs(source, scale=scale)
     if not pairs.pairs:
         raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
+    check_pairs_fit(pairs, scale=scale)
     if not dry_run:
         if out_dir.resolve() == pairs.root.resolve():
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
@@ -263,12 +267,27 @@ def _clear_previous(out_dir: Path) -> None:
 
 
 def _link(source: Path, target: Path) -> None:
-    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support)."""
+    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support).
+
+    An existing ``target`` is an error, never written to: it may be a hard link to a source file (writing through it
+    would change the source). The copy goes to a new temporary file that is then renamed onto ``target``.
+    """
+    from ..pipeline.output import location_error
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(target):
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once (are two pair ids the "
+                                "same?)")
     try:
         os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+        return
+    except FileExistsError:
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once") from None
+    except OSError as exc:
+        if location_error(exc, target) is not None and exc.errno not in (errno.EPERM, errno.EACCES):
+            raise location_error(exc, target) from None
+    with atomic_output(target) as tmp:  # other device or no hard links: copy into a fresh file
+        shutil.copy2(source, tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------------

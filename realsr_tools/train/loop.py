@@ -36,7 +36,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     from ..imaging import atomic_output
 
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch reports a full disk as "unexpected pos ..."; say what it is
+            from ..pipeline.output import check_space
+
+            check_space(path.parent, path)
+            raise
 
 
 def _load_split(config: TrainConfig):
@@ -116,9 +122,14 @@ def run_training(config: TrainConfig, *, show_progress: bool = True,
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA device; use --device cpu")
     dist_info = init_distributed(use_cuda)
+    from contextlib import nullcontext
+
+    from ..pipeline.output import output_lock
+
     try:
-        return _train(config, dist_info, use_cuda, started, deadline, show_progress,
-                      _Phases(say if dist_info.main else None, started))
+        with output_lock(config.out) if dist_info.main else nullcontext():  # rank 0 alone writes the run folder
+            return _train(config, dist_info, use_cuda, started, deadline, show_progress,
+                          _Phases(say if dist_info.main else None, started))
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
