@@ -290,6 +290,77 @@ def fit_poly(pts, d, shape, order=2, iters=10):
     return lambda x, y: basis(x, y) @ C
 
 
+def poly_basis(x, y, shape, order):
+    h, w = shape
+    cx, cy, sc = (w - 1) / 2, (h - 1) / 2, max(w, h) / 2
+    u, v = (np.asarray(x, float) - cx) / sc, (np.asarray(y, float) - cy) / sc
+    cols = [np.ones_like(u)]
+    for o in range(1, order + 1):
+        for i in range(o + 1):
+            cols.append(u ** (o - i) * v ** i)
+    return np.stack(cols, -1)
+
+
+def parametric_field(a: np.ndarray, b: np.ndarray, order=2, init=None, iters=30, max_px=1_000_000, sigma=1.0):
+    """Same-modality dense registration: polynomial field d(x) (per component, given order) minimising
+    sum_x rho(a(x) - b(x + d(x))) over every pixel (Gauss-Newton, Huber weights, cubic-spline sampling of b).
+
+    Uses every gradient pixel, so edges in two orientations (a colour chart) fix the field even where no single tile
+    is 2-D textured. ``init``: function (x, y) -> (N, 2) initial field. Returns (coeffs (P, 2), fn, info).
+    """
+    from scipy import ndimage
+    a = cv2.GaussianBlur(a.astype(np.float32), (0, 0), sigma)
+    b = cv2.GaussianBlur(b.astype(np.float32), (0, 0), sigma)
+    h, w = a.shape
+    step = max(1, int(math.ceil(math.sqrt(h * w / max_px))))
+    m = 6
+    ys, xs = np.mgrid[m:h - m:step, m:w - m:step]
+    xs, ys = xs.ravel().astype(float), ys.ravel().astype(float)
+    X = poly_basis(xs, ys, (h, w), order)
+    P = X.shape[1]
+    av = a[ys.astype(int), xs.astype(int)].astype(np.float64)
+    if init is not None:
+        C = np.linalg.lstsq(X, init(xs, ys), rcond=None)[0]
+    else:
+        C = np.zeros((P, 2))
+    bs = ndimage.spline_filter(b.astype(np.float64), order=3, mode="mirror")
+    info = dict(converged=False, iterations=0)
+    for it in range(iters):
+        d = X @ C
+        px, py = xs + d[:, 0], ys + d[:, 1]
+        bw = ndimage.map_coordinates(bs, [py, px], order=3, mode="mirror", prefilter=False)
+        gx = (ndimage.map_coordinates(bs, [py, px + 0.5], order=3, mode="mirror", prefilter=False)
+              - ndimage.map_coordinates(bs, [py, px - 0.5], order=3, mode="mirror", prefilter=False))
+        gy = (ndimage.map_coordinates(bs, [py + 0.5, px], order=3, mode="mirror", prefilter=False)
+              - ndimage.map_coordinates(bs, [py - 0.5, px], order=3, mode="mirror", prefilter=False))
+        # photometric: a ~ g * bw + o (joint, linear)
+        A2 = np.column_stack([bw, np.ones_like(bw)])
+        go = np.linalg.lstsq(A2, av, rcond=None)[0]
+        r = av - (go[0] * bw + go[1])
+        sd = 1.4826 * np.median(np.abs(r)) + 1e-6
+        wts = np.where(np.abs(r) <= 1.345 * sd, 1.0, 1.345 * sd / np.maximum(np.abs(r), 1e-12))
+        J = np.column_stack([X * (go[0] * gx)[:, None], X * (go[0] * gy)[:, None]])
+        JW = J * wts[:, None]
+        H_ = JW.T @ J + 1e-9 * np.eye(2 * P)
+        delta = np.linalg.solve(H_, JW.T @ r)
+        C = C + np.column_stack([delta[:P], delta[P:]])
+        info["iterations"] = it + 1
+        dd = X @ np.column_stack([delta[:P], delta[P:]])
+        if np.abs(dd).max() < 1e-4:
+            info["converged"] = True
+            break
+    try:
+        cov = np.linalg.inv(H_) * (sd ** 2)
+        info["param_sd"] = float(np.sqrt(np.diag(cov)).max())
+    except np.linalg.LinAlgError:
+        info["param_sd"] = float("inf")
+    info["residual_sd"] = float(sd)
+
+    def fn(x, y):
+        return poly_basis(x, y, (h, w), order) @ C
+    return C, fn, info
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the estimator
 
