@@ -4,7 +4,7 @@ A scene is a real photograph placed as a flat print on a flat surround (dark or 
 in the photograph's pixel coordinates. Every capture is a pinhole camera looking at it: capture pixel (x, y)
 (pixel centres at integers) -> lens distortion -> homography M -> world point. A scene gets one HR capture
 (100 mm) and LR captures at 50, 33 and 25 mm (nominal x2, x3, x4 via ``captures.csv``); the *true* magnification of
-each LR is its nominal scale times (1 +- 2..5 %), with its own roll (+-1 deg about the HR's), slight perspective,
+each LR is its focal ratio times (1 +- 2..5 %), with its own roll (+-1 deg about the HR's), slight perspective,
 random sub-pixel offset and, on some lenses only, radial distortion.
 
 Rendering (per capture): the world is Gaussian-prefiltered for the sampling pitch, sampled on a k x k
@@ -251,7 +251,7 @@ def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4)):
                       photometric=photometric(), noise=noise())
     for s in scales:
         e = rng.uniform(0.02, 0.05) * rng.choice([-1, 1])
-        zoom = s * (1 + e)
+        zoom = FOCAL[1] / FOCAL[s] * (1 + e)  # 2-5 % off the focal ratio (100/33 = 3.03 for x3)
         pitch = pitch_hr * zoom
         lr_half = np.array([W, H]) * pitch / 2
         slack = np.maximum(lr_half - hr_half * 1.15, 0)
