@@ -197,6 +197,8 @@ def main(argv=None):
     ap.add_argument("--width", type=int, nargs=2, default=(500, 1400))
     ap.add_argument("-j", "--workers", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="reuse generated captures and align output in --out")
+    ap.add_argument("--neutral-photometry", action="store_true",
+                    help="diagnosis: same draws, no exposure / white-balance / vignetting differences")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     log = a.out / "realsr.log"
@@ -209,7 +211,8 @@ def main(argv=None):
         t0 = time.time()
         if not (a.reuse and tpath.exists()):
             shutil.rmtree(cdir, ignore_errors=True)
-            G.generate(cdir, a.scenes, a.seed + (1000 if hard else 0), hard, tuple(a.width))
+            G.generate(cdir, a.scenes, a.seed + (1000 if hard else 0), hard, tuple(a.width),
+                       neutral_photometry=a.neutral_photometry)
         tgen = time.time() - t0
         if not (a.reuse and (adir / "manifest.jsonl").exists()):
             shutil.rmtree(adir, ignore_errors=True)

@@ -199,7 +199,7 @@ def write_capture(path: Path, lin: np.ndarray, tiff: bool, compression="zlib"):
 # ---------------------------------------------------------------------------------------------------------------
 # scenes
 
-def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4)):
+def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4), neutral_photometry=False):
     ph, pw = photo_hw
     W = int(rng.uniform(*width_range)) // 4 * 4
     aspect = rng.choice([0.75, 2 / 3])
@@ -260,6 +260,9 @@ def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4)):
                              roll=roll_hr + float(rng.uniform(-1, 1)), centre=c.tolist(), persp=persp(W),
                              distortion=dist(lens(0.4)), psf=float(rng.uniform(0.35, 0.6)), shake=shake(),
                              photometric=photometric(), noise=noise())
+    if neutral_photometry:  # diagnosis: same draws (same geometry and noise), no exposure/WB/vignetting change
+        for cap in caps.values():
+            cap["photometric"] = dict(ev=0.0, wb=[1.0, 1.0, 1.0], vignetting=0.0)
     for cap in caps.values():
         cap["M"] = capture_matrix(cap["W"], cap["H"], cap["pitch"], cap["roll"], cap["centre"], cap["persp"]).tolist()
     return caps, pad
@@ -276,19 +279,20 @@ def choose_photos(n, rng, held_out_only=False):
 
 
 def generate(out: Path, n_scenes=12, seed=1, hard=False, width=(500, 1400), scales=(2, 3, 4), photos=None,
-             verbose=True):
+             verbose=True, neutral_photometry=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     photos = photos or choose_photos(n_scenes, rng)
     truth = dict(format="independent-generator truth v1", seed=seed, hard=hard, width=list(width), scenes={},
+                 neutral_photometry=neutral_photometry,
                  convention="pixel centres at integer coords; lr_to_hr maps observed LR source px to observed HR "
                             "source px; distortion: ideal = c + (x - c)(1 + k |x - c|^2 / radius^2)")
     rows = []
     ext = ".tif" if hard else ".png"
     for i, rel in enumerate(photos):
         photo = read_photo(DATA / rel)
-        caps, pad = draw_scene(rng, photo.shape[:2], hard, width, scales)
+        caps, pad = draw_scene(rng, photo.shape[:2], hard, width, scales, neutral_photometry)
         lin = photo ** GAMMA
         surround = (rng.uniform(0.002, 0.02) if rng.random() < 0.5 else rng.uniform(0.05, 0.25)) * \
             np.array([1.0, rng.uniform(0.95, 1.05), rng.uniform(0.9, 1.1)], np.float32)
@@ -334,10 +338,12 @@ def main(argv=None):
     ap.add_argument("--hard", action="store_true")
     ap.add_argument("--width", type=int, nargs=2, default=(500, 1400), metavar=("MIN", "MAX"),
                     help="capture width range in px (up to 6000)")
+    ap.add_argument("--neutral-photometry", action="store_true",
+                    help="diagnosis: same scenes, but no exposure / white-balance / vignetting differences")
     a = ap.parse_args(argv)
     if max(a.width) > 6000:
         ap.error("--width at most 6000")
-    p = generate(Path(a.out), a.scenes, a.seed, a.hard, tuple(a.width))
+    p = generate(Path(a.out), a.scenes, a.seed, a.hard, tuple(a.width), neutral_photometry=a.neutral_photometry)
     print("truth:", p)
     return 0
 
