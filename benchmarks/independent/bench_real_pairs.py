@@ -101,6 +101,11 @@ def main(argv=None):
                 af = E.estimate_pair(lo, ho, 4)
                 row["after"] = {k: af.get(k) for k in KEYS}
                 row["window"] = rec.get("lr_window")
+                # the published pair cropped to realsr's window: separates "less area" from "worse alignment"
+                x0, y0, w, h = rec["lr_window"]
+                lp, hp = E.load_rgb(lr), E.load_rgb(hr)
+                bw = E.estimate_pair(lp[y0:y0 + h, x0:x0 + w], hp[4 * y0:4 * (y0 + h), 4 * x0:4 * (x0 + w)], 4)
+                row["before_window"] = {k: bw.get(k) for k in KEYS}
                 q = rec.get("quality") or {}
                 row["realsr_quality"] = {k: q.get(k) for k in ("psnr", "shift_median", "shift_worst")}
         results.append(row)
@@ -127,12 +132,18 @@ def main(argv=None):
         Bo = [r for r in M if r.get("after", {}).get("verdict") == "measurable"]
         b_ = np.array([r["before"]["median"] for r in Bo]) if Bo else np.array([np.nan])
         a_ = np.array([r["after"]["median"] for r in Bo]) if Bo else np.array([np.nan])
+        Bw = [r for r in Bo if r.get("before_window", {}).get("verdict") == "measurable"]
+        bw_ = np.array([r["before_window"]["median"] for r in Bw]) if Bw else np.array([np.nan])
+        aw_ = np.array([r["after"]["median"] for r in Bw]) if Bw else np.array([np.nan])
         rows.append([label, len(R), len(M), len(Bo), fmt(float(np.median(b_))), fmt(float(np.median(a_))),
                      int((a_ - b_ > 0.05).sum()), int((a_ - b_ < -0.05).sum()),
+                     f"{fmt(float(np.median(bw_)))} / {fmt(float(np.median(aw_)))} (n={len(Bw)})",
+                     f"{int((aw_ - bw_ > 0.05).sum())} / {int((aw_ - bw_ < -0.05).sum())}",
                      sum(1 for r in R if r["status"] != "ok"),
                      f"{100 * sum(1 for r in M if r['status'] == 'ok') / max(len(M), 1):.0f} %"])
     header = ["set", "pairs", "measurable before", "measurable before & after", "median before", "median after",
-              "worse > 0.05 px", "better > 0.05 px", "refused", "ok of measurable"]
+              "worse > 0.05 px", "better > 0.05 px", "same window: median before / after",
+              "same window: worse / better > 0.05", "refused", "ok of measurable"]
     print()
     print(table(rows, header))
     for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]):
