@@ -115,6 +115,17 @@ def atomic_output(path: str | os.PathLike):
             os.unlink(tmp_name)
 
 
+def remove_partials(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left under ``folder`` (a killed writer: a run interrupted
+    hard, a worker that died mid-write); returns how many. Only names of its own pattern are touched."""
+    removed = 0
+    for path in Path(folder).rglob(".*.partial*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def png_params(level: int) -> list[int]:
     """OpenCV PNG encoder settings of every realsr output: zlib ``level`` and the Paeth row filter.
 
@@ -239,6 +250,8 @@ def _read_png_jpeg(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
+    """Any TIFF cameras and raw converters write: uncompressed, LZW, Deflate/ZIP, PackBits, JPEG (with or without a
+    horizontal predictor), striped or tiled, 8 or 16 bit, chunky or planar; the codecs come from imagecodecs."""
     import tifffile
 
     try:
@@ -247,6 +260,17 @@ def _read_tiff(path: Path) -> np.ndarray:
             pixels = page.asarray()
             planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, struct.error) for bad files
+        if "requires the 'imagecodecs' package" in str(exc):
+            # tifffile decodes only uncompressed (and a few pure-Python) TIFFs itself; LZW, Deflate, JPEG and the
+            # horizontal predictor come from imagecodecs, a realsr dependency that this environment lacks.
+            import re
+
+            found = re.search(r"(COMPRESSION|PREDICTOR)\.(\w+)", str(exc))
+            codec = (found[2] if found[1] == "COMPRESSION" else f"the {found[2].lower()} predictor") if found else \
+                "a codec tifffile lacks"
+            raise InputError(f"{path}: this TIFF is encoded with {codec}, whose decoder comes from the "
+                             "'imagecodecs' package; install it (pip install imagecodecs) or re-save the file "
+                             "uncompressed") from None
         raise InputError(f"{path}: cannot decode TIFF ({exc}); the file is damaged or not a TIFF") from None
     if planar and pixels.ndim == 3:
         pixels = np.moveaxis(pixels, 0, -1)
