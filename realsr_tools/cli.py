@@ -11,18 +11,67 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from .errors import RealsrError
 
+GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
+
+
+class _RealsrGroup(TyperGroup):
+    """The command group: global flags are accepted after the subcommand too, and flags show no type placeholder.
+
+    ``realsr align DIR --out X --quiet`` means ``realsr --quiet align DIR --out X`` (no subcommand has a ``-q`` or
+    ``--debug`` of its own); arguments after ``--`` are left alone.
+    """
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        command = next((i for i, a in enumerate(args) if a in self.commands), None)
+        if command is not None:
+            end = args.index("--") if "--" in args[command:] else len(args)
+            moved = [a for a in args[command + 1:end] if a in GLOBAL_FLAGS]
+            if moved:
+                rest = [a for a in args[command + 1:end] if a not in GLOBAL_FLAGS]
+                args = moved + args[:command + 1] + rest + args[end:]
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx):
+        return _no_flag_placeholder(super().get_params(ctx))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _no_flag_placeholder(command.params)
+            if not getattr(command, "_realsr_help", False):
+                help_option = command.get_help_option
+
+                def get_help_option(context, _make=help_option):
+                    option = _make(context)
+                    return _no_flag_placeholder([option])[0] if option is not None else None
+
+                command.get_help_option, command._realsr_help = get_help_option, True
+        return command
+
+
+def _no_flag_placeholder(params):
+    for param in params:  # a flag takes no value, so help shows no "<bool>" type for it
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_RealsrGroup,
     name="realsr",
     help="Build real-world super-resolution datasets from DSLR zoom captures: inspect, align, crop, wash, train, "
     "score.",
@@ -271,7 +320,8 @@ def train(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: config, log, last.pt, best.pt, "
                                            "curve.png."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="2, 3 or 4 (default: from the data)."),
-    model: str = typer.Option("edsr", "--model", "-m", help="Model name (see --list-models)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name (see --list-models; default: "
+                                        "edsr on CUDA, edsr_small on a CPU)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: a realsr checkpoint or a "
                                         "BasicSR EDSR/RCAN one (params/params_ema); its architecture and scale "
                                         "replace --model."),
@@ -280,10 +330,15 @@ def train(
     val: Optional[Path] = typer.Option(None, "--val", help="Separate validation pairs (default: hold out "
                                        "--val-fraction of SOURCE)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of SOURCE held out for validation."),
-    steps: int = typer.Option(300_000, "--steps", help="Optimizer steps (an upper bound with --max-minutes)."),
-    batch: int = typer.Option(16, "--batch", "-b", help="Global batch (patches per step over all processes)."),
-    patch: int = typer.Option(48, "--patch", "-p", help="LR patch side in pixels (HR: scale x patch)."),
-    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (Adam)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (an upper bound with "
+                                        "--max-minutes; default 300000, and on a CPU --max-minutes 60 unless "
+                                        "either is given)."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Global batch (patches per step over all "
+                                        "processes; default 16 on CUDA, 8 on a CPU)."),
+    patch: Optional[int] = typer.Option(None, "--patch", "-p", help="LR patch side in pixels (HR: scale x patch; "
+                                        "default 48 on CUDA, 32 on a CPU)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (Adam; default 2e-4 on CUDA, 2e-3 "
+                                       "for the CPU model)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up steps (default: 2% of steps, <= 1000)."),
     ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay of the weights."),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm (0: off)."),
@@ -292,7 +347,8 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate and save every N steps "
                                             "(default: 10 times per run)."),
-    log_every: int = typer.Option(100, "--log-every", help="Log the mean loss every N steps."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Log the mean loss every N steps (and after "
+                                            "the first; default 100 on CUDA, 10 on a CPU)."),
     val_tile: Optional[int] = typer.Option(None, "--val-tile", help="LR tile side for validation inference."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Plan the schedule to end after M "
                                                 "minutes of wall time."),
@@ -319,14 +375,31 @@ def train(
     if source is None or out_dir is None:
         raise ConfigError("pass SOURCE and --out RUN_DIR (or --list-models)")
     from .train import TrainConfig, run_training
+    from .train.config import device_defaults
 
+    if device == "cpu":
+        cuda = False
+    else:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    chosen, reasons = device_defaults(cuda=cuda, given={"model": model, "batch": batch, "patch": patch, "lr": lr,
+                                                        "steps": steps, "log_every": log_every,
+                                                        "max_minutes": max_minutes})
+    model, batch, patch, lr = chosen["model"], chosen["batch"], chosen["patch"], chosen["lr"]
+    steps, log_every, max_minutes = chosen["steps"], chosen["log_every"], chosen["max_minutes"]
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if rank0:
+        for reason in reasons:
+            out.print(f"default: {reason}", highlight=False, soft_wrap=True)
     config = TrainConfig(
         source=source, out=out_dir, scale=scale, model=model, model_options={"channels": channels, "blocks": blocks},
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
         ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
         val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
         compile=compile_model, resume=resume, overwrite=overwrite, init=init)
-    result = run_training(config, show_progress=not options.quiet)
+    say = (lambda text: out.print(text, highlight=False, soft_wrap=True)) if rank0 else None
+    result = run_training(config, show_progress=not options.quiet, say=say)
     if result.rank != 0:  # other torchrun processes: rank 0 reports
         return
     table = Table(title=f"Training run {result.run_dir}")
@@ -457,6 +530,11 @@ def demo(
     table.add_row("bicubic", f"{result.bicubic_psnr:.2f}", f"{result.bicubic_ssim:.4f}")
     table.add_row("trained edsr_small", f"{result.model_psnr:.2f}", f"{result.model_ssim:.4f}")
     out.print(table)
+    if result.refused:
+        out.print(f"align refused {len(result.refused)} pair(s) on purpose (it will not write a pair it cannot verify; "
+                  "this is the intended behaviour, not an error): " +
+                  "; ".join(f"{pair_id}: {reason}" for pair_id, reason in result.refused), highlight=False,
+                  soft_wrap=True)
     where = Table(title="outputs", show_header=False)
     for name, path in result.outputs.items():
         where.add_row(name, str(path))

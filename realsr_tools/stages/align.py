@@ -61,7 +61,9 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     ----------
     capture_dir : capture root (scene folders, optional ``captures.csv``); pairs come from
         :func:`realsr_tools.captures.discover`.
-    out_dir : output folder: ``lr/x<s>/<id>.png``, ``hr/x<s>/<id>.png``, ``preview/<id>.png``, ``manifest.jsonl``.
+    out_dir : output folder: ``LR/x<s>/<id>.png``, ``HR/x<s>/<id>.png`` (BasicSR's folder names, as crop and
+        wash; manifests of earlier versions with ``lr/``, ``hr/`` still read, since records store their paths),
+        ``preview/<id>.png``, ``manifest.jsonl``.
     scales : nominal tracks to align; pairs of other tracks are left out.
     workers : pairs aligned in parallel (local processes); default: every CPU this process may use.
     preview : write a small checkerboard / difference PNG per pair.
@@ -187,7 +189,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     stem = f"x{scale}/{pair.id}.png"
-    written = {kind: s.out_dir / kind / stem for kind in OUTPUT_KEYS}
+    written = {kind: s.out_dir / kind.upper() / stem for kind in OUTPUT_KEYS}
     hr_write = io_pool.submit(write_image, written["hr"], hr_out, bit_depth=s.bit_depth,
                               png_compression=PNG_COMPRESSION)
     lr_write = None
@@ -234,7 +236,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
         "lr_window": [int(x0), int(y0), int(w), int(h)],
-        "lr": f"lr/{stem}", "hr": f"hr/{stem}", "mask": None, "preview": preview_path,
+        "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},

@@ -87,6 +87,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     source, out_dir = Path(source), Path(out_dir)
     if not 0 <= png_compression <= 9:
         raise ConfigError(f"--png-compression must be 0-9, got {png_compression}")
+    if scale is not None and scale < 1:
+        raise ConfigError(f"--scale must be a positive integer (HR = scale x LR), got {scale}")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     pairs = open_pairs(source, scale=scale)

@@ -121,6 +121,7 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     source, out_dir = Path(source), Path(out_dir)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    _check_thresholds(scale=scale, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift)
     pairs = open_pairs(source, scale=scale)
     if not pairs.pairs:
         raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
@@ -211,6 +212,24 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
                           counts=counts)
     return WashSummary(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME, meta_info=meta, report=report,
                        by_reason=dict(by_reason), sweep=sweep, groups=names, **counts)
+
+
+def _check_thresholds(*, scale: int | None, min_psnr: float, min_ssim: float | None,
+                      max_shift: float | None) -> None:
+    """Refuse thresholds that make no sense (NaN compares false with everything: it would drop every pair)."""
+    import math
+
+    problems = []
+    if scale is not None and scale < 1:
+        problems.append(f"--scale must be a positive integer, got {scale}")
+    if not (math.isfinite(min_psnr) and min_psnr >= 0):
+        problems.append(f"--min-psnr must be a finite number of dB >= 0, got {min_psnr}")
+    if min_ssim is not None and not 0 <= min_ssim <= 1:
+        problems.append(f"--min-ssim must be between 0 and 1, got {min_ssim}")
+    if max_shift is not None and not (math.isfinite(max_shift) and max_shift > 0):
+        problems.append(f"--max-shift must be a positive number of LR pixels, got {max_shift}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _as_score(record: dict[str, Any]) -> PairScore:
