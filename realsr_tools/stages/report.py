@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..pipeline.manifest import MANIFEST_NAME, Manifest, atomic_write_text, read_manifest
+from ..pipeline.output import holds_output
 
 WINDOW = 96  # LR pixels on the side of the crop shown per pair
 REPORT_DIR = "report"
@@ -62,11 +63,10 @@ def best_window(lr: np.ndarray, size: int = WINDOW) -> tuple[int, int, int]:
     return where[0], where[1], side
 
 
+@holds_output("folder")
 def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSummary:
     """Write ``folder/report/index.html`` for the stage output in ``folder`` (see the module docstring)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder; pass a realsr stage output folder")
     manifest, records, loader = _open(folder)
     out = folder / REPORT_DIR
     (out / "pairs").mkdir(parents=True, exist_ok=True)
