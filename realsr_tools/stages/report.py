@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RealsrError
 from ..pipeline.manifest import MANIFEST_NAME, Manifest, atomic_write_text, read_manifest
 from ..pipeline.output import holds_output
 
@@ -73,11 +73,13 @@ def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSumma
     records = sorted(records, key=lambda r: (STATUS_ORDER.get(_status(r), 5), str(r.get("id"))))
     from ..pipeline.progress import track
 
+    import cv2
+
     cards, not_shown = [], []
     for record in track(records, description="report", enabled=show_progress):
         try:
             images = loader(record)
-        except Exception as exc:  # noqa: BLE001 - any unreadable pair is listed on the page, the report goes on
+        except (RealsrError, OSError, ValueError, KeyError, cv2.error) as exc:  # listed on the page; the report goes on
             not_shown.append(f"{record.get('id')}: {exc}")
             continue
         if images is not None:
