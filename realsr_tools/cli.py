@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -92,6 +92,16 @@ class GlobalOptions:
 options = GlobalOptions()
 F = TypeVar("F", bound=Callable)
 
+# Where per-item work runs: options shared by align, crop, wash and score (see realsr_tools.pipeline.runner).
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", "-j", min=1, help="Local processes working in parallel (default: every CPU this process may use).")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    "--scheduler", envvar="REALSR_SCHEDULER", show_envvar=True,
+    help="Run on this Dask cluster: scheduler address (tcp://host:8786) or scheduler file. Never starts one.")]
+SchedulerFile = Annotated[Optional[Path], typer.Option(
+    "--scheduler-file", help="Run on the Dask cluster whose scheduler wrote this file "
+    "(dask scheduler --scheduler-file PATH).")]
+
 
 def user_errors(command: F) -> F:
     """Turn a RealsrError into one red line and exit code 2 (``--debug`` re-raises for the traceback)."""
@@ -161,7 +171,7 @@ def align(
     capture_dir: Path = typer.Argument(..., help="Capture folder: one folder per scene (camera folders allowed)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder for aligned pairs and manifest.jsonl."),
     scales: str = typer.Option("2,3,4", "--scales", help="Comma-separated nominal scales to align."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Pairs aligned in parallel."),
+    workers: Workers = None,
     preview: bool = typer.Option(False, "--preview", help="Write a checkerboard/difference PNG per pair."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo pairs already aligned (default: resume)."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="Output PNG bits per channel: 8 or 16."),
@@ -170,6 +180,8 @@ def align(
                                      "off: the LR is a bit-exact crop."),
     raw_gamma: str = typer.Option("bt709", "--raw-gamma", help="RAW rendering curve: bt709 or linear."),
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
 ) -> None:
     """Register LR captures to their HR capture; write aligned pairs (HR = scale x LR) and the align manifest."""
     from .stages.align import run_align
@@ -185,7 +197,8 @@ def align(
                           f"{raw_gamma!r} and {raw_colour!r}")
     summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
                         overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
-                        raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), show_progress=not options.quiet)
+                        raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), show_progress=not options.quiet,
+                        scheduler=scheduler, scheduler_file=scheduler_file)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
     out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
@@ -201,11 +214,12 @@ def crop(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="HR/LR scale; required for an HR/+LR/ folder."),
     size: Optional[int] = typer.Option(None, "--size", help="LR patch side; default AIM 2020: 380 x2, 272 x3, 192 x4."),
     step: Optional[int] = typer.Option(None, "--step", help="LR distance between patches; default --size."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Threads decoding and encoding in "
-                                          "parallel; default: every CPU this process may use."),
+    workers: Workers = None,
     png_compression: int = typer.Option(3, "--png-compression", help="PNG zlib level 0-9 (3: BasicSR's; 0: "
                                         "fastest, ~2x larger files; 9: smallest, several times slower)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo everything instead of resuming."),
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
 ) -> None:
     """Cut pairs into LR/HR training patches at exactly corresponding places.
 
@@ -216,7 +230,8 @@ def crop(
     from .stages.crop import run_crop
 
     summary = run_crop(source, out_dir, scale=scale, size=size, step=step, workers=workers,
-                       png_compression=png_compression, overwrite=overwrite, show_progress=not options.quiet)
+                       png_compression=png_compression, overwrite=overwrite, show_progress=not options.quiet,
+                       scheduler=scheduler, scheduler_file=scheduler_file)
     out.print(f"{summary.patches} patch pair(s) from {summary.pairs} pair(s) in {summary.out_dir} "
               f"({summary.pairs_done} cut now, {summary.pairs_resumed} resumed, {summary.pairs_empty} gave no patch, "
               f"{summary.patches_skipped_invalid} patch(es) skipped for invalid pixels)")
@@ -235,7 +250,9 @@ def wash(
     min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
     max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Processes scoring pairs in parallel."),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
 ) -> None:
     """Score every pair for misalignment and damage; keep those above the floors and report the rest.
 
@@ -249,7 +266,8 @@ def wash(
     from .stages.wash import run_wash
 
     summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
-                       dry_run=dry_run, workers=workers, show_progress=not options.quiet)
+                       dry_run=dry_run, workers=workers, show_progress=not options.quiet, scheduler=scheduler,
+                       scheduler_file=scheduler_file)
     if dry_run:
         table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")
         table.add_column("--min-psnr", justify="right")
@@ -428,6 +446,11 @@ def score(
     per_image: bool = typer.Option(False, "--per-image", help="List every image in the table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (model and metrics)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
+    gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", help="GPUs each Dask task needs "
+                                                  "(workers declare them: dask worker --resources GPU=1)."),
 ) -> None:
     """PSNR, SSIM and the AIM 2020 score of SR images, a model or the bicubic baseline against HR."""
     from .stages.score import run_score
@@ -435,7 +458,8 @@ def score(
     report = run_score(sr_dir=sr, hr_dir=hr, checkpoint=model, data=data, bicubic=bicubic, scale=scale,
                        crop_border=crop_border, channels=channels, tile=tile, overlap=overlap,
                        memory_budget=memory_budget, ensemble=ensemble, save_dir=save, out_dir=out_dir,
-                       overwrite=overwrite, device=device, show_progress=not options.quiet)
+                       overwrite=overwrite, device=device, show_progress=not options.quiet, workers=workers,
+                       scheduler=scheduler, scheduler_file=scheduler_file, gpus_per_task=gpus_per_task)
     method = report.method
     table = Table(title=f"realsr score: {method['form']} ({report.count} image(s))")
     for column in ("image", "PSNR (dB)", "SSIM"):

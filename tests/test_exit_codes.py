@@ -101,3 +101,23 @@ def test_train_exit_codes(pairs, tmp_path, one_torch_thread):
                     "2", "--batch", "2", "--patch", "16", "--device", "cpu", "--val-every", "2")
     assert result.exit_code == 0, result.output
     assert invoke("train", pairs, "--out", tmp_path / "run2", "--steps", "0").exit_code == 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["crop", "{pairs}", "--out", "{out}", "--scale", "0", "--size", "32"], "--scale"),
+    (["crop", "{pairs}", "--out", "{out}", "--scale", "-4", "--size", "32"], "--scale"),
+    (["wash", "{pairs}", "--out", "{out}", "--scale", "0"], "--scale"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-psnr", "-5"], "--min-psnr"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-psnr", "nan"], "--min-psnr"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-ssim", "2"], "--min-ssim"),
+    (["wash", "{pairs}", "--out", "{out}", "--max-shift", "-1"], "--max-shift"),
+    (["wash", "{pairs}", "--out", "{out}", "--max-shift", "nan"], "--max-shift"),
+    (["train", "{pairs}", "--out", "{out}", "--blocks", "-1"], "--blocks"),
+    (["train", "{pairs}", "--out", "{out}", "--channels", "0"], "--channels"),
+    (["demo", "--out", "{out}", "--steps", "0"], "--steps"),
+])
+def test_options_that_make_no_sense_are_refused_before_any_work(pairs, tmp_path, args, says):
+    # issue 12 case 8: these were accepted (nan dropped every pair; --channels 0 was an 80-line traceback).
+    result = invoke(*[a.format(pairs=pairs, out=tmp_path / "out") for a in args])
+    assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

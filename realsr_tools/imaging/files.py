@@ -115,6 +115,17 @@ def atomic_output(path: str | os.PathLike):
             os.unlink(tmp_name)
 
 
+def remove_partials(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left under ``folder`` (a killed writer: a run interrupted
+    hard, a worker that died mid-write); returns how many. Only names of its own pattern are touched."""
+    removed = 0
+    for path in Path(folder).rglob(".*.partial*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def png_params(level: int) -> list[int]:
     """OpenCV PNG encoder settings of every realsr output: zlib ``level`` and the Paeth row filter.
 

@@ -44,7 +44,12 @@ def model_options(name: str, **overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {', '.join(sorted(unknown))}; it takes "
                           f"{', '.join(sorted(_DEFAULTS[name]))}")
-    return _DEFAULTS[name] | {k: v for k, v in overrides.items() if v is not None}
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    for key, smallest in (("channels", 1), ("blocks", 0)):
+        value = chosen.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < smallest):
+            raise ConfigError(f"--{key} must be an integer >= {smallest}, got {value!r}")
+    return _DEFAULTS[name] | chosen
 
 
 def create_model(name: str, scale: int, **overrides: Any):

@@ -84,10 +84,18 @@ def _load_split(config: TrainConfig):
 def _prepare_run_dir(config: TrainConfig) -> None:
     out = config.out
     ours = [out / n for n in (CONFIG_NAME, LOG_NAME, LAST_NAME, BEST_NAME, CURVE_NAME)]
+    checkpoints = [out / LAST_NAME, out / BEST_NAME]
     if config.resume:
         if not (out / LAST_NAME).is_file():
-            raise ConfigError(f"{out}: no {LAST_NAME} to resume from; start the run without --resume")
+            started = any(p.exists() for p in ours)
+            raise ConfigError(f"{out}: no {LAST_NAME} to resume from" + (
+                " (the run there stopped before its first checkpoint)" if started else "")
+                + "; start the run without --resume")
         return
+    if not any(p.exists() for p in checkpoints):
+        # A run killed during start-up left only its config and log: nothing to lose, start it over.
+        for p in ours:
+            p.unlink(missing_ok=True)
     if any(p.exists() for p in ours):
         if not config.overwrite:
             raise OutputExistsError(f"{out}: already holds a training run; pass --resume to continue it or "
@@ -99,8 +107,13 @@ def _prepare_run_dir(config: TrainConfig) -> None:
 
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any]) -> None:
     current = config.to_dict()
-    changed = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in RESUME_KEYS
-               if json.loads(json.dumps(current[k])) != saved.get(k)]
+
+    def same(key: str) -> bool:
+        if key in ("source", "val") and current[key] is not None and saved.get(key) is not None:
+            return os.path.realpath(current[key]) == os.path.realpath(saved[key])  # ./data, data/, /abs/data
+        return json.loads(json.dumps(current[key])) == saved.get(key)
+
+    changed = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in RESUME_KEYS if not same(k)]
     if changed:
         raise ConfigError(f"{config.out / LAST_NAME}: --resume needs the options of the run it continues; changed: "
                           f"{', '.join(changed)}")

@@ -183,7 +183,7 @@ def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_pa
         real = getattr(wash, name)
         monkeypatch.setattr(wash, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     # Another threshold: nothing is fitted or scored again, and the verdicts follow the new floor.
-    again = run_wash(small, out, min_psnr=0, show_progress=False)
+    again = run_wash(small, out, min_psnr=0, workers=1, show_progress=False)  # the patches are in-process
     assert calls == [] and again.kept == again.pairs == first.pairs
     assert [r["psnr"] for r in read_manifest(out).records] == [r["psnr"] for r in records]
     # A changed LR file is not served from the cache: it is fitted and scored again (so is every pair whose
@@ -191,7 +191,7 @@ def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_pa
     name = sorted(p.name for p in (small / "LR").iterdir())[0]
     lr = cv2.imread(str(small / "LR" / name))
     cv2.imwrite(str(small / "LR" / name), np.roll(lr, 3, axis=1))
-    run_wash(small, out, min_psnr=29, show_progress=False)
+    run_wash(small, out, min_psnr=29, workers=1, show_progress=False)
     changed = {r["id"]: r for r in read_manifest(out).records}[name[:-4]]
     assert calls.count("fit_pair") == 1 and "score_pair" in calls
     assert changed["psnr"] < 29 and "psnr<29" in changed["reasons"]

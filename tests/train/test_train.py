@@ -273,3 +273,28 @@ def test_batches_reach_the_device_as_unit_floats(dtype):
         assert lr.dtype == torch.float32 and hr.shape == (2, 3, 16, 16)
         np.testing.assert_allclose(hr.numpy(), batch.hr / peak, rtol=1e-6)
         assert lr.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_resume_compares_resolved_source_paths(tiny, tmp_path, monkeypatch):
+    # issue 12 case 9: './data', 'data/' and the absolute path were three "changed" sources for --resume.
+    monkeypatch.chdir(tiny.parent)
+    _train(f"./{tiny.name}", tmp_path / "run", "--steps", "4")
+    result = runner.invoke(app, ["-q", "train", str(tiny.resolve()), "--out", str(tmp_path / "run"), *TINY,
+                                 "--steps", "4", "--resume"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tiny, tmp_path):
+    # issue 12 case 9: neither --resume ("no last.pt") nor a plain re-run ("already holds a run") worked.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text(json.dumps({"kind": "val", "step": 0, "psnr": 20.0}) + "\n")
+    (out / "config.json").write_text("{}\n")
+    result = runner.invoke(app, ["-q", "train", str(tiny), "--out", str(out), *TINY, "--steps", "2", "--resume"])
+    assert result.exit_code == 2 and "before its first checkpoint" in result.output
+    assert "without --resume" in result.output
+    _train(tiny, out, "--steps", "2")
+    assert (out / "last.pt").is_file()
+    # A run with a checkpoint is still protected.
+    result = runner.invoke(app, ["-q", "train", str(tiny), "--out", str(out), *TINY, "--steps", "2"])
+    assert result.exit_code == 2 and "--resume" in result.output and "--overwrite" in result.output
