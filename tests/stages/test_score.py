@@ -119,20 +119,29 @@ def test_self_ensemble(small_model, data_dir):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-# The real peak memory of one forward pass: the growth of the peak resident size (ru_maxrss) of a fresh process
-# over the pass, after a warm-up pass. Measured by the operating system, not by realsr's estimator.
+# The real peak memory of one forward pass, measured by the operating system in a fresh process: the kernel's
+# resident high-water mark (VmHWM), reset just before the pass (/proc/self/clear_refs, "5"), less the resident size
+# then. Independent of realsr's estimator and of any peak reached earlier (imports, the warm-up).
 PEAK_CHILD = r"""
-import resource, sys, torch
+import sys, torch
 from realsr_tools.models import create_model
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024  # kB
+
 torch.set_num_threads(1)
 torch.manual_seed(0)
 model = create_model("edsr_small", 4, blocks=2).eval()
 x = torch.rand(1, 3, int(sys.argv[1]), int(sys.argv[1]))
 with torch.inference_mode():
     model(torch.rand(1, 3, 16, 16))  # one-time allocations
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as stream:
+        stream.write("5")  # reset VmHWM to the current resident size
     model(x)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)  # KiB on Linux
+    print(status("VmHWM") - before)
 """
 
 
