@@ -389,23 +389,28 @@ def train(
     model, batch, patch, lr = chosen["model"], chosen["batch"], chosen["patch"], chosen["lr"]
     steps, log_every, max_minutes = chosen["steps"], chosen["log_every"], chosen["max_minutes"]
     rank0 = os.environ.get("RANK", "0") == "0"
-    if rank0:
-        for reason in reasons:
-            out.print(f"default: {reason}", highlight=False, soft_wrap=True)
+    pending = [f"default: {reason}" for reason in reasons]  # said once the run has started (not before an error)
+
+    def say(text: str) -> None:
+        for line in (*pending, text):
+            out.print(line, highlight=False, soft_wrap=True)
+        pending.clear()
+
     config = TrainConfig(
         source=source, out=out_dir, scale=scale, model=model, model_options={"channels": channels, "blocks": blocks},
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
         ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
         val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
         compile=compile_model, resume=resume, overwrite=overwrite, init=init)
-    say = (lambda text: out.print(text, highlight=False, soft_wrap=True)) if rank0 else None
-    result = run_training(config, show_progress=not options.quiet, say=say)
+    result = run_training(config, show_progress=not options.quiet, say=say if rank0 and not options.quiet else None)
     if result.rank != 0:  # other torchrun processes: rank 0 reports
         return
     table = Table(title=f"Training run {result.run_dir}")
     table.add_column("")
     table.add_column("value")
     table.add_row("device", f"{result.device} x{result.world_size}")
+    if reasons:
+        table.add_row("defaults chosen", "\n".join(reasons))
     table.add_row("pairs", f"{result.train_pairs} train, {result.val_pairs} validation")
     table.add_row("steps", f"{result.steps} of {result.planned_steps}" + (" (ended by --max-minutes)"
                                                                           if result.stopped_early else ""))

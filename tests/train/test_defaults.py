@@ -36,7 +36,7 @@ def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_pat
     pairs = real_pair_folder(tmp_path / "pairs", data_dir, ["Canon_004_LR4.png", "Canon_033_LR4.png",
                                                             "Nikon_017_LR4.png"], copy=False)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["-q", "train", str(pairs), "--out", str(out), "--steps", "3", "--device", "cpu",
+    result = runner.invoke(app, ["train", str(pairs), "--out", str(out), "--steps", "3", "--device", "cpu",
                                  "--val-fraction", "0.34"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -44,6 +44,10 @@ def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_pat
     for phase in ("reading and decoding the pairs", "2 training and 1 validation pairs at x4",
                   "model edsr_small", "validating bicubic and the untrained model", "plan: 3 steps"):
         assert phase in text, phase
+    quiet = runner.invoke(app, ["-q", "train", str(pairs), "--out", str(tmp_path / "quiet"), "--steps", "1",
+                                "--device", "cpu", "--val-fraction", "0.34"])
+    assert quiet.exit_code == 0 and "reading and decoding" not in quiet.output  # --quiet: no start-up chatter
+    assert "defaults chosen" in quiet.output and "edsr_small" in quiet.output  # the summary still says
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     train = [e for e in events if e["kind"] == "train"]
     assert train[0]["step"] == 1 and math.isfinite(train[0]["loss"])
