@@ -84,18 +84,22 @@ def field_error(hr_out, hr_truth, s):
     if H * W > 3_000_000:
         q = 2 if s % 2 == 0 else 3
         a, b = E.area_down(a, q), E.area_down(b, q)
-    f = E.displacement_field(a, b, tile=(64, 32), use_flow=False)
+    # initial field: tile phase correlation on the LR grid (cheap), rescaled to the measurement grid
+    r = s // q
+    al, bl = (E.area_down(a, r), E.area_down(b, r)) if r > 1 else (a, b)
+    f = E.displacement_field(al, bl, use_flow=False)
     m = f["measurable"]
     n = int(m.sum())
     out = dict(tiles=int(len(m)), measurable_tiles=n, grid_px_per_lr_px=s / q)
     init = None
     if n >= 4:
         d = f["d"][m]
-        init = E.fit_poly(f["centres"][m], d, a.shape, order=2 if n >= 12 else 1)
-        tmag = np.hypot(d[:, 0], d[:, 1]) * q / s
+        fl = E.fit_poly(f["centres"][m], d, al.shape, order=2 if n >= 12 else 1)
+        init = lambda x, y: fl((np.asarray(x) + 0.5) / r - 0.5, (np.asarray(y) + 0.5) / r - 0.5) * r  # noqa: E731
+        tmag = np.hypot(d[:, 0], d[:, 1]) * q * r / s
         out.update(tile_median=float(np.median(tmag)), tile_max=float(tmag.max()))
     # dense parametric (cubic polynomial) field over every pixel, seeded by the tile field
-    C, fn, info = E.parametric_field(a, b, order=3, init=init, max_px=400_000)
+    C, fn, info = E.parametric_field(a, b, order=3, init=init, max_px=250_000, iters=20)
     gy, gx = np.mgrid[0:a.shape[0]:4, 0:a.shape[1]:4]
     dd = fn(gx.ravel(), gy.ravel()) * q / s
     mag = np.hypot(dd[:, 0], dd[:, 1])

@@ -32,7 +32,7 @@ from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationE
 from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
-from ..pipeline.pairs import PairRef, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
 
 OUTPUT_KEYS = ("lr", "hr")
@@ -106,6 +106,7 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     if out_dir.resolve() == pairs.root.resolve():
         raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
     check_pairs_fit(pairs, scale=scale, size=size)
+    check_meta_info_names(pairs)
     params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
     done = _prepare_output(out_dir, params, overwrite)
 

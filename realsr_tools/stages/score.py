@@ -311,6 +311,7 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         from ..pipeline.pairs import open_pairs
 
         source = open_pairs(Path(data), scale=scale)
+        source.one_scale()
         pairs = source.pairs
         if not pairs:
             raise InputError(f"{data}: no usable pairs{f' at scale x{scale}' if scale else ''}")

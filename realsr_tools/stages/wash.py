@@ -43,7 +43,7 @@ from ..degradation import (CROP_BORDER, DEFAULT_SAMPLES, DEFAULT_SUPPORT, Degrad
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
-from ..pipeline.pairs import PairRef, PairSource, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, PairSource, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
 
@@ -126,6 +126,8 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     if not pairs.pairs:
         raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
     check_pairs_fit(pairs, scale=scale)
+    if not dry_run:
+        check_meta_info_names(pairs)
     if not dry_run:
         if out_dir.resolve() == pairs.root.resolve():
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")

@@ -53,7 +53,7 @@ def _load_split(config: TrainConfig):
     source = open_pairs(config.source, scale=config.scale)
     if not source.pairs:
         raise ConfigError(f"{config.source}: no usable pairs" + (f" at x{config.scale}" if config.scale else ""))
-    scale = config.scale or source.scale
+    scale = config.scale or source.one_scale()
     if scale is None:
         from ..imaging import read_pixels
 

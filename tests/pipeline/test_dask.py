@@ -24,6 +24,7 @@ from realsr_tools.cli import app  # noqa: E402
 from realsr_tools.errors import ConfigError  # noqa: E402
 from realsr_tools.pipeline import runner as runner_module  # noqa: E402
 from realsr_tools.pipeline.manifest import read_manifest  # noqa: E402
+from realsr_tools.pipeline.output import LOCK_NAME  # noqa: E402
 from realsr_tools.simulate import make_capture_folder  # noqa: E402
 from realsr_tools.stages.align import run_align  # noqa: E402
 
@@ -66,9 +67,10 @@ def local_align(tmp_path_factory, captures):
 
 
 def _files(out: Path) -> dict[str, str]:
-    """sha256 of every file under ``out`` but the manifest (its header holds the command line and time)."""
+    """sha256 of every file under ``out`` but the manifest (its header holds the command line and time) and the
+    run's lock file."""
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.jsonl"}
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("manifest.jsonl", LOCK_NAME)}
 
 
 def _records(out: Path) -> list[dict]:

@@ -58,7 +58,8 @@ def test_score_pair_is_high_for_the_exact_degradation_and_low_when_shifted(synth
     hr, lr, kernel, colour = synthetic
     model = Degradation(scale=4, kernel=kernel, colour=colour, pairs=1)
     exact = score_pair(lr, hr, model)
-    assert exact.psnr > 50 and exact.ssim > 0.999  # not inf: the tone fit sees the clipped highlights and exact.shift < 0.02 and not exact.flat
+    assert exact.psnr > 50 and exact.ssim > 0.999  # not inf: the tone fit sees the clipped highlights
+    assert exact.shift < 0.02 and not exact.flat
     moved = np.ascontiguousarray(np.roll(hr, (8, 0), axis=(0, 1)))  # content moved 2 LR px down
     shifted = score_pair(lr, moved, model)
     assert shifted.psnr < 25 and abs(shifted.shift - 2.0) < 0.1
@@ -142,7 +143,7 @@ def test_wash_bad_input_is_recorded_or_refused(small, tmp_path):
     summary = run_wash(small, tmp_path / "out", min_psnr=0, show_progress=False)
     assert summary.failed == 2 and summary.kept == 3
     failed = {r["id"]: r["reasons"][0] for r in read_manifest(tmp_path / "out").records if r["status"] == "failed"}
-    assert "PNG is truncated" in failed[names[1][:-4]] and "needs 512x512" in failed[names[2][:-4]]
+    assert "not a PNG file" in failed[names[1][:-4]] and "needs 512x512" in failed[names[2][:-4]]
     assert open_pairs(tmp_path / "out").pairs  # failures never reach the kept set
     (small / "LR" / names[0]).unlink()
     with pytest.raises(InputError, match="without an LR partner"):

@@ -230,7 +230,37 @@ def test_max_minutes_plans_the_steps_that_fit_and_writes_both_checkpoints(tiny, 
     assert json.loads((out / "config.json").read_text())["total_steps"] < 100000  # the initial plan
     last = load_checkpoint(out / "last.pt", scale=4)
     assert 1 <= last.meta["step"] == last.meta["total_steps"] < 100000  # re-planned on the way, then completed
-    assert load_checkpoint(out / "best.pt", scale=4).meta["val_psnr"] >= last.meta["bicubic_psnr"]
+    best = load_checkpoint(out / "best.pt", scale=4)
+    assert best.meta["val_psnr"] == max(json.loads(line).get("psnr", -1) for line in
+                                        (out / "log.jsonl").read_text().splitlines())  # the best validation kept
+
+
+def test_training_lowers_the_loss_and_moves_the_weights(tiny, tmp_path):
+    # "best val_psnr >= bicubic" cannot fail (step 0 is bicubic and best is a running maximum): instead, the trained
+    # weights must differ from the initial ones and fit the training pairs better than the initial model does.
+    out = tmp_path / "learns"
+    _train(tiny, out, "--steps", "40", "--lr", "1e-3", "--val-every", "40", "--log-every", "10")
+    trained = load_checkpoint(out / "last.pt", scale=4).model
+    torch.manual_seed(0)  # the run's --seed: its initial weights
+    initial = create_model("edsr_small", 4).eval()
+    moved = {name: (trained.state_dict()[name] - value).abs().max().item()
+             for name, value in initial.state_dict().items()}
+    assert all(change > 0 for change in moved.values()), [n for n, c in moved.items() if c == 0]
+    config = json.loads((out / "config.json").read_text())
+
+    def l1(model) -> float:
+        total = 0.0
+        for name in config["train_ids"]:
+            lr = to_float(read_pixels(tiny / "LR" / f"{name}.png"))
+            hr = to_float(read_pixels(tiny / "HR" / f"{name}.png"))
+            total += float(np.abs(upscale(model, lr, scale=4) - hr).mean())
+        return total / len(config["train_ids"])
+
+    before, after = l1(initial), l1(trained)
+    assert after < before - 1e-4, (before, after)
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "train"]
+    assert len(losses) == 5 and np.mean(losses[-2:]) < losses[0]  # the logged training loss falls too
 
 
 def test_speed_measurement_leaves_no_trace(monkeypatch):
