@@ -122,7 +122,8 @@ def align(
                         raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), show_progress=not options.quiet)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
-    out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
+    unmeasurable = f" ({summary.unmeasurable} unmeasurable by the verifier)" if summary.unmeasurable else ""
+    out.print(f"aligned [green]{summary.ok}[/]{unmeasurable}, failed [red]{summary.failed}[/], skipped (done before) "
               f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
 
 

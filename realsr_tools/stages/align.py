@@ -24,6 +24,9 @@ OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 256  # LR px on the longer side of each preview panel
+# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2x on the tile
+# p95); realsr_tools.verification.DEFAULT_LIMIT, calibrated on real pairs damaged by known amounts.
+MAX_FIELD_DISPLACEMENT = 0.35
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class AlignSummary:
     skipped: int
     manifest: Path
     failures: tuple[tuple[str, str], ...] = field(default=())  # (pair id, reason) of this run's failures
+    unmeasurable: int = 0  # of this run's ok pairs: the verifier could not measure their displacement field
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
     settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
-    ok = failed = 0
+    ok = failed = unmeasurable = 0
     failures = []
     with StageWriter(out_dir, header, keep=keep) as writer:
         for record in track(_records(todo, settings, workers), description="align", total=len(todo),
@@ -104,10 +108,12 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
             writer.add(record)
             if record["status"] == "ok":
                 ok += 1
+                unmeasurable += record["verification"]["verdict"] == "unmeasurable"
             else:
                 failed += 1
                 failures.append((record["id"], record["error"]))
-    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures))
+    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures),
+                        unmeasurable)
 
 
 def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[str, Any]]:
@@ -136,13 +142,14 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
-        "photometric": None, "quality": None, "registration": None, "distortion": None,
+        "photometric": None, "quality": None, "registration": None, "distortion": None, "verification": None,
     }
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
+        record["verification"] = getattr(exc, "verification", None)
     return record
 
 
@@ -162,6 +169,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
+    from ..verification import verify
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
@@ -196,6 +204,14 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         if shift.median is not None and shift.median > MAX_RESIDUAL_MEDIAN:
             raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
                                     f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f})")
+        # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
+        # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
+        # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
+        verification = verify(lr_check, hr_on_lr, limit=MAX_FIELD_DISPLACEMENT)
+        if verification.verdict == "misaligned":
+            error = RegistrationError(f"verified misalignment: {verification.reason}")
+            error.verification = verification.to_dict()
+            raise error
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
                                   png_compression=PNG_COMPRESSION)
         distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
@@ -229,6 +245,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},
+        "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
 
 
