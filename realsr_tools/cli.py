@@ -167,6 +167,8 @@ def wash(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
     min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
     max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
+    max_misalignment: float = typer.Option(0.35, "--max-misalignment", help="Verifier limit, LR px: drop a pair "
+                                           "whose displacement field exceeds it anywhere measurable (0: off)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes scoring pairs in parallel."),
 ) -> None:
@@ -182,7 +184,7 @@ def wash(
     from .stages.wash import run_wash
 
     summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
-                       dry_run=dry_run, workers=workers, show_progress=not options.quiet)
+                       max_misalignment=max_misalignment or None, dry_run=dry_run, workers=workers, show_progress=not options.quiet)
     if dry_run:
         table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")
         table.add_column("--min-psnr", justify="right")
@@ -193,7 +195,8 @@ def wash(
         out.print(table)
     else:
         out.print(f"kept {summary.kept} of {summary.pairs} pair(s) in {summary.out_dir} ({summary.dropped} dropped, "
-                  f"{summary.failed} failed, {summary.flat} flat); report in {summary.report}")
+                  f"{summary.failed} failed, {summary.misaligned} misaligned, {summary.unmeasurable} unmeasurable, "
+                  f"{summary.flat} flat); report in {summary.report}")
     for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
         out.print(f"  {reason}: {count}", highlight=False)
 

@@ -68,7 +68,7 @@ SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile i
 DEFAULT_LIMIT = 0.35
 # Single tiles are noisier than the fitted field (tile p95 of the untouched real pairs: 0.53 px at its 95th
 # percentile), so the tile p95 is held to P95_FACTOR x the limit: it catches local, non-affine errors.
-P95_FACTOR = 2.0
+P95_FACTOR = 2.5
 
 
 @dataclass(frozen=True)
