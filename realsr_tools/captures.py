@@ -80,6 +80,16 @@ class CaptureSet:
     def problems(self) -> list[str]:
         return [f"{scene.name}: {problem}" for scene in self.scenes for problem in scene.problems]
 
+    @property
+    def blocked(self) -> list[tuple[str, str, str]]:
+        """``(id, capture path, reason)`` of unreadable captures whose focal length is unknown: their scene has no
+        pairs, since any of them might be its HR capture."""
+        return [(f"{s.name.replace('/', '_') if s.name != '.' else 'root'}__{PurePosixPath(c.path).stem}", c.path,
+                 f"{c.error}; its focal length is unknown, so the HR capture of scene {s.name} cannot be chosen and "
+                 f"none of its pairs was aligned (fix or remove the file, or give its focal length in "
+                 f"{CAPTURES_CSV})")
+                for s in self.scenes for c in s.captures if c.error and c.focal_mm is None]
+
     def to_dict(self) -> dict:
         return {
             "root": str(self.root),
@@ -156,13 +166,19 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         override = overrides.get(rel, {})
         error = None
         focal = camera = source = None
+        # A damaged file still takes its place in the scene (its focal length from EXIF, which sits at the start of
+        # the file, or from captures.csv): it must never let another capture silently become the HR. Its pairs fail
+        # in align with the reason.
         try:
             check_complete(file)
+        except RealsrError as exc:
+            error = str(exc)
+        try:
             meta = read_metadata(file)
             focal, camera = meta.focal_mm, meta.camera
             source = "exif" if focal is not None else None
         except RealsrError as exc:
-            error = str(exc)
+            error = error or str(exc)
         if override.get("focal_mm") is not None:
             focal, source = override["focal_mm"], CAPTURES_CSV
         camera = override.get("camera") or camera
@@ -183,7 +199,14 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...]) -> 
             scene.problems.append(f"unreadable: {capture.error}")
         elif capture.focal_mm is None:
             scene.problems.append(f"{capture.path}: no focal length in EXIF; add it to {CAPTURES_CSV}")
-    usable = [c for c in captures if c.error is None and c.focal_mm is not None]
+    unknown = [c for c in captures if c.error and c.focal_mm is None]
+    if unknown:
+        scene.problems.append(f"{len(unknown)} unreadable capture(s) without a known focal length "
+                              f"({', '.join(c.path for c in unknown[:3])}): the HR capture cannot be chosen, no pair "
+                              "is planned")
+        return scene
+    # Unreadable captures of known focal length keep their place: align records their pairs as failed, naming them.
+    usable = [c for c in captures if c.focal_mm is not None]
     cameras = sorted({c.camera for c in usable if c.camera})
     if len(cameras) > 1:
         scene.problems.append(f"mixed cameras in one scene ({', '.join(cameras)}); only captures of the HR "

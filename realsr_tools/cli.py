@@ -1,7 +1,10 @@
 """The ``realsr`` command line: a thin Typer layer that parses options, calls one stage function, prints a summary.
 
-User errors (:class:`~realsr_tools.errors.RealsrError`) become one red line and exit code 2; ``--debug`` shows the
-traceback instead. Heavy modules (torch, OpenCV, rawpy) are imported inside the commands that need them.
+Exit codes, the same for every command: 0 when at least one item succeeded (the failures are counted and listed),
+1 when none did (:func:`exit_for`), 2 for a usage or input error found before the work starts. User errors
+(:class:`~realsr_tools.errors.RealsrError`, and an output location that is full or read-only) become one red line
+and exit code 2; ``--debug`` shows the traceback instead. Heavy modules (torch, OpenCV, rawpy) are imported inside
+the commands that need them.
 """
 
 from __future__ import annotations
@@ -53,8 +56,22 @@ def user_errors(command: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # only a full, read-only or forbidden output location; anything else is a bug
+            from .pipeline.output import location_error
+
+            problem = location_error(exc, exc.filename or "output")
+            if problem is None or options.debug:
+                raise
+            err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def exit_for(succeeded: int, failed: int) -> None:
+    """The exit-code policy's last step: exit 1 when items failed and none succeeded (else return: exit 0)."""
+    if failed and not succeeded:
+        raise typer.Exit(1)
 
 
 def _version(value: bool) -> None:
@@ -125,6 +142,7 @@ def align(
     unmeasurable = f" ({summary.unmeasurable} unmeasurable by the verifier)" if summary.unmeasurable else ""
     out.print(f"aligned [green]{summary.ok}[/]{unmeasurable}, failed [red]{summary.failed}[/], skipped (done before) "
               f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
+    exit_for(summary.ok + summary.skipped, summary.failed)
 
 
 @app.command()
@@ -156,6 +174,7 @@ def crop(
               f"{summary.patches_skipped_invalid} patch(es) skipped for invalid pixels)")
     for failure in summary.failures:
         out.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+    exit_for(summary.pairs_done + summary.pairs_resumed, summary.pairs_failed + summary.pairs_empty)
 
 
 @app.command()
@@ -199,6 +218,35 @@ def wash(
                   f"{summary.flat} flat); report in {summary.report}")
     for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
         out.print(f"  {reason}: {count}", highlight=False)
+    exit_for(summary.pairs - summary.failed, summary.failed)
+
+
+@app.command()
+@user_errors
+def lmdb(
+    source: Path = typer.Argument(..., help="realsr align/crop/wash output folder, or a folder with HR/ and LR/."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (HR.lmdb/, LR.lmdb/, manifest)."),
+    compression: int = typer.Option(1, "--compression", help="PNG zlib level 0-9 of the stored images "
+                                    "(1: BasicSR's default)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (each HR must be "
+                                        "exactly scale x its LR)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+) -> None:
+    """Write the pairs as BasicSR LMDB databases (io_backend: lmdb): OUT/HR.lmdb and OUT/LR.lmdb.
+
+    Keys are the file names without extension, identical in both; values are PNG bytes; each database's
+    meta_info.txt has one '<key>.png (h,w,c) <compression>' line per image. Names BasicSR cannot read back as the
+    same key (a dot, a space, non-ASCII) are refused before anything is written.
+    """
+    from .stages.lmdb_export import run_lmdb
+
+    summary = run_lmdb(source, out_dir, compression=compression, scale=scale, overwrite=overwrite,
+                       show_progress=not options.quiet)
+    out.print(f"{summary.pairs - summary.failed} pair(s) in {summary.out_dir / 'HR.lmdb'} and "
+              f"{summary.out_dir / 'LR.lmdb'} ({summary.written} written now, {summary.resumed} resumed, "
+              f"{summary.failed} failed); manifest {summary.manifest}", highlight=False)
+    for failure in summary.failures:
+        err.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -210,6 +258,9 @@ def train(
                                            "curve.png."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="2, 3 or 4 (default: from the data)."),
     model: str = typer.Option("edsr", "--model", "-m", help="Model name (see --list-models)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights: a realsr checkpoint or a "
+                                        "BasicSR EDSR/RCAN one (params/params_ema); its architecture and scale "
+                                        "replace --model."),
     channels: Optional[int] = typer.Option(None, "--channels", help="Override the model's feature width."),
     blocks: Optional[int] = typer.Option(None, "--blocks", help="Override the model's residual block count."),
     val: Optional[Path] = typer.Option(None, "--val", help="Separate validation pairs (default: hold out "
@@ -260,7 +311,7 @@ def train(
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
         ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
         val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
-        compile=compile_model, resume=resume, overwrite=overwrite)
+        compile=compile_model, resume=resume, overwrite=overwrite, init=init)
     result = run_training(config, show_progress=not options.quiet)
     if result.rank != 0:  # other torchrun processes: rank 0 reports
         return
@@ -343,7 +394,26 @@ def score(
         err.print(f"[yellow]{len(report.failures)} pair(s) not scored (not in the means):[/]")
         for image_id, reason in report.failures:
             err.print(f"  [yellow]-[/] {image_id}: {reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_for(report.count, len(report.failures))
+
+
+@app.command()
+@user_errors
+def report(
+    folder: Path = typer.Argument(..., help="A realsr stage output folder (align, crop, wash, lmdb) or an HR/+LR/ "
+                                  "folder."),
+) -> None:
+    """Write FOLDER/report/index.html: summary, sortable table of every item, LR/HR flicker view of every pair.
+
+    One self-contained page (no network): failed and dropped items first; each pair shows its most textured LR
+    square, nearest-upscaled, and the same place in the HR, side by side or flickering, zoomable.
+    """
+    from .stages.report import run_report
+
+    summary = run_report(folder, show_progress=not options.quiet)
+    out.print(f"{summary.items} item(s), {summary.pairs_shown} pair view(s): {summary.page}", highlight=False)
+    for line in summary.not_shown:
+        err.print(f"  [yellow]not shown:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -351,12 +421,15 @@ def score(
 def demo(
     out_dir: Path = typer.Option(Path("realsr_demo"), "--out", "-o", help="Folder for every demo output."),
     minutes: float = typer.Option(2.0, "--minutes", help="Training time on the CPU."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Train exactly this many steps instead of "
+                                        "--minutes (the same work on any machine)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out (only the folders "
+                                   "its realsr-demo.json lists; nothing else in --out is touched)."),
 ) -> None:
     """Run the whole pipeline on the bundled sample photographs: inspect, align, crop, wash, train, score."""
     from .stages.demo import run_demo
 
-    result = run_demo(out_dir, minutes=minutes, overwrite=overwrite, show_progress=not options.quiet,
+    result = run_demo(out_dir, minutes=minutes, steps=steps, overwrite=overwrite, show_progress=not options.quiet,
                       say=lambda text: out.print(text, highlight=False))
     table = Table(title=f"realsr demo: held-out scene, x2, RGB, crop border 2 ({result.seconds / 60:.1f} min)")
     for column in ("method", "PSNR (dB)", "SSIM"):

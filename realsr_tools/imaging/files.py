@@ -103,6 +103,13 @@ def atomic_output(path: str | os.PathLike):
     try:
         yield Path(tmp_name)
         os.replace(tmp_name, path)
+    except OSError as exc:  # a full disk or read-only folder stops the run with one line, not a traceback
+        from ..pipeline.output import location_error
+
+        problem = location_error(exc, path)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -146,6 +153,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
             params = png_params(png_compression) if suffix == ".png" else []
             if not cv2.imwrite(str(tmp_name), bgr, params):
+                from ..pipeline.output import check_space
+
+                check_space(path.parent, path)  # OpenCV does not say why: a full disk stops the run
                 raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
     return path
 

@@ -95,8 +95,7 @@ def load_checkpoint(path: str | Path, *, scale: int | None = None, name: str | N
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError) for bad files
         raise ConfigError(f"{path}: not a loadable realsr checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "state_dict" not in data:
-        raise ConfigError(f"{path}: not a realsr checkpoint (format {CHECKPOINT_FORMAT}); train one with "
-                          "`realsr train`")
+        data = _from_basicsr(data, path)
     if scale is not None and data["scale"] != scale:
         raise ConfigError(f"{path}: checkpoint is for x{data['scale']}, but x{scale} was asked for")
     if name is not None and data["model"] != name:
@@ -109,3 +108,21 @@ def load_checkpoint(path: str | Path, *, scale: int | None = None, name: str | N
                           f"({str(exc).splitlines()[0]})") from None
     model.eval()
     return LoadedModel(model, data["model"], data["scale"], data["options"], data.get("meta", {}))
+
+
+def _from_basicsr(data: Any, path: Path) -> dict[str, Any]:
+    """A BasicSR checkpoint (EDSR/RCAN weights under ``params_ema``/``params``) in realsr's checkpoint form."""
+    from .basicsr import EXPECTED, basicsr_state_dict, detect_basicsr
+
+    found = basicsr_state_dict(data)
+    if found is None:
+        keys = ", ".join(list(data)[:5]) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{path}: not a checkpoint realsr can load: expected a realsr checkpoint (format "
+                          f"{CHECKPOINT_FORMAT}, from `realsr train`) or {EXPECTED}; found {keys or 'nothing'}")
+    state, param_key = found
+    try:
+        name, scale, options = detect_basicsr(state)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: weights under {param_key!r} are not {EXPECTED}: {exc}") from None
+    return {"format": CHECKPOINT_FORMAT, "model": name, "scale": scale, "options": options, "state_dict": state,
+            "meta": {"source": "basicsr", "param_key": param_key}}

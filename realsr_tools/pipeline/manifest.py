@@ -11,6 +11,8 @@ primitive: the records whose status is ``ok`` and whose output files all exist.
 
 Reading validates the header, the expected stage and the schema version, and refuses absolute paths and paths
 that climb out of the dataset (``..``): a manifest from someone else must not make realsr touch files outside it.
+Record ids become file names downstream (``HR/<id>.png``), so every id must be a plain file-name component (no
+``/``, ``\\``, ``..``, NUL, not empty, not starting with ``.``) and unique in its manifest (:func:`check_id`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..imaging import atomic_output
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 JOURNAL_SUFFIX = ".journal"
-STAGES = ("align", "crop", "wash", "train")
+STAGES = ("align", "crop", "wash", "train", "lmdb")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,15 @@ def check_relative_path(value: Any, manifest_path: Path | str) -> str:
                             "be relative to the manifest's folder, with forward slashes")
     if ".." in posix.parts:
         raise ManifestError(f"{manifest_path}: refusing path {value!r}, which leaves the dataset folder")
+    return value
+
+
+def check_id(value: Any, manifest_path: Path | str) -> str:
+    """Refuse a record id that is not a plain file-name component: ids are used as file names by later stages."""
+    if (not isinstance(value, str) or not value or value.startswith(".") or "/" in value or "\\" in value
+            or "\x00" in value or (len(value) > 1 and value[1] == ":")):
+        raise ManifestError(f"{manifest_path}: record id {value!r} is not a plain file name (ids name output files: "
+                            "no '/', '\\', leading '.', not empty); re-run the stage that wrote this manifest")
     return value
 
 
@@ -154,6 +165,7 @@ def read_manifest(location: Path | str, *, stage: str | Sequence[str] | None = N
     _validate_header(header, path, stage)
     records = [_parse_line(line, path, number) for number, line in enumerate(lines[1:], start=2)]
     _validate_paths(records, header["path_keys"], path)
+    _validate_ids(records, path)
     return Manifest(path=path, header=header, records=records)
 
 
@@ -190,15 +202,31 @@ def _validate_paths(records: list[dict[str, Any]], keys: Sequence[str], path: Pa
                 check_relative_path(record[key], path)
 
 
+def _validate_ids(records: list[dict[str, Any]], path: Path) -> None:
+    seen: set[str] = set()
+    for record in records:
+        value = check_id(record.get("id"), path)
+        if value in seen:
+            raise ManifestError(f"{path}: record id {value!r} occurs more than once (ids name output files and must "
+                                "be unique); re-run the stage that wrote this manifest")
+        seen.add(value)
+
+
 def check_upstream(manifest: Manifest) -> None:
     """Refuse to go on when the upstream manifest changed since this one was written (DVC-style staleness)."""
     upstream = manifest.header.get("upstream")
     if not upstream:
         return
     where = (manifest.root / upstream["path"]).resolve()
-    if where.is_file() and file_sha256(where) != upstream["sha256"]:
-        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written; "
-                            f"re-run the '{manifest.stage}' stage")
+    if not where.is_file():
+        return  # moved or archived without its upstream: nothing to compare with
+    now = file_sha256(where)
+    if now != upstream["sha256"]:
+        modified = datetime.fromtimestamp(where.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written (sha256 "
+                            f"{upstream['sha256'][:12]}... when this manifest was written {manifest.header.get('created')}"
+                            f", {now[:12]}... now, file modified {modified}); re-run the '{manifest.stage}' stage "
+                            f"into {manifest.root}")
 
 
 @dataclass
@@ -229,6 +257,7 @@ class StageWriter:
     def add(self, record: Mapping[str, Any]) -> None:
         if "id" not in record:
             raise ValueError("every manifest record needs an 'id'")
+        check_id(record["id"], self.out_dir / MANIFEST_NAME)
         for key in self.header["path_keys"]:
             if record.get(key) is not None:
                 check_relative_path(record[key], self.out_dir / MANIFEST_NAME)
@@ -277,6 +306,7 @@ def previous_records(out_dir: Path | str, stage: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # the last line of a killed run may be cut short; that item is simply redone
             if isinstance(record, dict) and "id" in record:
+                check_id(record["id"], journal)
                 if keys:
                     _validate_paths([record], keys, journal)
                 found[str(record["id"])] = record

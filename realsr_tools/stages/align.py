@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import RegistrationError
 from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 
@@ -23,8 +24,8 @@ QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALI
 OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
-PREVIEW_SIZE = 256  # LR px on the longer side of each preview panel
-# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2x on the tile
+PREVIEW_SIZE = 384  # px on the longer side of each preview panel
+# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2.5x on the tile
 # p95); realsr_tools.verification.DEFAULT_LIMIT, calibrated on real pairs damaged by known amounts.
 MAX_FIELD_DISPLACEMENT = 0.35
 
@@ -51,6 +52,7 @@ class _Settings:
     raw: RawRendering = DEFAULT_RAW
 
 
+@holds_output()
 def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
               preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
               raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:
@@ -86,7 +88,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                           "re-run would find the aligned images as captures")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
-    if not pairs:
+    blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
+    if not pairs and not blocked:
         raise InputError(f"{capture_dir}: no LR/HR pair at scale(s) {', '.join(map(str, scales))}; run "
                          "'realsr inspect' to see the scenes, focal lengths and problems")
     header = make_header("align", params={
@@ -103,6 +106,11 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     ok = failed = unmeasurable = 0
     failures = []
     with StageWriter(out_dir, header, keep=keep) as writer:
+        for pair_id, path, reason in blocked:
+            writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
+                        "lr": None, "hr": None, "mask": None})
+            failed += 1
+            failures.append((pair_id, reason))
         for record in track(_records(todo, settings, workers), description="align", total=len(todo),
                             enabled=show_progress):
             writer.add(record)
@@ -136,7 +144,7 @@ def _single_thread() -> None:
 
 def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record."""
-    from ..errors import RealsrError
+    from ..errors import OutputLocationError, RealsrError
 
     record: dict[str, Any] = {
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
@@ -147,6 +155,8 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
         record["verification"] = getattr(exc, "verification", None)
@@ -251,17 +261,27 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
 
 def preview_image(lr: np.ndarray, hr_on_lr: np.ndarray, *, square: int = 16) -> np.ndarray:
     """Left: checkerboard of LR and HR-on-LR squares (edges run straight across squares when aligned); right: the
-    absolute difference amplified 4x. Float32 RGB, each panel at most :data:`PREVIEW_SIZE` px on its longer side."""
+    absolute difference amplified 4x. Both images get the same contrast stretch (the LR's 1st-99th percentile to
+    0-1), so a dark scene is visible and a brightness difference is kept; each panel is :data:`PREVIEW_SIZE` px on
+    its longer side (small windows enlarged with nearest-neighbour) under a labelled band. Float32 RGB."""
     import cv2
 
     h, w = lr.shape[:2]
-    f = max(1.0, max(h, w) / PREVIEW_SIZE)
+    f = max(h, w) / PREVIEW_SIZE
     size = (max(1, round(w / f)), max(1, round(h / f)))
-    a = cv2.resize(lr, size, interpolation=cv2.INTER_AREA)
-    b = cv2.resize(hr_on_lr, size, interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_AREA if f > 1 else cv2.INTER_NEAREST
+    low, high = np.percentile(lr, [1, 99])
+    stretch = np.float32(1.0 / max(float(high - low), 1e-3))
+    a = np.clip((cv2.resize(lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
+    b = np.clip((cv2.resize(hr_on_lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
+    cell = max(square, round(square / f)) if f < 1 else square
     ys, xs = np.mgrid[0:size[1], 0:size[0]]
-    board = ((ys // square + xs // square) % 2 == 0)[..., None]
+    board = ((ys // cell + xs // cell) % 2 == 0)[..., None]
     checker = np.where(board, a, b)
     difference = np.clip(4 * np.abs(a - b), 0, 1)
     gap = np.ones((size[1], 4, 3), np.float32)
-    return np.concatenate([checker, gap, difference], axis=1).astype(np.float32)
+    panels = np.concatenate([checker, gap, difference], axis=1).astype(np.float32)
+    band = np.full((22, panels.shape[1], 3), 255, np.uint8)
+    for x, text in ((4, "LR | HR checkerboard"), (size[0] + 8, "4 x |LR - HR|")):
+        cv2.putText(band, text, (x, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band.astype(np.float32) / 255, panels], axis=0)

@@ -29,11 +29,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
-from ..pipeline.pairs import PairRef, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 from ..pipeline.runner import available_cpus
 
 OUTPUT_KEYS = ("lr", "hr")
@@ -61,6 +62,7 @@ class CropSummary:
 # The stage
 
 
+@holds_output()
 def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = None, size: int | None = None,
              step: int | None = None, workers: int | None = None, png_compression: int = 3, overwrite: bool = False,
              show_progress: bool = True) -> CropSummary:
@@ -100,6 +102,7 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
         raise ConfigError(f"--size and --step must be positive, got size={size}, step={step}")
     if out_dir.resolve() == pairs.root.resolve():
         raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
+    check_pairs_fit(pairs, scale=scale, size=size)
     params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
     done = _prepare_output(out_dir, params, overwrite)
 
@@ -326,6 +329,8 @@ def _collect(decoded: _Decoded | _Result, patches: list) -> _Result:
         return decoded
     try:
         records = [future.result() for future in patches]
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except RealsrError as exc:
         return _failed(decoded.task.pair.id, decoded.base, exc)
     return _Result(records, decoded.plan.skipped_invalid)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..inference import SRFunction, TileFit, bicubic_sr, default_budget, exact_overlap, largest_tile, model_fn, pick_device
 from ..imaging import IMAGE_EXTENSIONS, read_pixels, to_integer, write_image
 from ..pipeline.manifest import atomic_write_text
@@ -103,6 +103,8 @@ def score_pairs(pairs: Sequence[PairRef], *, sr_fn: SRFunction | None, protocol:
     for pair in track(pairs, description="score", enabled=show_progress):
         try:
             images.append(_score_one(pair, sr_fn, protocol, save_dir, backend))
+        except OutputLocationError:
+            raise  # a full disk or read-only --save stops the run; it is not this image's failure
         except RealsrError as exc:
             failures.append((pair.id, str(exc)))
     return ScoreReport(protocol, dict(method or {}), tuple(images), tuple(failures))
@@ -276,10 +278,17 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         check_outputs([Path(out_dir) / "scores.csv", Path(out_dir) / "summary.json"], overwrite=overwrite)
     if save_dir is not None:
         check_outputs([Path(save_dir) / f"{p.id}.png" for p in pairs], overwrite=overwrite)
-    report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
-                         backend=backend, show_progress=show_progress)
-    if out_dir is not None:
-        write_report(report, Path(out_dir), overwrite=overwrite)
+    from contextlib import ExitStack
+
+    from ..pipeline.output import output_lock
+
+    with ExitStack() as held:  # --out and --save: checked and held for the run (once when they are one folder)
+        for folder in {Path(f).resolve(): Path(f) for f in (out_dir, save_dir) if f is not None}.values():
+            held.enter_context(output_lock(folder))
+        report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
+                             backend=backend, show_progress=show_progress)
+        if out_dir is not None:
+            write_report(report, Path(out_dir), overwrite=overwrite)
     return report
 
 

@@ -27,6 +27,7 @@ two images: the median residual shift over textured 64 px tiles, in LR pixels (`
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections import Counter
@@ -42,7 +43,8 @@ from ..degradation import (CROP_BORDER, DEFAULT_SAMPLES, DEFAULT_SUPPORT, Degrad
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
-from ..pipeline.pairs import PairRef, PairSource, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, PairSource, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
 from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verification
 
@@ -92,6 +94,7 @@ class _Item:
     error: str | None
 
 
+@holds_output()
 @one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
              min_ssim: float | None = None, max_shift: float | None = None,
@@ -126,6 +129,7 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     pairs = open_pairs(source, scale=scale)
     if not pairs.pairs:
         raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
+    check_pairs_fit(pairs, scale=scale)
     if not dry_run:
         if out_dir.resolve() == pairs.root.resolve():
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
@@ -287,12 +291,27 @@ def _clear_previous(out_dir: Path) -> None:
 
 
 def _link(source: Path, target: Path) -> None:
-    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support)."""
+    """Hard link ``target`` to ``source``; copy when the file system refuses (other device, no link support).
+
+    An existing ``target`` is an error, never written to: it may be a hard link to a source file (writing through it
+    would change the source). The copy goes to a new temporary file that is then renamed onto ``target``.
+    """
+    from ..pipeline.output import location_error
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(target):
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once (are two pair ids the "
+                                "same?)")
     try:
         os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+        return
+    except FileExistsError:
+        raise OutputExistsError(f"{target}: already exists; wash writes each kept pair once") from None
+    except OSError as exc:
+        if location_error(exc, target) is not None and exc.errno not in (errno.EPERM, errno.EACCES):
+            raise location_error(exc, target) from None
+    with atomic_output(target) as tmp:  # other device or no hard links: copy into a fresh file
+        shutil.copy2(source, tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -540,6 +559,10 @@ def _contact_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef, Degrada
         text = f"{record['id']}  {record['psnr']:.1f} dB  {' '.join(record['reasons']) or 'kept'}"
         cv2.putText(banner, text[:60], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         sheet.append(np.concatenate([banner, to_integer(row)], axis=0))
+    labels = np.full((22, sheet[0].shape[1], 3), 235, np.uint8)
+    for i, text in enumerate(("LR", "HR, fitted degradation", "4 x |difference|")):
+        cv2.putText(labels, text, (4 + i * tile, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    sheet.insert(0, labels)
     width = max(r.shape[1] for r in sheet)
     sheet = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in sheet]
     write_image(path, np.concatenate(sheet, axis=0))

@@ -15,7 +15,7 @@ LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 CURVE_NAME = "curve.png"
 # Options that change what is learned: a resumed run must use the same values as the run it continues.
-RESUME_KEYS = ("source", "val", "val_fraction", "scale", "model", "model_options", "steps", "batch", "patch", "lr",
+RESUME_KEYS = ("source", "init", "val", "val_fraction", "scale", "model", "model_options", "steps", "batch", "patch", "lr",
                "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "val_every")
 # Steps timed (after one untimed step) to plan a --max-minutes schedule; at least this many and 2 seconds.
 PLAN_MIN_STEPS = 2
@@ -47,6 +47,8 @@ class TrainConfig:
     max_minutes : wall-time budget of the whole call; the schedule is planned to fit it (see ``docs/train.md``).
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. compile : wrap the model in
         ``torch.compile``. prefetch : batches prepared ahead by a background thread (CUDA only).
+    init : start from these weights (a realsr checkpoint or a BasicSR EDSR/RCAN one); the architecture, its options
+        and the scale come from the checkpoint, ``model``/``model_options`` are then not used.
     resume : continue from ``out/last.pt``; overwrite : start over in a run folder that holds a run.
     """
 
@@ -76,12 +78,14 @@ class TrainConfig:
     prefetch: int = 4
     resume: bool = False
     overwrite: bool = False
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))
         object.__setattr__(self, "out", Path(self.out))
-        if self.val is not None:
-            object.__setattr__(self, "val", Path(self.val))
+        for name in ("val", "init"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         object.__setattr__(self, "model_options", {k: v for k, v in dict(self.model_options).items()
                                                    if v is not None})
         problems = []

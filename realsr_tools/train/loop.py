@@ -36,7 +36,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     from ..imaging import atomic_output
 
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch reports a full disk as "unexpected pos ..."; say what it is
+            from ..pipeline.output import check_space
+
+            check_space(path.parent, path)
+            raise
 
 
 def _load_split(config: TrainConfig):
@@ -114,8 +120,13 @@ def run_training(config: TrainConfig, *, show_progress: bool = True) -> TrainRes
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA device; use --device cpu")
     dist_info = init_distributed(use_cuda)
+    from contextlib import nullcontext
+
+    from ..pipeline.output import output_lock
+
     try:
-        return _train(config, dist_info, use_cuda, started, deadline, show_progress)
+        with output_lock(config.out) if dist_info.main else nullcontext():  # rank 0 alone writes the run folder
+            return _train(config, dist_info, use_cuda, started, deadline, show_progress)
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
@@ -145,9 +156,19 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
 
     scale, train_pairs, val_pairs, split_info = _load_split(config)
     sampler = PatchSampler(train_pairs, scale=scale, patch=config.patch, augment=config.augment)
-    options = model_options(config.model, **config.model_options)
+    model_name, options, init_weights = config.model, model_options(config.model, **config.model_options), None
+    if resume_state is not None:
+        model_name, options = resume_state["model"], resume_state["options"]
+    elif config.init is not None:
+        from ..models import load_checkpoint
+
+        loaded = load_checkpoint(config.init, scale=scale)  # a scale or format mismatch is one ConfigError line
+        model_name, options, init_weights = loaded.name, loaded.options, loaded.model.state_dict()
     torch.manual_seed(config.seed)
-    module = create_model(config.model, scale, **options).to(device)
+    module = create_model(model_name, scale, **options)
+    if init_weights is not None:
+        module.load_state_dict(init_weights)
+    module = module.to(device)
     channels_last = use_cuda
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
@@ -208,7 +229,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     else:
         val_every, warmup = int(resume_state["train_state"]["val_every"]), int(resume_state["train_state"]["warmup"])
     if dist_info.main and resume_state is None:
-        resolved = {"config": config.to_dict(), "scale": scale, "model_options": options, "total_steps": total,
+        resolved = {"config": config.to_dict(), "scale": scale, "model": model_name, "model_options": options, "total_steps": total,
                     "warmup": warmup, "val_every": val_every, "world_size": dist_info.world,
                     "device": str(device), "torch": torch.__version__, **split_info}
         from ..pipeline.manifest import atomic_write_text
@@ -218,7 +239,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     def save(current_psnr: float, is_best: bool) -> None:
         meta = {"step": step, "total_steps": total, "val_psnr": current_psnr, "bicubic_psnr": bicubic_psnr,
                 "model_options": options, "patch": config.patch, "batch": config.batch, "source": str(config.source)}
-        ckpt = checkpoint_dict(ema, name=config.model, scale=scale, options=options, meta=meta,
+        ckpt = checkpoint_dict(ema, name=model_name, scale=scale, options=options, meta=meta,
                                state_dict={k: v.detach().cpu() for k, v in ema.state_dict().items()})
         if is_best:
             _atomic_save(ckpt, config.out / BEST_NAME)

@@ -248,3 +248,52 @@ def test_wash_drops_subpixel_misalignment_of_real_pairs_and_counts_unmeasurable_
     monkeypatch.setitem(wash.SCORING, "verifier", VERSION + 1)
     run_wash(source, out, min_psnr=29, show_progress=False)
     assert len(calls) == len(records)
+
+
+def _digests(folder):
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.png"))}
+
+
+def _edit_records(manifest_dir, edit):
+    path = manifest_dir / "manifest.jsonl"
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    edit(records)
+    path.write_text("\n".join([lines[0], *map(json.dumps, records)]) + "\n")
+
+
+@pytest.mark.parametrize("how", ["duplicate", "climbing", "absolute"])
+def test_wash_never_writes_through_sources_or_outside_out_for_a_bad_id(small, tmp_path, how):
+    # issue 12 case 2: two records with one id made wash copy one pair's pixels over the other's source files
+    # (through the hard link it had just made); '../../X' and absolute ids wrote outside --out.
+    crop = tmp_path / "crop"
+    run_crop(small, crop, scale=4, size=128, show_progress=False)
+    ids = {"duplicate": None, "climbing": "../../X", "absolute": str(tmp_path / "abs" / "X")}
+
+    def edit(records):
+        records[1]["id"] = records[0]["id"] if how == "duplicate" else ids[how]
+
+    _edit_records(crop, edit)
+    before = _digests(crop)
+    listing = sorted(p for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, ["-q", "wash", str(crop), "--out", str(tmp_path / "w" / "out"), "--min-psnr", "0"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "id" in result.output and len(result.output.strip().splitlines()) == 1
+    assert _digests(crop) == before
+    assert sorted(p for p in tmp_path.rglob("*")) == listing  # nothing written anywhere (the check comes first)
+
+
+def test_link_never_writes_through_an_existing_file(tmp_path):
+    from realsr_tools.stages.wash import _link
+
+    source, other = tmp_path / "a.png", tmp_path / "b.png"
+    source.write_bytes(b"source")
+    other.write_bytes(b"other")
+    target = tmp_path / "out" / "x.png"
+    _link(source, target)
+    assert target.read_bytes() == b"source"
+    with pytest.raises(OutputExistsError):
+        _link(other, target)  # the old fallback copied 'other' through the link into 'source'
+    assert source.read_bytes() == b"source" and other.read_bytes() == b"other"
