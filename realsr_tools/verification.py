@@ -24,8 +24,8 @@ Method
    below :data:`MIN_MATCH` is **mismatched** (a moving object, a repeated pattern, or content that is not the same).
 5. *Field*: the magnitudes of the measured tile displacements give the median, the 95th percentile and the maximum;
    a robust (Huber-weighted) affine fit ``d(x, y) = A (x, y) + b`` of the displacement field is evaluated at the
-   four corners of the measured area, so a roll or a scale error whose centre is right (it bends only the corners)
-   is caught even where the corner tiles themselves are few.
+   corners of every measured tile (its largest value on the measured area is at one of them), so a roll or a scale
+   error whose centre is right (it bends only the corners) is caught from all the tiles, not only the corner ones.
 
 Verdict (:attr:`Verification.verdict`): ``unmeasurable`` when fewer than :data:`MIN_TILES` tiles could be measured
 (and the content did not mismatch); ``misaligned`` when the fitted affine field exceeds the limit anywhere on the
@@ -122,7 +122,8 @@ class Verification:
 
     def with_limit(self, limit: float) -> Verification:
         """The same measurement judged against another limit (the verdict depends on the limit only)."""
-        verdict, reason = _judge(self.tiles, self.mismatched, self.p95, self.corner, self.worst, self.max, limit)
+        verdict, reason = _judge(self.tiles, self.mismatched, self.p95, self.corner, self.worst, self.max, limit,
+                                 self.affine)
         return replace(self, verdict=verdict, reason=reason, limit=float(limit))
 
     def to_dict(self) -> dict:
@@ -263,14 +264,14 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
             field = bent + fit[:, 2]
             corner = float(np.hypot(field[:, 0], field[:, 1]).max())
             bend = float(np.hypot(bent[:, 0], bent[:, 1]).max())
-    verdict, reason = _judge(len(measured), mismatched, p95, corner, worst, largest, limit)
+    verdict, reason = _judge(len(measured), mismatched, p95, corner, worst, largest, limit, affine)
     return Verification(verdict=verdict, reason=reason, median=median, p95=p95, max=largest, corner=corner,
-                        bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched, total_tiles=len(measures),
-                        tile=tile, worst=worst, affine=affine, limit=float(limit))
+                        bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched,
+                        total_tiles=len(measures), tile=tile, worst=worst, affine=affine, limit=float(limit))
 
 
-def _judge(tiles: int, mismatched: int, p95: float | None, corner: float | None, worst, largest,
-           limit: float) -> tuple[str, str]:
+def _judge(tiles: int, mismatched: int, p95: float | None, corner: float | None, worst, largest, limit: float,
+           affine: tuple[float, ...] | None) -> tuple[str, str]:
     if mismatched >= MIN_TILES and mismatched > tiles:
         return "misaligned", (f"content does not match in {mismatched} of {tiles + mismatched} textured tiles "
                               "(displaced by more than a tile, moving, or another scene)")
@@ -281,8 +282,10 @@ def _judge(tiles: int, mismatched: int, p95: float | None, corner: float | None,
         return "misaligned", (f"tile displacement p95 {p95:.2f} LR px > {P95_FACTOR:g} x {limit:g} (max "
                               f"{largest:.2f} at x {worst[0]:.0f}, y {worst[1]:.0f})")
     if corner is not None and corner > limit:
-        return "misaligned", (f"affine field reaches {corner:.2f} LR px > {limit:g} at a corner of the measured area "
-                              "(roll, scale or perspective error)")
+        a11, a12, b1, a21, a22, b2 = affine
+        return "misaligned", (f"affine field reaches {corner:.2f} LR px > {limit:g} on the measured area (shift "
+                              f"{np.hypot(b1, b2):.2f} px at the centre, roll {np.degrees((a21 - a12) / 2):+.2f} deg, "
+                              f"scale {50 * (a11 + a22):+.2f} %)")
     field = "-" if corner is None else f"{corner:.2f}"
     return "aligned", f"fitted field at most {field} LR px (limit {limit:g}), tile p95 {p95:.2f}"
 
