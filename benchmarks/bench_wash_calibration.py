@@ -96,8 +96,9 @@ def report(name: str, records: list[dict], summary) -> dict:
     damaged = [r for r in records if r["id"].startswith("dmg_")]
     measurable = [r for r in real if r["status"] == "ok" and r["verification"]["verdict"] != "unmeasurable"]
     kept = sum(r["kept"] for r in measurable)
+    unmeasurable = [r for r in records if r.get("verification") and r["verification"]["verdict"] == "unmeasurable"]
     print(f"\n## {name}: {summary.pairs} pairs, kept {summary.kept}, dropped {summary.dropped}, failed "
-          f"{summary.failed}, unmeasurable {summary.unmeasurable} (kept {sum(r['kept'] for r in records if r.get('verification') and r['verification']['verdict'] == 'unmeasurable')}), "
+          f"{summary.failed}, unmeasurable {summary.unmeasurable} (kept {sum(r['kept'] for r in unmeasurable)}), "
           f"misaligned {summary.misaligned}; by reason {summary.by_reason}")
     print(f"untouched measurable pairs kept: {kept} of {len(measurable)} ({kept / max(len(measurable), 1):.1%}); "
           f"untouched unmeasurable: {len(real) - len(measurable)}")
@@ -108,7 +109,7 @@ def report(name: str, records: list[dict], summary) -> dict:
     if damaged:
         caught = sum(not r["kept"] for r in damaged)
         print(f"damaged pairs dropped: {caught} of {len(damaged)} ({caught / len(damaged):.1%}); of them "
-              f"unmeasurable {sum(r['verification']['verdict'] == 'unmeasurable' for r in damaged if r.get('verification'))}")
+              f"unmeasurable {sum(r in unmeasurable for r in damaged)}")
         for r in damaged:
             if r["kept"]:
                 v = r["verification"]
@@ -140,8 +141,8 @@ def figure(results: dict, path: Path) -> None:
     left.set_xlabel("verifier limit (LR px); PSNR floor fixed at 29 dB")
     left.set_ylabel("share of pairs")
     left.set_ylim(0, 1.02)
-    left.set_title("realsr wash, 193 real x4 pairs + damaged copies:\nshare dropped (damaged) / kept (untouched) vs limit",
-                   fontsize=10)
+    left.set_title("realsr wash, 193 real x4 pairs + damaged copies:\n"
+                   "share dropped (damaged) / kept (untouched) vs limit", fontsize=10)
     left.legend(fontsize=8, loc="center right")
     amounts = [0.0, 0.25, 0.5, 1.0]
     rates = [1 - keep / total] + [results[f"shift{a:g}"]["damaged"][0] / results[f"shift{a:g}"]["damaged"][1]

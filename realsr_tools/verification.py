@@ -22,16 +22,20 @@ Method
    photometric correction do not bias it), the HR resampled bicubically. A tile whose iterations do not converge,
    wander more than :data:`MAX_DRIFT` px from the phase-correlation start, or whose matched content correlates
    below :data:`MIN_MATCH` is **mismatched** (a moving object, a repeated pattern, or content that is not the same).
-5. *Field*: the magnitudes of the measured tile displacements give the median, the 95th percentile and the maximum;
+   A tile whose displacement's standard deviation (from the fit's residual and the structure tensor) exceeds
+   :data:`MAX_TILE_SIGMA` is **noisy**: unmeasurable like a flat one.
+5. *Field*: the magnitudes of the measured tile displacements give the median, the 95th percentile and the maximum
+   (``p95_excess``: the 95th percentile of each magnitude less twice its standard deviation, what the tiles show
+   beyond their noise);
    a robust (Huber-weighted) affine fit ``d(x, y) = A (x, y) + b`` of the displacement field is evaluated at the
    corners of every measured tile (its largest value on the measured area is at one of them), so a roll or a scale
    error whose centre is right (it bends only the corners) is caught from all the tiles, not only the corner ones.
 
 Verdict (:attr:`Verification.verdict`): ``unmeasurable`` when fewer than :data:`MIN_TILES` tiles could be measured
 (and the content did not mismatch); ``misaligned`` when the fitted affine field exceeds the limit anywhere on the
-measured area (its largest value is at a corner of that area: ``corner``), when the 95th percentile of the single
-tiles' displacements exceeds :data:`P95_FACTOR` times the limit (a local, non-affine error), or when most textured
-tiles mismatch; ``aligned`` otherwise.
+measured area (its largest value is at a corner of that area: ``corner``), when ``p95_excess`` of the single tiles
+exceeds :data:`P95_FACTOR` times the limit (a local, non-affine error), or when most textured tiles mismatch;
+``aligned`` otherwise.
 
 Convention
 ----------
@@ -57,8 +61,15 @@ MAX_TILES_PER_AXIS = 16
 MIN_EIGEN = 2e-5  # smaller structure-tensor eigenvalue per pixel (grey levels^2 per px^2) below which a tile is flat
 MIN_ISOTROPY = 0.04  # smaller / larger eigenvalue below which a tile has one edge direction only
 MIN_MATCH = 0.6  # correlation of the LR tile with the displaced HR tile below which the content does not match
+# LR px: a tile whose displacement has a larger standard deviation (noise, motion blur) is "noisy": at two sigma it
+# cannot tell an aligned tile from one at the limit, so it is unmeasurable, not evidence either way.
+MAX_TILE_SIGMA = 0.2
 MAX_DRIFT = 2.0  # LR px the Lucas-Kanade iterations may move away from the phase-correlation start
 MAX_ITERATIONS = 20
+# LR px: a tile whose iterations still move by more than this after MAX_ITERATIONS did not converge. Noisy or
+# blur-mismatched tiles settle into a small oscillation (steps of 0.005-0.04 px on the simulated hard captures) rather
+# than under the 1e-3 px stop; that is their noise, not a mismatch.
+MAX_FINAL_STEP = 0.05
 MIN_TILES = 3  # measured tiles needed for a verdict other than "unmeasurable"
 MIN_AFFINE_TILES = 6
 SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile is trusted beyond this
@@ -81,19 +92,22 @@ class Verification:
     ``d = [[a11, a12], [a21, a22]] (x - cx, y - cy) + (b1, b2)`` about the window centre ``(cx, cy)``. ``worst``:
     ``(x, y)`` centre of the tile with the largest displacement, in window pixels. ``measurable``: fraction of the
     window's area covered by measured tiles. ``tiles``: measured tiles; ``mismatched``: textured tiles whose content
-    did not match; ``total_tiles``: tiles looked at.
+    did not match; ``noisy``: tiles too noisy to measure; ``total_tiles``: tiles looked at. ``p95_excess``: 95th
+    percentile of ``|d| - 2 sigma`` (floored at 0) over the measured tiles, the value gated against the limit.
     """
 
     verdict: str  # "aligned", "misaligned" or "unmeasurable"
     reason: str
     median: float | None
     p95: float | None
+    p95_excess: float | None
     max: float | None
     corner: float | None
     bend: float | None
     measurable: float
     tiles: int
     mismatched: int
+    noisy: int
     total_tiles: int
     tile: int
     worst: tuple[float, float] | None
@@ -122,8 +136,8 @@ class Verification:
 
     def with_limit(self, limit: float) -> Verification:
         """The same measurement judged against another limit (the verdict depends on the limit only)."""
-        verdict, reason = _judge(self.tiles, self.mismatched, self.p95, self.corner, self.worst, self.max, limit,
-                                 self.affine)
+        verdict, reason = _judge(self.tiles, self.mismatched, self.p95_excess, self.corner, self.worst, self.max,
+                                 limit, self.affine)
         return replace(self, verdict=verdict, reason=reason, limit=float(limit))
 
     def to_dict(self) -> dict:
@@ -131,8 +145,10 @@ class Verification:
             return None if value is None else round(float(value), digits)
 
         return {"verdict": self.verdict, "reason": self.reason, "median": r(self.median), "p95": r(self.p95),
+                "p95_excess": r(self.p95_excess),
                 "max": r(self.max), "corner": r(self.corner), "bend": r(self.bend), "limit": self.limit,
                 "measurable": r(self.measurable, 3), "tiles": self.tiles, "mismatched": self.mismatched,
+                "noisy": self.noisy,
                 "total_tiles": self.total_tiles, "tile": self.tile,
                 "worst": None if self.worst is None else [r(v, 1) for v in self.worst],
                 "affine": None if self.affine is None else [float(f"{v:.6g}") for v in self.affine],
@@ -141,7 +157,9 @@ class Verification:
     @classmethod
     def from_dict(cls, data: dict) -> Verification:
         return cls(verdict=data["verdict"], reason=data["reason"], median=data["median"], p95=data["p95"],
-                   max=data["max"], corner=data["corner"], bend=data["bend"], measurable=data["measurable"], tiles=data["tiles"],
+                   p95_excess=data["p95_excess"], noisy=data["noisy"],
+                   max=data["max"], corner=data["corner"], bend=data["bend"], measurable=data["measurable"],
+                   tiles=data["tiles"],
                    mismatched=data["mismatched"], total_tiles=data["total_tiles"], tile=data["tile"],
                    worst=None if data["worst"] is None else tuple(data["worst"]),
                    affine=None if data["affine"] is None else tuple(data["affine"]), limit=data["limit"],
@@ -154,7 +172,7 @@ class TileMeasure:
 
     x: float
     y: float
-    kind: str  # "measured", "flat", "one-dimensional", "mismatched"
+    kind: str  # "measured", "flat", "one-dimensional", "mismatched", "noisy"
     dx: float = float("nan")
     dy: float = float("nan")
     match: float = float("nan")
@@ -165,7 +183,8 @@ def grey(image: np.ndarray) -> np.ndarray:
     """BT.601 luma of an RGB image (float32); a 2-D image is returned as float32."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
-        image = image[..., 0] * np.float32(0.299) + image[..., 1] * np.float32(0.587) + image[..., 2] * np.float32(0.114)
+        weights = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+        image = image[..., 0] * weights[0] + image[..., 1] * weights[1] + image[..., 2] * weights[2]
     return image
 
 
@@ -218,7 +237,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
                 out.append(TileMeasure(*centre, "mismatched"))
                 continue
             (dx, dy), match, sigma = result
-            kind = "mismatched" if match < MIN_MATCH else "measured"
+            kind = "mismatched" if match < MIN_MATCH else "noisy" if sigma > MAX_TILE_SIGMA else "measured"
             out.append(TileMeasure(*centre, kind, dx, dy, match, sigma))
     return out, tile
 
@@ -240,18 +259,19 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     h, w = np.asarray(reference).shape[:2]
     measured = [m for m in measures if m.kind == "measured"]
     mismatched = sum(m.kind == "mismatched" for m in measures)
-    median = p95 = largest = corner = bend = None
+    median = p95 = excess = largest = corner = bend = None
     worst = affine = None
     coverage = 0.0
     if measured:
         centres = np.array([(m.x, m.y) for m in measured])
         shifts = np.array([(m.dx, m.dy) for m in measured])
         magnitude = np.hypot(shifts[:, 0], shifts[:, 1])
+        sigmas = np.array([m.sigma for m in measured])
         median, p95 = float(np.median(magnitude)), float(np.percentile(magnitude, 95))
+        excess = float(np.percentile(np.maximum(magnitude - 2 * sigmas, 0.0), 95))
         largest = float(magnitude.max())
         worst = tuple(float(v) for v in centres[int(np.argmax(magnitude))])
         coverage = _coverage(centres, tile, (h, w))
-        sigmas = np.array([m.sigma for m in measured])
         fit = _affine_fit(centres, shifts, ((w - 1) / 2, (h - 1) / 2), sigmas)
         if fit is not None:
             affine = tuple(float(v) for v in fit.ravel())
@@ -264,30 +284,31 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
             field = bent + fit[:, 2]
             corner = float(np.hypot(field[:, 0], field[:, 1]).max())
             bend = float(np.hypot(bent[:, 0], bent[:, 1]).max())
-    verdict, reason = _judge(len(measured), mismatched, p95, corner, worst, largest, limit, affine)
-    return Verification(verdict=verdict, reason=reason, median=median, p95=p95, max=largest, corner=corner,
-                        bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched,
+    verdict, reason = _judge(len(measured), mismatched, excess, corner, worst, largest, limit, affine)
+    return Verification(verdict=verdict, reason=reason, median=median, p95=p95, p95_excess=excess, max=largest,
+                        corner=corner, bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched,
+                        noisy=sum(m.kind == "noisy" for m in measures),
                         total_tiles=len(measures), tile=tile, worst=worst, affine=affine, limit=float(limit))
 
 
-def _judge(tiles: int, mismatched: int, p95: float | None, corner: float | None, worst, largest, limit: float,
+def _judge(tiles: int, mismatched: int, excess: float | None, corner: float | None, worst, largest, limit: float,
            affine: tuple[float, ...] | None) -> tuple[str, str]:
     if mismatched >= MIN_TILES and mismatched > tiles:
         return "misaligned", (f"content does not match in {mismatched} of {tiles + mismatched} textured tiles "
                               "(displaced by more than a tile, moving, or another scene)")
     if tiles < MIN_TILES:
-        return "unmeasurable", (f"{tiles} measurable tile(s) (need {MIN_TILES}): flat or one-directional content "
-                                "cannot show a displacement")
-    if p95 is not None and p95 > P95_FACTOR * limit:
-        return "misaligned", (f"tile displacement p95 {p95:.2f} LR px > {P95_FACTOR:g} x {limit:g} (max "
-                              f"{largest:.2f} at x {worst[0]:.0f}, y {worst[1]:.0f})")
+        return "unmeasurable", (f"{tiles} measurable tile(s) (need {MIN_TILES}): flat, one-directional or noisy "
+                                "content cannot show a displacement")
+    if excess is not None and excess > P95_FACTOR * limit:
+        return "misaligned", (f"tile displacements beyond their noise: p95 {excess:.2f} LR px > {P95_FACTOR:g} x "
+                              f"{limit:g} (max {largest:.2f} at x {worst[0]:.0f}, y {worst[1]:.0f})")
     if corner is not None and corner > limit:
         a11, a12, b1, a21, a22, b2 = affine
         return "misaligned", (f"affine field reaches {corner:.2f} LR px > {limit:g} on the measured area (shift "
                               f"{np.hypot(b1, b2):.2f} px at the centre, roll {np.degrees((a21 - a12) / 2):+.2f} deg, "
                               f"scale {50 * (a11 + a22):+.2f} %)")
     field = "-" if corner is None else f"{corner:.2f}"
-    return "aligned", f"fitted field at most {field} LR px (limit {limit:g}), tile p95 {p95:.2f}"
+    return "aligned", f"fitted field at most {field} LR px (limit {limit:g}), tile p95 beyond noise {excess:.2f}"
 
 
 def _smoothed(image: np.ndarray, x: int, y: int, size: int, pad: int) -> np.ndarray:
@@ -354,7 +375,7 @@ def _lucas_kanade(a: np.ndarray, region: np.ndarray, grid_x: np.ndarray, grid_y:
         if abs(step[0]) + abs(step[1]) < 1e-3:
             converged = True
             break
-    if not converged:
+    if not converged and abs(step[0]) + abs(step[1]) > MAX_FINAL_STEP:
         return None
     moved = cv2.remap(region, grid_x + np.float32(dx), grid_y + np.float32(dy), cv2.INTER_CUBIC,
                       borderMode=cv2.BORDER_REFLECT_101).astype(np.float64).ravel()

@@ -51,7 +51,8 @@ from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verificat
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
 # Everything a cached per-pair result depends on besides its files and model (see _Cache): bump "version" when
 # the scoring code changes.
-SCORING = {"version": 2, "verifier": VERIFIER_VERSION, "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD, "texture_window": TEXTURE_WINDOW,
+SCORING = {"version": 2, "verifier": VERIFIER_VERSION, "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD,
+           "texture_window": TEXTURE_WINDOW,
            "min_textured": MIN_TEXTURED, "tone_degree": TONE_DEGREE, "crop_border": CROP_BORDER,
            "support": DEFAULT_SUPPORT, "samples": DEFAULT_SAMPLES, "ridge": RIDGE}
 DRY_RUN_OFFSETS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
