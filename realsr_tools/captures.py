@@ -184,7 +184,7 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         camera = override.get("camera") or camera
         folder = PurePosixPath(rel).parent.as_posix()
         by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error))
-    scenes = [_plan_scene(name, captures, tuple(tracks)) for name, captures in sorted(by_folder.items())]
+    scenes = [_plan_scene(name, captures, tuple(tracks), root) for name, captures in sorted(by_folder.items())]
     missing = sorted(set(overrides) - known)
     if missing:
         scenes.insert(0, Scene(name=CAPTURES_CSV, captures=[],
@@ -192,7 +192,31 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
     return CaptureSet(root=root, scenes=scenes, csv_used=bool(overrides))
 
 
-def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...]) -> Scene:
+def _frame_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a capture as stored (0, 0 when unreadable); read only to break focal-length ties."""
+    try:
+        from .imaging import is_raw
+
+        if is_raw(path):
+            import rawpy
+
+            with rawpy.imread(str(path)) as raw:
+                return int(raw.sizes.width), int(raw.sizes.height)
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+            return int(shape[1]), int(shape[0])
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        return (8 * image.shape[1], 8 * image.shape[0]) if image is not None else (0, 0)
+    except Exception:  # noqa: BLE001 - any unreadable file simply loses the tie
+        return 0, 0
+
+
+def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...], root: Path | None = None) -> Scene:
     scene = Scene(name=name, captures=captures)
     for capture in captures:
         if capture.error:
@@ -214,7 +238,16 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...]) -> 
     if len(usable) < 2:
         scene.problems.append(f"only {len(usable)} usable capture(s); a scene needs two focal lengths")
         return scene
-    hr = max(usable, key=lambda c: (c.focal_mm, c.path))
+    longest = max(c.focal_mm for c in usable)
+    tied = [c for c in usable if c.focal_mm == longest]
+    hr = max(tied, key=lambda c: c.path)
+    if len(tied) > 1:  # the same focal length: the larger frame is the HR capture (not the file name)
+        sizes = {c.path: _frame_size(root / c.path) if root is not None else (0, 0) for c in tied}
+        hr = max(tied, key=lambda c: (sizes[c.path][0] * sizes[c.path][1], c.path))
+        others = ", ".join(f"{c.path} ({sizes[c.path][0]}x{sizes[c.path][1]})" for c in tied if c is not hr)
+        scene.problems.append(f"{len(tied)} captures share the longest focal length {longest:g} mm; the HR "
+                              f"capture is the largest frame, {hr.path} ({sizes[hr.path][0]}x{sizes[hr.path][1]} "
+                              f"px), not {others}")
     scene.hr = hr.path
     scene.camera = hr.camera
     for capture in usable:

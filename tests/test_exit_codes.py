@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from realsr_tools.cli import app
 
-from conftest import _zoom_series, real_pair_folder
+from conftest import _zoom_series, one_error_line, real_pair_folder
 
 runner = CliRunner()
 NAMES = ("Canon_004_LR4.png", "Nikon_017_LR4.png", "Canon_033_LR4.png")
@@ -101,3 +101,35 @@ def test_train_exit_codes(pairs, tmp_path, one_torch_thread):
                     "2", "--batch", "2", "--patch", "16", "--device", "cpu", "--val-every", "2")
     assert result.exit_code == 0, result.output
     assert invoke("train", pairs, "--out", tmp_path / "run2", "--steps", "0").exit_code == 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["crop", "{pairs}", "--out", "{out}", "--scale", "0", "--size", "32"], "--scale"),
+    (["crop", "{pairs}", "--out", "{out}", "--scale", "-4", "--size", "32"], "--scale"),
+    (["wash", "{pairs}", "--out", "{out}", "--scale", "0"], "--scale"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-psnr", "-5"], "--min-psnr"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-psnr", "nan"], "--min-psnr"),
+    (["wash", "{pairs}", "--out", "{out}", "--min-ssim", "2"], "--min-ssim"),
+    (["wash", "{pairs}", "--out", "{out}", "--max-shift", "-1"], "--max-shift"),
+    (["wash", "{pairs}", "--out", "{out}", "--max-shift", "nan"], "--max-shift"),
+    (["train", "{pairs}", "--out", "{out}", "--blocks", "-1"], "--blocks"),
+    (["train", "{pairs}", "--out", "{out}", "--channels", "0"], "--channels"),
+    (["demo", "--out", "{out}", "--steps", "0"], "--steps"),
+])
+def test_options_that_make_no_sense_are_refused_before_any_work(pairs, tmp_path, args, says):
+    # issue 12 case 8: these were accepted (nan dropped every pair; --channels 0 was an 80-line traceback).
+    result = invoke(*[a.format(pairs=pairs, out=tmp_path / "out") for a in args])
+    assert result.exit_code == 2 and says in one_error_line(result.output)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["crop", "--scale", "4", "--size", "64"], ["wash"]])
+def test_pair_names_with_spaces_are_refused_for_meta_info(tmp_path, data_dir, command):
+    # issue 12 case 11: BasicSR splits each meta_info.txt line at the first space, so "my pair_s001.png (..)"
+    # breaks its loader.
+    pairs = real_pair_folder(tmp_path / "pairs", data_dir, NAMES[:2], copy=True)
+    for side in ("HR", "LR"):
+        (pairs / side / NAMES[0]).rename(pairs / side / "my pair.png")
+    result = invoke(command[0], pairs, "--out", tmp_path / "out", *command[1:])
+    assert result.exit_code == 2 and "'my pair'" in result.output and "space" in result.output
+    assert not (tmp_path / "out").exists()

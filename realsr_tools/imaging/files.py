@@ -115,6 +115,17 @@ def atomic_output(path: str | os.PathLike):
             os.unlink(tmp_name)
 
 
+def remove_partials(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left under ``folder`` (a killed writer: a run interrupted
+    hard, a worker that died mid-write); returns how many. Only names of its own pattern are touched."""
+    removed = 0
+    for path in Path(folder).rglob(".*.partial*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def png_params(level: int) -> list[int]:
     """OpenCV PNG encoder settings of every realsr output: zlib ``level`` and the Paeth row filter.
 
@@ -183,14 +194,34 @@ def check_complete(path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".jpg", ".jpeg", ".png"):
         return
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy it from the camera card")
     with open(path, "rb") as stream:
-        stream.seek(max(0, path.stat().st_size - 4096))
+        head = stream.read(8)
+        stream.seek(max(0, size - 4096))
         tail = stream.read()
+    signature, kind = (PNG_SIGNATURE, "PNG") if suffix == ".png" else (b"\xff\xd8", "JPEG")
+    if not head.startswith(signature):
+        target = f", a link to {os.path.realpath(path)}" if path.is_symlink() else ""
+        what = "a text file" if _looks_like_text(head + tail[:248]) else "starts with " + head[:4].hex(" ")
+        raise InputError(f"{path}: not a {kind} file ({what}{target}); check the file and its name")
     if suffix == ".png":
         if b"IEND" not in tail[-16:]:
             raise InputError(f"{path}: PNG is truncated (no IEND chunk); re-copy or re-export the file")
     elif not tail.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
         raise InputError(f"{path}: JPEG is truncated (no end-of-image marker); re-copy the file")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _looks_like_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(32 <= b < 127 or b in b"\t\r\n" for b in data)
 
 
 def _as_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..errors import ManifestError
@@ -234,18 +234,25 @@ class StageWriter:
     """Collect a stage's records with crash-safe journaling; ``close`` writes the final manifest atomically.
 
     Records from an earlier run (``keep``) are carried over, so a resumed run's manifest is complete. Records
-    are keyed by ``id``: a newer record replaces an older one with the same id.
+    are keyed by ``id``: a newer record replaces an older one with the same id. ``order`` (a sort key of a record)
+    fixes the order of :attr:`records` and of the manifest, so it does not depend on which item finished first
+    (a stage passes the items' input order); the journal keeps arrival order. Temporary files of writers that
+    were killed (:func:`realsr_tools.imaging.files.remove_partials`) are removed on opening and closing.
     """
 
     out_dir: Path
     header: dict[str, Any]
     keep: Iterable[Mapping[str, Any]] = ()
+    order: Callable[[dict[str, Any]], Any] | None = None
     _records: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     _journal: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        from ..imaging.files import remove_partials
+
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_partials(self.out_dir)
         for record in self.keep:
             self._records[str(record["id"])] = dict(record)
         self._journal = open(self.journal_path, "a", encoding="utf-8")
@@ -268,10 +275,14 @@ class StageWriter:
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        return list(self._records.values())
+        records = list(self._records.values())
+        return records if self.order is None else sorted(records, key=self.order)
 
     def close(self) -> Path:
+        from ..imaging.files import remove_partials
+
         self._journal.close()
+        remove_partials(self.out_dir)
         path = write_manifest(self.out_dir, self.header, self.records)
         self.journal_path.unlink(missing_ok=True)
         return path

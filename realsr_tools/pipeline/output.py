@@ -82,43 +82,60 @@ def _probe(out_dir: Path) -> None:
 def output_lock(out_dir: Path | str) -> Iterator[Path]:
     """Hold ``out_dir`` for one run: :func:`prepare_output`, then an exclusive lock a second run is refused by.
 
-    The lock is an ``flock`` on ``out_dir/.realsr.lock``: the operating system releases it when the process ends,
-    even on ``kill -9``, so a killed run never leaves the folder locked.
+    The lock is an ``flock`` on ``out_dir/.realsr.lock``, removed when the run ends (so outputs hold no stray file);
+    the operating system releases it when the process ends, even on ``kill -9``, so a killed run never leaves the
+    folder locked (only the small file, which the next run takes over).
     """
-    import fcntl
-
     missing = [folder for folder in (Path(out_dir), *Path(out_dir).parents) if not folder.exists()]
     out_dir = prepare_output(out_dir)
     path = out_dir / LOCK_NAME
+    stream = _acquire(path, out_dir)
     try:
-        stream = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        raise location_error(exc, out_dir) or exc from None
-    try:
+        yield out_dir
+    finally:
+        try:
+            path.unlink(missing_ok=True)  # while still holding the lock: see _acquire
+        finally:
+            stream.close()
+        if missing:  # a run refused before it wrote anything leaves no empty folders behind
+            try:
+                if not any(out_dir.iterdir()):
+                    for folder in missing:
+                        folder.rmdir()
+            except OSError:
+                pass
+
+
+def _acquire(path: Path, out_dir: Path):
+    """Open and ``flock`` the lock file; retry when the holder removed it between our open and our lock."""
+    import fcntl
+    import sys
+
+    while True:
+        try:
+            stream = open(path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise location_error(exc, out_dir) or exc from None
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             stream.seek(0)
             holder = stream.read().strip() or "another process"
+            stream.close()
             raise OutputLocationError(f"{out_dir}: another realsr run is writing to this folder ({holder}); wait "
                                       "for it to finish or choose another --out") from None
+        try:
+            same = os.fstat(stream.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the previous holder unlinked the file we locked: lock the current one instead
+            stream.close()
+            continue
         stream.seek(0)
         stream.truncate()
-        import sys
-
         stream.write(f"pid {os.getpid()}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
         stream.flush()
-        yield out_dir
-    finally:
-        stream.close()
-        if missing:  # a run refused before it wrote anything leaves no empty folders behind
-            try:
-                if [p.name for p in out_dir.iterdir()] == [LOCK_NAME]:
-                    path.unlink()
-                    for folder in missing:
-                        folder.rmdir()
-            except OSError:
-                pass
+        return stream
 
 
 def holds_output(argument: str = "out_dir") -> Callable[[F], F]:

@@ -46,6 +46,14 @@ class PairSource:
         scales = {p.scale for p in self.pairs if p.scale is not None}
         return scales.pop() if len(scales) == 1 else None
 
+    def one_scale(self) -> int | None:
+        """The pairs' one scale (None when unknown); several are refused: a mean over scales means nothing."""
+        scales = sorted({p.scale for p in self.pairs if p.scale is not None})
+        if len(scales) > 1:
+            raise ConfigError(f"{self.root}: several scales ({', '.join(f'x{s}' for s in scales)}); pass --scale "
+                              "to use one of them")
+        return scales[0] if scales else None
+
 
 def open_pairs(source: Path | str, *, scale: int | None = None,
                stages: Sequence[str] = tuple(PAIR_KEYS)) -> PairSource:
@@ -167,3 +175,15 @@ def check_pairs_fit(source: PairSource, *, scale: int | None = None, size: int |
         h, w = max((lr for lr, _ in known), key=lambda hw: min(hw))
         raise ConfigError(f"{source.root}: every LR is smaller than one --size {size} patch (the largest is {w}x{h}); "
                           f"pass --size {min(h, w)} or less")
+
+
+def check_meta_info_names(source: PairSource) -> None:
+    """Refuse pair ids with whitespace before any work: they name the files listed in BasicSR's ``meta_info.txt``,
+    whose loader splits each line at the first space (``<name> (<h>,<w>,<c>)``)."""
+    spaced = [p.id for p in source.pairs if any(ch.isspace() for ch in p.id)]
+    if spaced:
+        from ..errors import InputError
+
+        raise InputError(f"{source.root}: {len(spaced)} pair name(s) contain a space or other whitespace (e.g. "
+                         f"{spaced[0]!r}), which BasicSR's meta_info.txt cannot hold (it splits each line at the "
+                         "first space); rename those files, e.g. with '_' for the spaces")

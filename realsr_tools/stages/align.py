@@ -6,10 +6,11 @@ The algorithms are :mod:`realsr_tools.registration`, :mod:`realsr_tools.geometry
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
+from ..pipeline.runner import TaskLost
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
@@ -55,18 +57,21 @@ class _Settings:
 
 
 @holds_output()
-def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
-              preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
-              raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:
+def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4),
+              workers: int | None = None, preview: bool = False, overwrite: bool = False, bit_depth: int = 8,
+              photometric: bool = True, raw: RawRendering = DEFAULT_RAW, show_progress: bool = True,
+              scheduler: str | None = None, scheduler_file: Path | str | None = None) -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
     ----------
     capture_dir : capture root (scene folders, optional ``captures.csv``); pairs come from
         :func:`realsr_tools.captures.discover`.
-    out_dir : output folder: ``lr/x<s>/<id>.png``, ``hr/x<s>/<id>.png``, ``preview/<id>.png``, ``manifest.jsonl``.
+    out_dir : output folder: ``LR/x<s>/<id>.png``, ``HR/x<s>/<id>.png`` (BasicSR's folder names, as crop and
+        wash; manifests of earlier versions with ``lr/``, ``hr/`` still read, since records store their paths),
+        ``preview/<id>.png``, ``manifest.jsonl``.
     scales : nominal tracks to align; pairs of other tracks are left out.
-    workers : pairs aligned in parallel (processes).
+    workers : pairs aligned in parallel (local processes); default: every CPU this process may use.
     preview : write a small checkerboard / difference PNG per pair.
     overwrite : redo pairs already aligned (default: skip them, i.e. resume).
     bit_depth : 8 or 16 bits per channel for the output PNGs.
@@ -74,16 +79,18 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         pixels bit-exact (crop only).
     raw : how RAW captures are rendered (:class:`realsr_tools.imaging.RawRendering`; every capture alike).
     show_progress : draw a progress bar.
+    scheduler, scheduler_file : run the pairs on this Dask cluster instead
+        (:func:`realsr_tools.pipeline.runner.open_runner`).
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
     from ..pipeline.manifest import StageWriter, completed_records, make_header
-    from ..pipeline.progress import track
+    from ..pipeline.runner import input_order, open_runner, run_items
 
     capture_dir, out_dir = Path(capture_dir), Path(out_dir)
     if bit_depth not in (8, 16):
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if out_dir.resolve() == capture_dir.resolve() or capture_dir.resolve() in out_dir.resolve().parents:
         raise ConfigError(f"{out_dir}: the output folder must lie outside the capture folder {capture_dir}, or a "
@@ -107,14 +114,19 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
     ok = failed = unmeasurable = 0
     failures = []
-    with StageWriter(out_dir, header, keep=keep) as writer:
+    # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
+    order = input_order([pair_id for pair_id, _, _ in blocked] + [pair.id for pair in pairs])
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
+            StageWriter(out_dir, header, keep=keep, order=order) as writer:
         for pair_id, path, reason in blocked:
             writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
                         "lr": None, "hr": None, "mask": None})
             failed += 1
             failures.append((pair_id, reason))
-        for record in track(_records(todo, settings, workers), description="align", total=len(todo),
-                            enabled=show_progress):
+        for index, record in run_items(runner, functools.partial(align_pair, settings=settings), todo, name="align",
+                                       labels=[pair.id for pair in todo], show_progress=show_progress):
+            if isinstance(record, TaskLost):
+                record = _new_record(todo[index]) | {"error": record.reason}
             writer.add(record)
             if record["status"] == "ok":
                 ok += 1
@@ -126,34 +138,23 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                         unmeasurable)
 
 
-def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1 or len(pairs) < 2:
-        for pair in pairs:
-            yield align_pair(pair, settings)
-        return
-    from ..pipeline.runner import process_pool
-
-    with process_pool(workers, initializer=_single_thread) as pool:
-        yield from pool.map(align_pair, pairs, [settings] * len(pairs))
-
-
-def _single_thread() -> None:
-    """Worker set-up: OpenCV on one thread, since the pool already keeps every core busy."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def align_pair(pair, settings: _Settings) -> dict[str, Any]:
-    """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record."""
-    from ..errors import OutputLocationError, RealsrError
-
-    record: dict[str, Any] = {
+def _new_record(pair) -> dict[str, Any]:
+    """A pair's record before any work: ``failed`` until it is aligned."""
+    return {
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
         "photometric": None, "quality": None, "registration": None, "distortion": None, "verification": None,
     }
+
+
+def align_pair(pair, settings: _Settings) -> dict[str, Any]:
+    """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record.
+
+    Runs on a worker (:mod:`realsr_tools.pipeline.runner`): it writes only this pair's files, atomically."""
+    from ..errors import OutputLocationError, RealsrError
+
+    record = _new_record(pair)
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
@@ -198,7 +199,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     stem = f"x{scale}/{pair.id}.png"
-    written = {kind: s.out_dir / kind / stem for kind in OUTPUT_KEYS}
+    written = {kind: s.out_dir / kind.upper() / stem for kind in OUTPUT_KEYS}
     hr_write = io_pool.submit(write_image, written["hr"], hr_out, bit_depth=s.bit_depth,
                               png_compression=PNG_COMPRESSION)
     lr_write = None
@@ -253,7 +254,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
         "lr_window": [int(x0), int(y0), int(w), int(h)],
-        "lr": f"lr/{stem}", "hr": f"hr/{stem}", "mask": None, "preview": preview_path,
+        "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},

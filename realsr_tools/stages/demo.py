@@ -32,6 +32,7 @@ class DemoResult:
     model_ssim: float
     bicubic_ssim: float
     seconds: float
+    refused: tuple[tuple[str, str], ...] = ()  # (pair id, reason) of pairs align refused on purpose
 
 
 def sample_photos() -> list[Path]:
@@ -80,7 +81,11 @@ def run_demo(out_dir: Path | str, *, minutes: float = 2.0, steps: int | None = N
     aligned = run_align(out["captures"], out["aligned"], scales=(2, 4), workers=2, preview=True,
                         show_progress=show_progress)
     run_align(out["test_captures"], out["test_aligned"], scales=(DEMO_SCALE,), show_progress=show_progress)
-    say(f"    aligned {aligned.ok}, failed {aligned.failed} (failed pairs are recorded with their reason)")
+    say(f"    aligned {aligned.ok} of {aligned.ok + aligned.failed}")
+    if aligned.failures:
+        say(f"    {aligned.failed} pair(s) refused, as intended: realsr refuses a pair whose alignment it cannot "
+            "verify (for example a scene with too little texture to fix the geometry) instead of writing a pair "
+            "that may be misaligned. The install is fine; these are recorded in the manifest with the reason:")
     for pair_id, reason in aligned.failures:
         say(f"    - {pair_id}: {reason}")
 
@@ -108,7 +113,7 @@ def run_demo(out_dir: Path | str, *, minutes: float = 2.0, steps: int | None = N
     bicubic_report = run_score(bicubic=True, data=out["test_aligned"], out_dir=out["bicubic_scores"],
                                show_progress=show_progress)
     return DemoResult(out_dir, out, model_report.psnr, bicubic_report.psnr, model_report.ssim, bicubic_report.ssim,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, tuple(aligned.failures))
 
 
 def _prepare_demo_folder(out_dir: Path, overwrite: bool) -> None:

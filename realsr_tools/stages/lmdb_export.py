@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..pipeline.manifest import (JOURNAL_SUFFIX, MANIFEST_NAME, StageWriter, atomic_write_text, make_header,
                                  previous_records, read_manifest)
+from ..pipeline.output import holds_output
 from ..pipeline.pairs import PairRef, infer_scale, check_scale, open_pairs
 
 DATABASES = ("HR", "LR")
@@ -84,6 +85,7 @@ def encode_png(pixels: np.ndarray, compression: int) -> bytes:
     return buffer.tobytes()
 
 
+@holds_output()
 def run_lmdb(source: Path | str, out_dir: Path | str, *, compression: int = DEFAULT_COMPRESSION,
              scale: int | None = None, overwrite: bool = False, show_progress: bool = True) -> LmdbSummary:
     """Write every pair of ``source`` into ``out_dir/HR.lmdb`` and ``out_dir/LR.lmdb`` (see the module docstring).

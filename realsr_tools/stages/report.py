@@ -28,8 +28,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RealsrError
 from ..pipeline.manifest import MANIFEST_NAME, Manifest, atomic_write_text, read_manifest
+from ..pipeline.output import holds_output
 
 WINDOW = 96  # LR pixels on the side of the crop shown per pair
 REPORT_DIR = "report"
@@ -62,22 +63,23 @@ def best_window(lr: np.ndarray, size: int = WINDOW) -> tuple[int, int, int]:
     return where[0], where[1], side
 
 
+@holds_output("folder")
 def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSummary:
     """Write ``folder/report/index.html`` for the stage output in ``folder`` (see the module docstring)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder; pass a realsr stage output folder")
     manifest, records, loader = _open(folder)
     out = folder / REPORT_DIR
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: (STATUS_ORDER.get(_status(r), 5), str(r.get("id"))))
     from ..pipeline.progress import track
 
+    import cv2
+
     cards, not_shown = [], []
     for record in track(records, description="report", enabled=show_progress):
         try:
             images = loader(record)
-        except Exception as exc:  # noqa: BLE001 - any unreadable pair is listed on the page, the report goes on
+        except (RealsrError, OSError, ValueError, KeyError, cv2.error) as exc:  # listed on the page; the report goes on
             not_shown.append(f"{record.get('id')}: {exc}")
             continue
         if images is not None:

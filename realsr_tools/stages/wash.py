@@ -33,7 +33,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from ..degradation import (CROP_BORDER, DEFAULT_SAMPLES, DEFAULT_SUPPORT, Degrad
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
-from ..pipeline.pairs import PairRef, PairSource, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.pairs import PairRef, PairSource, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
 from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verification
@@ -99,8 +99,9 @@ class _Item:
 @one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
              min_ssim: float | None = None, max_shift: float | None = None,
-             max_misalignment: float | None = DEFAULT_LIMIT, dry_run: bool = False, workers: int = 1,
-             show_progress: bool = True) -> WashSummary:
+             max_misalignment: float | None = DEFAULT_LIMIT, dry_run: bool = False, workers: int | None = None,
+             show_progress: bool = True, scheduler: str | None = None,
+             scheduler_file: Path | str | None = None) -> WashSummary:
     """Score every pair of ``source``, keep those passing the thresholds, write manifest, kept pairs and report.
 
     Parameters
@@ -115,37 +116,46 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
     min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
     max_misalignment : limit of the independent verifier (:mod:`realsr_tools.verification`, LR px): a pair whose
-        fitted displacement field exceeds it anywhere on its measurable area (or whose tile p95 exceeds twice it)
-        is dropped as ``misaligned: ...``; ``None`` turns the check off. Unmeasurable pairs (flat or
+        fitted displacement field exceeds it anywhere on its measurable area (or whose tile p95 beyond noise exceeds
+        2.5 times it) is dropped as ``misaligned: ...``; ``None`` turns the check off. Unmeasurable pairs (flat or
         one-directional content) are counted and listed; the PSNR floor alone decides them.
     dry_run : score, print nothing here, write nothing; ``WashSummary.sweep`` says how many pairs several PSNR floors
         would keep.
-    workers : processes scoring pairs in parallel.
+    workers : local processes scoring pairs in parallel; default: every CPU this process may use.
+    scheduler, scheduler_file : score the pairs on this Dask cluster instead
+        (:func:`realsr_tools.pipeline.runner.open_runner`). Workers only compute; this process writes every file.
     """
-    from ..pipeline.progress import track
+    from ..pipeline.runner import TaskLost, open_runner, run_items
 
     source, out_dir = Path(source), Path(out_dir)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    _check_thresholds(scale=scale, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift)
     pairs = open_pairs(source, scale=scale)
     if not pairs.pairs:
         raise InputError(f"{source}: no usable pairs (all failed or dropped upstream)")
     check_pairs_fit(pairs, scale=scale)
+    if not dry_run:
+        check_meta_info_names(pairs)
     if not dry_run:
         if out_dir.resolve() == pairs.root.resolve():
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
         _check_output(out_dir)
 
     cache = _Cache(out_dir / CACHE_NAME, writable=not dry_run)
-    with _pool(workers) as run_map:
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner:
         def cached(kind: str, fn: Callable, jobs: list[tuple], keys: list[str], description: str) -> list:
-            """``fn`` over ``jobs`` in order; results an earlier run computed for the same key are reused."""
+            """``fn`` over ``jobs`` in order; results an earlier run computed for the same key are reused. A task
+            lost with its worker gives ``lost(job, reason)`` and is not cached (a re-run tries it again)."""
             todo = [i for i, key in enumerate(keys) if (kind, key) not in cache]
-            fresh = track(run_map(fn, [jobs[i] for i in todo]), description=description, total=len(todo),
-                          enabled=show_progress)
-            for i, result in zip(todo, fresh):
-                cache.put(kind, keys[i], result)
-            return [cache.get(kind, key) for key in keys]
+            lost_now: dict[int, Any] = {}
+            for index, result in run_items(runner, fn, [jobs[i] for i in todo], name=description,
+                                           labels=[jobs[i][0].id for i in todo], show_progress=show_progress):
+                if isinstance(result, TaskLost):
+                    lost_now[todo[index]] = _LOST[kind](jobs[todo[index]], result.reason)
+                else:
+                    cache.put(kind, keys[todo[index]], result)
+            return [lost_now[i] if i in lost_now else cache.get(kind, key) for i, key in enumerate(keys)]
 
         identity = {p.id: _identity(p) for p in pairs.pairs}
         items = [replace(item, pair=p) for p, item in zip(pairs.pairs, cached(
@@ -220,6 +230,24 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
                           counts=counts)
     return WashSummary(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME, meta_info=meta, report=report,
                        by_reason=dict(by_reason), sweep=sweep, groups=names, **counts)
+
+
+def _check_thresholds(*, scale: int | None, min_psnr: float, min_ssim: float | None,
+                      max_shift: float | None) -> None:
+    """Refuse thresholds that make no sense (NaN compares false with everything: it would drop every pair)."""
+    import math
+
+    problems = []
+    if scale is not None and scale < 1:
+        problems.append(f"--scale must be a positive integer, got {scale}")
+    if not (math.isfinite(min_psnr) and min_psnr >= 0):
+        problems.append(f"--min-psnr must be a finite number of dB >= 0, got {min_psnr}")
+    if min_ssim is not None and not 0 <= min_ssim <= 1:
+        problems.append(f"--min-ssim must be between 0 and 1, got {min_ssim}")
+    if max_shift is not None and not (math.isfinite(max_shift) and max_shift > 0):
+        problems.append(f"--max-shift must be a positive number of LR pixels, got {max_shift}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _as_score(record: dict[str, Any]) -> PairScore:
@@ -419,24 +447,13 @@ def _decode(kind: str, value: Any) -> Any:
     return value
 
 
-class _pool:
-    """``with _pool(n) as run_map``: an ordered map over a process pool (or in this process for n == 1)."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.executor = None
-
-    def __enter__(self) -> Callable[[Callable, Sequence], Iterator]:
-        if self.workers > 1:
-            from ..pipeline.runner import process_pool
-
-            self.executor = process_pool(self.workers)
-            return lambda fn, args: self.executor.map(fn, args, chunksize=1)
-        return lambda fn, args: map(fn, args)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.executor is not None:
-            self.executor.shutdown()
+# What a task lost with its worker (see realsr_tools.pipeline.runner.TaskLost) stands for, per phase: an unreadable
+# pair, no fit, a failed score.
+_LOST: dict[str, Callable[[tuple, str], Any]] = {
+    "read": lambda job, reason: _Item(job[0], None, None, reason),
+    "fit": lambda job, reason: None,
+    "score": lambda job, reason: reason,
+}
 
 
 def _read(pair: PairRef, scale: int | None, kind: str) -> tuple[np.ndarray, np.ndarray, int]:

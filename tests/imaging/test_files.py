@@ -179,3 +179,24 @@ def test_a_tiff_whose_codec_is_missing_is_one_clear_line(tmp_path, monkeypatch):
     message = str(info.value)
     assert "lzw16.tif" in message and "LZW" in message and "pip install imagecodecs" in message
     assert "\n" not in message
+
+
+def test_not_an_image_empty_and_links_are_told_apart_from_a_truncated_file(tmp_path):
+    # issue 12 case 10: a text file, a link to /etc/passwd and a zero-byte file were all "PNG is truncated".
+    from realsr_tools.errors import InputError
+
+    text = tmp_path / "notes.png"
+    text.write_text("hello\n")
+    link = tmp_path / "link.png"
+    link.symlink_to("/etc/passwd")
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    jpeg_text = tmp_path / "notes.jpg"
+    jpeg_text.write_text("hello\n")
+    expected = {text: "not a PNG file", link: "/etc/passwd", empty: "empty (0 bytes)", jpeg_text: "not a JPEG file"}
+    for path, says in expected.items():
+        for check in (io.check_complete, io.read_pixels):
+            with pytest.raises(InputError) as caught:
+                check(path)
+            message = str(caught.value)
+            assert says in message and str(path) in message and "truncated" not in message, message

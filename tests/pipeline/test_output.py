@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from realsr_tools.cli import app
 from realsr_tools.pipeline import output
 
-from conftest import _zoom_series, real_pair_folder
+from conftest import _zoom_series, one_error_line, real_pair_folder
 
 runner = CliRunner()
 NAMES = ("Canon_004_LR4.png", "Nikon_017_LR4.png")
@@ -46,9 +46,8 @@ def commands(pairs, captures, out):
 
 
 def one_line_error(result, *words):
-    lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
+    one_error_line(result.output)
     for word in words:
         assert word in result.output, result.output
 

@@ -23,6 +23,9 @@ def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path, one_torch_thread)
         summary = json.loads((out / folder / "summary.json").read_text())
         assert summary["count"] == 1 and 20 < summary["psnr"] < 50
     assert "trained edsr_small" in result.output and "bicubic" in result.output
+    refused = [r for r in read_manifest(out / "aligned", stage="align").records if r.get("status") == "failed"]
+    text = " ".join(result.output.split())
+    assert ("refused" in text and "on purpose" in text and "not an error" in text) == bool(refused)
     # A second run must not clobber the first without --overwrite.
     again = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output

@@ -210,3 +210,58 @@ def test_cli_refuses_bad_folders_and_options(real_pairs, tmp_path):
                  ["--bicubic", "--data", str(real_pairs), "--tile", "64"]):  # tiling without a model
         result = runner.invoke(app, ["score", *args])
         assert result.exit_code == 2 and "error:" in result.output, args
+
+
+def test_model_messages_for_a_foreign_file_and_a_run_folder(real_pairs, tmp_path, small_model):
+    # issue 12 case 10: a random .pt printed torch's 6-line advice to retry with weights_only=False; a run folder
+    # given as --model said "no such checkpoint".
+    import pickle
+
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps(object()))
+    result = runner.invoke(app, ["-q", "score", "--model", str(foreign), "--data", str(real_pairs)])
+    assert result.exit_code == 2 and "not a realsr checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "weights_only" not in result.output
+    run = tmp_path / "run"
+    run.mkdir()
+    result = runner.invoke(app, ["-q", "score", "--model", str(run), "--data", str(real_pairs)])
+    assert result.exit_code == 2 and "best.pt" in result.output and "no such checkpoint" not in result.output
+    torch.save(checkpoint_dict(small_model, name="edsr_small", scale=4,
+                               options={"channels": 32, "blocks": 2, "res_scale": 1.0, "attention": False,
+                                        "skip": "bicubic"}), run / "best.pt")
+    from realsr_tools.models import load_checkpoint
+
+    assert load_checkpoint(run).name == "edsr_small"  # a run folder means its best.pt
+
+
+@pytest.fixture
+def mixed_scales(tmp_path, data_dir):
+    """An align-style output with one x4 and one x2 pair of real images (the x2 HR is the x4 HR halved)."""
+    from realsr_tools.pipeline.manifest import make_header, write_manifest
+
+    root = tmp_path / "aligned"
+    records = []
+    for name, scale in ((NAMES[0], 4), (NAMES[1], 2)):
+        lr = cv2.imread(str(data_dir / "pairs" / "realsr_x4" / "LR" / name))
+        hr = cv2.imread(str(data_dir / "pairs" / "realsr_x4" / "HR" / name))
+        if scale == 2:
+            hr = cv2.resize(hr, (hr.shape[1] // 2, hr.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        stem = name[:-4]
+        for kind, image in (("lr", lr), ("hr", hr)):
+            (root / kind / f"x{scale}").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / kind / f"x{scale}" / name), image)
+        records.append({"id": stem, "status": "ok", "scale": scale, "lr": f"lr/x{scale}/{name}",
+                        "hr": f"hr/x{scale}/{name}", "mask": None})
+    write_manifest(root, make_header("align", params={}, path_keys=("lr", "hr", "mask")), records)
+    return root
+
+
+def test_score_and_train_refuse_mixed_scales_without_scale(mixed_scales, tmp_path):
+    # issue 12 case 10: score averaged x2 and x4 into one number; train failed with a size mismatch.
+    result = runner.invoke(app, ["-q", "score", "--bicubic", "--data", str(mixed_scales)])
+    assert result.exit_code == 2 and "several scales (x2, x4)" in result.output and "--scale" in result.output
+    result = runner.invoke(app, ["-q", "train", str(mixed_scales), "--out", str(tmp_path / "run"), "--device",
+                                 "cpu", "--steps", "1"])
+    assert result.exit_code == 2 and "several scales (x2, x4)" in result.output and "--scale" in result.output
+    result = runner.invoke(app, ["-q", "score", "--bicubic", "--data", str(mixed_scales), "--scale", "4"])
+    assert result.exit_code == 0 and "over 1 image(s)" in result.output
