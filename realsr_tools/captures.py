@@ -80,6 +80,16 @@ class CaptureSet:
     def problems(self) -> list[str]:
         return [f"{scene.name}: {problem}" for scene in self.scenes for problem in scene.problems]
 
+    @property
+    def blocked(self) -> list[tuple[str, str, str]]:
+        """``(id, capture path, reason)`` of unreadable captures whose focal length is unknown: their scene has no
+        pairs, since any of them might be its HR capture."""
+        return [(f"{s.name.replace('/', '_') if s.name != '.' else 'root'}__{PurePosixPath(c.path).stem}", c.path,
+                 f"{c.error}; its focal length is unknown, so the HR capture of scene {s.name} cannot be chosen and "
+                 f"none of its pairs was aligned (fix or remove the file, or give its focal length in "
+                 f"{CAPTURES_CSV})")
+                for s in self.scenes for c in s.captures if c.error and c.focal_mm is None]
+
     def to_dict(self) -> dict:
         return {
             "root": str(self.root),
@@ -156,19 +166,25 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         override = overrides.get(rel, {})
         error = None
         focal = camera = source = None
+        # A damaged file still takes its place in the scene (its focal length from EXIF, which sits at the start of
+        # the file, or from captures.csv): it must never let another capture silently become the HR. Its pairs fail
+        # in align with the reason.
         try:
             check_complete(file)
+        except RealsrError as exc:
+            error = str(exc)
+        try:
             meta = read_metadata(file)
             focal, camera = meta.focal_mm, meta.camera
             source = "exif" if focal is not None else None
         except RealsrError as exc:
-            error = str(exc)
+            error = error or str(exc)
         if override.get("focal_mm") is not None:
             focal, source = override["focal_mm"], CAPTURES_CSV
         camera = override.get("camera") or camera
         folder = PurePosixPath(rel).parent.as_posix()
         by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error))
-    scenes = [_plan_scene(name, captures, tuple(tracks)) for name, captures in sorted(by_folder.items())]
+    scenes = [_plan_scene(name, captures, tuple(tracks), root) for name, captures in sorted(by_folder.items())]
     missing = sorted(set(overrides) - known)
     if missing:
         scenes.insert(0, Scene(name=CAPTURES_CSV, captures=[],
@@ -176,14 +192,45 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
     return CaptureSet(root=root, scenes=scenes, csv_used=bool(overrides))
 
 
-def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...]) -> Scene:
+def _frame_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a capture as stored (0, 0 when unreadable); read only to break focal-length ties."""
+    try:
+        from .imaging import is_raw
+
+        if is_raw(path):
+            import rawpy
+
+            with rawpy.imread(str(path)) as raw:
+                return int(raw.sizes.width), int(raw.sizes.height)
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+            return int(shape[1]), int(shape[0])
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        return (8 * image.shape[1], 8 * image.shape[0]) if image is not None else (0, 0)
+    except Exception:  # noqa: BLE001 - any unreadable file simply loses the tie
+        return 0, 0
+
+
+def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...], root: Path | None = None) -> Scene:
     scene = Scene(name=name, captures=captures)
     for capture in captures:
         if capture.error:
             scene.problems.append(f"unreadable: {capture.error}")
         elif capture.focal_mm is None:
             scene.problems.append(f"{capture.path}: no focal length in EXIF; add it to {CAPTURES_CSV}")
-    usable = [c for c in captures if c.error is None and c.focal_mm is not None]
+    unknown = [c for c in captures if c.error and c.focal_mm is None]
+    if unknown:
+        scene.problems.append(f"{len(unknown)} unreadable capture(s) without a known focal length "
+                              f"({', '.join(c.path for c in unknown[:3])}): the HR capture cannot be chosen, no pair "
+                              "is planned")
+        return scene
+    # Unreadable captures of known focal length keep their place: align records their pairs as failed, naming them.
+    usable = [c for c in captures if c.focal_mm is not None]
     cameras = sorted({c.camera for c in usable if c.camera})
     if len(cameras) > 1:
         scene.problems.append(f"mixed cameras in one scene ({', '.join(cameras)}); only captures of the HR "
@@ -191,7 +238,16 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...]) -> 
     if len(usable) < 2:
         scene.problems.append(f"only {len(usable)} usable capture(s); a scene needs two focal lengths")
         return scene
-    hr = max(usable, key=lambda c: (c.focal_mm, c.path))
+    longest = max(c.focal_mm for c in usable)
+    tied = [c for c in usable if c.focal_mm == longest]
+    hr = max(tied, key=lambda c: c.path)
+    if len(tied) > 1:  # the same focal length: the larger frame is the HR capture (not the file name)
+        sizes = {c.path: _frame_size(root / c.path) if root is not None else (0, 0) for c in tied}
+        hr = max(tied, key=lambda c: (sizes[c.path][0] * sizes[c.path][1], c.path))
+        others = ", ".join(f"{c.path} ({sizes[c.path][0]}x{sizes[c.path][1]})" for c in tied if c is not hr)
+        scene.problems.append(f"{len(tied)} captures share the longest focal length {longest:g} mm; the HR "
+                              f"capture is the largest frame, {hr.path} ({sizes[hr.path][0]}x{sizes[hr.path][1]} "
+                              f"px), not {others}")
     scene.hr = hr.path
     scene.camera = hr.camera
     for capture in usable:

@@ -32,3 +32,10 @@ class RegistrationError(Exception):
 
     Not a :class:`RealsrError`: it fails one pair (a failed record), never the run.
     """
+
+
+class OutputLocationError(RealsrError):
+    """The output folder cannot take the outputs: not a folder, read-only, no space left, or locked by another run.
+
+    Never one item's failure: it stops the run (per-item handlers re-raise it).
+    """

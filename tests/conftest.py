@@ -84,3 +84,11 @@ def capture_dir(tmp_path, data_dir):
     _zoom_series(photos / "pypi_scikit-image_hubble_deep_field.jpg", root / "lonely", (50,))
     (root / "captures.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def one_error_line(output: str) -> str:
+    """The command's error: exactly one line, 'error: ...', the last one printed, and no traceback."""
+    lines = output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in output, output
+    return errors[0]

@@ -36,9 +36,27 @@ def test_unreadable_capture_is_a_problem_not_a_crash(capture_dir, data_dir):
     jpeg = (data_dir / "photos" / "skimage_UNIS_EV0.jpg").read_bytes()
     (capture_dir / "Canon" / "scene_002" / "broken.jpg").write_bytes(jpeg[:20000])
     (capture_dir / "Canon" / "scene_002" / "empty.CR2").touch()
-    scene = next(s for s in discover(capture_dir).scenes if s.name == "Canon/scene_002")
-    assert sum("unreadable" in p for p in scene.problems) == 2
-    assert len(scene.pairs) == 1
+    found = discover(capture_dir)
+    scene = next(s for s in found.scenes if s.name == "Canon/scene_002")
+    assert sum(p.startswith("unreadable:") for p in scene.problems) == 2
+    # issue 12 case 4: either file might be the scene's longest focal length, so no capture silently becomes the HR;
+    # align records each as a failed item with the reason.
+    assert scene.pairs == [] and "HR capture cannot be chosen" in scene.problems[-1]
+    blocked = {path: reason for _, path, reason in found.blocked}
+    # The truncated JPEG still has its EXIF focal length (EXIF is at the start of the file); the empty RAW has none.
+    assert set(blocked) == {"Canon/scene_002/empty.CR2"} and "focal length is unknown" in blocked[
+        "Canon/scene_002/empty.CR2"]
+    broken = next(c for c in scene.captures if c.path.endswith("broken.jpg"))
+    assert broken.focal_mm is not None and "truncated" in broken.error
+
+
+def test_an_unreadable_hr_capture_stays_the_hr(capture_dir):
+    # issue 12 case 4: with the 105 mm HR unreadable, the 50 mm capture became the HR of an x2 pair.
+    (capture_dir / "Canon" / "scene_001" / "f105.png").write_bytes(b"not an image")
+    scene = next(s for s in discover(capture_dir).scenes if s.name == "Canon/scene_001")
+    assert scene.hr == "Canon/scene_001/f105.png"
+    assert sorted((p.lr, p.scale) for p in scene.pairs) == [("Canon/scene_001/f28.png", 4),
+                                                             ("Canon/scene_001/f50.png", 2)]
 
 
 @pytest.mark.parametrize("bad_csv,message", [

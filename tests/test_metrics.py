@@ -16,6 +16,7 @@ from skimage.metrics import structural_similarity
 from realsr_tools import metrics
 from realsr_tools.imaging import read_pixels
 from realsr_tools.metrics import Protocol, aim_score, measure, psnr, rgb_to_y, ssim
+from skimage.color import rgb2ycbcr
 
 PAIRS = ["realsr_x4/Canon_003_LR4.png", "realsr_x4/Nikon_050_LR4.png", "drealsr_x4/sony_1_x1.png"]
 
@@ -31,8 +32,8 @@ def _real_pair(data_dir, name):
 def _reference(hr, sr, border, channels):
     a, b = (hr, sr) if not border else (hr[border:-border, border:-border], sr[border:-border, border:-border])
     a, b = a.astype(np.float64), b.astype(np.float64)
-    if channels == "y":
-        a, b = rgb_to_y(a), rgb_to_y(b)
+    if channels == "y":  # scikit-image's BT.601 Y (16-235) of RGB in [0, 1]: an implementation realsr does not call
+        a, b = rgb2ycbcr(a / 255.0)[..., 0], rgb2ycbcr(b / 255.0)[..., 0]
     reference_ssim = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                            data_range=255, channel_axis=2 if channels == "rgb" else None)
     reference_psnr = 10 * np.log10(255.0**2 / np.mean((a - b) ** 2))

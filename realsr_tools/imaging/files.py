@@ -103,9 +103,27 @@ def atomic_output(path: str | os.PathLike):
     try:
         yield Path(tmp_name)
         os.replace(tmp_name, path)
+    except OSError as exc:  # a full disk or read-only folder stops the run with one line, not a traceback
+        from ..pipeline.output import location_error
+
+        problem = location_error(exc, path)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def remove_partials(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left under ``folder`` (a killed writer: a run interrupted
+    hard, a worker that died mid-write); returns how many. Only names of its own pattern are touched."""
+    removed = 0
+    for path in Path(folder).rglob(".*.partial*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def png_params(level: int) -> list[int]:
@@ -146,6 +164,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bit_depth: Litera
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
             params = png_params(png_compression) if suffix == ".png" else []
             if not cv2.imwrite(str(tmp_name), bgr, params):
+                from ..pipeline.output import check_space
+
+                check_space(path.parent, path)  # OpenCV does not say why: a full disk stops the run
                 raise InputError(f"{path}: OpenCV could not encode a {image.shape} {image.dtype} image as {suffix}")
     return path
 
@@ -173,14 +194,34 @@ def check_complete(path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".jpg", ".jpeg", ".png"):
         return
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy it from the camera card")
     with open(path, "rb") as stream:
-        stream.seek(max(0, path.stat().st_size - 4096))
+        head = stream.read(8)
+        stream.seek(max(0, size - 4096))
         tail = stream.read()
+    signature, kind = (PNG_SIGNATURE, "PNG") if suffix == ".png" else (b"\xff\xd8", "JPEG")
+    if not head.startswith(signature):
+        target = f", a link to {os.path.realpath(path)}" if path.is_symlink() else ""
+        what = "a text file" if _looks_like_text(head + tail[:248]) else "starts with " + head[:4].hex(" ")
+        raise InputError(f"{path}: not a {kind} file ({what}{target}); check the file and its name")
     if suffix == ".png":
         if b"IEND" not in tail[-16:]:
             raise InputError(f"{path}: PNG is truncated (no IEND chunk); re-copy or re-export the file")
     elif not tail.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
         raise InputError(f"{path}: JPEG is truncated (no end-of-image marker); re-copy the file")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _looks_like_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(32 <= b < 127 or b in b"\t\r\n" for b in data)
 
 
 def _as_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
@@ -209,6 +250,8 @@ def _read_png_jpeg(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
+    """Any TIFF cameras and raw converters write: uncompressed, LZW, Deflate/ZIP, PackBits, JPEG (with or without a
+    horizontal predictor), striped or tiled, 8 or 16 bit, chunky or planar; the codecs come from imagecodecs."""
     import tifffile
 
     try:
@@ -217,6 +260,17 @@ def _read_tiff(path: Path) -> np.ndarray:
             pixels = page.asarray()
             planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, struct.error) for bad files
+        if "requires the 'imagecodecs' package" in str(exc):
+            # tifffile decodes only uncompressed (and a few pure-Python) TIFFs itself; LZW, Deflate, JPEG and the
+            # horizontal predictor come from imagecodecs, a realsr dependency that this environment lacks.
+            import re
+
+            found = re.search(r"(COMPRESSION|PREDICTOR)\.(\w+)", str(exc))
+            codec = (found[2] if found[1] == "COMPRESSION" else f"the {found[2].lower()} predictor") if found else \
+                "a codec tifffile lacks"
+            raise InputError(f"{path}: this TIFF is encoded with {codec}, whose decoder comes from the "
+                             "'imagecodecs' package; install it (pip install imagecodecs) or re-save the file "
+                             "uncompressed") from None
         raise InputError(f"{path}: cannot decode TIFF ({exc}); the file is damaged or not a TIFF") from None
     if planar and pixels.ndim == 3:
         pixels = np.moveaxis(pixels, 0, -1)

@@ -44,7 +44,12 @@ def model_options(name: str, **overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {', '.join(sorted(unknown))}; it takes "
                           f"{', '.join(sorted(_DEFAULTS[name]))}")
-    return _DEFAULTS[name] | {k: v for k, v in overrides.items() if v is not None}
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    for key, smallest in (("channels", 1), ("blocks", 0)):
+        value = chosen.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < smallest):
+            raise ConfigError(f"--{key} must be an integer >= {smallest}, got {value!r}")
+    return _DEFAULTS[name] | chosen
 
 
 def create_model(name: str, scale: int, **overrides: Any):
@@ -88,15 +93,21 @@ def load_checkpoint(path: str | Path, *, scale: int | None = None, name: str | N
     import torch
 
     path = Path(path)
+    if path.is_dir():  # a run folder: its best checkpoint
+        if not (path / "best.pt").is_file():
+            raise ConfigError(f"{path}: a folder without best.pt; pass a checkpoint file (RUN/best.pt or "
+                              "RUN/last.pt of a realsr train run)")
+        path = path / "best.pt"
     if not path.is_file():
         raise ConfigError(f"{path}: no such checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError) for bad files
-        raise ConfigError(f"{path}: not a loadable realsr checkpoint ({type(exc).__name__}: {exc})") from None
+        # Not torch's advice to retry with weights_only=False: that would run code from an unknown file.
+        raise ConfigError(f"{path}: not a realsr checkpoint (torch cannot read it as plain tensors and metadata: "
+                          f"{type(exc).__name__}); train one with `realsr train`") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "state_dict" not in data:
-        raise ConfigError(f"{path}: not a realsr checkpoint (format {CHECKPOINT_FORMAT}); train one with "
-                          "`realsr train`")
+        data = _from_basicsr(data, path)
     if scale is not None and data["scale"] != scale:
         raise ConfigError(f"{path}: checkpoint is for x{data['scale']}, but x{scale} was asked for")
     if name is not None and data["model"] != name:
@@ -109,3 +120,21 @@ def load_checkpoint(path: str | Path, *, scale: int | None = None, name: str | N
                           f"({str(exc).splitlines()[0]})") from None
     model.eval()
     return LoadedModel(model, data["model"], data["scale"], data["options"], data.get("meta", {}))
+
+
+def _from_basicsr(data: Any, path: Path) -> dict[str, Any]:
+    """A BasicSR checkpoint (EDSR/RCAN weights under ``params_ema``/``params``) in realsr's checkpoint form."""
+    from .basicsr import EXPECTED, basicsr_state_dict, detect_basicsr
+
+    found = basicsr_state_dict(data)
+    if found is None:
+        keys = ", ".join(list(data)[:5]) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{path}: not a checkpoint realsr can load: expected a realsr checkpoint (format "
+                          f"{CHECKPOINT_FORMAT}, from `realsr train`) or {EXPECTED}; found {keys or 'nothing'}")
+    state, param_key = found
+    try:
+        name, scale, options = detect_basicsr(state)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: weights under {param_key!r} are not {EXPECTED}: {exc}") from None
+    return {"format": CHECKPOINT_FORMAT, "model": name, "scale": scale, "options": options, "state_dict": state,
+            "meta": {"source": "basicsr", "param_key": param_key}}

@@ -28,3 +28,19 @@ def edsr_ca(scale: int, **options) -> EDSR:
 def edsr_large(scale: int, **options) -> EDSR:
     """A wide channel-attention variant for GPU training (about 8 M parameters)."""
     return EDSR(scale, **options)
+
+
+@register_model("basicsr_edsr", num_feat=64, num_block=16, res_scale=1.0)
+def basicsr_edsr(scale: int, **options):
+    """EDSR with BasicSR's layer names (EDSR-M defaults); loads BasicSR checkpoints (``realsr score --model``)."""
+    from .basicsr import BasicSREDSR
+
+    return BasicSREDSR(scale, **options)
+
+
+@register_model("basicsr_rcan", num_feat=64, num_group=10, num_block=16, squeeze_factor=16, res_scale=1.0)
+def basicsr_rcan(scale: int, **options):
+    """RCAN with BasicSR's layer names (the paper's defaults, about 15.6 M parameters at x4)."""
+    from .basicsr import BasicSRRCAN
+
+    return BasicSRRCAN(scale, **options)

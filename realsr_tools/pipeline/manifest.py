@@ -11,6 +11,8 @@ primitive: the records whose status is ``ok`` and whose output files all exist.
 
 Reading validates the header, the expected stage and the schema version, and refuses absolute paths and paths
 that climb out of the dataset (``..``): a manifest from someone else must not make realsr touch files outside it.
+Record ids become file names downstream (``HR/<id>.png``), so every id must be a plain file-name component (no
+``/``, ``\\``, ``..``, NUL, not empty, not starting with ``.``) and unique in its manifest (:func:`check_id`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..errors import ManifestError
@@ -31,7 +33,7 @@ from ..imaging import atomic_output
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 JOURNAL_SUFFIX = ".journal"
-STAGES = ("align", "crop", "wash", "train")
+STAGES = ("align", "crop", "wash", "train", "lmdb")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,15 @@ def check_relative_path(value: Any, manifest_path: Path | str) -> str:
                             "be relative to the manifest's folder, with forward slashes")
     if ".." in posix.parts:
         raise ManifestError(f"{manifest_path}: refusing path {value!r}, which leaves the dataset folder")
+    return value
+
+
+def check_id(value: Any, manifest_path: Path | str) -> str:
+    """Refuse a record id that is not a plain file-name component: ids are used as file names by later stages."""
+    if (not isinstance(value, str) or not value or value.startswith(".") or "/" in value or "\\" in value
+            or "\x00" in value or (len(value) > 1 and value[1] == ":")):
+        raise ManifestError(f"{manifest_path}: record id {value!r} is not a plain file name (ids name output files: "
+                            "no '/', '\\', leading '.', not empty); re-run the stage that wrote this manifest")
     return value
 
 
@@ -154,6 +165,7 @@ def read_manifest(location: Path | str, *, stage: str | Sequence[str] | None = N
     _validate_header(header, path, stage)
     records = [_parse_line(line, path, number) for number, line in enumerate(lines[1:], start=2)]
     _validate_paths(records, header["path_keys"], path)
+    _validate_ids(records, path)
     return Manifest(path=path, header=header, records=records)
 
 
@@ -190,15 +202,31 @@ def _validate_paths(records: list[dict[str, Any]], keys: Sequence[str], path: Pa
                 check_relative_path(record[key], path)
 
 
+def _validate_ids(records: list[dict[str, Any]], path: Path) -> None:
+    seen: set[str] = set()
+    for record in records:
+        value = check_id(record.get("id"), path)
+        if value in seen:
+            raise ManifestError(f"{path}: record id {value!r} occurs more than once (ids name output files and must "
+                                "be unique); re-run the stage that wrote this manifest")
+        seen.add(value)
+
+
 def check_upstream(manifest: Manifest) -> None:
     """Refuse to go on when the upstream manifest changed since this one was written (DVC-style staleness)."""
     upstream = manifest.header.get("upstream")
     if not upstream:
         return
     where = (manifest.root / upstream["path"]).resolve()
-    if where.is_file() and file_sha256(where) != upstream["sha256"]:
-        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written; "
-                            f"re-run the '{manifest.stage}' stage")
+    if not where.is_file():
+        return  # moved or archived without its upstream: nothing to compare with
+    now = file_sha256(where)
+    if now != upstream["sha256"]:
+        modified = datetime.fromtimestamp(where.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        raise ManifestError(f"{manifest.path}: its upstream {where} changed after it was written (sha256 "
+                            f"{upstream['sha256'][:12]}... when this manifest was written {manifest.header.get('created')}"
+                            f", {now[:12]}... now, file modified {modified}); re-run the '{manifest.stage}' stage "
+                            f"into {manifest.root}")
 
 
 @dataclass
@@ -206,18 +234,25 @@ class StageWriter:
     """Collect a stage's records with crash-safe journaling; ``close`` writes the final manifest atomically.
 
     Records from an earlier run (``keep``) are carried over, so a resumed run's manifest is complete. Records
-    are keyed by ``id``: a newer record replaces an older one with the same id.
+    are keyed by ``id``: a newer record replaces an older one with the same id. ``order`` (a sort key of a record)
+    fixes the order of :attr:`records` and of the manifest, so it does not depend on which item finished first
+    (a stage passes the items' input order); the journal keeps arrival order. Temporary files of writers that
+    were killed (:func:`realsr_tools.imaging.files.remove_partials`) are removed on opening and closing.
     """
 
     out_dir: Path
     header: dict[str, Any]
     keep: Iterable[Mapping[str, Any]] = ()
+    order: Callable[[dict[str, Any]], Any] | None = None
     _records: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
     _journal: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        from ..imaging.files import remove_partials
+
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_partials(self.out_dir)
         for record in self.keep:
             self._records[str(record["id"])] = dict(record)
         self._journal = open(self.journal_path, "a", encoding="utf-8")
@@ -229,6 +264,7 @@ class StageWriter:
     def add(self, record: Mapping[str, Any]) -> None:
         if "id" not in record:
             raise ValueError("every manifest record needs an 'id'")
+        check_id(record["id"], self.out_dir / MANIFEST_NAME)
         for key in self.header["path_keys"]:
             if record.get(key) is not None:
                 check_relative_path(record[key], self.out_dir / MANIFEST_NAME)
@@ -239,10 +275,14 @@ class StageWriter:
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        return list(self._records.values())
+        records = list(self._records.values())
+        return records if self.order is None else sorted(records, key=self.order)
 
     def close(self) -> Path:
+        from ..imaging.files import remove_partials
+
         self._journal.close()
+        remove_partials(self.out_dir)
         path = write_manifest(self.out_dir, self.header, self.records)
         self.journal_path.unlink(missing_ok=True)
         return path
@@ -277,6 +317,7 @@ def previous_records(out_dir: Path | str, stage: str) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # the last line of a killed run may be cut short; that item is simply redone
             if isinstance(record, dict) and "id" in record:
+                check_id(record["id"], journal)
                 if keys:
                     _validate_paths([record], keys, journal)
                 found[str(record["id"])] = record

@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence
 
 from ..errors import ConfigError, InputError
 from ..imaging import IMAGE_EXTENSIONS
-from .manifest import MANIFEST_NAME, Manifest, iter_ok, read_manifest
+from .manifest import MANIFEST_NAME, Manifest, check_upstream, iter_ok, read_manifest
 
 # Which record keys hold a stage's LR and HR output files (relative to its manifest).
 PAIR_KEYS: dict[str, tuple[str, str]] = {
@@ -46,6 +46,14 @@ class PairSource:
         scales = {p.scale for p in self.pairs if p.scale is not None}
         return scales.pop() if len(scales) == 1 else None
 
+    def one_scale(self) -> int | None:
+        """The pairs' one scale (None when unknown); several are refused: a mean over scales means nothing."""
+        scales = sorted({p.scale for p in self.pairs if p.scale is not None})
+        if len(scales) > 1:
+            raise ConfigError(f"{self.root}: several scales ({', '.join(f'x{s}' for s in scales)}); pass --scale "
+                              "to use one of them")
+        return scales[0] if scales else None
+
 
 def open_pairs(source: Path | str, *, scale: int | None = None,
                stages: Sequence[str] = tuple(PAIR_KEYS)) -> PairSource:
@@ -55,7 +63,9 @@ def open_pairs(source: Path | str, *, scale: int | None = None,
     """
     source = Path(source)
     if source.is_file() and source.name == MANIFEST_NAME or (source / MANIFEST_NAME).is_file():
-        return _from_manifest(read_manifest(source, stage=stages), scale)
+        manifest = read_manifest(source, stage=stages)
+        check_upstream(manifest)  # every stage reads pairs here: a stale output is refused before any work
+        return _from_manifest(manifest, scale)
     if (source / "HR").is_dir() and (source / "LR").is_dir():
         return _from_folder(source, scale)
     raise InputError(f"{source}: neither a realsr stage output (no {MANIFEST_NAME}) nor a folder with HR/ and LR/ "
@@ -121,3 +131,59 @@ def infer_scale(hr_shape: Sequence[int], lr_shape: Sequence[int], *, hr: Path, l
                           f"{lr_shape[0]}); check that HR/ and LR/ are not swapped")
     check_scale(hr_shape, lr_shape, scale, hr=hr, lr=lr)
     return scale
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of an image file from its header (nothing decoded); None when it cannot be told (RAW,
+    damaged or not an image: the stage reports those per pair)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    return height, width
+
+
+def check_pairs_fit(source: PairSource, *, scale: int | None = None, size: int | None = None) -> None:
+    """Refuse before any work a ``scale`` (folder sources) or LR patch ``size`` that no pair fits.
+
+    Reads only the image headers. Pairs whose size cannot be told are left to the stage; the check refuses only when
+    every pair whose size is known contradicts the option, and says what would fit ("HR is 4x LR in every pair;
+    pass --scale 4").
+    """
+    sizes = [(header_size(p.lr), header_size(p.hr)) for p in source.pairs]
+    known = [(lr, hr) for lr, hr in sizes if lr is not None and hr is not None]
+    if not known:
+        return
+    if scale is not None and source.kind == "folder":
+        ratios = {hr[0] // lr[0] if lr[0] and hr[0] % lr[0] == 0 and hr[1] == lr[1] * (hr[0] // lr[0]) else None
+                  for lr, hr in known}
+        if scale not in ratios:
+            from ..errors import ConfigError
+
+            if len(ratios) == 1 and None not in ratios:
+                found = ratios.pop()
+                raise ConfigError(f"{source.root}: --scale {scale}, but HR is {found}x LR in every pair; pass --scale "
+                                  f"{found}")
+            raise ConfigError(f"{source.root}: --scale {scale}, but no pair has an HR exactly {scale}x its LR; check "
+                              "--scale and the HR/ and LR/ files")
+    if size is not None and all(lr[0] < size or lr[1] < size for lr, _ in known):
+        from ..errors import ConfigError
+
+        h, w = max((lr for lr, _ in known), key=lambda hw: min(hw))
+        raise ConfigError(f"{source.root}: every LR is smaller than one --size {size} patch (the largest is {w}x{h}); "
+                          f"pass --size {min(h, w)} or less")
+
+
+def check_meta_info_names(source: PairSource) -> None:
+    """Refuse pair ids with whitespace before any work: they name the files listed in BasicSR's ``meta_info.txt``,
+    whose loader splits each line at the first space (``<name> (<h>,<w>,<c>)``)."""
+    spaced = [p.id for p in source.pairs if any(ch.isspace() for ch in p.id)]
+    if spaced:
+        from ..errors import InputError
+
+        raise InputError(f"{source.root}: {len(spaced)} pair name(s) contain a space or other whitespace (e.g. "
+                         f"{spaced[0]!r}), which BasicSR's meta_info.txt cannot hold (it splits each line at the "
+                         "first space); rename those files, e.g. with '_' for the spaces")

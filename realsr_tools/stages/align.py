@@ -6,24 +6,32 @@ The algorithms are :mod:`realsr_tools.registration`, :mod:`realsr_tools.geometry
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import RegistrationError
 from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
+from ..pipeline.runner import TaskLost
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
-PREVIEW_SIZE = 256  # LR px on the longer side of each preview panel
+PREVIEW_SIZE = 384  # px on the longer side of each preview panel
+# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2.5x on the tile
+# p95 beyond noise). Higher than wash's 0.35 (realsr_tools.verification.DEFAULT_LIMIT): a refusal here loses the
+# pair, and a field is largest at the window's corners, so a pair registered to 0.22 LR px RMS (simulated hard set,
+# seed 1) shows 0.38 px at a corner. 0.5 is the issue's "no ok pair worse than 0.5 px".
+MAX_FIELD_DISPLACEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class AlignSummary:
     skipped: int
     manifest: Path
     failures: tuple[tuple[str, str], ...] = field(default=())  # (pair id, reason) of this run's failures
+    unmeasurable: int = 0  # of this run's ok pairs: the verifier could not measure their displacement field
 
 
 @dataclass(frozen=True)
@@ -47,18 +56,22 @@ class _Settings:
     raw: RawRendering = DEFAULT_RAW
 
 
-def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4), workers: int = 1,
-              preview: bool = False, overwrite: bool = False, bit_depth: int = 8, photometric: bool = True,
-              raw: RawRendering = DEFAULT_RAW, show_progress: bool = True) -> AlignSummary:
+@holds_output()
+def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4),
+              workers: int | None = None, preview: bool = False, overwrite: bool = False, bit_depth: int = 8,
+              photometric: bool = True, raw: RawRendering = DEFAULT_RAW, show_progress: bool = True,
+              scheduler: str | None = None, scheduler_file: Path | str | None = None) -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
     ----------
     capture_dir : capture root (scene folders, optional ``captures.csv``); pairs come from
         :func:`realsr_tools.captures.discover`.
-    out_dir : output folder: ``lr/x<s>/<id>.png``, ``hr/x<s>/<id>.png``, ``preview/<id>.png``, ``manifest.jsonl``.
+    out_dir : output folder: ``LR/x<s>/<id>.png``, ``HR/x<s>/<id>.png`` (BasicSR's folder names, as crop and
+        wash; manifests of earlier versions with ``lr/``, ``hr/`` still read, since records store their paths),
+        ``preview/<id>.png``, ``manifest.jsonl``.
     scales : nominal tracks to align; pairs of other tracks are left out.
-    workers : pairs aligned in parallel (processes).
+    workers : pairs aligned in parallel (local processes); default: every CPU this process may use.
     preview : write a small checkerboard / difference PNG per pair.
     overwrite : redo pairs already aligned (default: skip them, i.e. resume).
     bit_depth : 8 or 16 bits per channel for the output PNGs.
@@ -66,23 +79,26 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         pixels bit-exact (crop only).
     raw : how RAW captures are rendered (:class:`realsr_tools.imaging.RawRendering`; every capture alike).
     show_progress : draw a progress bar.
+    scheduler, scheduler_file : run the pairs on this Dask cluster instead
+        (:func:`realsr_tools.pipeline.runner.open_runner`).
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
     from ..pipeline.manifest import StageWriter, completed_records, make_header
-    from ..pipeline.progress import track
+    from ..pipeline.runner import input_order, open_runner, run_items
 
     capture_dir, out_dir = Path(capture_dir), Path(out_dir)
     if bit_depth not in (8, 16):
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if out_dir.resolve() == capture_dir.resolve() or capture_dir.resolve() in out_dir.resolve().parents:
         raise ConfigError(f"{out_dir}: the output folder must lie outside the capture folder {capture_dir}, or a "
                           "re-run would find the aligned images as captures")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
-    if not pairs:
+    blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
+    if not pairs and not blocked:
         raise InputError(f"{capture_dir}: no LR/HR pair at scale(s) {', '.join(map(str, scales))}; run "
                          "'realsr inspect' to see the scenes, focal lengths and problems")
     header = make_header("align", params={
@@ -96,53 +112,57 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
     settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
-    ok = failed = 0
+    ok = failed = unmeasurable = 0
     failures = []
-    with StageWriter(out_dir, header, keep=keep) as writer:
-        for record in track(_records(todo, settings, workers), description="align", total=len(todo),
-                            enabled=show_progress):
+    # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
+    order = input_order([pair_id for pair_id, _, _ in blocked] + [pair.id for pair in pairs])
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
+            StageWriter(out_dir, header, keep=keep, order=order) as writer:
+        for pair_id, path, reason in blocked:
+            writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
+                        "lr": None, "hr": None, "mask": None})
+            failed += 1
+            failures.append((pair_id, reason))
+        for index, record in run_items(runner, functools.partial(align_pair, settings=settings), todo, name="align",
+                                       labels=[pair.id for pair in todo], show_progress=show_progress):
+            if isinstance(record, TaskLost):
+                record = _new_record(todo[index]) | {"error": record.reason}
             writer.add(record)
             if record["status"] == "ok":
                 ok += 1
+                unmeasurable += record["verification"]["verdict"] == "unmeasurable"
             else:
                 failed += 1
                 failures.append((record["id"], record["error"]))
-    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures))
+    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures),
+                        unmeasurable)
 
 
-def _records(pairs: list, settings: _Settings, workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1 or len(pairs) < 2:
-        for pair in pairs:
-            yield align_pair(pair, settings)
-        return
-    from ..pipeline.runner import process_pool
-
-    with process_pool(workers, initializer=_single_thread) as pool:
-        yield from pool.map(align_pair, pairs, [settings] * len(pairs))
-
-
-def _single_thread() -> None:
-    """Worker set-up: OpenCV on one thread, since the pool already keeps every core busy."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def align_pair(pair, settings: _Settings) -> dict[str, Any]:
-    """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record."""
-    from ..errors import RealsrError
-
-    record: dict[str, Any] = {
+def _new_record(pair) -> dict[str, Any]:
+    """A pair's record before any work: ``failed`` until it is aligned."""
+    return {
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
-        "photometric": None, "quality": None, "registration": None, "distortion": None,
+        "photometric": None, "quality": None, "registration": None, "distortion": None, "verification": None,
     }
+
+
+def align_pair(pair, settings: _Settings) -> dict[str, Any]:
+    """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record.
+
+    Runs on a worker (:mod:`realsr_tools.pipeline.runner`): it writes only this pair's files, atomically."""
+    from ..errors import OutputLocationError, RealsrError
+
+    record = _new_record(pair)
     try:
         record.update(_align_pair(pair, settings))
         record["status"] = "ok"
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
+        record["verification"] = getattr(exc, "verification", None)
     return record
 
 
@@ -162,6 +182,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
+    from ..verification import verify
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
@@ -178,7 +199,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     stem = f"x{scale}/{pair.id}.png"
-    written = {kind: s.out_dir / kind / stem for kind in OUTPUT_KEYS}
+    written = {kind: s.out_dir / kind.upper() / stem for kind in OUTPUT_KEYS}
     hr_write = io_pool.submit(write_image, written["hr"], hr_out, bit_depth=s.bit_depth,
                               png_compression=PNG_COMPRESSION)
     lr_write = None
@@ -196,6 +217,14 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         if shift.median is not None and shift.median > MAX_RESIDUAL_MEDIAN:
             raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
                                     f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f})")
+        # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
+        # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
+        # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
+        verification = verify(lr_check, hr_on_lr, limit=MAX_FIELD_DISPLACEMENT)
+        if verification.verdict == "misaligned":
+            error = RegistrationError(f"verified misalignment: {verification.reason}")
+            error.verification = verification.to_dict()
+            raise error
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
                                   png_compression=PNG_COMPRESSION)
         distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
@@ -225,26 +254,37 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
         "lr_window": [int(x0), int(y0), int(w), int(h)],
-        "lr": f"lr/{stem}", "hr": f"hr/{stem}", "mask": None, "preview": preview_path,
+        "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},
+        "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
 
 
 def preview_image(lr: np.ndarray, hr_on_lr: np.ndarray, *, square: int = 16) -> np.ndarray:
     """Left: checkerboard of LR and HR-on-LR squares (edges run straight across squares when aligned); right: the
-    absolute difference amplified 4x. Float32 RGB, each panel at most :data:`PREVIEW_SIZE` px on its longer side."""
+    absolute difference amplified 4x. Both images get the same contrast stretch (the LR's 1st-99th percentile to
+    0-1), so a dark scene is visible and a brightness difference is kept; each panel is :data:`PREVIEW_SIZE` px on
+    its longer side (small windows enlarged with nearest-neighbour) under a labelled band. Float32 RGB."""
     import cv2
 
     h, w = lr.shape[:2]
-    f = max(1.0, max(h, w) / PREVIEW_SIZE)
+    f = max(h, w) / PREVIEW_SIZE
     size = (max(1, round(w / f)), max(1, round(h / f)))
-    a = cv2.resize(lr, size, interpolation=cv2.INTER_AREA)
-    b = cv2.resize(hr_on_lr, size, interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_AREA if f > 1 else cv2.INTER_NEAREST
+    low, high = np.percentile(lr, [1, 99])
+    stretch = np.float32(1.0 / max(float(high - low), 1e-3))
+    a = np.clip((cv2.resize(lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
+    b = np.clip((cv2.resize(hr_on_lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
+    cell = max(square, round(square / f)) if f < 1 else square
     ys, xs = np.mgrid[0:size[1], 0:size[0]]
-    board = ((ys // square + xs // square) % 2 == 0)[..., None]
+    board = ((ys // cell + xs // cell) % 2 == 0)[..., None]
     checker = np.where(board, a, b)
     difference = np.clip(4 * np.abs(a - b), 0, 1)
     gap = np.ones((size[1], 4, 3), np.float32)
-    return np.concatenate([checker, gap, difference], axis=1).astype(np.float32)
+    panels = np.concatenate([checker, gap, difference], axis=1).astype(np.float32)
+    band = np.full((22, panels.shape[1], 3), 255, np.uint8)
+    for x, text in ((4, "LR | HR checkerboard"), (size[0] + 8, "4 x |LR - HR|")):
+        cv2.putText(band, text, (x, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band.astype(np.float32) / 255, panels], axis=0)

@@ -23,18 +23,17 @@ source pair id kept as is), ``DIR/meta_info.txt`` in BasicSR's ``PairedImageData
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
 from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
     previous_records
-from ..pipeline.pairs import PairRef, check_scale, infer_scale, open_pairs
-from ..pipeline.runner import available_cpus
+from ..pipeline.pairs import PairRef, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
+from ..pipeline.output import holds_output
 
 OUTPUT_KEYS = ("lr", "hr")
 META_INFO = "meta_info.txt"
@@ -61,9 +60,11 @@ class CropSummary:
 # The stage
 
 
+@holds_output()
 def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = None, size: int | None = None,
              step: int | None = None, workers: int | None = None, png_compression: int = 3, overwrite: bool = False,
-             show_progress: bool = True) -> CropSummary:
+             show_progress: bool = True, scheduler: str | None = None,
+             scheduler_file: Path | str | None = None) -> CropSummary:
     """Cut every pair of ``source`` into LR/HR patches in ``out_dir`` (see the module docstring for the layout).
 
     Parameters
@@ -74,17 +75,21 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
         LR); for a manifest it selects that scale's pairs.
     size : LR patch side; default the AIM 2020 size of the scale (380 x2, 272 x3, 192 x4).
     step : LR distance between patch starts; default ``size`` (no overlap except the flush last row/column).
-    workers : threads decoding and encoding in parallel; default: the CPUs this process may use.
+    workers : pairs cut in parallel (local processes; each writes its patches on :data:`PATCH_THREADS` threads);
+        default: the CPUs this process may use.
     png_compression : zlib level 0-9 of the written PNGs (3 is BasicSR's default); rows use the Paeth filter
         (:func:`realsr_tools.imaging.png_params`).
     overwrite : redo everything, removing the patches an earlier run listed; otherwise a re-run resumes. Files
         that no earlier crop listed are never deleted: an output folder holding such files is refused.
+    scheduler, scheduler_file : cut the pairs on this Dask cluster instead
+        (:func:`realsr_tools.pipeline.runner.open_runner`).
     """
     source, out_dir = Path(source), Path(out_dir)
     if not 0 <= png_compression <= 9:
         raise ConfigError(f"--png-compression must be 0-9, got {png_compression}")
-    workers = workers if workers is not None else available_cpus()
-    if workers < 1:
+    if scale is not None and scale < 1:
+        raise ConfigError(f"--scale must be a positive integer (HR = scale x LR), got {scale}")
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     pairs = open_pairs(source, scale=scale)
     if pairs.kind == "folder" and scale is None:
@@ -100,6 +105,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
         raise ConfigError(f"--size and --step must be positive, got size={size}, step={step}")
     if out_dir.resolve() == pairs.root.resolve():
         raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
+    check_pairs_fit(pairs, scale=scale, size=size)
+    check_meta_info_names(pairs)
     params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
     done = _prepare_output(out_dir, params, overwrite)
 
@@ -114,17 +121,22 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     header = make_header("crop", params=params, path_keys=OUTPUT_KEYS,
                          upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
     header["source"] = str(pairs.root.resolve())
-    (out_dir / "HR").mkdir(parents=True, exist_ok=True)
-    (out_dir / "LR").mkdir(parents=True, exist_ok=True)
     tasks = [_Task(pair=p, root=pairs.root, kind=pairs.kind, scale=scale, size=size, step=step,
                    out_dir=out_dir, png_compression=png_compression) for p in todo]
     done_now = failed = empty = skipped_invalid = 0
     failures: list[str] = []
-    from ..pipeline.progress import track
+    from ..pipeline.runner import TaskLost, input_order, open_runner, run_items
 
-    with StageWriter(out_dir, header, keep=keep) as writer:
-        results = _run_tasks(tasks, workers)
-        for result in track(results, description="crop", total=len(tasks), enabled=show_progress):
+    with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
+            StageWriter(out_dir, header, keep=keep, order=input_order([p.id for p in pairs.pairs], key="pair")) \
+            as writer:
+        (out_dir / "HR").mkdir(parents=True, exist_ok=True)  # once the runner is up: a refused cluster leaves none
+        (out_dir / "LR").mkdir(parents=True, exist_ok=True)
+        for index, result in run_items(runner, cut_pair, tasks, name="crop", labels=[t.pair.id for t in tasks],
+                                       show_progress=show_progress):
+            if isinstance(result, TaskLost):
+                result = _Result([{"id": tasks[index].pair.id, **_base(tasks[index]), "status": "failed",
+                                   "error": result.reason}], failure=result.reason)
             for record in result.records:
                 writer.add(record)
             skipped_invalid += result.skipped_invalid
@@ -197,7 +209,7 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Work on one pair (runs in worker processes)
+# Work on one pair (runs on a worker: a local process or a Dask worker)
 
 
 @dataclass(frozen=True)
@@ -219,41 +231,23 @@ class _Result:
     failure: str | None = None
 
 
-# Pairs decoded ahead of the one being written: enough to keep every thread busy across a pair boundary, few enough
-# to bound memory (at most 2 PAIRS_AHEAD + 1 pairs are held; a 24-MP 8-bit HR with its LR is about 0.1 GB).
-PAIRS_AHEAD = 2
+# Threads writing one pair's patches: OpenCV releases the GIL while it encodes PNG, so a pair's patches are encoded
+# two at a time while its task's process (or Dask worker thread) would otherwise wait on one encoder.
+PATCH_THREADS = 2
 
 
-def _run_tasks(tasks: list[_Task], workers: int) -> Iterator[_Result]:
-    """Cut the pairs on ``workers`` threads, yielding one result per pair in order.
-
-    Threads, not processes: OpenCV releases the GIL while it decodes and encodes PNG (over 95 % of the time), so
-    threads scale like processes without their start-up or copying. The unit of work is one patch (its LR and HR
-    file), not one pair, so no thread idles at the end of a pair while another still encodes its last patches.
-    """
-    from collections import deque
+def cut_pair(task: _Task) -> _Result:
+    """Read, check and cut one pair, writing each patch atomically; runs on a worker
+    (:mod:`realsr_tools.pipeline.runner`). A pair that cannot be cut comes back as a failed or skipped result."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realsr-crop")
-    try:
-        upcoming = iter(tasks)
-        decoding = deque(pool.submit(_decode, task) for task in islice(upcoming, PAIRS_AHEAD))
-        writing: deque = deque()
-        while decoding or writing:
-            if decoding:
-                decoded = decoding.popleft().result()
-                task = next(upcoming, None)
-                if task is not None:
-                    decoding.append(pool.submit(_decode, task))
-                if isinstance(decoded, _Decoded):
-                    writing.append((decoded, [pool.submit(_write_patch, decoded, index, box)
-                                              for index, box in enumerate(decoded.plan.boxes, start=1)]))
-                else:
-                    writing.append((decoded, []))
-            if len(writing) > PAIRS_AHEAD or not decoding:
-                yield _collect(*writing.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    decoded = _decode(task)
+    if not isinstance(decoded, _Decoded):
+        return decoded
+    with ThreadPoolExecutor(max_workers=PATCH_THREADS, thread_name_prefix="realsr-crop") as pool:
+        patches = [pool.submit(_write_patch, decoded, index, box)
+                   for index, box in enumerate(decoded.plan.boxes, start=1)]
+        return _collect(decoded, patches)
 
 
 def _source_path(path: Path, root: Path) -> str:
@@ -276,6 +270,12 @@ class _Decoded:
     quality: Any
 
 
+def _base(task: _Task) -> dict[str, Any]:
+    """The fields every record of a pair starts with."""
+    return {"pair": task.pair.id, "source_lr": _source_path(task.pair.lr, task.root),
+            "source_hr": _source_path(task.pair.hr, task.root), "scale": task.scale}
+
+
 def _decode(task: _Task) -> _Decoded | _Result:
     """Read and check one pair; a pair that cannot be cut comes back as its final (failed/skipped) result."""
     import cv2
@@ -283,8 +283,7 @@ def _decode(task: _Task) -> _Decoded | _Result:
     from ..imaging import read_pixels
 
     pair, s = task.pair, task.scale
-    base = {"pair": pair.id, "source_lr": _source_path(pair.lr, task.root),
-            "source_hr": _source_path(pair.hr, task.root), "scale": s}
+    base = _base(task)
     try:
         lr = read_pixels(pair.lr)
         hr = read_pixels(pair.hr)
@@ -326,6 +325,8 @@ def _collect(decoded: _Decoded | _Result, patches: list) -> _Result:
         return decoded
     try:
         records = [future.result() for future in patches]
+    except OutputLocationError:
+        raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except RealsrError as exc:
         return _failed(decoded.task.pair.id, decoded.base, exc)
     return _Result(records, decoded.plan.skipped_invalid)

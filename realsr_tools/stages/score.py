@@ -11,6 +11,7 @@ MATLAB's ``imresize`` for integer upscaling (:data:`BICUBIC`), not PyTorch's or 
 from __future__ import annotations
 
 import csv
+import functools
 import io as _io
 import json
 import math
@@ -20,13 +21,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
+from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
 from ..inference import SRFunction, TileFit, bicubic_sr, default_budget, exact_overlap, largest_tile, model_fn, pick_device
 from ..imaging import IMAGE_EXTENSIONS, read_pixels, to_integer, write_image
 from ..pipeline.manifest import atomic_write_text
 from ..metrics import Backend, Protocol, aim_score, measure
 from ..pipeline.pairs import PairRef, check_scale, infer_scale
-from ..pipeline.progress import track
+from ..pipeline.runner import Runner
 
 BICUBIC = ("MATLAB imresize bicubic for integer scales: Keys cubic with a = -0.5, half-pixel centres "
            "(x_lr = (x_hr + 0.5) / scale - 0.5), symmetric edge padding, no antialiasing (upscaling), rounded to "
@@ -86,7 +87,7 @@ class ScoreReport:
 
 def score_pairs(pairs: Sequence[PairRef], *, sr_fn: SRFunction | None, protocol: Protocol,
                 method: dict[str, Any] | None = None, save_dir: Path | None = None, backend: Backend = "auto",
-                show_progress: bool = True) -> ScoreReport:
+                show_progress: bool = True, runner: Runner | None = None) -> ScoreReport:
     """Measure every pair; a pair that cannot be read or has the wrong size is recorded in ``failures``.
 
     Parameters
@@ -98,14 +99,66 @@ def score_pairs(pairs: Sequence[PairRef], *, sr_fn: SRFunction | None, protocol:
     protocol : channels, crop border and data range of the metrics.
     save_dir : write every SR image as ``<id>.png`` there (16-bit PNG when the HR is 16-bit).
     backend : metric backend (see :func:`realsr_tools.metrics.ssim`).
+    runner : where the pairs are scored (:mod:`realsr_tools.pipeline.runner`; default: in this process). Other
+        runners need a picklable ``sr_fn`` (a module-level function, or :class:`ModelSR` for a checkpoint).
     """
-    images, failures = [], []
-    for pair in track(pairs, description="score", enabled=show_progress):
-        try:
-            images.append(_score_one(pair, sr_fn, protocol, save_dir, backend))
-        except RealsrError as exc:
-            failures.append((pair.id, str(exc)))
+    from ..pipeline.runner import SerialRunner, TaskLost, run_items
+
+    results: list[ImageScore | tuple[str, str] | None] = [None] * len(pairs)
+    task = functools.partial(_score_task, sr_fn=sr_fn, protocol=protocol, save_dir=save_dir, backend=backend)
+    for index, result in run_items(runner or SerialRunner(), task, pairs, name="score",
+                                   labels=[pair.id for pair in pairs], show_progress=show_progress):
+        results[index] = (pairs[index].id, result.reason) if isinstance(result, TaskLost) else result
+    if save_dir is not None:
+        from ..imaging.files import remove_partials
+
+        remove_partials(save_dir)  # left by a worker that died while writing (its pair was then redone)
+    images = [r for r in results if isinstance(r, ImageScore)]
+    failures = [r for r in results if isinstance(r, tuple)]
     return ScoreReport(protocol, dict(method or {}), tuple(images), tuple(failures))
+
+
+def _score_task(pair: PairRef, *, sr_fn: SRFunction | None, protocol: Protocol, save_dir: Path | None,
+                backend: Backend) -> ImageScore | tuple[str, str]:
+    """One pair's score, or ``(id, reason)`` when it cannot be scored; runs on a worker."""
+    try:
+        return _score_one(pair, sr_fn, protocol, save_dir, backend)
+    except OutputLocationError:
+        raise  # a full disk or read-only --save stops the run; it is not this image's failure
+    except RealsrError as exc:
+        return pair.id, str(exc)
+
+
+@dataclass(frozen=True)
+class ModelSR:
+    """A checkpoint as a picklable SR function: each worker process loads it once, on first use (see
+    :func:`realsr_tools.inference.model_fn` for the arguments)."""
+
+    checkpoint: Path
+    scale: int | None
+    device: str
+    tile: int | None
+    overlap: int
+    ensemble: bool
+
+    def __call__(self, lr: np.ndarray, scale: int) -> np.ndarray:
+        upscale = _MODELS.get(self)
+        if upscale is None:
+            import multiprocessing
+
+            import torch
+
+            from ..models import load_checkpoint
+
+            if multiprocessing.parent_process() is not None:  # a worker process: parallelism comes from the workers
+                torch.set_num_threads(1)
+            loaded = load_checkpoint(self.checkpoint, scale=self.scale)
+            upscale = _MODELS[self] = model_fn(loaded.model, scale=loaded.scale, device=self.device, tile=self.tile,
+                                               overlap=self.overlap, ensemble=self.ensemble)
+        return upscale(lr, scale)
+
+
+_MODELS: dict[ModelSR, SRFunction] = {}  # loaded models of this process
 
 
 def _score_one(pair: PairRef, sr_fn: SRFunction | None, protocol: Protocol, save_dir: Path | None,
@@ -207,12 +260,20 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
               crop_border: int | None = None, channels: str = "rgb", tile: int | None = None,
               overlap: int | None = None, memory_budget: float | None = None, ensemble: bool = False,
               save_dir: Path | None = None, out_dir: Path | None = None, overwrite: bool = False,
-              device: str = "auto", show_progress: bool = True) -> ScoreReport:
+              device: str = "auto", show_progress: bool = True, workers: int | None = None,
+              scheduler: str | None = None, scheduler_file: Path | str | None = None,
+              gpus_per_task: float | None = None) -> ScoreReport:
     """The ``realsr score`` stage: check the options, build the pairs and the SR function, score, write outputs.
 
     Exactly one form: ``sr_dir`` + ``hr_dir``; ``checkpoint`` + ``data``; ``bicubic`` + ``data``. ``tile`` is in
     LR pixels (0: whole images; None: the largest tile whose forward pass fits ``memory_budget`` GiB), ``overlap``
     defaults to :func:`exact_overlap` of the model. ``crop_border`` defaults to the scale.
+
+    ``workers`` local processes score pairs in parallel (default: every usable CPU; with ``checkpoint``: one, the
+    model runs in this process on the device's own threads), or the workers of the Dask cluster at ``scheduler`` /
+    ``scheduler_file``. ``gpus_per_task`` asks each Dask task for that many ``GPU`` worker resources (``dask worker
+    --resources GPU=1``); ``device`` then defaults to ``cuda``, and ``tile`` must be given when this process has no
+    GPU to fit it on.
     """
     forms = [sr_dir is not None or hr_dir is not None, checkpoint is not None, bicubic]
     if sum(forms) != 1:
@@ -231,7 +292,14 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         raise ConfigError("--save keeps the SR images of --model or --bicubic; with --sr they exist already")
     # Scoring is where a GPU pays off even without a model (SSIM on CUDA): "auto" asks torch for CUDA here, while
     # the metrics' own "auto" never imports torch (align and wash would pay seconds for it).
-    device = pick_device(device)
+    if gpus_per_task is not None:
+        if gpus_per_task <= 0:
+            raise ConfigError(f"--gpus-per-task must be positive, got {gpus_per_task}")
+        if not (scheduler or scheduler_file):
+            raise ConfigError("--gpus-per-task needs a Dask cluster (--scheduler or --scheduler-file)")
+        device = "cuda" if device == "auto" else device
+    else:
+        device = pick_device(device)
     backend: Backend = "torch" if device == "cuda" else "numpy"
 
     method: dict[str, Any] = {}
@@ -243,6 +311,7 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         from ..pipeline.pairs import open_pairs
 
         source = open_pairs(Path(data), scale=scale)
+        source.one_scale()
         pairs = source.pairs
         if not pairs:
             raise InputError(f"{data}: no usable pairs{f' at scale x{scale}' if scale else ''}")
@@ -252,9 +321,15 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
 
         loaded = load_checkpoint(Path(checkpoint), scale=scale)
         scale = loaded.scale
+        if tile is None and gpus_per_task is not None and device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError("--gpus-per-task: this process has no GPU to fit the largest tile on; pass --tile")
         tile, overlap, fit = _plan_tiles(loaded.model, tile, overlap, memory_budget, device)
-        sr_fn = model_fn(loaded.model, scale=scale, device=device, tile=tile or None, overlap=overlap,
-                         ensemble=ensemble)
+        sr_fn = ModelSR(Path(checkpoint).resolve(), scale, device, tile or None, overlap, ensemble)
+        _MODELS[sr_fn] = model_fn(loaded.model, scale=scale, device=device, tile=tile or None, overlap=overlap,
+                                  ensemble=ensemble)
         method |= {"checkpoint": str(checkpoint), "model": loaded.name, "options": loaded.options,
                    "device": device, "tile": tile or None, "overlap": overlap, "self_ensemble": ensemble,
                    "largest_tile": None if fit is None else {"tile": fit.tile, "budget_bytes": fit.budget,
@@ -276,10 +351,23 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         check_outputs([Path(out_dir) / "scores.csv", Path(out_dir) / "summary.json"], overwrite=overwrite)
     if save_dir is not None:
         check_outputs([Path(save_dir) / f"{p.id}.png" for p in pairs], overwrite=overwrite)
-    report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
-                         backend=backend, show_progress=show_progress)
-    if out_dir is not None:
-        write_report(report, Path(out_dir), overwrite=overwrite)
+    from contextlib import ExitStack
+
+    from ..pipeline.output import output_lock
+    from ..pipeline.runner import open_runner
+
+    if workers is None and checkpoint is not None and not (scheduler or scheduler_file):
+        workers = 1
+    with ExitStack() as held:  # --out and --save: checked and held for the run (once when they are one folder)
+        for folder in {Path(f).resolve(): Path(f) for f in (out_dir, save_dir) if f is not None}.values():
+            held.enter_context(output_lock(folder))
+        with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file,
+                         resources=None if gpus_per_task is None else {"GPU": gpus_per_task}) as runner:
+            report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
+                                 backend=backend, show_progress=show_progress, runner=runner)
+        _MODELS.pop(sr_fn, None)  # type: ignore[call-overload]
+        if out_dir is not None:
+            write_report(report, Path(out_dir), overwrite=overwrite)
     return report
 
 

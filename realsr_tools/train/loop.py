@@ -9,7 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
 from ..errors import ConfigError, OutputExistsError
@@ -36,7 +36,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     from ..imaging import atomic_output
 
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:  # torch reports a full disk as "unexpected pos ..."; say what it is
+            from ..pipeline.output import check_space
+
+            check_space(path.parent, path)
+            raise
 
 
 def _load_split(config: TrainConfig):
@@ -47,7 +53,7 @@ def _load_split(config: TrainConfig):
     source = open_pairs(config.source, scale=config.scale)
     if not source.pairs:
         raise ConfigError(f"{config.source}: no usable pairs" + (f" at x{config.scale}" if config.scale else ""))
-    scale = config.scale or source.scale
+    scale = config.scale or source.one_scale()
     if scale is None:
         from ..imaging import read_pixels
 
@@ -78,10 +84,18 @@ def _load_split(config: TrainConfig):
 def _prepare_run_dir(config: TrainConfig) -> None:
     out = config.out
     ours = [out / n for n in (CONFIG_NAME, LOG_NAME, LAST_NAME, BEST_NAME, CURVE_NAME)]
+    checkpoints = [out / LAST_NAME, out / BEST_NAME]
     if config.resume:
         if not (out / LAST_NAME).is_file():
-            raise ConfigError(f"{out}: no {LAST_NAME} to resume from; start the run without --resume")
+            started = any(p.exists() for p in ours)
+            raise ConfigError(f"{out}: no {LAST_NAME} to resume from" + (
+                " (the run there stopped before its first checkpoint)" if started else "")
+                + "; start the run without --resume")
         return
+    if not any(p.exists() for p in checkpoints):
+        # A run killed during start-up left only its config and log: nothing to lose, start it over.
+        for p in ours:
+            p.unlink(missing_ok=True)
     if any(p.exists() for p in ours):
         if not config.overwrite:
             raise OutputExistsError(f"{out}: already holds a training run; pass --resume to continue it or "
@@ -93,18 +107,25 @@ def _prepare_run_dir(config: TrainConfig) -> None:
 
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any]) -> None:
     current = config.to_dict()
-    changed = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in RESUME_KEYS
-               if json.loads(json.dumps(current[k])) != saved.get(k)]
+
+    def same(key: str) -> bool:
+        if key in ("source", "val") and current[key] is not None and saved.get(key) is not None:
+            return os.path.realpath(current[key]) == os.path.realpath(saved[key])  # ./data, data/, /abs/data
+        return json.loads(json.dumps(current[key])) == saved.get(key)
+
+    changed = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in RESUME_KEYS if not same(k)]
     if changed:
         raise ConfigError(f"{config.out / LAST_NAME}: --resume needs the options of the run it continues; changed: "
                           f"{', '.join(changed)}")
 
 
-def run_training(config: TrainConfig, *, show_progress: bool = True) -> TrainResult:
+def run_training(config: TrainConfig, *, show_progress: bool = True,
+                 say: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.source`` into ``config.out`` (see the module docstring).
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this with the same config; rank 0 validates,
     logs and writes files. Raises :class:`~realsr_tools.errors.RealsrError` subclasses for unusable input.
+    ``say`` receives one line per start-up phase (reading the pairs, the first validation, timing, the plan).
     """
     import torch
 
@@ -114,8 +135,14 @@ def run_training(config: TrainConfig, *, show_progress: bool = True) -> TrainRes
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA device; use --device cpu")
     dist_info = init_distributed(use_cuda)
+    from contextlib import nullcontext
+
+    from ..pipeline.output import output_lock
+
     try:
-        return _train(config, dist_info, use_cuda, started, deadline, show_progress)
+        with output_lock(config.out) if dist_info.main else nullcontext():  # rank 0 alone writes the run folder
+            return _train(config, dist_info, use_cuda, started, deadline, show_progress,
+                          _Phases(say if dist_info.main else None, started))
     finally:
         if dist_info.initialised_here:
             import torch.distributed as dist
@@ -123,8 +150,19 @@ def run_training(config: TrainConfig, *, show_progress: bool = True) -> TrainRes
             dist.destroy_process_group()
 
 
+class _Phases:
+    """Start-up messages with the time since the call started (silent when ``say`` is None)."""
+
+    def __init__(self, say: Callable[[str], None] | None, started: float) -> None:
+        self.say, self.started = say, started
+
+    def __call__(self, text: str) -> None:
+        if self.say is not None:
+            self.say(f"[{time.monotonic() - self.started:5.1f} s] {text}")
+
+
 def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: float, deadline: float | None,
-           show_progress: bool) -> TrainResult:
+           show_progress: bool, phase: _Phases) -> TrainResult:
     import torch
 
     from .data import PatchSampler
@@ -143,11 +181,27 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
         resume_state = torch.load(config.out / LAST_NAME, map_location="cpu", weights_only=True)
         _check_resume_config(config, resume_state["train_state"]["config"])
 
+    phase(f"reading and decoding the pairs of {config.source} ...")
     scale, train_pairs, val_pairs, split_info = _load_split(config)
+    phase(f"{len(train_pairs)} training and {len(val_pairs)} validation pairs at x{scale} "
+          f"({split_info['cached_mb']:g} MB in memory); building the model on {device} ...")
     sampler = PatchSampler(train_pairs, scale=scale, patch=config.patch, augment=config.augment)
-    options = model_options(config.model, **config.model_options)
+    model_name, options, init_weights = config.model, model_options(config.model, **config.model_options), None
+    if resume_state is not None:
+        model_name, options = resume_state["model"], resume_state["options"]
+    elif config.init is not None:
+        from ..models import load_checkpoint
+
+        loaded = load_checkpoint(config.init, scale=scale)  # a scale or format mismatch is one ConfigError line
+        model_name, options, init_weights = loaded.name, loaded.options, loaded.model.state_dict()
     torch.manual_seed(config.seed)
-    module = create_model(config.model, scale, **options).to(device)
+    module = create_model(model_name, scale, **options)
+    if init_weights is not None:
+        module.load_state_dict(init_weights)
+    module = module.to(device)
+    count = sum(p.numel() for p in module.parameters())
+    phase(f"model {model_name} ({count / 1e6:.2f} M parameters{', weights from ' + str(config.init) if init_weights is not None else ''}), "
+          f"batch {config.batch}, LR patch {config.patch}, peak learning rate {config.lr:g}")
     channels_last = use_cuda
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
@@ -184,6 +238,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
             if dist_info.main else 0.0
         return value, time.monotonic() - began
 
+    phase(f"validating bicubic and the untrained model on {len(val_pairs)} pair(s) ...")
     bicubic_psnr = validation_psnr(BicubicBaseline(scale), val_pairs, scale=scale, device="cpu", tile=config.val_tile) \
         if dist_info.main else 0.0
     if resume_state is None:
@@ -196,6 +251,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     if total is None:
         total = config.steps
         if deadline is not None:
+            phase("timing a few training steps to plan the schedule ...")
             seconds_per_step = _time_steps(step_fn, sampler, batch_args, device, channels_last, config,
                                            dist_info)
             seconds_per_step = max_over_ranks(seconds_per_step, dist_info, device)
@@ -205,10 +261,13 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
         else:
             val_every = config.val_every or max(1, math.ceil(total / 10))
         warmup = config.warmup if config.warmup is not None else min(1000, total // 50)
+        phase(f"plan: {total} steps" + (f" ({seconds_per_step:.2f} s each) to end within --max-minutes "
+                                        f"{config.max_minutes:g}" if deadline is not None else "") +
+              f", validation every {val_every} steps, warm-up {warmup}; training ...")
     else:
         val_every, warmup = int(resume_state["train_state"]["val_every"]), int(resume_state["train_state"]["warmup"])
     if dist_info.main and resume_state is None:
-        resolved = {"config": config.to_dict(), "scale": scale, "model_options": options, "total_steps": total,
+        resolved = {"config": config.to_dict(), "scale": scale, "model": model_name, "model_options": options, "total_steps": total,
                     "warmup": warmup, "val_every": val_every, "world_size": dist_info.world,
                     "device": str(device), "torch": torch.__version__, **split_info}
         from ..pipeline.manifest import atomic_write_text
@@ -218,7 +277,7 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     def save(current_psnr: float, is_best: bool) -> None:
         meta = {"step": step, "total_steps": total, "val_psnr": current_psnr, "bicubic_psnr": bicubic_psnr,
                 "model_options": options, "patch": config.patch, "batch": config.batch, "source": str(config.source)}
-        ckpt = checkpoint_dict(ema, name=config.model, scale=scale, options=options, meta=meta,
+        ckpt = checkpoint_dict(ema, name=model_name, scale=scale, options=options, meta=meta,
                                state_dict={k: v.detach().cpu() for k, v in ema.state_dict().items()})
         if is_best:
             _atomic_save(ckpt, config.out / BEST_NAME)
@@ -271,7 +330,8 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
                 stop = step >= total
             if progress:
                 progress.update(task, completed=step, total=total)
-            if stop or step % config.log_every == 0 or step % val_every == 0 or step == total:
+            if stop or step == 1 or step % config.log_every == 0 or step % val_every == 0 \
+                    or step == total:
                 if dist_info.world > 1:
                     import torch.distributed as dist
 

@@ -19,7 +19,9 @@ def upscale(model, image: np.ndarray, *, scale: int, device: str = "cpu", tile: 
     from ..inference import exact_overlap, tiled_sr
 
     if tile is not None and overlap is None:
-        overlap = min(exact_overlap(model) or 32, tile // 2)
+        # BicubicBaseline is no nn.Module: its 4-tap kernel needs 2 LR pixels of context.
+        reach = exact_overlap(model) if hasattr(model, "modules") else 2
+        overlap = min(reach or 32, tile // 2)
 
     batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     with torch.no_grad():

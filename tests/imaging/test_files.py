@@ -21,11 +21,21 @@ DECODABLE = {
 
 @pytest.mark.parametrize("name", sorted(DECODABLE))
 def test_every_decodable_raw_renders_to_the_documented_convention(data_dir, name):
-    image = io.read_image(data_dir / "raw" / "decodable" / name)
+    import rawpy
+
+    path = data_dir / "raw" / "decodable" / name
+    image = io.read_image(path)
     assert image.shape == (*DECODABLE[name], 3)
     assert image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0
     assert image.std() > 0.01  # a real picture, not a flat frame
+    # The rendering the README documents, written out here and passed to rawpy directly: camera white balance, no
+    # auto-brightness, 16 bits, sRGB primaries, BT.709 gamma (dcraw's 2.222 / 4.5), AHD demosaicking.
+    with rawpy.imread(str(path)) as raw:
+        documented = raw.postprocess(use_camera_wb=True, use_auto_wb=False, no_auto_bright=True, output_bps=16,
+                                     gamma=(2.222, 4.5), output_color=rawpy.ColorSpace.sRGB,
+                                     demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
+    np.testing.assert_array_equal(io.read_pixels(path), documented)
 
 
 def test_raw_rendering_is_deterministic_and_linear_option_is_darker(data_dir):
@@ -125,3 +135,78 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")  # what open() gives under this process's umask
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == io.FILE_MODE
+
+
+# Every compression cameras and raw converters write into TIFF (tifffile writes them with imagecodecs): 16-bit LZW
+# is OpenCV's default TIFF output, Deflate (ZIP) with the horizontal predictor is Lightroom's / RawTherapee's,
+# PackBits comes from older cameras, JPEG-in-TIFF from scanners and some in-camera TIFFs (8 bit only).
+TIFF_CODECS = [("none", None), ("lzw", None), ("lzw", "horizontal"), ("zlib", None), ("zlib", "horizontal"),
+               ("adobe_deflate", None), ("packbits", None), ("jpeg", None)]
+
+
+TIFF_CASES = [(codec, predictor, bits, layout) for codec, predictor in TIFF_CODECS for bits in (8, 16)
+              for layout in ("striped", "tiled", "planar")
+              if codec != "jpeg" or (bits == 8 and layout != "planar")]  # JPEG-in-TIFF: 8-bit chunky only
+
+
+@pytest.mark.parametrize("compression,predictor,bit_depth,layout", TIFF_CASES)
+def test_every_tiff_compression_reads_back(data_dir, tmp_path, compression, predictor, bit_depth, layout):
+    import tifffile
+
+    photo = io.read_image(data_dir / "photos" / "pypi_scikit-image_coffee.png")[:96, :130]
+    expected = io.to_integer(photo, bit_depth)
+    data = np.moveaxis(expected, -1, 0) if layout == "planar" else expected
+    path = tmp_path / f"{compression}.tif"
+    tifffile.imwrite(path, data, photometric="rgb", compression=None if compression == "none" else compression,
+                     predictor=predictor, tile=(32, 48) if layout == "tiled" else None,
+                     rowsperstrip=None if layout == "tiled" else 16,
+                     planarconfig="separate" if layout == "planar" else "contig")
+    with tifffile.TiffFile(path) as tif:  # the file really is what the test asks for
+        page = tif.pages[0]
+        assert page.compression.name.lower() == {"none": "none", "zlib": "adobe_deflate"}.get(compression,
+                                                                                          compression)
+        assert page.is_tiled == (layout == "tiled")
+        assert page.bitspersample == bit_depth
+    back = io.read_pixels(path)
+    assert back.shape == expected.shape and back.dtype == expected.dtype
+    if compression == "jpeg":  # lossy
+        assert np.abs(back.astype(int) - expected.astype(int)).mean() < 3
+    else:
+        np.testing.assert_array_equal(back, expected)
+
+
+def test_a_tiff_whose_codec_is_missing_is_one_clear_line(tmp_path, monkeypatch):
+    import tifffile
+    from tifffile import tifffile as implementation
+
+    path = tmp_path / "lzw16.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint16), photometric="rgb", compression="lzw")
+    # As without imagecodecs installed: tifffile's codec table finds no LZW decoder.
+    monkeypatch.setattr(implementation, "imagecodecs", object())
+    monkeypatch.setattr(implementation.TIFF.DECOMPRESSORS, "_codecs", {1: lambda data, *a, **k: data})
+    with pytest.raises(InputError) as info:
+        io.read_pixels(path)
+    message = str(info.value)
+    assert "lzw16.tif" in message and "LZW" in message and "pip install imagecodecs" in message
+    assert "\n" not in message
+
+
+def test_not_an_image_empty_and_links_are_told_apart_from_a_truncated_file(tmp_path):
+    # issue 12 case 10: a text file, a link to /etc/passwd and a zero-byte file were all "PNG is truncated".
+    from realsr_tools.errors import InputError
+
+    text = tmp_path / "notes.png"
+    text.write_text("hello\n")
+    link = tmp_path / "link.png"
+    link.symlink_to("/etc/passwd")
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    jpeg_text = tmp_path / "notes.jpg"
+    jpeg_text.write_text("hello\n")
+    expected = {text: "not a PNG file", link: "/etc/passwd", empty: "empty (0 bytes)", jpeg_text: "not a JPEG file"}
+    for path, says in expected.items():
+        for check in (io.check_complete, io.read_pixels):
+            with pytest.raises(InputError) as caught:
+                check(path)
+            message = str(caught.value)
+            assert says in message and str(path) in message and "truncated" not in message, message

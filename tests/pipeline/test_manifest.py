@@ -100,3 +100,15 @@ def test_relative_path_refuses_paths_outside_root(tmp_path):
     assert mf.relative_path(tmp_path / "a" / "b.png", tmp_path) == "a/b.png"
     with pytest.raises(ManifestError):
         mf.relative_path(tmp_path.parent / "x.png", tmp_path)
+
+
+@pytest.mark.parametrize("bad_id, why", [("../../X", "plain file name"), ("/tmp/x", "plain file name"),
+                                         ("a/b", "plain file name"), ("..", "plain file name"), ("", "plain file name"),
+                                         (7, "plain file name"), ("dup", "more than once")])
+def test_record_ids_must_be_unique_plain_file_names(tmp_path, bad_id, why):
+    # issue 12 case 2: ids become file names (HR/<id>.png), so a manifest must not be able to name a path with them.
+    records = [{"id": "dup", "lr": "LR/a.png", "hr": "HR/a.png"}, {"id": bad_id, "lr": "LR/b.png", "hr": "HR/b.png"}]
+    mf.write_manifest(tmp_path, mf.make_header("crop", params={}, path_keys=("lr", "hr")), records)
+    with pytest.raises(ManifestError, match=why) as caught:
+        mf.read_manifest(tmp_path)
+    assert str(tmp_path / mf.MANIFEST_NAME) in str(caught.value) and "\n" not in str(caught.value)

@@ -170,4 +170,37 @@ def test_crop_cli_prints_a_summary(pair_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 patch pair(s) from 3 pair(s)" in result.output  # one 128 px patch per 128 px LR
     result = runner.invoke(app, ["-q", "crop", str(pair_folder), "--scale", "4", "--out", str(tmp_path / "p")])
-    assert result.exit_code == 0 and "3 gave no patch" in result.output  # default 192 px > 128 px LR
+    # The default 192 px patch is larger than every 128 px LR: refused before any work (issue 12 case 6), not
+    # "3 gave no patch" and exit 0.
+    assert result.exit_code == 2 and "pass --size 128 or less" in result.output
+
+
+def test_crop_refuses_an_id_that_names_a_path_before_writing_anything(pair_folder, tmp_path):
+    # issue 12 case 2: an id of '../../X' made crop write files outside --out before any check failed.
+    import json
+
+    first = tmp_path / "first"
+    run_crop(pair_folder, first, scale=4, size=64, show_progress=False)
+    path = first / "manifest.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["id"] = "../../X"
+    path.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    listing = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(app, ["-q", "crop", str(first), "--out", str(tmp_path / "a" / "b"), "--size", "32"])
+    assert result.exit_code == 2 and "../../X" in result.output and "file name" in result.output
+    assert sorted(tmp_path.rglob("*")) == listing
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_with_one_line(pair_folder, tmp_path):
+    # issue 12 case 3: two crops into one --out with different --size both exited 0 and mixed their patches.
+    from realsr_tools.pipeline.output import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):  # a first run holds the folder
+        result = runner.invoke(app, ["-q", "crop", str(pair_folder), "--out", str(out), "--scale", "4",
+                                     "--size", "32"])
+    assert result.exit_code == 2 and "another realsr run" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (out / "HR").exists()
+    assert runner.invoke(app, ["-q", "crop", str(pair_folder), "--out", str(out), "--scale", "4",
+                               "--size", "32"]).exit_code == 0  # released when that run ends

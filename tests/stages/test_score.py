@@ -119,11 +119,52 @@ def test_self_ensemble(small_model, data_dir):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+# The real peak memory of one forward pass, measured by the operating system in a fresh process: the kernel's
+# resident high-water mark (VmHWM), reset just before the pass (/proc/self/clear_refs, "5"), less the resident size
+# then. Independent of realsr's estimator and of any peak reached earlier (imports, the warm-up).
+PEAK_CHILD = r"""
+import sys, torch
+from realsr_tools.models import create_model
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024  # kB
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = create_model("edsr_small", 4, blocks=2).eval()
+x = torch.rand(1, 3, int(sys.argv[1]), int(sys.argv[1]))
+with torch.inference_mode():
+    model(torch.rand(1, 3, 16, 16))  # one-time allocations
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as stream:
+        stream.write("5")  # reset VmHWM to the current resident size
+    model(x)
+    print(status("VmHWM") - before)
+"""
+
+
+def _real_peak(tile: int) -> int:
+    import subprocess
+    import sys
+
+    from conftest import PROJECT
+
+    env = dict(os.environ, PYTHONPATH=str(PROJECT), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", PEAK_CHILD, str(tile)], capture_output=True, text=True, env=env,
+                          check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
 def test_largest_tile_fits_the_budget(small_model):
     budget = 96 * 2**20
     fit = largest_tile(small_model, budget=budget, device="cpu")
     assert 64 <= fit.tile <= 4096 and fit.tile % 16 == 0
     assert _forward_peak(small_model, fit.tile, 3, torch.device("cpu")) <= 1.1 * budget
+    # What the pass really takes at that tile fits the budget, while twice the tile side would not: the measure
+    # sees the activations, and the chosen tile is not needlessly small.
+    assert _real_peak(fit.tile) <= budget < _real_peak(2 * fit.tile)
 
 
 def _skimage_scores(hr_dir, sr_dir, border):
@@ -210,3 +251,58 @@ def test_cli_refuses_bad_folders_and_options(real_pairs, tmp_path):
                  ["--bicubic", "--data", str(real_pairs), "--tile", "64"]):  # tiling without a model
         result = runner.invoke(app, ["score", *args])
         assert result.exit_code == 2 and "error:" in result.output, args
+
+
+def test_model_messages_for_a_foreign_file_and_a_run_folder(real_pairs, tmp_path, small_model):
+    # issue 12 case 10: a random .pt printed torch's 6-line advice to retry with weights_only=False; a run folder
+    # given as --model said "no such checkpoint".
+    import pickle
+
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps(object()))
+    result = runner.invoke(app, ["-q", "score", "--model", str(foreign), "--data", str(real_pairs)])
+    assert result.exit_code == 2 and "not a realsr checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "weights_only" not in result.output
+    run = tmp_path / "run"
+    run.mkdir()
+    result = runner.invoke(app, ["-q", "score", "--model", str(run), "--data", str(real_pairs)])
+    assert result.exit_code == 2 and "best.pt" in result.output and "no such checkpoint" not in result.output
+    torch.save(checkpoint_dict(small_model, name="edsr_small", scale=4,
+                               options={"channels": 32, "blocks": 2, "res_scale": 1.0, "attention": False,
+                                        "skip": "bicubic"}), run / "best.pt")
+    from realsr_tools.models import load_checkpoint
+
+    assert load_checkpoint(run).name == "edsr_small"  # a run folder means its best.pt
+
+
+@pytest.fixture
+def mixed_scales(tmp_path, data_dir):
+    """An align-style output with one x4 and one x2 pair of real images (the x2 HR is the x4 HR halved)."""
+    from realsr_tools.pipeline.manifest import make_header, write_manifest
+
+    root = tmp_path / "aligned"
+    records = []
+    for name, scale in ((NAMES[0], 4), (NAMES[1], 2)):
+        lr = cv2.imread(str(data_dir / "pairs" / "realsr_x4" / "LR" / name))
+        hr = cv2.imread(str(data_dir / "pairs" / "realsr_x4" / "HR" / name))
+        if scale == 2:
+            hr = cv2.resize(hr, (hr.shape[1] // 2, hr.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        stem = name[:-4]
+        for kind, image in (("lr", lr), ("hr", hr)):
+            (root / kind / f"x{scale}").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / kind / f"x{scale}" / name), image)
+        records.append({"id": stem, "status": "ok", "scale": scale, "lr": f"lr/x{scale}/{name}",
+                        "hr": f"hr/x{scale}/{name}", "mask": None})
+    write_manifest(root, make_header("align", params={}, path_keys=("lr", "hr", "mask")), records)
+    return root
+
+
+def test_score_and_train_refuse_mixed_scales_without_scale(mixed_scales, tmp_path):
+    # issue 12 case 10: score averaged x2 and x4 into one number; train failed with a size mismatch.
+    result = runner.invoke(app, ["-q", "score", "--bicubic", "--data", str(mixed_scales)])
+    assert result.exit_code == 2 and "several scales (x2, x4)" in result.output and "--scale" in result.output
+    result = runner.invoke(app, ["-q", "train", str(mixed_scales), "--out", str(tmp_path / "run"), "--device",
+                                 "cpu", "--steps", "1"])
+    assert result.exit_code == 2 and "several scales (x2, x4)" in result.output and "--scale" in result.output
+    result = runner.invoke(app, ["-q", "score", "--bicubic", "--data", str(mixed_scales), "--scale", "4"])
+    assert result.exit_code == 0 and "over 1 image(s)" in result.output

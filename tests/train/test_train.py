@@ -21,7 +21,7 @@ from realsr_tools.train.step import Prefetcher, ssim_loss, to_device
 
 runner = CliRunner()
 # A tiny but real x4 dataset: 48x48 LR centre crops of three DRealSR pairs (one held out for validation).
-TINY = ["--model", "edsr_small", "--batch", "4", "--patch", "16", "--val-fraction", "0.34", "--log-every", "2",
+TINY = ["--model", "edsr_small", "--batch", "4", "--patch", "16", "--lr", "2e-4", "--val-fraction", "0.34", "--log-every", "2",
         "--val-every", "2", "--device", "cpu"]
 
 
@@ -65,7 +65,7 @@ def test_config_is_validated_before_any_work(tmp_path):
     for part in ("--scale must be 2, 3 or 4", "--steps must be at least 1", "--lr must be positive", "--ema-decay",
                  "--val-fraction", "--max-minutes", "--resume continues"):
         assert part in str(info.value)
-    with pytest.raises(ConfigError, match="known models: edsr"):
+    with pytest.raises(ConfigError, match="known models: .*edsr"):
         TrainConfig(source=tmp_path, out=tmp_path, model="srcnn")
     with pytest.raises(ConfigError, match="no option"):
         TrainConfig(source=tmp_path, out=tmp_path, model_options={"depth": 3})
@@ -118,7 +118,7 @@ def test_training_run_writes_a_complete_run_folder(tiny, reference_run):
     assert config["scale"] == 4 and config["total_steps"] == 6 and len(config["val_ids"]) == 1
     assert len(config["train_ids"]) == 2 and config["source_kind"] == "folder"
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events if e["kind"] == "train"] == [2, 4, 6]
+    assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2, 4, 6]  # the first step is logged too
     val = [e for e in events if e["kind"] == "val"]
     assert [e["step"] for e in val] == [0, 2, 4, 6]
     # An untrained model is exactly bicubic; check that level against OpenCV's bicubic (a = -0.75, other border).
@@ -230,7 +230,37 @@ def test_max_minutes_plans_the_steps_that_fit_and_writes_both_checkpoints(tiny, 
     assert json.loads((out / "config.json").read_text())["total_steps"] < 100000  # the initial plan
     last = load_checkpoint(out / "last.pt", scale=4)
     assert 1 <= last.meta["step"] == last.meta["total_steps"] < 100000  # re-planned on the way, then completed
-    assert load_checkpoint(out / "best.pt", scale=4).meta["val_psnr"] >= last.meta["bicubic_psnr"]
+    best = load_checkpoint(out / "best.pt", scale=4)
+    assert best.meta["val_psnr"] == max(json.loads(line).get("psnr", -1) for line in
+                                        (out / "log.jsonl").read_text().splitlines())  # the best validation kept
+
+
+def test_training_lowers_the_loss_and_moves_the_weights(tiny, tmp_path):
+    # "best val_psnr >= bicubic" cannot fail (step 0 is bicubic and best is a running maximum): instead, the trained
+    # weights must differ from the initial ones and fit the training pairs better than the initial model does.
+    out = tmp_path / "learns"
+    _train(tiny, out, "--steps", "40", "--lr", "1e-3", "--val-every", "40", "--log-every", "10")
+    trained = load_checkpoint(out / "last.pt", scale=4).model
+    torch.manual_seed(0)  # the run's --seed: its initial weights
+    initial = create_model("edsr_small", 4).eval()
+    moved = {name: (trained.state_dict()[name] - value).abs().max().item()
+             for name, value in initial.state_dict().items()}
+    assert all(change > 0 for change in moved.values()), [n for n, c in moved.items() if c == 0]
+    config = json.loads((out / "config.json").read_text())
+
+    def l1(model) -> float:
+        total = 0.0
+        for name in config["train_ids"]:
+            lr = to_float(read_pixels(tiny / "LR" / f"{name}.png"))
+            hr = to_float(read_pixels(tiny / "HR" / f"{name}.png"))
+            total += float(np.abs(upscale(model, lr, scale=4) - hr).mean())
+        return total / len(config["train_ids"])
+
+    before, after = l1(initial), l1(trained)
+    assert after < before - 1e-4, (before, after)
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "train"]
+    assert len(losses) == 5 and np.mean(losses[-2:]) < losses[0]  # the logged training loss falls too
 
 
 def test_speed_measurement_leaves_no_trace(monkeypatch):
@@ -273,3 +303,28 @@ def test_batches_reach_the_device_as_unit_floats(dtype):
         assert lr.dtype == torch.float32 and hr.shape == (2, 3, 16, 16)
         np.testing.assert_allclose(hr.numpy(), batch.hr / peak, rtol=1e-6)
         assert lr.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_resume_compares_resolved_source_paths(tiny, tmp_path, monkeypatch):
+    # issue 12 case 9: './data', 'data/' and the absolute path were three "changed" sources for --resume.
+    monkeypatch.chdir(tiny.parent)
+    _train(f"./{tiny.name}", tmp_path / "run", "--steps", "4")
+    result = runner.invoke(app, ["-q", "train", str(tiny.resolve()), "--out", str(tmp_path / "run"), *TINY,
+                                 "--steps", "4", "--resume"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_be_started_again(tiny, tmp_path):
+    # issue 12 case 9: neither --resume ("no last.pt") nor a plain re-run ("already holds a run") worked.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text(json.dumps({"kind": "val", "step": 0, "psnr": 20.0}) + "\n")
+    (out / "config.json").write_text("{}\n")
+    result = runner.invoke(app, ["-q", "train", str(tiny), "--out", str(out), *TINY, "--steps", "2", "--resume"])
+    assert result.exit_code == 2 and "before its first checkpoint" in result.output
+    assert "without --resume" in result.output
+    _train(tiny, out, "--steps", "2")
+    assert (out / "last.pt").is_file()
+    # A run with a checkpoint is still protected.
+    result = runner.invoke(app, ["-q", "train", str(tiny), "--out", str(out), *TINY, "--steps", "2"])
+    assert result.exit_code == 2 and "--resume" in result.output and "--overwrite" in result.output
