@@ -46,6 +46,19 @@ def radial_shift(x: np.ndarray, y: np.ndarray, terms) -> tuple[np.ndarray, np.nd
     return sx, sy
 
 
+def radial_basis(x: np.ndarray, y: np.ndarray, frames) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Per radial term of frame ``(centre x, centre y, R)``: ``(dx, dy, rho, 1 / R^2)`` with ``d = p - c`` and
+    ``rho = |d|^2 / R^2``, so that the term's displacement is ``k (dx, dy) rho`` (``d/dk`` of :func:`radial_shift`,
+    what a fit of ``k`` needs), in the dtype of ``x`` and ``y``."""
+    x, y = np.asarray(x), np.asarray(y)
+    dtype = np.result_type(x, y, np.float32)
+    out = []
+    for cx, cy, radius in frames:
+        dx, dy = x - dtype.type(cx), y - dtype.type(cy)
+        out.append((dx, dy, (dx * dx + dy * dy) / dtype.type(radius**2), dtype.type(1 / radius**2)))
+    return out
+
+
 def radial_undistort(points: np.ndarray, terms) -> np.ndarray:
     """``p + radial_shift(p)`` for ``... x 2`` points (float64): distorted -> ideal in this module's lens model."""
     points = np.asarray(points, np.float64)

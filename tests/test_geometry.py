@@ -65,3 +65,12 @@ def test_warp_hr_samples_the_complete_mapping(distortion):
     x, y = geometry.map_lr_to_hr(lr_to_hr, distortion, lr_points).T
     expected = 0.5 + 0.25 * np.sin(x / 23.0) * np.cos(y / 31.0)
     assert np.abs(out[v.ravel(), u.ravel()] - expected).max() < 2e-3
+
+
+def test_radial_basis_is_the_derivative_of_the_shift_in_k():
+    x = np.linspace(0, 600, 50, dtype=np.float64)
+    y = np.linspace(20, 450, 50, dtype=np.float64)
+    (dx, dy, rho, inv_r2), = geometry.radial_basis(x, y, [TERMS[0][1:]])
+    assert inv_r2 == pytest.approx(1 / TERMS[0][3] ** 2)
+    sx, sy = geometry.radial_shift(x, y, [TERMS[0]])
+    assert np.allclose(sx, TERMS[0][0] * dx * rho) and np.allclose(sy, TERMS[0][0] * dy * rho)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..geometry import (RadialDistortion, apply_homography, distortion_frames, hr_field_in_lr, local_zoom,
-                        map_lr_to_hr, prior_homography, radial_shift, scaling, translation,
+                        map_lr_to_hr, prior_homography, radial_basis, radial_shift, scaling, translation,
                         unabsorbed_displacement)
 from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
                      model_matrix)
@@ -391,11 +391,7 @@ class _Problem:
         self.norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])
         self.corners = np.array([[-cx, -cy], [cx, -cy], [cx, cy], [-cx, cy]]) / s
         self.x_all, self.y_all = xs.ravel(), ys.ravel()
-        self.terms = []  # per distortion term: dx, dy, rho = |d|^2 / R^2, 1 / R^2
-        for cx_k, cy_k, radius in frames:
-            dx_k, dy_k = self.x_all - np.float32(cx_k), self.y_all - np.float32(cy_k)
-            self.terms.append((dx_k, dy_k, (dx_k * dx_k + dy_k * dy_k) / np.float32(radius**2),
-                               np.float32(1 / radius**2)))
+        self.terms = radial_basis(self.x_all, self.y_all, frames)  # per term: dx, dy, |d|^2 / R^2, 1 / R^2
         self.t = template.ravel()
         self.unclipped_t = usable.ravel() & (self.t > CLIP_LOW)
         # Pixel selection at fine levels: the highest template gradients carry the geometric information.
