@@ -316,6 +316,7 @@ def lmdb(
               f"{summary.failed} failed); manifest {summary.manifest}", highlight=False)
     for failure in summary.failures:
         err.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+    exit_for(summary.pairs - summary.failed, summary.failed)
 
 
 @app.command()

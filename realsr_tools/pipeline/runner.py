@@ -56,9 +56,6 @@ class TaskLost:
 class Runner:
     """Runs ``fn`` over items somewhere; see the module docstring. Use as a context manager."""
 
-    workers: int = 1
-    where: str = "this process"
-
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, name: str = "task",
             labels: Sequence[str] | None = None) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, fn(items[index]))`` as results complete.
@@ -92,7 +89,6 @@ class ProcessRunner(Runner):
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.where = f"{workers} local processes"
         self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn, items, *, name="task", labels=None):
@@ -131,9 +127,7 @@ class DaskRunner(Runner):
         self.client = client
         self.resources = dict(resources) if resources else None
         self._own_client = own_client
-        self.where = f"Dask scheduler {client.scheduler.address}"
         workers = client.scheduler_info().get("workers", {})
-        self.workers = max(1, len(workers))
         if self.resources and workers and not any(
                 all(info.get("resources", {}).get(name, 0) >= amount for name, amount in self.resources.items())
                 for info in workers.values()):

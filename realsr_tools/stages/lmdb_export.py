@@ -119,7 +119,8 @@ def run_lmdb(source: Path | str, out_dir: Path | str, *, compression: int = DEFA
     try:
         present = _common_keys(envs)
         keep = [r for key, r in done.items() if key in present and key in keyed]
-        todo = [(key, pair) for key, pair in keyed.items() if key not in {r["id"] for r in keep}]
+        kept = {r["id"] for r in keep}
+        todo = [(key, pair) for key, pair in keyed.items() if key not in kept]
         failures: list[str] = []
         written = 0
         from ..pipeline.progress import track

@@ -68,6 +68,7 @@ def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSumma
     """Write ``folder/report/index.html`` for the stage output in ``folder`` (see the module docstring)."""
     folder = Path(folder)
     manifest, records, loader = _open(folder)
+    header = manifest.header if isinstance(manifest, Manifest) else manifest
     out = folder / REPORT_DIR
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: (STATUS_ORDER.get(_status(r), 5), str(r.get("id"))))
@@ -85,7 +86,7 @@ def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSumma
         if images is not None:
             cards.append(_card(record, *images, out))
     columns, rows = _table(records)
-    header = manifest.header if manifest else {"stage": "HR/LR folder", "source": str(folder.resolve())}
+    header = header or {"stage": "HR/LR folder", "source": str(folder.resolve())}
     page = _page(folder, header, records, columns, rows, cards, not_shown, _other_files(out))
     atomic_write_text(out / "index.html", page)
     return ReportSummary(page=out / "index.html", items=len(records), pairs_shown=len(cards),
@@ -96,9 +97,12 @@ def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSumma
 
 
 def _open(folder: Path):
-    """(manifest or None, records, loader) where loader(record) gives (lr, hr, scale) pixels or None."""
+    """(manifest, a header dict or None; records; loader) where loader(record) gives (lr, hr) pixels or None."""
     from ..imaging import read_pixels
 
+    if not (folder / MANIFEST_NAME).is_file() and (folder / "config.json").is_file() \
+            and (folder / "log.jsonl").is_file():
+        return _train_run(folder)
     if not (folder / MANIFEST_NAME).is_file():
         from ..pipeline.pairs import open_pairs
 
@@ -123,6 +127,28 @@ def _open(folder: Path):
         return read_pixels(base(record, "lr")), read_pixels(base(record, "hr"))
 
     return manifest, manifest.records, load
+
+
+def _train_run(folder: Path):
+    """A ``realsr train`` run folder: its resolved configuration and one row per logged event; no pairs."""
+    import shutil
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        events = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()
+                  if line.strip().endswith("}")]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder}: cannot read the training run's config.json / log.jsonl ({exc})") from None
+    if (folder / "curve.png").is_file():
+        (folder / REPORT_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(folder / "curve.png", folder / REPORT_DIR / "curve.png")
+    header = {"stage": "train", "source": config.get("config", {}).get("source"),
+              "params": {k: config.get(k) for k in ("model", "model_options", "scale", "total_steps", "warmup",
+                                                   "val_every", "device", "world_size")}
+              | {k: config.get("config", {}).get(k) for k in ("batch", "patch", "lr", "max_minutes", "init")}}
+    records = [{"id": f"{e.get('kind')}-{e.get('step')}", "status": "ok", **{k: v for k, v in e.items()
+                                                                         if k != "kind"}} for e in events]
+    return header, records, lambda record: None
 
 
 def _lmdb_loader(folder: Path):
@@ -251,7 +277,9 @@ def _page(folder: Path, header: dict[str, Any], records: list[dict[str, Any]], c
     summary = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts if v is not None)
     counts = ", ".join(f"{n} {e(s)}" for s, n in sorted(statuses.items(), key=lambda kv: STATUS_ORDER.get(kv[0], 5)))
     reason_rows = "".join(f"<li>{n} &times; {e(r)}</li>" for r, n in reasons.most_common(20))
-    other = "".join(f'<li><a href="{e(name)}">{e(name)}</a></li>' for name in others)
+    other = "".join(f'<li><a href="{e(name)}">{e(name)}</a>' + (f'<br><img class="figure" alt="{e(name)}" '
+                                                                 f'src="{e(name)}">' if name.endswith(".png") else "")
+                    + "</li>" for name in others)
     missing = "".join(f"<li>{e(text)}</li>" for text in not_shown)
     head = "".join(f'<th data-col="{i}" tabindex="0">{e(c)}</th>' for i, c in enumerate(columns))
     body = []
@@ -303,7 +331,7 @@ tr.s-failed td,tr.s-dropped td{background:#fde8e8}tr.s-skipped td,tr.s-flat td{b
 .view.side{display:flex;gap:8px}.view.flicker{position:relative}.view.flicker figure{position:absolute;top:0;left:0}
 .view.flicker figure.hidden{visibility:hidden}figure{margin:0}figcaption{font-size:12px;color:#555}
 .view img{image-rendering:pixelated;display:block}.where{color:#555;margin:.2em 0}
-.showing{margin-left:1em;font-weight:bold}
+.showing{margin-left:1em;font-weight:bold}img.figure{max-width:min(100%,900px)}
 </style></head><body>
 <h1>%TITLE%</h1>
 <h2>Summary</h2><table class="facts">%SUMMARY%</table>

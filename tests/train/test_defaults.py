@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from realsr_tools.cli import app
 from realsr_tools.train.config import CPU_MINUTES, device_defaults
 
+from browser import browser_selftest
 from conftest import real_pair_folder
 
 runner = CliRunner()
@@ -52,3 +53,10 @@ def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_pat
     train = [e for e in events if e["kind"] == "train"]
     assert train[0]["step"] == 1 and math.isfinite(train[0]["loss"])
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 2e-3
+    # realsr report on a run folder: configuration and every logged event, checked in the browser.
+    result = runner.invoke(app, ["-q", "report", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text()
+    assert "edsr_small" in page and 'data-id="train-1"' in page and 'src="curve.png"' in page
+    verdict, console = browser_selftest(out / "report" / "index.html")
+    assert verdict.startswith("PASS") and "sorted column step" in verdict and console == [], verdict
