@@ -155,6 +155,10 @@ def test_manifest_contract(captures, aligned):
         assert verification["tiles"] >= 9 and verification["corner"] < verification["limit"]
         assert quality["psnr"] > 25 and quality["ssim"] > 0.75  # LR blur and noise against the HR
         assert record["registration"]["grey_weights"] == pytest.approx(list(luma.LUMA), abs=1e-4)  # nothing clipped
+        model = record["registration"]["model"]  # the geometric model fitted, and the evidence for it
+        assert model["name"] in ("similarity", "affine", "homography", "radial")  # the true zoom is a few % off
+        assert set(model["evidence"]) == {"translation", "similarity", "affine", "homography", "radial"}
+        assert model["evidence"]["translation"] > 100  # a shift at the focal ratio is far worse on held-out blocks
         # The window's HR footprint lies inside the HR frame: no pixel of the output is invented.
         hr_shape = read_pixels(captures / record["hr_source"]).shape
         corners = np.array([[x0, y0], [x0 + w - 1, y0 + h - 1], [x0 + w - 1, y0], [x0, y0 + h - 1]], float)
