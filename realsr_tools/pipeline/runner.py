@@ -146,9 +146,12 @@ class DaskRunner(Runner):
         if len(fn_blob) > BROADCAST_BYTES:
             remote_fn = self.client.scatter(fn, broadcast=True, hash=False)
         labels = labels or [str(i) for i in range(len(items))]
-        futures = {}
+        futures, keys = {}, set()
         for index, (item, label) in enumerate(zip(items, labels)):
             key = f"realsr-{name}-{_safe(label)}-{hashlib.sha256(digest.encode() + _dumps(item)).hexdigest()[:16]}"
+            if key in keys:  # the same item twice in one map: two tasks, two results
+                key = f"{key}-{index}"
+            keys.add(key)
             future = self.client.submit(_run_task, remote_fn, item, __version__, key=key, resources=self.resources,
                                         pure=False)
             futures[future] = index

@@ -127,8 +127,8 @@ def cross_validate(systems: BlockSystems, offset: np.ndarray, basis: np.ndarray,
     """Leave-one-block-out cost of a model whose steps are ``theta = offset + basis @ z``.
 
     ``prior_hessian``, ``prior_gradient``: a quadratic prior ``z' P z + 2 p' z`` (in the cost's units). Returns the
-    held-out cost of each block (0 for a block without data), the step ``z`` fitted on all blocks, and ``(sum_b basis' H_b basis + P)`` (whose inverse
-    times the residual variance is the covariance of ``z``).
+    held-out cost of each block (0 for a block without data), the step ``z`` fitted on all blocks, and
+    ``sum_b basis' H_b basis + P`` (whose inverse times the residual variance is the covariance of ``z``).
     """
     hz = np.einsum("pi,bpq,qj->bij", basis, systems.hessians, basis)
     hoff = np.einsum("bpq,q->bp", systems.hessians, offset)

@@ -60,3 +60,21 @@ def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_pat
     assert "edsr_small" in page and 'data-id="train-1"' in page and 'src="curve.png"' in page
     verdict, console = browser_selftest(out / "report" / "index.html")
     assert verdict.startswith("PASS") and "sorted column step" in verdict and console == [], verdict
+
+
+def test_cpu_training_keeps_the_faster_thread_count():
+    import torch
+
+    from realsr_tools.train.loop import _pick_threads
+
+    said = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _pick_threads(3.0, said.append, lambda: 0.5) == 0.5 and torch.get_num_threads() == 1
+        assert "one intra-op thread" in said[-1]
+        torch.set_num_threads(2)
+        assert _pick_threads(1.0, said.append, lambda: 2.0) == 1.0 and torch.get_num_threads() == 2
+        assert "keeping 2" in said[-1]
+    finally:
+        torch.set_num_threads(before)
