@@ -147,3 +147,17 @@ def test_noise_is_not_misalignment(data_dir):
     # ... while the same noise on a pair shifted by 1 LR px still shows the shift.
     shifted = verify(noisy, _on_lr(misalign_hr(hr, "shift", 1.0, angle=0.5), lr))
     assert shifted.verdict == "misaligned", shifted.reason
+
+
+def test_the_verifier_shares_no_code_with_what_it_judges():
+    # Independence is the point: the verifier must not import the registration, the quality tiles or the
+    # evaluation harness (nor they it), so it cannot share their blind spots.
+    import ast
+    from pathlib import Path
+
+    import realsr_tools.verification as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {("." * node.level) + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "dataclasses", "numpy", "cv2", "scipy"}, imported
