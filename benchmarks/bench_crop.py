@@ -2,27 +2,30 @@
 
 Run by hand (not by pytest)::
 
-    python benchmarks/bench_crop.py [--pairs 8] [--workers 2] [--repeat 2]
+    nice python benchmarks/bench_crop.py [--pairs 8] [--workers 2] [--repeat 5]
 
 Inputs: ``--pairs`` x4 pairs made from the real photos in ../shared/data/photos (HR cropped to 2048x1536, LR its
 INTER_AREA /4 reduction, 512x384, written as PNG level 3 in a temporary folder), AIM 2020 x4 patches (LR 192, HR 768,
-step = size). Every figure is the best of ``--repeat`` runs in this process (timings of separate processes include
-their interpreter start-up, as a user pays it).
+step = size).
+
+Both ways run in this one process, alternating, ``--repeat`` times (at least 5); the table gives the median and the
+range (min-max) of each and of the per-run ratio, so neither pays an interpreter start-up the other does not:
 
 * BasicSR: a faithful re-implementation of ``scripts/data_preparation/extract_subimages.py`` (``worker``: cv2.imread
   IMREAD_UNCHANGED, np.arange starts plus the flush last start when ``thresh_size=0``, ``cv2.imwrite`` with
-  ``IMWRITE_PNG_COMPRESSION``; ``extract_subimages``: ``multiprocessing.Pool(n_thread)`` with ``apply_async``), run
-  as a separate ``python`` process per folder, HR then LR, as its ``main()`` does.
-* realsr: ``python -m realsr_tools crop`` as a separate process, HR and LR together, same PNG level.
-* floor: in this process, decode every input and PNG-encode every patch (``cv2.imencode``), nothing written,
-  single process, with realsr's encoder settings (:func:`realsr_tools.imaging.png_params`: same zlib level, Paeth row
-  filter) and with BasicSR's (libpng's adaptive row filter); compared with ``run_crop(workers=1)`` in this process.
+  ``IMWRITE_PNG_COMPRESSION``; ``extract_subimages``: ``multiprocessing.Pool(n_thread)`` with ``apply_async``),
+  imported as a module and called for the HR folder, then the LR folder, as its ``main()`` does.
+* realsr: :func:`realsr_tools.stages.crop.run_crop` with ``workers`` threads, HR and LR together, same PNG level.
+* floor: decode every input and PNG-encode every patch (``cv2.imencode``), nothing written, single thread, with
+  realsr's encoder settings (:func:`realsr_tools.imaging.png_params`: same zlib level, Paeth row filter) and with
+  BasicSR's (libpng's adaptive row filter); compared with ``run_crop(workers=1)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import importlib
+import statistics
 import sys
 import tempfile
 import time
@@ -117,70 +120,73 @@ def floor(source: Path, size: int, scale: int, params: list[int]) -> int:
     return total
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--basicsr-threads", type=int, default=20, help="BasicSR's default n_thread is 20")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--level", type=int, default=3)
     args = parser.parse_args()
+    if args.repeat < 5:
+        parser.error("--repeat must be at least 5 (the table reports the spread)")
     load = Path("/proc/loadavg").read_text().split()[0]
     size, scale = 192, 4
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         source = make_inputs(tmp / "src", args.pairs)
-        script = tmp / "extract_subimages.py"
-        script.write_text(BASICSR)
+        (tmp / "extract_subimages.py").write_text(BASICSR)
+        sys.path.insert(0, str(tmp))
+        basicsr_module = importlib.import_module("extract_subimages")  # workers pickle its functions by name
         runs = iter(range(10**6))
+        expected = 2 * args.pairs * len(patch_starts(384, size, size)) * len(patch_starts(512, size, size))
 
         def basicsr() -> None:
-            run = next(runs)
+            out = tmp / f"b{next(runs)}"
             for sub, n in (("HR", size * scale), ("LR", size)):
-                subprocess.run([sys.executable, str(script), str(source / sub), str(tmp / f"b{run}" / sub), str(n),
-                                str(n), str(args.level), str(args.basicsr_threads)], check=True)
+                basicsr_module.extract_subimages({
+                    "input_folder": str(source / sub), "save_folder": str(out / sub), "crop_size": n, "step": n,
+                    "thresh_size": 0, "compression_level": args.level, "n_thread": args.basicsr_threads})
+            written = sum(1 for _ in out.glob("*R/*.png"))
+            if written != expected:  # apply_async swallows worker errors: check the work was done
+                raise SystemExit(f"BasicSR way wrote {written} patches, expected {expected}")
 
         def realsr() -> None:
-            subprocess.run([sys.executable, "-m", "realsr_tools", "-q", "crop", str(source), "--scale", str(scale),
-                            "--out", str(tmp / f"r{next(runs)}"), "-j", str(args.workers), "--png-compression",
-                            str(args.level)], check=True, cwd=PROJECT, capture_output=True)
-
-        def ours_inline(level: int, workers: int = 1) -> None:
-            run_crop(source, tmp / f"i{next(runs)}", scale=scale, workers=workers, png_compression=level,
+            run_crop(source, tmp / f"r{next(runs)}", scale=scale, workers=args.workers, png_compression=args.level,
                      show_progress=False)
 
+        times: dict[str, list[float]] = {"basicsr": [], "realsr": []}
+        for _ in range(args.repeat):  # alternating, so a change of machine load hits both ways alike
+            times["basicsr"].append(timed(basicsr))
+            times["realsr"].append(timed(realsr))
+        ratios = [b / r for b, r in zip(times["basicsr"], times["realsr"])]
         adaptive = [cv2.IMWRITE_PNG_COMPRESSION, args.level]  # BasicSR's settings: libpng's adaptive row filter
-        best: dict[str, float] = {}
-        for _ in range(args.repeat):
-            for name, function in (("basicsr", basicsr), ("realsr", realsr),
-                                   ("floor", lambda: floor(source, size, scale, png_params(args.level))),
-                                   ("floor_adaptive", lambda: floor(source, size, scale, adaptive)),
-                                   ("realsr_inline_1", lambda: ours_inline(args.level))):
-                best[name] = min(best.get(name, float("inf")), timed(function))
+        best = {name: min(timed(function) for _ in range(2)) for name, function in (
+            ("floor", lambda: floor(source, size, scale, png_params(args.level))),
+            ("floor_adaptive", lambda: floor(source, size, scale, adaptive)),
+            ("realsr_inline_1", lambda: run_crop(source, tmp / f"i{next(runs)}", scale=scale, workers=1,
+                                                 png_compression=args.level, show_progress=False)))}
         paeth_bytes = floor(source, size, scale, png_params(args.level))
         adaptive_bytes = floor(source, size, scale, adaptive)
-        patches = sum(1 for _ in (tmp / "r1").glob("HR/*.png"))
-        print(f"{args.pairs} pairs (HR 2048x1536, LR 512x384), {patches} patch pairs of LR 192 / HR 768, PNG level "
-              f"{args.level}, best of {args.repeat}; load average before: {load}")
-        print(f"| way | seconds | ratio |\n|---|---|---|")
-        print(f"| BasicSR extract_subimages, HR run + LR run, Pool({args.basicsr_threads}) | {best['basicsr']:.2f} | "
-              f"{best['basicsr'] / best['realsr']:.2f}x realsr |")
-        print(f"| realsr crop -j {args.workers} (one process, HR+LR together) | {best['realsr']:.2f} | 1.00 |")
-        print(f"| floor: decode + encode only, 1 process, realsr's encoder settings | {best['floor']:.2f} | |")
-        print(f"| run_crop(workers=1), same process | {best['realsr_inline_1']:.2f} | "
+        print(f"{args.pairs} pairs (HR 2048x1536, LR 512x384), {expected // 2} patch pairs of LR 192 / HR 768, PNG "
+              f"level {args.level}, {args.repeat} alternating runs in one process, median (min-max); load average "
+              f"before: {load}, after: {Path('/proc/loadavg').read_text().split()[0]}")
+        print("| way | seconds | BasicSR / realsr |\n|---|---|---|")
+        print(f"| BasicSR extract_subimages, HR run + LR run, Pool({args.basicsr_threads}) | "
+              f"{spread(times['basicsr'])} | {spread(ratios)} |")
+        print(f"| realsr run_crop, {args.workers} threads, HR+LR together | {spread(times['realsr'])} | |")
+        print(f"| floor: decode + encode only, 1 thread, realsr's encoder settings (best of 2) | {best['floor']:.2f} "
+              "| |")
+        print(f"| run_crop(workers=1) (best of 2) | {best['realsr_inline_1']:.2f} | "
               f"{best['realsr_inline_1'] / best['floor']:.2f}x floor |")
         print(f"\nRow filter at level {args.level} (the floor): libpng adaptive (BasicSR) "
               f"{best['floor_adaptive']:.2f} s, "
               f"{adaptive_bytes / 1e6:.1f} MB; Paeth (realsr) {best['floor']:.2f} s, {paeth_bytes / 1e6:.1f} MB "
               f"(time {best['floor'] / best['floor_adaptive']:.2f}x, size {paeth_bytes / adaptive_bytes:.3f}x)")
-        print("\n| PNG level | seconds (run_crop, workers=1) | MB written |\n|---|---|---|")
-        for level in (0, 1, 3, 6):
-            out = tmp / f"level{level}"
-            seconds = timed(lambda: run_crop(source, out, scale=scale, workers=1, png_compression=level,
-                                             show_progress=False))
-            megabytes = sum(p.stat().st_size for p in out.glob("*R/*.png")) / 1e6
-            print(f"| {level} | {seconds:.2f} | {megabytes:.1f} |")
-
 
 if __name__ == "__main__":
     main()

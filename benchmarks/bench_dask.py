@@ -4,6 +4,7 @@ Run by hand (not by pytest), on a quiet machine where possible::
 
     python benchmarks/bench_dask.py                  # 12 align pairs, 40 wash pairs, 3 runs each
     python benchmarks/bench_dask.py --runs 5 --align-pairs 24 --wash-pairs 80
+    python benchmarks/bench_dask.py --stages wash --runs 7
 
 Both backends run the same stage function on the same data in turn (local, Dask, local, Dask, ...), each run into a
 fresh output folder, so load from other processes falls on both alike. The Dask cluster is a ``LocalCluster`` of two
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--align-pairs", type=int, default=12, help="about; 3 scales per photograph")
     parser.add_argument("--wash-pairs", type=int, default=40)
+    parser.add_argument("--stages", default="align,wash", help="comma-separated: align, wash")
     args = parser.parse_args()
 
     from distributed import LocalCluster
@@ -79,6 +81,8 @@ def main() -> None:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
             address = cluster.scheduler_address
             for name, stage in stages.items():
+                if name not in args.stages.split(","):
+                    continue
                 times: dict[str, list[float]] = {"local": [], "dask": []}
                 stage(work / f"warm_{name}", workers=2)  # first-touch costs (imports, page cache) out of the comparison
                 stage(work / f"warm_{name}", scheduler=address)

@@ -201,7 +201,8 @@ def align(
                         scheduler=scheduler, scheduler_file=scheduler_file)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)
-    out.print(f"aligned [green]{summary.ok}[/], failed [red]{summary.failed}[/], skipped (done before) "
+    unmeasurable = f" ({summary.unmeasurable} unmeasurable by the verifier)" if summary.unmeasurable else ""
+    out.print(f"aligned [green]{summary.ok}[/]{unmeasurable}, failed [red]{summary.failed}[/], skipped (done before) "
               f"{summary.skipped}; manifest {summary.manifest}", highlight=False)
     exit_for(summary.ok + summary.skipped, summary.failed)
 
@@ -249,6 +250,8 @@ def wash(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
     min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
     max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
+    max_misalignment: float = typer.Option(0.35, "--max-misalignment", help="Verifier limit, LR px: drop a pair "
+                                           "whose displacement field exceeds it anywhere measurable (0: off)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
     workers: Workers = None,
     scheduler: Scheduler = None,
@@ -258,16 +261,18 @@ def wash(
 
     Wash PSNR: the HR is passed through the dataset's own degradation (one blur kernel and colour relation per
     camera and scale, least squares per pair, median over up to 32 pairs), sampled on the LR grid, fitted to the LR
-    with one cubic tone curve shared by the channels (a colour cast is not fitted away); both are low-passed (Gaussian 0.7 LR px) and the MSE is taken over textured
-    pixels (7x7 std >= 0.035), 4 px border excluded. Well-aligned real pairs score high, shifted, rotated,
-    swapped or colour-cast ones low. Pairs with under 5% textured pixels are reported as flat (misalignment not
-    measurable). Kept pairs are hard links (copies across file systems) in OUT/HR and OUT/LR.
+    with one cubic tone curve shared by the channels (a colour cast is not fitted away); both are low-passed
+    (Gaussian 3 LR px) and the MSE is taken over textured pixels (7x7 std >= 0.035), 4 px border excluded: it
+    judges content and colour (swapped scenes, casts). Misalignment is the independent verifier's: a pair whose
+    displacement field exceeds --max-misalignment anywhere measurable is dropped as misaligned; pairs it cannot
+    measure (flat, one-directional) are counted as unmeasurable. Kept pairs are hard links (copies across file
+    systems) in OUT/HR and OUT/LR.
     """
     from .stages.wash import run_wash
 
     summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
-                       dry_run=dry_run, workers=workers, show_progress=not options.quiet, scheduler=scheduler,
-                       scheduler_file=scheduler_file)
+                       max_misalignment=max_misalignment or None, dry_run=dry_run, workers=workers,
+                       show_progress=not options.quiet, scheduler=scheduler, scheduler_file=scheduler_file)
     if dry_run:
         table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")
         table.add_column("--min-psnr", justify="right")
@@ -278,7 +283,8 @@ def wash(
         out.print(table)
     else:
         out.print(f"kept {summary.kept} of {summary.pairs} pair(s) in {summary.out_dir} ({summary.dropped} dropped, "
-                  f"{summary.failed} failed, {summary.flat} flat); report in {summary.report}")
+                  f"{summary.failed} failed, {summary.misaligned} misaligned, {summary.unmeasurable} unmeasurable, "
+                  f"{summary.flat} flat); report in {summary.report}")
     for reason, count in sorted(summary.by_reason.items(), key=lambda kv: -kv[1]):
         out.print(f"  {reason}: {count}", highlight=False)
     exit_for(summary.pairs - summary.failed, summary.failed)
@@ -310,6 +316,7 @@ def lmdb(
               f"{summary.failed} failed); manifest {summary.manifest}", highlight=False)
     for failure in summary.failures:
         err.print(f"  [red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+    exit_for(summary.pairs - summary.failed, summary.failed)
 
 
 @app.command()

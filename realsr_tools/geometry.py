@@ -19,10 +19,61 @@ LANCZOS_RADIUS = 4  # HR pixels of support of the output kernel
 
 
 def apply_homography(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Map ``N x 2`` points (x, y) through a 3x3 homography."""
+    """Map points (x, y) of shape ``... x 2`` through a 3x3 homography (float64)."""
     points = np.asarray(points, dtype=np.float64)
-    p = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(matrix, np.float64).T
-    return p[:, :2] / p[:, 2:3]
+    p = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1) @ np.asarray(matrix, np.float64).T
+    return p[..., :2] / p[..., 2:3]
+
+
+def radial_shift(x: np.ndarray, y: np.ndarray, terms) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement ``sum_i k_i (p - c_i) |p - c_i|^2 / R_i^2`` of the radial lens model at points ``p``.
+
+    ``x`` and ``y`` are arrays that broadcast against each other (a row of columns and a column of rows give the
+    whole grid); the result has their broadcast shape and dtype (float32 in, float32 arithmetic: the per-pixel maps
+    of a 20-MP warp). ``terms``: ``(k, centre x, centre y, R)`` per term; a zero ``k`` is skipped.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    dtype = np.result_type(x, y, np.float32)
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    sx, sy = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    for k, cx, cy, radius in terms:
+        if not k:
+            continue
+        dx, dy = x - dtype.type(cx), y - dtype.type(cy)
+        factor = dtype.type(k / radius**2) * (dx * dx + dy * dy)
+        sx += dx * factor
+        sy += dy * factor
+    return sx, sy
+
+
+def radial_undistort(points: np.ndarray, terms) -> np.ndarray:
+    """``p + radial_shift(p)`` for ``... x 2`` points (float64): distorted -> ideal in this module's lens model."""
+    points = np.asarray(points, np.float64)
+    sx, sy = radial_shift(points[..., 0], points[..., 1], terms)
+    return points + np.stack([sx, sy], axis=-1)
+
+
+def radial_distort(points: np.ndarray, terms, *, iterations: int = 20) -> np.ndarray:
+    """Inverse of :func:`radial_undistort` (ideal -> distorted) by fixed-point iteration; converges for the
+    coefficients of real lenses (``|k| << 1``)."""
+    points = np.asarray(points, np.float64)
+    u = points.copy()
+    for _ in range(iterations):
+        sx, sy = radial_shift(u[..., 0], u[..., 1], terms)
+        u = points - np.stack([sx, sy], axis=-1)
+    return u
+
+
+def unabsorbed_displacement(terms, points: np.ndarray) -> float:
+    """Largest displacement of the radial model over ``points`` that no homography absorbs (same units)."""
+    import cv2
+
+    points = np.asarray(points, np.float64)
+    moved = radial_undistort(points, terms)
+    best, _ = cv2.findHomography(points, moved, 0)
+    if best is None:
+        return float(np.max(np.linalg.norm(moved - points, axis=1)))
+    return float(np.max(np.linalg.norm(apply_homography(best, points) - moved, axis=1)))
 
 
 def scaling(factor_x: float, factor_y: float | None = None) -> np.ndarray:
@@ -126,11 +177,9 @@ def warp_hr(hr: np.ndarray, lr_to_hr: np.ndarray, window: Sequence[int], scale: 
         rows = (y0 + (np.arange(start, min(start + 256, h * scale)) + 0.5) / scale - 0.5).astype(np.float32)[:, None]
         yx = np.repeat(columns, len(rows), axis=0)
         yy = np.repeat(rows, columns.shape[1], axis=1)
-        for k, cx, cy, radius in distortion.terms:
-            dx, dy = columns - np.float32(cx), rows - np.float32(cy)
-            factor = np.float32(k / radius**2) * (dx * dx + dy * dy)
-            yx += dx * factor
-            yy += dy * factor
+        sx, sy = radial_shift(columns, rows, distortion.terms)
+        yx += sx
+        yy += sy
         denominator = hm[2, 0] * yx + hm[2, 1] * yy + hm[2, 2]
         map_x[start:start + len(rows)] = (hm[0, 0] * yx + hm[0, 1] * yy + hm[0, 2]) / denominator
         map_y[start:start + len(rows)] = (hm[1, 0] * yx + hm[1, 1] * yy + hm[1, 2]) / denominator
@@ -151,12 +200,15 @@ class RadialDistortion:
     terms: tuple[tuple[float, float, float, float], ...]  # (k, centre x, centre y, R), LR px
 
     def undistort(self, points: np.ndarray) -> np.ndarray:
-        points = np.asarray(points, np.float64)
-        out = points.copy()
-        for k, cx, cy, radius in self.terms:
-            d = points - (cx, cy)
-            out += k * d * np.sum(d * d, axis=-1, keepdims=True) / radius**2
-        return out
+        return radial_undistort(points, self.terms)
+
+    @classmethod
+    def from_dict(cls, record: dict | None) -> "RadialDistortion | None":
+        """The inverse of :meth:`to_dict` (a manifest's ``distortion`` field); ``None`` for ``None``."""
+        if not record:
+            return None
+        return cls(tuple((float(t["k"]), float(t["centre"][0]), float(t["centre"][1]), float(t["radius"]))
+                         for t in record["terms"]))
 
     def to_dict(self) -> dict:
         return {"model": "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then lr_to_hr",
@@ -170,7 +222,7 @@ def map_lr_to_hr(lr_to_hr: np.ndarray, distortion: RadialDistortion | None, poin
     return apply_homography(lr_to_hr, distortion.undistort(points) if distortion else points)
 
 
-def _distortion_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> np.ndarray:
+def distortion_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> np.ndarray:
     """Centres and radii (LR px) of the two distortion terms for the current homography: rows (cx, cy, R)."""
     (lh, lw), (hh, hw) = lr_shape[:2], hr_shape[:2]
     hr_centre = apply_homography(np.linalg.inv(h), np.array([[(hw - 1) / 2, (hh - 1) / 2]]))[0]

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .geometry import RadialDistortion, map_lr_to_hr
 from .imaging import read_image, write_image
 from .pipeline.manifest import atomic_write_text
 
@@ -188,6 +189,12 @@ def _camera(rng: np.random.Generator, c: Conditions, world_shape: tuple[int, ...
     return _Camera(matrix / matrix[2, 2], (w, h), pixel, float(k1))
 
 
+# The simulator's camera model (_undistort, _distort, _apply) is written here on purpose, not taken from
+# realsr_tools.geometry: the ground truth a registration is judged against must not share code with the registration,
+# or a mistake in geometry's lens model or pixel convention would appear in both and cancel out of every error. It is
+# the same *model* (u' = c + (u - c)(1 + k1 |u - c|^2 / R^2), then a homography), written independently;
+# tests/test_simulate.py checks the two agree. What the registration returns (lr_to_hr and its distortion terms) is
+# read with geometry's own functions (registration_error).
 def _undistort(points: np.ndarray, k1: float, centre: np.ndarray, radius: float) -> np.ndarray:
     """Distorted capture pixel -> ideal (pinhole) pixel: ``c + (u - c)(1 + k1 r^2)``."""
     d = points - centre
@@ -263,10 +270,6 @@ def registration_error(entry: dict, lr_to_hr: np.ndarray, lr_window: Sequence[fl
     xs, ys = np.meshgrid(np.arange(x0, x0 + w, step, dtype=np.float64), np.arange(y0, y0 + h, step, dtype=np.float64))
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)
     truth = true_lr_to_hr(entry, points)
-    ideal = points.copy()
-    for term in (lr_distortion or {}).get("terms", []):
-        d = points - np.asarray(term["centre"])
-        ideal += term["k"] * d * np.sum(d * d, axis=1, keepdims=True) / term["radius"] ** 2
-    estimate = _apply(np.asarray(lr_to_hr, np.float64), ideal)
+    estimate = map_lr_to_hr(lr_to_hr, RadialDistortion.from_dict(lr_distortion), points)
     one_px = np.linalg.norm(true_lr_to_hr(entry, points + [1.0, 0.0]) - truth, axis=1)
     return float(np.sqrt(np.mean((np.linalg.norm(estimate - truth, axis=1) / one_px) ** 2)))

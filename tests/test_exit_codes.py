@@ -133,3 +133,14 @@ def test_pair_names_with_spaces_are_refused_for_meta_info(tmp_path, data_dir, co
     result = invoke(command[0], pairs, "--out", tmp_path / "out", *command[1:])
     assert result.exit_code == 2 and "'my pair'" in result.output and "space" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_lmdb_exit_codes(pairs, tmp_path):
+    pytest.importorskip("lmdb")
+    spoil(pairs, "LR", NAMES[:1])
+    result = invoke("lmdb", pairs, "--out", tmp_path / "a", "--scale", "4")
+    assert result.exit_code == 0 and "1 failed" in result.output
+    spoil(pairs, "LR", NAMES[1:])
+    result = invoke("lmdb", pairs, "--out", tmp_path / "b", "--scale", "4")
+    assert result.exit_code == 1 and "3 failed" in result.output
+    assert invoke("lmdb", tmp_path / "missing", "--out", tmp_path / "c").exit_code == 2

@@ -65,3 +65,28 @@ def build_mixed(pairs_dir: Path, out: Path, *, per_dataset: int | None = None) -
         cv2.imwrite(str(out / "HR" / damaged), damage_hr(hr, kind, index, cv2.resize(other, hr.shape[1::-1])))
         (out / "LR" / damaged).write_bytes((pairs_dir / dataset / "LR" / name).read_bytes())
     return out
+
+
+MISALIGNMENTS = ("shift", "roll", "scale")
+
+
+def misalign_hr(hr: np.ndarray, kind: str, amount: float, *, angle: float = 0.0, sign: int = 1,
+                scale: int = SCALE) -> np.ndarray:
+    """An HR (any dtype OpenCV warps) moved the way registration errors move it, about the window centre.
+
+    ``shift``: ``amount`` LR px in direction ``angle`` (radians; HR content moves by ``amount * scale`` HR px);
+    ``roll``: ``amount`` degrees (``sign`` gives the direction); ``scale``: magnified by ``1 + sign * amount``
+    (0.005: 0.5 %). Bicubic (Lanczos) resampling, mirrored borders. The LR-grid convention: the window centre
+    ``(W - 1) / 2, (H - 1) / 2`` in HR px is the LR window's centre, so a roll or scale leaves the centre in place.
+    """
+    h, w = hr.shape[:2]
+    centre = ((w - 1) / 2, (h - 1) / 2)
+    if kind == "shift":
+        matrix = np.float64([[1, 0, amount * scale * np.cos(angle)], [0, 1, amount * scale * np.sin(angle)]])
+    elif kind == "roll":
+        matrix = cv2.getRotationMatrix2D(centre, sign * amount, 1.0)
+    elif kind == "scale":
+        matrix = cv2.getRotationMatrix2D(centre, 0.0, 1.0 + sign * amount)
+    else:
+        raise ValueError(kind)
+    return cv2.warpAffine(hr, matrix, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101)

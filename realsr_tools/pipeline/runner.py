@@ -56,9 +56,6 @@ class TaskLost:
 class Runner:
     """Runs ``fn`` over items somewhere; see the module docstring. Use as a context manager."""
 
-    workers: int = 1
-    where: str = "this process"
-
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, name: str = "task",
             labels: Sequence[str] | None = None) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, fn(items[index]))`` as results complete.
@@ -92,7 +89,6 @@ class ProcessRunner(Runner):
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.where = f"{workers} local processes"
         self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn, items, *, name="task", labels=None):
@@ -131,9 +127,7 @@ class DaskRunner(Runner):
         self.client = client
         self.resources = dict(resources) if resources else None
         self._own_client = own_client
-        self.where = f"Dask scheduler {client.scheduler.address}"
         workers = client.scheduler_info().get("workers", {})
-        self.workers = max(1, len(workers))
         if self.resources and workers and not any(
                 all(info.get("resources", {}).get(name, 0) >= amount for name, amount in self.resources.items())
                 for info in workers.values()):
@@ -152,9 +146,12 @@ class DaskRunner(Runner):
         if len(fn_blob) > BROADCAST_BYTES:
             remote_fn = self.client.scatter(fn, broadcast=True, hash=False)
         labels = labels or [str(i) for i in range(len(items))]
-        futures = {}
+        futures, keys = {}, set()
         for index, (item, label) in enumerate(zip(items, labels)):
             key = f"realsr-{name}-{_safe(label)}-{hashlib.sha256(digest.encode() + _dumps(item)).hexdigest()[:16]}"
+            if key in keys:  # the same item twice in one map: two tasks, two results
+                key = f"{key}-{index}"
+            keys.add(key)
             future = self.client.submit(_run_task, remote_fn, item, __version__, key=key, resources=self.resources,
                                         pure=False)
             futures[future] = index

@@ -21,6 +21,9 @@ Pipeline per pair (:func:`register`):
    a Laplacian term for the captures' blur difference), with Huber weights (scale from the MAD) so that moving
    objects do not pull the fit, and saturated pixels (and those their smoothing reaches) excluded. The LR is the
    fixed template (never resampled); the HR is area-downscaled to the LR's scale at each level and warped.
+   At the finest level the geometric model is chosen by its leave-one-block-out cost (:mod:`.models`):
+   translation at the focal ratio, similarity, affine, homography, or homography with radial lens terms; only
+   what the overlap supports is fitted, and the choice with its evidence is recorded (:class:`ModelChoice`).
 4. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
    :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
    tile misalignment too large. A radial pattern of residual tile shifts (lens distortion that a homography cannot
@@ -34,6 +37,7 @@ from .coarse import feature_coarse, search_coarse
 from .luma import grey, registration_grey
 from .gauss_newton import refine
 from .estimate import (DistortionCheck, Registration, check_registration, distortion_check, register)
+from .models import ModelChoice
 
-__all__ = ["DistortionCheck", "Registration", "RegistrationError", "check_registration", "distortion_check",
-           "feature_coarse", "grey", "refine", "register", "registration_grey", "search_coarse"]
+__all__ = ["DistortionCheck", "ModelChoice", "Registration", "RegistrationError", "check_registration",
+           "distortion_check", "feature_coarse", "grey", "refine", "register", "registration_grey", "search_coarse"]

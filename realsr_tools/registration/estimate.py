@@ -11,6 +11,7 @@ from ..errors import RegistrationError
 from ..geometry import RadialDistortion, local_zoom, map_lr_to_hr
 from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
 from .gauss_newton import _roi, refine
+from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
 MIN_CORRELATION = 0.75  # luma correlation after refinement (photometric model applied)
@@ -20,6 +21,7 @@ MIN_OVERLAP = 0.5  # output window area / area the HR field should cover in the 
 # pair registered to 0.16 px (measured on the simulated hard set), while the simulated pairs registered more than
 # 1 px off (1.7 and 1.9 px) had medians of 1.26 and 0.79.
 MAX_RESIDUAL_MEDIAN = 0.5
+CORRELATION_TIE = 0.005  # correlation within which the coarse start whose refinement chose the simpler model wins
 MAX_UNCERTAINTY = 0.15  # LR px: corner standard deviation above which the overlap has too little texture
 
 
@@ -55,6 +57,7 @@ class Registration:
     iterations: int
     uncertainty: float  # LR px: standard deviation of the overlap's corners from the Gauss-Newton covariance
     distortion: RadialDistortion | None = None  # LR radial distortion relative to the HR (None: not modelled)
+    model: ModelChoice | None = None  # the geometric model fitted, and the evidence for it
 
     def map(self, points: np.ndarray) -> np.ndarray:
         """The complete LR -> HR mapping of ``N x 2`` LR points."""
@@ -64,7 +67,8 @@ class Registration:
         return {"zoom": _round(self.zoom), "coarse": self.coarse, "coarse_agreement": _round(self.coarse_agreement),
                 "search_score": _round(self.search_score), "feature_inliers": self.feature_inliers,
                 "correlation": _round(self.correlation), "iterations": self.iterations,
-                "uncertainty": _round(self.uncertainty)}
+                "uncertainty": _round(self.uncertainty),
+                "model": None if self.model is None else self.model.to_dict()}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -98,16 +102,23 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
     errors = []
     for name, start in candidates:
         try:
-            results.append((name, refine(lr, hr, start)))
+            results.append((name, refine(lr, hr, start, ratio=ratio)))
         except RegistrationError as exc:
             errors.append(f"{name}: {exc}")
     if not results:
         raise RegistrationError("; ".join(errors))
+    # The better final fit wins; but correlation is measured on the data fitted, where a more flexible model always
+    # gains a little: between two fits within CORRELATION_TIE of each other, the one with fewer parameters wins.
     name, best = max(results, key=lambda item: item[1].correlation)
+    for other_name, other in results:
+        if other.model.parameters < best.model.parameters and \
+                other.correlation >= best.correlation - CORRELATION_TIE:
+            name, best = other_name, other
     roi = _roi(best.lr_to_hr, lr.shape, hr.shape)
     zoom = local_zoom(best.lr_to_hr, ((roi[0] + roi[2] - 1) / 2, (roi[1] + roi[3] - 1) / 2))
     return Registration(best.lr_to_hr, zoom, name, agreement, None if search is None else search.score, inliers,
-                        best.correlation, best.iterations, best.corner_sigma, best.distortion)
+                        best.correlation, best.iterations, best.corner_sigma, best.distortion,
+                        best.model)
 
 
 def check_registration(registration: Registration, *, ratio: float, window: Sequence[int],

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import RadialDistortion, apply_homography, hr_field_in_lr, local_zoom, scaling, translation
+from ..geometry import (RadialDistortion, apply_homography, distortion_frames, hr_field_in_lr, local_zoom,
+                        map_lr_to_hr, prior_homography, radial_shift, scaling, translation,
+                        unabsorbed_displacement)
+from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
+                     model_matrix)
 from .luma import CLIP_HIGH, CLIP_LOW
 
-DISTORTION_EVIDENCE = 20.0  # likelihood-ratio statistic above which the distortion terms are kept
+# Model selection (:mod:`.models`): the overlap is cut into MODEL_BLOCKS x MODEL_BLOCKS blocks for the
+# leave-one-block-out cost; a more flexible model must lower it by more than MODEL_TOLERANCE (per independent
+# sample, in units of the residual variance). To leave the focal-ratio prior (translation) the gain must also be
+# consistent over the blocks (t > MODEL_MIN_T) and material (median share of a block's held-out cost removed
+# >= MODEL_MIN_GAIN); see docs/align.md for the measurements behind these numbers.
+MODEL_BLOCKS = 4
+MODEL_TOLERANCE = 2.0
+MODEL_MIN_T = 2.5
+MODEL_MIN_GAIN = 0.2
+MAGNIFICATION_PRIOR = 0.03  # standard deviation of log(true magnification / focal ratio): focus breathing, rounding
+POLISH_STEPS = 4  # Gauss-Newton steps of a simpler model than the homography from its projection
 DISTORTION_PRIOR = 0.05  # standard deviation of the prior on each distortion coefficient (k, lens units)
 MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
 MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled
@@ -26,15 +40,6 @@ CLIP_WEIGHT = 0.3
 BORDER = 9  # px of the HR frame's edge left out (smoothing and gradient stencils must not see the border)
 
 
-def _distortion_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> np.ndarray:
-    """Centres and radii (LR px) of the two distortion terms for the current homography: rows (cx, cy, R)."""
-    (lh, lw), (hh, hw) = lr_shape[:2], hr_shape[:2]
-    hr_centre = apply_homography(np.linalg.inv(h), np.array([[(hw - 1) / 2, (hh - 1) / 2]]))[0]
-    zoom = local_zoom(h, tuple(hr_centre))
-    return np.array([[(lw - 1) / 2, (lh - 1) / 2, np.hypot(lw, lh) / 2],
-                     [hr_centre[0], hr_centre[1], np.hypot(hw, hh) / 2 / zoom]])
-
-
 @dataclass(frozen=True)
 class _Refined:
     lr_to_hr: np.ndarray
@@ -42,6 +47,7 @@ class _Refined:
     correlation: float
     iterations: int
     corner_sigma: float  # LR px: standard deviation of the ROI corners' positions (Gauss-Newton covariance)
+    model: ModelChoice
 
 
 def _roi(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -55,7 +61,8 @@ def _roi(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, i
     return x0, y0, x1, y1
 
 
-def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, fit_distortion: bool = True,
+def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float | None = None,
+           fit_distortion: bool = True,
            min_size: int = 48, start_size: int = 320, max_iterations: int = 40,
            tolerance: float = 0.005) -> _Refined:
     """Robust coarse-to-fine Gauss-Newton refinement of ``lr_to_hr`` (grey float32 images).
@@ -63,15 +70,20 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, fit_distorti
     Per pyramid level: LR template ``T`` (LR ROI area-downscaled by ``2^L``), HR image ``I`` area-downscaled to the
     same scale and warped by the current mapping. Model ``T(x) ~ g(x) I(H D(x)) + b + beta Laplacian(I)(H D(x))``
     with ``g`` a quadratic surface in normalised template coordinates, ``beta`` the blur difference of the two
-    captures (first order) and ``D`` the LR's radial distortion (:class:`RadialDistortion`, when
-    ``fit_distortion``); each step solves jointly for a compositional homography increment, the distortion
-    coefficient and the photometric parameters (IRLS with Huber weights; saturated pixels and the pixels their
-    smoothing reaches get zero weight). Steps
-    stop when the increment moves no template corner by more than ``tolerance`` level pixels.
+    captures (first order) and ``D`` the LR's radial distortion (:class:`RadialDistortion`); each step solves
+    jointly for a compositional homography increment and the photometric parameters (IRLS with Huber weights;
+    saturated pixels and the pixels their smoothing reaches get zero weight). Steps stop when the increment moves no
+    template corner by more than ``tolerance`` level pixels.
+
+    At the finest level the geometric model is chosen by held-out evidence (:func:`_choose_model`,
+    :mod:`.models`): translation at the focal ``ratio`` (only when ``ratio`` is given; it also sets a prior on the
+    magnification), similarity, affine, homography, or the homography with radial terms (only with
+    ``fit_distortion``), and the chosen model is fitted.
     """
     import cv2
 
     h = np.asarray(lr_to_hr, np.float64).copy()
+    prior = None if ratio is None else prior_homography(lr.shape, hr.shape, ratio)
     ks = np.zeros(2)
     roi = _roi(h, lr.shape, hr.shape)
     template_full = lr[roi[1]:roi[3], roi[0]:roi[2]]
@@ -115,35 +127,208 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, fit_distorti
             image = image.copy() if image is hr else image
             image[image_bad] = np.nan  # the warp spreads NaN to every pixel that touches a clipped one
         iterations = 40 if level == levels else (12 if level > finest else 6)
-        frames = _distortion_frames(h, lr.shape, hr.shape)
+        frames = distortion_frames(h, lr.shape, hr.shape)
         frames[:, :2] = apply_homography(np.linalg.inv(c_t), frames[:, :2])
         frames[:, 2] /= fx_t
+        problem = _Problem(template, image, frames, template_usable)
         fit = _gauss_newton(template, image, h_level, min(iterations, max_iterations), tolerance, ks=ks,
-                            frames=frames, fit_k=False, usable=template_usable)
+                            frames=frames, fit_k=False, usable=template_usable, problem=problem)
         total += fit.iterations
-        if fit_distortion and level == finest:
-            # Model selection: keep the two radial terms only when they lower the robust cost significantly
-            # (a likelihood-ratio test on the independent samples: smoothing correlates neighbouring pixels).
-            with_k = _gauss_newton(template, image, fit.h, 8, tolerance, ks=ks, frames=frames, fit_k=True,
-                                   usable=template_usable)
-            total += with_k.iterations
-            independent = fit.count / (4 * np.pi * max(SMOOTHING, 0.5) ** 2)
-            significant = (fit.cost - with_k.cost) / with_k.cost * independent > DISTORTION_EVIDENCE
-            # ... and physically plausible, and large enough to matter: coefficients beyond any real lens mean the
-            # terms are fitting something else (flat texture, parallax); an effect the homography nearly absorbs
-            # is not worth a per-pixel warp.
-            plausible = bool(np.all(np.abs(with_k.ks) <= MAX_DISTORTION))
-            if significant and plausible and _distortion_effect(with_k.ks, frames, template.shape) * fx_t > \
-                    MIN_DISTORTION_EFFECT:
-                fit = with_k
+        if level == finest:
+            fit, choice, extra = _choose_model(problem, fit, c_t=c_t, c_i=c_i, prior=prior, ratio=ratio,
+                                               fit_distortion=fit_distortion, tolerance=tolerance)
+            total += extra
         h_level, ks, correlation, spread = fit.h, fit.ks, fit.correlation, fit.spread * fx_t
         h = c_i @ h_level @ np.linalg.inv(c_t)
         h /= h[2, 2]
     distortion = None
     if np.any(ks):
-        frames = _distortion_frames(h, lr.shape, hr.shape)
+        frames = distortion_frames(h, lr.shape, hr.shape)
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
-    return _Refined(h, distortion, correlation, total, spread)
+    choice = replace(choice, corner_bend=_corner_bend(h, distortion, roi, prior))
+    return _Refined(h, distortion, correlation, total, spread, choice)
+
+
+def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],
+                 prior: np.ndarray | None) -> float:
+    """LR px by which the mapping at the ROI's corners departs from the closest shift at the focal ratio (the
+    closest similarity without a prior)."""
+    xs, ys = np.meshgrid(np.linspace(roi[0], roi[2] - 1, 9), np.linspace(roi[1], roi[3] - 1, 9))
+    grid = np.stack([xs.ravel(), ys.ravel()], 1)
+    corners = grid[[0, 8, 80, 72]]
+    mapped = map_lr_to_hr(h, distortion, grid)
+    centre = ((roi[0] + roi[2] - 1) / 2, (roi[1] + roi[3] - 1) / 2)
+    name = "translation" if prior is not None else "similarity"
+    base = prior if prior is not None else np.eye(3)
+    simple = model_matrix(name, fit_model(name, grid, mapped, prior=base, centre=centre), prior=base, centre=centre)
+    zoom = local_zoom(h, centre)
+    return float(np.max(np.linalg.norm(map_lr_to_hr(h, distortion, corners) - apply_homography(simple, corners),
+                                       axis=1)) / zoom)
+
+
+def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p: int, sigma: float) -> float:
+    """Largest standard deviation (level px) of the template corners for a model with normal matrix ``normal`` whose
+    first ``p`` parameters move the homography increment by ``basis`` (8 x p)."""
+    covariance = np.linalg.pinv(normal)[:p, :p] * sigma**2
+    spread = 0.0
+    s = problem.s
+    for cu, cv in problem.corners:
+        ex = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s @ basis
+        ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s @ basis
+        spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
+    return spread
+
+
+def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np.ndarray, prior: np.ndarray | None,
+                  ratio: float | None, fit_distortion: bool, tolerance: float) -> tuple["_Step", ModelChoice, int]:
+    """Choose the geometric model by its leave-one-block-out cost (:mod:`.models`) at the finest level, starting
+    from the homography fit ``fit``, and return the chosen model's fit (level coordinates), the choice, and the
+    Gauss-Newton steps it took."""
+    th, tw = problem.template.shape
+    fit_k = fit_distortion
+    geometry = 10 if fit_k else 8
+    lin = problem.linearize(fit.h, np.zeros(2), fit.params, fit_k)
+    labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
+              + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
+    systems = BlockSystems.from_pixels(lin.jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
+    unit = lin.sigma**2 * 4 * np.pi * max(SMOOTHING, 0.5) ** 2  # residual variance per independent sample
+    to_level = np.linalg.inv(c_i)
+    centre_t = np.array([[problem.cx, problem.cy]])
+    centre_lr = tuple(apply_homography(c_t, centre_t)[0])
+    xs, ys = np.meshgrid(np.linspace(0, tw - 1, 9), np.linspace(0, th - 1, 9))
+    grid_lr = apply_homography(c_t, np.stack([xs.ravel(), ys.ravel()], 1))
+    h_full_lr = c_i @ fit.h @ np.linalg.inv(c_t)
+    candidates = [m for m in MODELS if (m != "translation" or prior is not None) and (m != "radial" or fit_k)]
+
+    def linear_model(name: str, h_base: np.ndarray, phi: np.ndarray | None):
+        """Step offset, geometric basis (geometry x p) and the log-magnification (value, gradient) of a model
+        about ``phi`` (``None``: the increment coordinates about ``h_base`` themselves)."""
+        if phi is None:
+            p = 10 if name == "radial" else 8
+            offset = np.zeros(geometry)
+            basis = np.eye(geometry)[:, :p]
+
+            def matrix(z):
+                return c_i @ problem.compose(h_base, z[:8]) @ np.linalg.inv(c_t)
+            eps = np.full(p, 1e-6)
+            z0 = np.zeros(p)
+        else:
+            p = len(phi)
+            offset = np.zeros(geometry)
+            offset[:8] = problem.increment(h_base, to_level @ model_matrix(name, phi, prior=prior_base,
+                                                                          centre=centre_lr) @ c_t)
+            basis = np.zeros((geometry, p))
+
+            def matrix(z):
+                return model_matrix(name, z, prior=prior_base, centre=centre_lr)
+            shifts = {"translation": (0, 1), "similarity": (2, 3), "affine": (2, 5)}[name]
+            eps = np.full(p, 1e-6 * max(1.0, float(np.max(np.abs(phi)))))
+            eps[list(shifts)] = 1e-4
+            z0 = np.asarray(phi, np.float64)
+            for j in range(p):
+                step = np.zeros(p)
+                step[j] = eps[j]
+                basis[:8, j] = (problem.increment(h_base, to_level @ matrix(z0 + step) @ c_t)
+                                - problem.increment(h_base, to_level @ matrix(z0 - step) @ c_t)) / (2 * eps[j])
+        if ratio is None:
+            return offset, basis, None
+
+        def log_zoom(z):
+            return np.log(local_zoom(matrix(z), centre_lr) / ratio)
+        gradient = np.zeros(p)
+        for j in range(min(p, 8)):  # the radial terms do not change the magnification at the centre
+            step = np.zeros(p)
+            step[j] = eps[j]
+            gradient[j] = (log_zoom(z0 + step) - log_zoom(z0 - step)) / (2 * eps[j])
+        return offset, basis, (log_zoom(z0), gradient)
+
+    def system(name: str, offset: np.ndarray, basis: np.ndarray, zoom_prior, sigma: float):
+        p = basis.shape[1]
+        full = np.zeros((geometry + 8, p + 8))
+        full[:geometry, :p] = basis
+        full[geometry:, p:] = np.eye(8)
+        theta = np.concatenate([offset, np.zeros(8)])
+        prior_h, prior_g = np.zeros((p + 8, p + 8)), np.zeros(p + 8)
+        if zoom_prior is not None:
+            value, gradient = zoom_prior
+            weight = sigma**2 * 4 * np.pi * max(SMOOTHING, 0.5) ** 2 / MAGNIFICATION_PRIOR**2
+            prior_h[:p, :p] += weight * np.outer(gradient, gradient)
+            prior_g[:p] += weight * value * gradient
+        if name == "radial":
+            # the same prior on the radial coefficients as in the Gauss-Newton fit with them
+            prior_h[8:10, 8:10] += sigma**2 / DISTORTION_PRIOR**2 * np.eye(2)
+        return full, theta, prior_h, prior_g
+
+    prior_base = prior if prior is not None else np.eye(3)
+    evidence, fitted = {}, {}
+    for name in candidates:
+        phi = None if name in ("homography", "radial") else fit_model(name, grid_lr, apply_homography(
+            h_full_lr, grid_lr), prior=prior_base, centre=centre_lr)
+        offset, basis, zoom_prior = linear_model(name, fit.h, phi)
+        full, theta, prior_h, prior_g = system(name, offset, basis, zoom_prior, lin.sigma)
+        cost, z, total_h = cross_validate(systems, theta, full, prior_h, prior_g)
+        evidence[name] = cost
+        fitted[name] = (phi, z, total_h, full)
+    information = np.array([np.trace(h[:8, :8]) for h in systems.hessians])
+    name, evidence, t_stats = choose_model(evidence, information, unit, tolerance=MODEL_TOLERANCE,
+                                           min_t=MODEL_MIN_T, min_gain=MODEL_MIN_GAIN)
+    blocks = int(np.count_nonzero(systems.costs))
+    choice = ModelChoice(name, evidence, blocks, 0.0, t_stats)
+    phi, z, total_h, full = fitted[name]
+    extra = 0
+    if name == "radial":
+        with_k = _gauss_newton(problem.template, problem.image, fit.h, 8, tolerance, ks=np.zeros(2),
+                               frames=problem.frames, fit_k=True, usable=None, problem=problem)
+        extra += with_k.iterations
+        # Coefficients beyond any real lens mean the terms are fitting something else (flat texture, parallax); an
+        # effect the homography nearly absorbs is not worth a per-pixel warp.
+        grid_t = np.stack(np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17)), -1).reshape(-1, 2)
+        plausible = bool(np.all(np.abs(with_k.ks) <= MAX_DISTORTION))
+        effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(with_k.ks, problem.frames)], grid_t)
+        if plausible and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT:
+            return with_k, choice, extra
+        name = "homography"
+        choice = replace(choice, name=name)
+        phi, z, total_h, full = fitted[name]
+    p = PARAMETERS[name]
+    if phi is None:  # homography: one step of the fit with the magnification prior
+        h = problem.compose(fit.h, z[:8])
+        params = fit.params + z[p:]
+        lin_final = problem.linearize(h, np.zeros(2), params, False)
+        extra += 1
+    else:
+        phi = phi + z[:p]
+        params = fit.params + z[p:]
+        for _ in range(POLISH_STEPS):
+            h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
+            lin_final = problem.linearize(h, np.zeros(2), params, fit_k)
+            extra += 1
+            offset, basis, zoom_prior = linear_model(name, h, phi)
+            single = BlockSystems.from_pixels(lin_final.jac, lin_final.residual, lin_final.weights,
+                                              np.zeros(lin_final.residual.size, int), 1)
+            full, theta, prior_h, prior_g = system(name, offset, basis, zoom_prior, lin_final.sigma)
+            _, z, total_h = cross_validate(single, theta, full, prior_h, prior_g)
+            step_phi = z[:p]
+            phi = phi + step_phi
+            params = params + z[p:]
+            moved = np.abs((basis[:8] @ step_phi))
+            if np.max(moved) * problem.s < tolerance:
+                break
+        h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
+        h /= h[2, 2]
+    a, b = lin_final.phot @ params.astype(np.float32), lin_final.target
+    correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+    # Corner uncertainty: sigma^2 (B' J'WJ B)^-1 mapped to the template corners, for the chosen model and for the
+    # similarity. A translation at the focal ratio takes its magnification from the prior, not from the data, so
+    # its own covariance would hide a magnification the data cannot pin (an overlap that is mostly saturated or
+    # flat): the similarity's, which estimates it (under the weak prior), says whether the data confirm it.
+    spread = _corner_spread(problem, total_h, full[:8, :p], p, lin_final.sigma)
+    if "similarity" in fitted and PARAMETERS[name] < PARAMETERS["similarity"]:
+        _, _, similarity_h, similarity_full = fitted["similarity"]
+        spread = max(spread, _corner_spread(problem, similarity_h, similarity_full[:8, :4], 4, lin.sigma))
+    step = _Step(h, np.zeros(2), correlation, 0, spread, float(np.mean(lin_final.weights * lin_final.residual**2)),
+                 int(lin_final.residual.size), params)
+    return step, choice, extra
 
 
 def _clipped(image: np.ndarray) -> np.ndarray:
@@ -166,23 +351,6 @@ def _contaminated(clipped: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return weight > CLIP_WEIGHT
 
 
-def _distortion_effect(ks: np.ndarray, frames: np.ndarray, shape: tuple[int, int]) -> float:
-    """Largest displacement (level px) of the distortion over the template that no homography absorbs."""
-    import cv2
-
-    th, tw = shape
-    xs, ys = np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17))
-    points = np.stack([xs.ravel(), ys.ravel()], 1)
-    moved = points.copy()
-    for k, (cx, cy, radius) in zip(ks, frames):
-        d = points - (cx, cy)
-        moved += k * d * np.sum(d * d, axis=1, keepdims=True) / radius**2
-    best, _ = cv2.findHomography(points, moved, 0)
-    if best is None:
-        return float(np.max(np.linalg.norm(moved - points, axis=1)))
-    return float(np.max(np.linalg.norm(apply_homography(best, points) - moved, axis=1)))
-
-
 @dataclass(frozen=True)
 class _Step:
     h: np.ndarray
@@ -192,70 +360,91 @@ class _Step:
     spread: float  # level px
     cost: float  # mean Huber-weighted squared residual
     count: int  # pixels used
+    params: np.ndarray  # photometric parameters
 
 
-def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
-                  ks: np.ndarray, frames: np.ndarray, fit_k: bool, usable: np.ndarray) -> _Step:
-    import cv2
+@dataclass(frozen=True)
+class _Linear:
+    """One linearisation of the robust least-squares problem: residual ``r + J theta`` for a parameter step theta =
+    (8 homography increment terms, the radial terms when asked for, 8 photometric terms)."""
 
-    th, tw = template.shape
-    ys, xs = np.mgrid[0:th, 0:tw].astype(np.float32)
-    cx, cy, s = (tw - 1) / 2, (th - 1) / 2, max(tw, th) / 2
-    norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])
-    corners = np.array([[-cx, -cy], [cx, -cy], [cx, cy], [-cx, cy]]) / s
-    x_all, y_all = xs.ravel(), ys.ravel()
-    ks = np.array(ks, np.float64)
-    terms = []  # per distortion term: dx, dy, rho = |d|^2 / R^2, 1 / R^2
-    for cx_k, cy_k, radius in frames:
-        dx_k, dy_k = x_all - np.float32(cx_k), y_all - np.float32(cy_k)
-        terms.append((dx_k, dy_k, (dx_k * dx_k + dy_k * dy_k) / np.float32(radius**2), np.float32(1 / radius**2)))
-    t = template.ravel()
-    unclipped_t = usable.ravel() & (t > CLIP_LOW)
-    # Pixel selection at fine levels: the highest template gradients carry the geometric information.
-    gty, gtx = np.gradient(template)
-    strength = (gtx * gtx + gty * gty).ravel()
-    select = None
-    if t.size > FINE_PIXELS:
-        threshold = np.partition(strength, t.size - FINE_PIXELS)[t.size - FINE_PIXELS]
-        select = strength >= threshold
-    stencil = np.ones((BORDER, BORDER), np.uint8)
-    used = 0
-    geometry = 8 + len(terms) if fit_k else 8
-    for used in range(1, iterations + 1):
+    jac: np.ndarray  # float64, pixels x parameters
+    residual: np.ndarray  # float64
+    weights: np.ndarray  # Huber weights
+    sigma: float  # robust residual scale
+    params: np.ndarray  # photometric parameters the residual was evaluated with
+    phot: np.ndarray  # photometric design (float32), for the correlation
+    target: np.ndarray  # template values (float32)
+    x: np.ndarray  # template coordinates of the pixels used
+    y: np.ndarray
+
+
+class _Problem:
+    """One pyramid level's fit: the template, the HR image at the template's scale, the pixels used."""
+
+    def __init__(self, template: np.ndarray, image: np.ndarray, frames: np.ndarray, usable: np.ndarray):
+        th, tw = template.shape
+        self.template, self.image, self.frames = template, image, frames
+        ys, xs = np.mgrid[0:th, 0:tw].astype(np.float32)
+        self.cx, self.cy, self.s = (tw - 1) / 2, (th - 1) / 2, max(tw, th) / 2
+        cx, cy, s = self.cx, self.cy, self.s
+        self.norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])
+        self.corners = np.array([[-cx, -cy], [cx, -cy], [cx, cy], [-cx, cy]]) / s
+        self.x_all, self.y_all = xs.ravel(), ys.ravel()
+        self.terms = []  # per distortion term: dx, dy, rho = |d|^2 / R^2, 1 / R^2
+        for cx_k, cy_k, radius in frames:
+            dx_k, dy_k = self.x_all - np.float32(cx_k), self.y_all - np.float32(cy_k)
+            self.terms.append((dx_k, dy_k, (dx_k * dx_k + dy_k * dy_k) / np.float32(radius**2),
+                               np.float32(1 / radius**2)))
+        self.t = template.ravel()
+        self.unclipped_t = usable.ravel() & (self.t > CLIP_LOW)
+        # Pixel selection at fine levels: the highest template gradients carry the geometric information.
+        gty, gtx = np.gradient(template)
+        strength = (gtx * gtx + gty * gty).ravel()
+        self.select = None
+        if self.t.size > FINE_PIXELS:
+            threshold = np.partition(strength, self.t.size - FINE_PIXELS)[self.t.size - FINE_PIXELS]
+            self.select = strength >= threshold
+        self.stencil = np.ones((BORDER, BORDER), np.uint8)
+
+    def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool) -> _Linear:
+        """Residual and Jacobian at ``h`` (template px -> image px), radial coefficients ``ks`` and photometric
+        ``params`` (``None``: a robust fit of them first)."""
+        import cv2
+
+        th, tw = self.template.shape
+        x_all, y_all, terms, cx, cy, s = self.x_all, self.y_all, self.terms, self.cx, self.cy, self.s
         # Undistorted template coordinates y = D(x), then the homography; NaN marks pixels outside the HR frame
         # (bilinear spreads it by one pixel).
-        yx, yy = x_all.copy(), y_all.copy()
-        for k, (dx_k, dy_k, rho_k, _) in zip(ks, terms):
-            if k:
-                yx += np.float32(k) * dx_k * rho_k
-                yy += np.float32(k) * dy_k * rho_k
+        sx, sy = radial_shift(x_all, y_all, [(k, *frame) for k, frame in zip(ks, self.frames)])
+        yx, yy = x_all + sx, y_all + sy
         w = np.float32(h[2, 0]) * yx + np.float32(h[2, 1]) * yy + np.float32(h[2, 2])
         map_x = ((np.float32(h[0, 0]) * yx + np.float32(h[0, 1]) * yy + np.float32(h[0, 2])) / w).reshape(th, tw)
         map_y = ((np.float32(h[1, 0]) * yx + np.float32(h[1, 1]) * yy + np.float32(h[1, 2])) / w).reshape(th, tw)
-        warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        warped = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=float("nan"))
-        inside = cv2.erode(np.isfinite(warped).view(np.uint8), stencil)  # stencils must not reach the border
+        inside = cv2.erode(np.isfinite(warped).view(np.uint8), self.stencil)  # stencils must not reach the border
         np.nan_to_num(warped, copy=False, nan=0.0)
         gx = cv2.Sobel(warped, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)
         gy = cv2.Sobel(warped, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
         w_ = warped.ravel()
-        valid = inside.ravel().astype(bool) & unclipped_t & (w_ > CLIP_LOW)
-        if select is not None:
-            valid &= select
+        valid = inside.ravel().astype(bool) & self.unclipped_t & (w_ > CLIP_LOW)
+        if self.select is not None:
+            valid &= self.select
         idx = np.flatnonzero(valid)
         if idx.size < 50:
             raise RegistrationError(f"refinement lost the overlap ({idx.size} usable pixels at a "
                                     f"{tw}x{th} pyramid level)")
         uu = (yx[idx] - np.float32(cx)) / np.float32(s)
         vv = (yy[idx] - np.float32(cy)) / np.float32(s)
-        ww, tt = w_[idx], t[idx]
+        ww, tt = w_[idx], self.t[idx]
         columns_p = [ww, uu * ww, vv * ww, uu * uu * ww, uu * vv * ww, vv * vv * ww, np.ones_like(ww)]
         # Blur difference: G_b * I ~ I + (b^2 / 2) Laplacian(I) to first order, so a Laplacian column absorbs the
         # two captures' different optical blur (either way); it otherwise leaves structured residuals at every edge
         # (measured: median error 0.036 -> 0.030 LR px on the simulated normal set).
         columns_p.append(cv2.Laplacian(warped, cv2.CV_32F, ksize=1).ravel()[idx])
         phot = np.stack(columns_p, 1)
-        if used == 1:
+        if params is None:
             params = _robust_lstsq(phot.astype(np.float64), tt.astype(np.float64))
         a = params.astype(np.float32)
         gain = a[0] + a[1] * uu + a[2] * vv + a[3] * uu * uu + a[4] * uu * vv + a[5] * vv * vv
@@ -285,9 +474,37 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         sigma = 1.4826 * np.median(np.abs(residual)) + 1e-6
         z = np.abs(residual) / (HUBER * sigma)
         weights = np.where(z <= 1, 1.0, 1.0 / np.maximum(z, 1e-12))
+        return _Linear(jac, residual.astype(np.float64), weights, float(sigma), params, phot, tt, x_all[idx],
+                       y_all[idx])
+
+    def compose(self, h: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """``h`` after the compositional increment ``d`` (8 terms, normalised template coordinates)."""
+        increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
+        h = h @ np.linalg.inv(self.norm) @ increment @ self.norm
+        return h / h[2, 2]
+
+    def increment(self, h_from: np.ndarray, h_to: np.ndarray) -> np.ndarray:
+        """The 8 increment terms ``d`` with ``compose(h_from, d) = h_to`` (inverse of :meth:`compose`)."""
+        increment = self.norm @ np.linalg.inv(h_from) @ h_to @ np.linalg.inv(self.norm)
+        increment = increment / increment[2, 2]
+        return (increment - np.eye(3)).ravel()[:8]
+
+
+def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
+                  ks: np.ndarray, frames: np.ndarray, fit_k: bool, usable: np.ndarray,
+                  problem: _Problem | None = None) -> _Step:
+    problem = problem or _Problem(template, image, frames, usable)
+    terms, corners, s = problem.terms, problem.corners, problem.s
+    ks = np.array(ks, np.float64)
+    used = 0
+    params = None
+    geometry = 8 + len(terms) if fit_k else 8
+    for used in range(1, iterations + 1):
+        lin = problem.linearize(h, ks, params, fit_k)
+        params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
         jw = jac * weights[:, None]
         hessian = jw.T @ jac
-        gradient = jw.T @ residual.astype(np.float64)
+        gradient = jw.T @ residual
         if fit_k:
             # Gaussian prior k ~ N(0, DISTORTION_PRIOR^2) in the residuals' units: keeps a term that the overlap
             # cannot see (the LR lens at x4 sees only its centre) from wandering.
@@ -299,15 +516,14 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         if fit_k:
             ks = ks + step[8:geometry]
         params = params + step[geometry:]
+        h = problem.compose(h, d)
         increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
-        h = h @ np.linalg.inv(norm) @ increment @ norm
-        h /= h[2, 2]
         moved = apply_homography(increment, corners) - corners
         k_moved = max(abs(step[8 + i]) * float(terms[i][2].max()) ** 1.5 * frames[i][2] for i in range(len(terms))) \
             if fit_k else 0.0
         if max(np.max(np.abs(moved)) * s, k_moved) < tolerance:
             break
-    a, b = phot @ params.astype(np.float32), tt
+    a, b = lin.phot @ params.astype(np.float32), lin.target
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
     # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block).
     covariance = np.linalg.pinv(hessian)[:8, :8] * sigma**2
@@ -316,8 +532,8 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         ex = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s
         ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s
         spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
-    return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual.astype(np.float64) ** 2)),
-                 int(idx.size))
+    return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual ** 2)), int(residual.size),
+                 params)
 
 
 def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3) -> np.ndarray:

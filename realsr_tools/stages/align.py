@@ -27,6 +27,11 @@ OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 384  # px on the longer side of each preview panel
+# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2.5x on the tile
+# p95 beyond noise). Higher than wash's 0.35 (realsr_tools.verification.DEFAULT_LIMIT): a refusal here loses the
+# pair, and a field is largest at the window's corners, so a pair registered to 0.22 LR px RMS (simulated hard set,
+# seed 1) shows 0.38 px at a corner. 0.5 is the "no ok pair worse than 0.5 px".
+MAX_FIELD_DISPLACEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class AlignSummary:
     skipped: int
     manifest: Path
     failures: tuple[tuple[str, str], ...] = field(default=())  # (pair id, reason) of this run's failures
+    unmeasurable: int = 0  # of this run's ok pairs: the verifier could not measure their displacement field
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
     settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
-    ok = failed = 0
+    ok = failed = unmeasurable = 0
     failures = []
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
     order = input_order([pair_id for pair_id, _, _ in blocked] + [pair.id for pair in pairs])
@@ -124,10 +130,12 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
             writer.add(record)
             if record["status"] == "ok":
                 ok += 1
+                unmeasurable += record["verification"]["verdict"] == "unmeasurable"
             else:
                 failed += 1
                 failures.append((record["id"], record["error"]))
-    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures))
+    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures),
+                        unmeasurable)
 
 
 def _new_record(pair) -> dict[str, Any]:
@@ -136,7 +144,7 @@ def _new_record(pair) -> dict[str, Any]:
         "id": pair.id, "scene": pair.scene, "camera": pair.camera, "scale": pair.scale, "status": "failed",
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
-        "photometric": None, "quality": None, "registration": None, "distortion": None,
+        "photometric": None, "quality": None, "registration": None, "distortion": None, "verification": None,
     }
 
 
@@ -154,6 +162,7 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
         raise  # a full disk or read-only --out stops the run; it is not this pair's failure
     except (RegistrationError, RealsrError) as exc:
         record["error"] = str(exc)
+        record["verification"] = getattr(exc, "verification", None)
     return record
 
 
@@ -173,6 +182,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
+    from ..verification import verify
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
@@ -207,6 +217,14 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         if shift.median is not None and shift.median > MAX_RESIDUAL_MEDIAN:
             raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
                                     f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f})")
+        # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
+        # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
+        # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
+        verification = verify(lr_check, hr_on_lr, limit=MAX_FIELD_DISPLACEMENT)
+        if verification.verdict == "misaligned":
+            error = RegistrationError(f"verified misalignment: {verification.reason}")
+            error.verification = verification.to_dict()
+            raise error
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
                                   png_compression=PNG_COMPRESSION)
         distortion = distortion_check(hr_on_lr[centre], lr_check[centre])
@@ -240,6 +258,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},
+        "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
 
 

@@ -121,8 +121,6 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     header = make_header("crop", params=params, path_keys=OUTPUT_KEYS,
                          upstream=pairs.manifest.path if pairs.manifest else None, out_dir=out_dir)
     header["source"] = str(pairs.root.resolve())
-    (out_dir / "HR").mkdir(parents=True, exist_ok=True)
-    (out_dir / "LR").mkdir(parents=True, exist_ok=True)
     tasks = [_Task(pair=p, root=pairs.root, kind=pairs.kind, scale=scale, size=size, step=step,
                    out_dir=out_dir, png_compression=png_compression) for p in todo]
     done_now = failed = empty = skipped_invalid = 0
@@ -132,6 +130,8 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
             StageWriter(out_dir, header, keep=keep, order=input_order([p.id for p in pairs.pairs], key="pair")) \
             as writer:
+        (out_dir / "HR").mkdir(parents=True, exist_ok=True)  # once the runner is up: a refused cluster leaves none
+        (out_dir / "LR").mkdir(parents=True, exist_ok=True)
         for index, result in run_items(runner, cut_pair, tasks, name="crop", labels=[t.pair.id for t in tasks],
                                        show_progress=show_progress):
             if isinstance(result, TaskLost):

@@ -46,11 +46,13 @@ from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atom
 from ..pipeline.pairs import PairRef, PairSource, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
+from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verification
 
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
 # Everything a cached per-pair result depends on besides its files and model (see _Cache): bump "version" when
 # the scoring code changes.
-SCORING = {"version": 1, "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD, "texture_window": TEXTURE_WINDOW,
+SCORING = {"version": 2, "verifier": VERIFIER_VERSION, "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD,
+           "texture_window": TEXTURE_WINDOW,
            "min_textured": MIN_TEXTURED, "tone_degree": TONE_DEGREE, "crop_border": CROP_BORDER,
            "support": DEFAULT_SUPPORT, "samples": DEFAULT_SAMPLES, "ridge": RIDGE}
 DRY_RUN_OFFSETS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
@@ -69,7 +71,9 @@ class WashSummary:
     kept: int
     dropped: int
     failed: int
-    flat: int  # textureless pairs (kept or not): their misalignment cannot be measured
+    flat: int  # textureless pairs (kept or not): too few textured pixels for the wash PSNR
+    unmeasurable: int = 0  # pairs (kept or not) whose displacement field the verifier could not measure
+    misaligned: int = 0  # pairs the verifier found misaligned (all dropped)
     by_reason: dict[str, int] = field(default_factory=dict)
     sweep: tuple[tuple[float, int], ...] = ()  # (min_psnr, pairs it would keep with the other thresholds)
     groups: tuple[str, ...] = ()  # camera/scale groups that got their own degradation
@@ -94,8 +98,9 @@ class _Item:
 @holds_output()
 @one_blas_thread()
 def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0, scale: int | None = None,
-             min_ssim: float | None = None, max_shift: float | None = None, dry_run: bool = False,
-             workers: int | None = None, show_progress: bool = True, scheduler: str | None = None,
+             min_ssim: float | None = None, max_shift: float | None = None,
+             max_misalignment: float | None = DEFAULT_LIMIT, dry_run: bool = False, workers: int | None = None,
+             show_progress: bool = True, scheduler: str | None = None,
              scheduler_file: Path | str | None = None) -> WashSummary:
     """Score every pair of ``source``, keep those passing the thresholds, write manifest, kept pairs and report.
 
@@ -110,6 +115,10 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     min_psnr : wash PSNR floor in dB (module docstring).
     scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
     min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
+    max_misalignment : limit of the independent verifier (:mod:`realsr_tools.verification`, LR px): a pair whose
+        fitted displacement field exceeds it anywhere on its measurable area (or whose tile p95 beyond noise exceeds
+        2.5 times it) is dropped as ``misaligned: ...``; ``None`` turns the check off. Unmeasurable pairs (flat or
+        one-directional content) are counted and listed; the PSNR floor alone decides them.
     dry_run : score, print nothing here, write nothing; ``WashSummary.sweep`` says how many pairs several PSNR floors
         would keep.
     workers : local processes scoring pairs in parallel; default: every CPU this process may use.
@@ -174,20 +183,27 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     records = []
     for item in items:
         result = scores.get(item.pair.id)
-        records.append(_record(item, result, pairs, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift))
-    sweep = tuple((round(min_psnr + d, 2), sum(1 for r in records if r["status"] == "ok" and not verdict(
-        _as_score(r), min_psnr=min_psnr + d, min_ssim=min_ssim, max_shift=max_shift))) for d in DRY_RUN_OFFSETS)
+        records.append(_record(item, result, pairs, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift,
+                               max_misalignment=max_misalignment))
+    sweep = tuple((round(min_psnr + d, 2), sum(1 for r in records if r["status"] == "ok" and not r["misaligned"]
+                                               and not verdict(_as_score(r), min_psnr=min_psnr + d,
+                                                               min_ssim=min_ssim, max_shift=max_shift)))
+                  for d in DRY_RUN_OFFSETS)
     by_reason = Counter(reason.split(":")[0] for r in records for reason in r["reasons"])
     counts = dict(pairs=len(records), kept=sum(r["kept"] for r in records),
                   dropped=sum(not r["kept"] and r["status"] == "ok" for r in records),
                   failed=sum(r["status"] == "failed" for r in records),
-                  flat=sum(bool(r.get("flat")) for r in records))
+                  flat=sum(bool(r.get("flat")) for r in records),
+                  unmeasurable=sum(r["status"] == "ok" and r["verification"]["verdict"] == "unmeasurable"
+                                   for r in records if r.get("verification")),
+                  misaligned=sum(bool(r.get("misaligned")) for r in records))
     names = tuple(f"{camera} x{s}" for camera, s in models)
     if dry_run:
         return WashSummary(out_dir=out_dir, manifest=None, meta_info=None, report=None, by_reason=dict(by_reason),
                            sweep=sweep, groups=names, **counts)
 
-    params = {"min_psnr": min_psnr, "min_ssim": min_ssim, "max_shift": max_shift, "scale": scale,
+    params = {"min_psnr": min_psnr, "min_ssim": min_ssim, "max_shift": max_shift,
+              "max_misalignment": max_misalignment, "verifier_version": VERIFIER_VERSION, "scale": scale,
               "lowpass_sigma": LOWPASS_SIGMA, "texture_std": TEXTURE_STD, "min_textured": MIN_TEXTURED,
               "crop_border": CROP_BORDER, "fit_pairs": FIT_PAIRS}
     header = make_header("wash", params=params, path_keys=("lr_kept", "hr_kept"),
@@ -240,23 +256,32 @@ def _as_score(record: dict[str, Any]) -> PairScore:
                      flat=bool(record.get("flat")), exposure=())
 
 
-def _record(item: _Item, result: PairScore | str | None, pairs: PairSource, *, min_psnr: float,
-            min_ssim: float | None, max_shift: float | None) -> dict[str, Any]:
+def _record(item: _Item, result: tuple[PairScore, Verification] | str | None, pairs: PairSource, *,
+            min_psnr: float, min_ssim: float | None, max_shift: float | None,
+            max_misalignment: float | None) -> dict[str, Any]:
     pair = item.pair
     record: dict[str, Any] = {"id": pair.id, "hr": _as_in_source(pair, "hr", pairs),
                               "lr": _as_in_source(pair, "lr", pairs), "scale": item.group[1] if item.group else None}
     error = item.error or (result if isinstance(result, str) else None)
-    if error is not None or not isinstance(result, PairScore):
+    if error is not None or not isinstance(result, tuple):
         error = error or "no degradation could be estimated for this pair's camera and scale"
         record.update(status="failed", error=error, psnr=None, ssim=None, shift=None, kept=False,
-                      reasons=[f"failed: {error}"])
+                      reasons=[f"failed: {error}"], verification=None, misaligned=False)
         return record
+    result, verification = result
     reasons = verdict(result, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift)
+    misaligned = False
+    if max_misalignment is not None:
+        verification = verification.with_limit(max_misalignment)
+        misaligned = verification.verdict == "misaligned"
+        if misaligned:
+            reasons.append(f"misaligned: {verification.reason}")
     record.update(status="ok", psnr=round(result.psnr, 3), ssim=round(result.ssim, 4),
                   shift=None if result.shift is None else round(result.shift, 3),
                   shift_worst=None if result.shift_worst is None else round(result.shift_worst, 3),
                   textured=round(result.textured, 3), flat=result.flat, camera=item.group[0],
-                  exposure=[round(v, 4) for v in result.exposure], kept=not reasons, reasons=reasons)
+                  exposure=[round(v, 4) for v in result.exposure], kept=not reasons, reasons=reasons,
+                  misaligned=misaligned, verification=verification.to_dict())
     if pair.record.get("quality") is not None:
         record["align_quality"] = pair.record["quality"]
     return record
@@ -397,6 +422,8 @@ class _Cache:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], PairScore):
+        return _encode(value[0]) | {"verification": value[1].to_dict()}
     if isinstance(value, _Item):
         return {"group": value.group, "hr_shape": value.hr_shape, "error": value.error}
     if isinstance(value, PairFit):
@@ -415,7 +442,8 @@ def _decode(kind: str, value: Any) -> Any:
         return PairFit(np.asarray(value["kernel"]), np.asarray(value["colour"]))
     if kind == "score" and isinstance(value, dict):
         psnr, ssim, shift, worst, textured, flat, exposure = value["score"]
-        return PairScore(psnr, ssim, shift, worst, textured, flat, tuple(exposure))
+        return (PairScore(psnr, ssim, shift, worst, textured, flat, tuple(exposure)),
+                Verification.from_dict(value["verification"]))
     return value
 
 
@@ -464,7 +492,13 @@ def _fit(args: tuple[PairRef, int]) -> PairFit | None:
     return fit_pair(lr, hr, scale=scale)
 
 
-def _score(args: tuple[PairRef, Degradation | None]) -> PairScore | str:
+def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verification] | str:
+    """The wash PSNR (against the dataset's degradation) and the independent verifier's displacement field (LR
+    against the HR area-downscaled to the LR grid: no fitted kernel can absorb a shift common to the dataset)."""
+    import cv2
+
+    from ..verification import verify
+
     pair, model = args
     if model is None:
         return "no degradation could be estimated for this pair's camera and scale"
@@ -472,7 +506,8 @@ def _score(args: tuple[PairRef, Degradation | None]) -> PairScore | str:
         lr, hr, _ = _read(pair, model.scale, "manifest")
     except RealsrError as exc:
         return str(exc)
-    return score_pair(lr, hr, model)
+    on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return score_pair(lr, hr, model), verify(lr, on_lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -505,10 +540,15 @@ def write_report(folder: Path, records: list[dict[str, Any]], items: Iterable[_I
     plt.close(figure)
 
     lines = [f"pairs {counts['pairs']}", f"kept {counts['kept']}", f"dropped {counts['dropped']}",
-             f"failed {counts['failed']}", f"flat (misalignment not measurable) {counts['flat']}", "",
+             f"failed {counts['failed']}", f"misaligned (verifier) {counts['misaligned']}",
+             f"unmeasurable (verifier: flat or one-directional; PSNR floor alone decides) {counts['unmeasurable']}",
+             f"flat (under {MIN_TEXTURED:.0%} textured pixels for the wash PSNR) {counts['flat']}", "",
              "dropped by reason (a pair may have several):"]
     lines += [f"  {reason}: {n}" for reason, n in by_reason.most_common()] or ["  none"]
     lines += ["", "flat pairs:"] + [f"  {r['id']} psnr {r['psnr']}" for r in scored if r.get("flat")]
+    lines += ["", "unmeasurable pairs:"] + [
+        f"  {r['id']} psnr {r['psnr']} {'kept' if r['kept'] else 'dropped'}: {r['verification']['reason']}"
+        for r in scored if r["verification"]["verdict"] == "unmeasurable"]
     atomic_write_text(folder / "summary.txt", "\n".join(lines) + "\n")
 
     by_id = {item.pair.id: item for item in items}

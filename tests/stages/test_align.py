@@ -21,7 +21,7 @@ from realsr_tools.photometric import PhotometricModel
 from realsr_tools.simulate import make_capture_folder, registration_error
 
 RECORD_FIELDS = {"id", "scene", "camera", "scale", "status", "error", "lr_source", "hr_source", "lr_to_hr",
-                 "lr_window", "lr", "hr", "mask", "photometric", "quality"}
+                 "lr_window", "lr", "hr", "mask", "photometric", "quality", "verification"}
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,19 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
     registration, error, hr = register_saturated("exif_samples_35-empty/f50.png", 1.5)
     assert np.mean(hr >= 1) > 0.15 and error < 0.1
     # Building, x4, 68 % saturated: what remains cannot fix the geometry; the corner uncertainty says so.
+    # (Deterministic: simulation seed 11. Its geometry is 2.1 LR px off; the corner uncertainty, 1.08 LR px, flags
+    # it and align refuses the pair, so it is never written as aligned.)
     registration, error, hr = register_saturated("skimage_UNIS_EV0/f25.png", 1.5)
     assert np.mean(hr >= 1) > 0.6
-    assert registration.uncertainty > estimate.MAX_UNCERTAINTY or error < 1.0
+    assert registration.uncertainty > estimate.MAX_UNCERTAINTY
+    from realsr_tools.errors import RegistrationError
+    from realsr_tools.registration import check_registration
+
+    lr_shape = read_pixels(captures / "skimage_UNIS_EV0/f25.png").shape[:2]
+    window = geometry.output_window(registration.lr_to_hr, lr_shape, hr.shape, distortion=registration.distortion)
+    with pytest.raises(RegistrationError, match="too little texture"):
+        check_registration(registration, ratio=truth["skimage_UNIS_EV0/f25.png"]["scale"], window=window,
+                           lr_shape=lr_shape, hr_shape=hr.shape[:2])
 
 
 def test_a_channel_saturated_alone_is_left_out_of_the_registration_grey(captures):
@@ -140,6 +150,9 @@ def test_manifest_contract(captures, aligned):
         assert np.asarray(record["lr_to_hr"]).shape == (3, 3) and record["mask"] is None
         quality = record["quality"]
         assert {"psnr", "ssim", "shift_median", "shift_worst"} <= set(quality)
+        verification = record["verification"]  # the independent verifier, over the whole window
+        assert verification["verdict"] == "aligned" and verification["region"] == "whole window"
+        assert verification["tiles"] >= 9 and verification["corner"] < verification["limit"]
         assert quality["psnr"] > 25 and quality["ssim"] > 0.75  # LR blur and noise against the HR
         assert record["registration"]["grey_weights"] == pytest.approx(list(luma.LUMA), abs=1e-4)  # nothing clipped
         # The window's HR footprint lies inside the HR frame: no pixel of the output is invented.
@@ -240,4 +253,34 @@ def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkey
     assert (summary.ok, summary.failed) == (0, 3)
     errors = [r["error"] for r in read_manifest(out, stage="align").records]
     assert sum("residual misalignment too large" in e for e in errors) == 2, errors
+    assert not list(out.rglob("*.png"))
+
+
+def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifier(tmp_path, captures, monkeypatch):
+    # A registration error that bends only the corners (a roll about the window centre): the registration's own
+    # median tile gate does not see it, the verifier's field over the whole window does.
+    import dataclasses
+
+    real_register = align.register
+
+    def rolled(lr, hr, *, ratio):
+        result = real_register(lr, hr, ratio=ratio)
+        h, w = lr.shape[:2]
+        c, s = np.cos(np.radians(0.3)), np.sin(np.radians(0.3))
+        centre = np.array([(w - 1) / 2, (h - 1) / 2])
+        roll = np.eye(3)
+        roll[:2, :2] = [[c, -s], [s, c]]
+        roll[:2, 2] = centre - roll[:2, :2] @ centre
+        return dataclasses.replace(result, lr_to_hr=result.lr_to_hr @ roll)
+
+    monkeypatch.setattr(align, "register", rolled)
+    out = tmp_path / "rolled"
+    summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
+    records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
+    assert summary.ok == 0 and len(records) == 2
+    for record in records:
+        assert record["error"].startswith("verified misalignment"), record["error"]
+        assert record["verification"]["verdict"] == "misaligned"
+        assert record["verification"]["corner"] > record["verification"]["limit"]
+        assert record["verification"]["median"] < 0.5  # a median gate at 0.5 LR px lets it through
     assert not list(out.rglob("*.png"))

@@ -62,7 +62,7 @@ def test_score_pair_is_high_for_the_exact_degradation_and_low_when_shifted(synth
     assert exact.shift < 0.02 and not exact.flat
     moved = np.ascontiguousarray(np.roll(hr, (8, 0), axis=(0, 1)))  # content moved 2 LR px down
     shifted = score_pair(lr, moved, model)
-    assert shifted.psnr < 25 and abs(shifted.shift - 2.0) < 0.1
+    assert shifted.psnr < 29 and abs(shifted.shift - 2.0) < 0.1
     # A colour cast is not fitted away: the tone curve is shared by the three channels.
     cast = score_pair(lr, np.clip(hr * np.float32([1.2, 1.0, 0.8]), 0, 1), model)
     assert cast.psnr < 29
@@ -86,7 +86,8 @@ def test_wash_drops_damaged_pairs_and_keeps_real_ones(mixed_wash):
     assert len(real) == 2 * len(damaged) == 2 * PER_DATASET and summary.failed == 0
     kept_real = sum(r["kept"] for r in real) / len(real)
     dropped_damaged = sum(not r["kept"] for r in damaged) / len(damaged)
-    assert kept_real >= 0.80, [(r["id"], r["psnr"]) for r in real if not r["kept"]]
+    # 22 of 24 kept when this was written (the verifier drops IMG_107, corners 0.88 LR px off, and Nikon_023).
+    assert kept_real >= 0.90, [(r["id"], r["reasons"]) for r in real if not r["kept"]]
     assert dropped_damaged >= 0.95, [(r["id"], r["psnr"]) for r in damaged if r["kept"]]
     # Plain bicubic PSNR of the same real pairs would discard most of them at 29 dB (issue: 25.5 and 27.9 average).
     assert np.median([r["psnr"] for r in real]) > 30
@@ -107,7 +108,13 @@ def test_wash_outputs_are_a_valid_dataset_with_a_report(mixed_wash):
     assert len(kept_pairs.pairs) == summary.kept > 0
     lines = (out / "meta_info.txt").read_text().splitlines()
     assert len(lines) == summary.kept and lines[0].endswith(" (512,512,3)")
-    assert summary.by_reason.get("psnr<29") == summary.dropped
+    dropped = [r for r in manifest.records if not r["kept"]]
+    assert len(dropped) == summary.dropped
+    assert all(reason == "psnr<29" or reason.startswith("misaligned: ") for r in dropped for reason in r["reasons"])
+    assert summary.by_reason.get("misaligned") == summary.misaligned == sum(r["misaligned"] for r in dropped)
+    for record in manifest.records:  # the verifier's result, judged against the run's limit
+        assert record["verification"]["limit"] == 0.35 and record["verification"]["version"] >= 1
+        assert record["misaligned"] == (record["verification"]["verdict"] == "misaligned")
     for name in ("psnr_histogram.png", "worst.png"):
         image = cv2.imread(str(out / "report" / name))
         assert image is not None and image.std() > 0
@@ -140,7 +147,7 @@ def test_wash_bad_input_is_recorded_or_refused(small, tmp_path):
     names = sorted(p.name for p in (small / "HR").iterdir())
     (small / "LR" / names[1]).write_bytes(b"garbage")
     cv2.imwrite(str(small / "HR" / names[2]), np.zeros((500, 512, 3), np.uint8))
-    summary = run_wash(small, tmp_path / "out", min_psnr=0, show_progress=False)
+    summary = run_wash(small, tmp_path / "out", min_psnr=0, max_misalignment=None, show_progress=False)
     assert summary.failed == 2 and summary.kept == 3
     failed = {r["id"]: r["reasons"][0] for r in read_manifest(tmp_path / "out").records if r["status"] == "failed"}
     assert "not a PNG file" in failed[names[1][:-4]] and "needs 512x512" in failed[names[2][:-4]]
@@ -184,7 +191,7 @@ def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_pa
         real = getattr(wash, name)
         monkeypatch.setattr(wash, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     # Another threshold: nothing is fitted or scored again, and the verdicts follow the new floor.
-    again = run_wash(small, out, min_psnr=0, workers=1, show_progress=False)  # the patches are in-process
+    again = run_wash(small, out, min_psnr=0, max_misalignment=None, workers=1, show_progress=False)  # in-process
     assert calls == [] and again.kept == again.pairs == first.pairs
     assert [r["psnr"] for r in read_manifest(out).records] == [r["psnr"] for r in records]
     # A changed LR file is not served from the cache: it is fitted and scored again (so is every pair whose
@@ -198,6 +205,50 @@ def test_rerun_reuses_earlier_results_and_recomputes_changed_pairs(small, tmp_pa
     assert changed["psnr"] < 29 and "psnr<29" in changed["reasons"]
     # The cache keeps only what the last run used: one read, fit and score per pair, no stale results.
     assert len((out / wash.CACHE_NAME).read_text().splitlines()) == 3 * 5
+
+
+def test_wash_drops_subpixel_misalignment_of_real_pairs_and_counts_unmeasurable_ones(tmp_path, data_dir, monkeypatch):
+    # Registration errors look like this: sub-pixel shifts, small rolls and scale errors of otherwise good pairs.
+    from washdata import misalign_hr
+
+    from realsr_tools.stages import wash
+    from realsr_tools.verification import VERSION
+
+    source = tmp_path / "src"
+    for sub in ("HR", "LR"):
+        (source / sub).mkdir(parents=True)
+    names = [("realsr_x4", "Canon_033_LR4.png"), ("drealsr_x4", "panasonic_145_x1.png"),
+             ("drealsr_x4", "sony_169_x1.png"), ("realsr_x4", "Nikon_047_LR4.png")]
+    damages = [("shift", 0.6), ("roll", 0.3), ("scale", 0.005), ("shift", 1.0)]
+    for (dataset, name), (kind, amount) in zip(names, damages):
+        for sub in ("HR", "LR"):
+            shutil.copy(data_dir / "pairs" / dataset / sub / name, source / sub / name)
+        hr = cv2.imread(str(data_dir / "pairs" / dataset / "HR" / name))
+        cv2.imwrite(str(source / "HR" / f"dmg_{name}"), misalign_hr(hr, kind, amount, angle=2.0))
+        shutil.copy(data_dir / "pairs" / dataset / "LR" / name, source / "LR" / f"dmg_{name}")
+    # A flat pair: nothing to measure a displacement on.
+    cv2.imwrite(str(source / "HR" / "flat.png"), np.full((512, 512, 3), 120, np.uint8))
+    cv2.imwrite(str(source / "LR" / "flat.png"), np.full((128, 128, 3), 121, np.uint8))
+    out = tmp_path / "out"
+    summary = run_wash(source, out, min_psnr=29, show_progress=False)
+    records = {r["id"]: r for r in read_manifest(out).records}
+    for _, name in names:
+        assert records[name[:-4]]["kept"], records[name[:-4]]["reasons"]
+        damaged = records[f"dmg_{name[:-4]}"]
+        assert not damaged["kept"] and any(r.startswith("misaligned: ") for r in damaged["reasons"]), damaged
+    assert records["flat"]["verification"]["verdict"] == "unmeasurable" and records["flat"]["kept"]
+    assert summary.unmeasurable == 1 and summary.misaligned == 4 and summary.by_reason["misaligned"] == 4
+    text = (out / "report" / "summary.txt").read_text()
+    assert "unmeasurable (verifier" in text and "  flat psnr" in text
+    # The cache is keyed by the verifier's version: a new verifier scores every pair again.
+    calls = []
+    real_score = wash._score
+    monkeypatch.setattr(wash, "_score", lambda args: calls.append(1) or real_score(args))
+    run_wash(source, out, min_psnr=29, workers=1, show_progress=False)  # the patch is in-process
+    assert calls == []
+    monkeypatch.setitem(wash.SCORING, "verifier", VERSION + 1)
+    run_wash(source, out, min_psnr=29, workers=1, show_progress=False)
+    assert len(calls) == len(records)
 
 
 def _digests(folder):
