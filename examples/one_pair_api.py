@@ -54,7 +54,8 @@ def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, ou
     write_image(out / "LR" / f"{lr_path.stem}.png", lr_out)
     write_image(out / "HR" / f"{lr_path.stem}.png", hr_out)
     return {"lr_window": window, "zoom": round(registration.zoom, 4), "correlation": round(registration.correlation, 4),
-            "verdict": verification.verdict, "verified_p95_lr_px": None if verification.p95 is None else round(verification.p95, 3),
+            "verdict": verification.verdict,
+            "verified_p95_lr_px": None if verification.p95 is None else round(verification.p95, 3),
             "residual_shift_lr_px": None if shift.median is None else round(shift.median, 3),
             "psnr_lr_vs_hr_on_lr": round(psnr(to_float(lr_out), hr_on_lr, data_range=1.0), 2),
             "hr_shape": hr_out.shape, "lr_shape": lr_out.shape}
