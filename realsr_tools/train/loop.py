@@ -203,8 +203,8 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     module = module.to(device)
     count = sum(p.numel() for p in module.parameters())
     origin = f", weights from {config.init}" if init_weights is not None else ""
-    phase(f"model {model_name} ({count / 1e6:.2f} M parameters{origin}), batch {config.batch}, LR patch {config.patch}, "
-          f"peak learning rate {config.lr:g}")
+    phase(f"model {model_name} ({count / 1e6:.2f} M parameters{origin}), batch {config.batch}, "
+          f"LR patch {config.patch}, peak learning rate {config.lr:g}")
     channels_last = use_cuda
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
