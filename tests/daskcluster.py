@@ -42,6 +42,9 @@ def start_cluster(root: Path, *, workers: int = 2) -> Cluster:
         "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests")]),
         # A task whose worker died twice is lost (KilledWorker) instead of after four deaths: keeps the test short.
         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+        # One task at a time per one-thread worker (the default 1.1 sends two): a worker that dies then takes only its
+        # own task down, never an innocent one queued beside it, so which tasks are lost does not depend on timing.
+        "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
         "OMP_NUM_THREADS": "1",
     }
     scheduler_file = root / "scheduler.json"

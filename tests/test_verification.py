@@ -40,8 +40,8 @@ def test_known_subpixel_shifts_of_real_pairs_are_measured(data_dir, amount):
             moved = verify(lr, _on_lr(misalign_hr(hr, "shift", amount, angle=angle), lr))
             expected = amount * np.array([np.cos(angle), np.sin(angle)])
             error = np.hypot(*(_translation(moved) - _translation(base) - expected))
-            # Measured while writing this test: 0.013-0.059 LR px over these 36 cases.
-            assert error < 0.08, (name, amount, angle, error)
+            # Measured while writing this test: 0.004-0.010 LR px on Canon_033 and panasonic_145.
+            assert error < 0.03, (name, amount, angle, error)
             if amount <= 0.3:
                 assert moved.verdict == "aligned", (name, amount, moved.reason)
             else:
@@ -55,12 +55,11 @@ def test_roll_and_scale_errors_of_real_pairs_are_measured(data_dir, sign):
         base = verify(lr, _on_lr(hr, lr))
         rolled = verify(lr, _on_lr(misalign_hr(hr, "roll", 0.3, sign=sign), lr))
         scaled = verify(lr, _on_lr(misalign_hr(hr, "scale", 0.005, sign=sign), lr))
-        # OpenCV's positive angle turns the content counter-clockwise on screen; roll_deg counts clockwise. The
-        # structure-weighted tile means underestimate a roll by up to ~25 % (documented in _affine_fit).
+        # OpenCV's positive angle turns the content counter-clockwise on screen; roll_deg counts clockwise.
         roll = rolled.roll_deg - base.roll_deg
-        assert -0.33 < sign * roll < -0.2, (name, roll)
+        assert -0.32 < sign * roll < -0.27, (name, roll)
         growth = scaled.scale_error - base.scale_error
-        assert 0.0035 < sign * growth < 0.0055, (name, growth)
+        assert 0.0046 < sign * growth < 0.0054, (name, growth)
         assert rolled.verdict == scaled.verdict == "misaligned", (rolled.reason, scaled.reason)
 
 
@@ -148,3 +147,17 @@ def test_noise_is_not_misalignment(data_dir):
     # ... while the same noise on a pair shifted by 1 LR px still shows the shift.
     shifted = verify(noisy, _on_lr(misalign_hr(hr, "shift", 1.0, angle=0.5), lr))
     assert shifted.verdict == "misaligned", shifted.reason
+
+
+def test_the_verifier_shares_no_code_with_what_it_judges():
+    # Independence is the point: the verifier must not import the registration, the quality tiles or the
+    # evaluation harness (nor they it), so it cannot share their blind spots.
+    import ast
+    from pathlib import Path
+
+    import realsr_tools.verification as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {("." * node.level) + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "dataclasses", "numpy", "cv2", "scipy"}, imported

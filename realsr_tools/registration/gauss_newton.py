@@ -49,6 +49,8 @@ class _Refined:
     corner_sigma: float  # LR px: standard deviation of the ROI corners' positions (Gauss-Newton covariance)
     model: ModelChoice
 
+MIN_TEMPLATE = 16  # LR px: the smallest side of the LR region the HR field covers that refine accepts
+
 
 def _roi(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """LR region (x0, y0, x1, y1 exclusive) that the HR field covers, for the refinement's template."""
@@ -91,6 +93,11 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     image_clipped = _clipped(hr)
     to_roi = translation(roi[0], roi[1])
     th, tw = template_full.shape
+    if min(th, tw) < MIN_TEMPLATE:
+        # A start that puts the HR field on a sliver of the LR (a wrong coarse match) has nothing to refine: a pixel
+        # row has no vertical gradient, and np.gradient refuses fewer than two samples.
+        raise RegistrationError(f"the coarse estimate puts the HR field on a {tw}x{th} LR px region; too small to "
+                                f"refine (need {MIN_TEMPLATE} px a side): no reliable match")
     levels = 0
     while max(th, tw) / 2 ** (levels + 1) >= start_size and min(th, tw) / 2 ** (levels + 1) >= min_size:
         levels += 1

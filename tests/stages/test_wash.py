@@ -19,6 +19,7 @@ from realsr_tools.imaging import read_image
 from realsr_tools.pipeline.manifest import make_header, read_manifest, write_manifest
 from realsr_tools.pipeline.pairs import open_pairs
 from realsr_tools.stages.wash import run_wash, score_pair
+from realsr_tools.verification import DEFAULT_LIMIT
 from washdata import build_mixed
 
 runner = CliRunner()
@@ -113,7 +114,7 @@ def test_wash_outputs_are_a_valid_dataset_with_a_report(mixed_wash):
     assert all(reason == "psnr<29" or reason.startswith("misaligned: ") for r in dropped for reason in r["reasons"])
     assert summary.by_reason.get("misaligned") == summary.misaligned == sum(r["misaligned"] for r in dropped)
     for record in manifest.records:  # the verifier's result, judged against the run's limit
-        assert record["verification"]["limit"] == 0.35 and record["verification"]["version"] >= 1
+        assert record["verification"]["limit"] == DEFAULT_LIMIT and record["verification"]["version"] >= 1
         assert record["misaligned"] == (record["verification"]["verdict"] == "misaligned")
     for name in ("psnr_histogram.png", "worst.png"):
         image = cv2.imread(str(out / "report" / name))

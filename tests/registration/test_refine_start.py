@@ -1,0 +1,24 @@
+"""refine on a start it cannot use: a failed pair with its reason, never a crash of the whole align run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from realsr_tools import geometry
+from realsr_tools.errors import RegistrationError
+from realsr_tools.imaging import read_image
+from realsr_tools.registration import grey, refine
+
+
+def test_a_start_that_puts_the_hr_field_on_a_sliver_is_refused(data_dir):
+    # Found by the independent generator's hard set: a wrong coarse match mapped the HR field onto a 1-px-high LR
+    # region and np.gradient raised ValueError, which stopped align after 26 of 36 pairs. Here the start puts the
+    # HR field below the LR frame, so the region it covers is the LR's last row.
+    hr = grey(read_image(data_dir / "photos" / "kodak_kodim03.png"))
+    lr = np.ascontiguousarray(hr[::2, ::2])
+    start = geometry.prior_homography(lr.shape, hr.shape, 2.0) @ geometry.translation(0, -lr.shape[0])
+    with pytest.raises(RegistrationError, match="too small to refine"):
+        refine(lr, hr, start)
+    # The same images from a sensible start refine fine (the guard is not in the way).
+    assert refine(lr, hr, geometry.prior_homography(lr.shape, hr.shape, 2.0)).correlation > 0.9
