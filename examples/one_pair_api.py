@@ -1,12 +1,13 @@
-"""The realsr Python API on one LR/HR capture pair: register, check, warp, and measure the result.
+"""The realsr Python API on one LR/HR capture pair: register, check, warp, and verify the result.
 
     python examples/one_pair_api.py LR_IMAGE HR_IMAGE --ratio 3.75 --scale 4 --out OUT_DIR
     python examples/one_pair_api.py --out OUT_DIR        # simulates a x2 pair from a bundled photograph
 
 For people who build their own pipeline: everything here is a pure function on arrays (images H x W x 3 RGB
 float32 in [0, 1]; points (x, y) with pixel centres at integer coordinates, see realsr_tools/geometry.py), and
-the only files written are the two outputs. `realsr align` does the same per pair, plus photometric correction,
-the residual-shift check and the manifest.
+the only files written are the two outputs. `realsr align` does the same per pair, plus photometric correction
+and the manifest. The verifier (realsr_tools/verification.py) shares no code with the registration: it measures
+the residual displacement field over the whole window from the two output images alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from realsr_tools.imaging import read_pixels, to_float, write_image
 from realsr_tools.metrics import psnr
 from realsr_tools.quality import residual_shift
 from realsr_tools.registration import check_registration, register, registration_grey
+from realsr_tools.verification import verify
+
+LIMIT = 0.5  # LR px: the largest residual displacement accepted anywhere (realsr align: MAX_FIELD_DISPLACEMENT)
 
 
 def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, out: Path) -> dict:
@@ -39,14 +43,19 @@ def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, ou
     x0, y0, w, h = window
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     lr_out = lr_pixels[y0:y0 + h, x0:x0 + w]
-    # 4. verify independently: residual shift between the LR and the area-downscaled warped HR, and their PSNR
+    # 4. verify independently: the displacement field between the LR and the area-downscaled warped HR
     import cv2
 
     hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
+    verification = verify(to_float(lr_out), hr_on_lr, limit=LIMIT)
+    if verification.verdict == "misaligned":
+        raise RegistrationError(f"verified misalignment: {verification.reason}")
     shift = residual_shift(hr_on_lr, to_float(lr_out))
     write_image(out / "LR" / f"{lr_path.stem}.png", lr_out)
     write_image(out / "HR" / f"{lr_path.stem}.png", hr_out)
     return {"lr_window": window, "zoom": round(registration.zoom, 4), "correlation": round(registration.correlation, 4),
+            "verdict": verification.verdict,
+            "verified_p95_lr_px": None if verification.p95 is None else round(verification.p95, 3),
             "residual_shift_lr_px": None if shift.median is None else round(shift.median, 3),
             "psnr_lr_vs_hr_on_lr": round(psnr(to_float(lr_out), hr_on_lr, data_range=1.0), 2),
             "hr_shape": hr_out.shape, "lr_shape": lr_out.shape}

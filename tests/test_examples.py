@@ -24,6 +24,7 @@ def test_one_pair_api_example_registers_and_warps(tmp_path):
     assert done.returncode == 0, done.stderr
     values = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert float(values["residual_shift_lr_px"]) < 0.1 and float(values["correlation"]) > 0.99
+    assert values["verdict"] == "aligned" and float(values["verified_p95_lr_px"]) < 0.25
     lr, hr = read_pixels(out / "LR" / "f50.png"), read_pixels(out / "HR" / "f50.png")
     assert hr.shape[:2] == (2 * lr.shape[0], 2 * lr.shape[1])
 

@@ -202,8 +202,9 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
         module.load_state_dict(init_weights)
     module = module.to(device)
     count = sum(p.numel() for p in module.parameters())
-    phase(f"model {model_name} ({count / 1e6:.2f} M parameters{', weights from ' + str(config.init) if init_weights is not None else ''}), "
-          f"batch {config.batch}, LR patch {config.patch}, peak learning rate {config.lr:g}")
+    origin = f", weights from {config.init}" if init_weights is not None else ""
+    phase(f"model {model_name} ({count / 1e6:.2f} M parameters{origin}), batch {config.batch}, "
+          f"LR patch {config.patch}, peak learning rate {config.lr:g}")
     channels_last = use_cuda
     if use_cuda:
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels
@@ -272,7 +273,8 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     else:
         val_every, warmup = int(resume_state["train_state"]["val_every"]), int(resume_state["train_state"]["warmup"])
     if dist_info.main and resume_state is None:
-        resolved = {"config": config.to_dict(), "scale": scale, "model": model_name, "model_options": options, "total_steps": total,
+        resolved = {"config": config.to_dict(), "scale": scale, "model": model_name, "model_options": options,
+                    "total_steps": total,
                     "warmup": warmup, "val_every": val_every, "world_size": dist_info.world,
                     "torch_threads": torch.get_num_threads(),
                     "device": str(device), "torch": torch.__version__, **split_info}
