@@ -266,16 +266,8 @@ def fit_affine(pts: np.ndarray, d: np.ndarray, iters=10):
 
 def fit_poly(pts, d, shape, order=2, iters=10):
     """Huber IRLS polynomial field fit in normalised coordinates; returns a function (x, y) -> (dx, dy)."""
-    h, w = shape
-    cx, cy, sc = (w - 1) / 2, (h - 1) / 2, max(w, h) / 2
-
     def basis(x, y):
-        u, v = (np.asarray(x, float) - cx) / sc, (np.asarray(y, float) - cy) / sc
-        cols = [np.ones_like(u)]
-        for o in range(1, order + 1):
-            for i in range(o + 1):
-                cols.append(u ** (o - i) * v ** i)
-        return np.stack(cols, -1)
+        return poly_basis(x, y, shape, order)
 
     X = basis(pts[:, 0], pts[:, 1])
     wts = np.ones(len(pts))
