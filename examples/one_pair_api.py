@@ -16,7 +16,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from realsr_tools.errors import RegistrationError
 from realsr_tools.geometry import output_window, warp_hr

@@ -3,9 +3,7 @@ counted and listed), 1 when none did, 2 for a usage or input error found before 
 
 from __future__ import annotations
 
-import shutil
 
-import cv2
 import pytest
 from typer.testing import CliRunner
 

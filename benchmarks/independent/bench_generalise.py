@@ -20,7 +20,6 @@ One denominator: every pair generated. A refusal (status failed, or no record) i
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import time

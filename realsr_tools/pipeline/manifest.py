@@ -295,6 +295,21 @@ class StageWriter:
         self.close()
 
 
+def refuse_changed_params(manifest: Path, stage: str, params: Mapping[str, Any]) -> None:
+    """Refuse to resume into an output whose finished manifest was written with other settings (a second run with
+    another ``--size`` would otherwise mix two datasets under one header); names each changed setting."""
+    from ..errors import OutputExistsError
+
+    if not manifest.is_file():
+        return
+    old = read_manifest(manifest, stage=stage).header.get("params", {})
+    changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+        raise OutputExistsError(f"{manifest.parent}: an earlier {stage} run here used other settings ({what}); pass "
+                                "--overwrite to redo it or pick another --out")
+
+
 def previous_records(out_dir: Path | str, stage: str) -> list[dict[str, Any]]:
     """Records of an earlier (possibly interrupted) run in ``out_dir``: the manifest, then its journal."""
     out_dir = Path(out_dir)

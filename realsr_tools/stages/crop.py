@@ -189,15 +189,9 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> l
         manifest.unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
         return []
-    if manifest.is_file():
-        from ..pipeline.manifest import read_manifest
+    from ..pipeline.manifest import refuse_changed_params
 
-        old = read_manifest(manifest, stage="crop").header.get("params", {})
-        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-            raise OutputExistsError(f"{out_dir}: an earlier crop here used other settings ({what}); pass "
-                                    "--overwrite to redo it or pick another --out")
+    refuse_changed_params(manifest, "crop", params)
     done = [r for r in records if r.get("status", "ok") == "ok"]
     # An interrupted run left only its journal: its records still tell the patch size and scale it used.
     other = {(r.get("scale"), (r.get("lr_box") or [0, 0, None])[2]) for r in done} - {(params["scale"], params["size"])}

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..pipeline.manifest import (JOURNAL_SUFFIX, MANIFEST_NAME, StageWriter, atomic_write_text, make_header,
-                                 previous_records, read_manifest)
+                                 previous_records, read_manifest, refuse_changed_params)
 from ..pipeline.output import holds_output
 from ..pipeline.pairs import PairRef, infer_scale, check_scale, open_pairs
 
@@ -260,13 +260,7 @@ def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> d
         manifest.unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
         return {}
-    if manifest.is_file():
-        old = read_manifest(manifest, stage="lmdb").header.get("params", {})
-        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-            raise OutputExistsError(f"{out_dir}: an earlier lmdb export here used other settings ({what}); pass "
-                                    "--overwrite to redo it or pick another --out")
+    refuse_changed_params(manifest, "lmdb", params)
     records = previous_records(out_dir, "lmdb")
     other = {r.get("compression") for r in records if r.get("status") == "ok"} - {params["compression"]}
     if other:

@@ -4,7 +4,6 @@ manifest records and output files (sha256) as a local ``-j 2`` run, through work
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
