@@ -7,7 +7,10 @@ The *true* zoom between an LR capture and the HR capture differs from the focal 
 by a few percent (focus breathing, rounded focal lengths), as with real zoom lenses.
 
 Degradations per capture, in order: optical blur (Gaussian, in capture pixels) and the pixel footprint (area
-antialiasing), in linear light (the photograph's sRGB-like values raised to 2.2): exposure and white-balance gains,
+antialiasing), applied to the photograph's *encoded* values (unlike real optics, which blur linear light: see
+``benchmarks/independent/README.md``, where an independent generator that blurs linear light shows realsr's
+registration on encoded luma 0.15-0.7 px off on chart scenes); then, in linear light (the values raised to 2.2):
+exposure and white-balance gains,
 radial vignetting ``1 - v r^2`` (``r`` = 1 at the frame corner), Poisson-Gaussian noise (variance ``a x + b``),
 then the 1/2.2 curve and rounding to 8 or 16 bits. The hard variant adds more shake, +-0.7 EV, +-15 % white
 balance, and radial lens distortion (barrel on the LR captures, mild pincushion on the HR capture), so that no
