@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import InputError, RealsrError
 from ..pipeline.manifest import MANIFEST_NAME, Manifest, atomic_write_text, read_manifest
 from ..pipeline.output import holds_output
+from ..train.runlog import parse_event
 
 WINDOW = 96  # LR pixels on the side of the crop shown per pair
 REPORT_DIR = "report"
@@ -135,10 +136,10 @@ def _train_run(folder: Path):
 
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        events = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()
-                  if line.strip().endswith("}")]
+        lines = (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError) as exc:
         raise InputError(f"{folder}: cannot read the training run's config.json / log.jsonl ({exc})") from None
+    events = [event for event in map(parse_event, lines) if event is not None]  # a killed run's torn line: skipped
     if (folder / "curve.png").is_file():
         (folder / REPORT_DIR).mkdir(exist_ok=True)
         shutil.copyfile(folder / "curve.png", folder / REPORT_DIR / "curve.png")

@@ -72,3 +72,17 @@ def test_report_in_headless_chromium_sorts_flickers_and_logs_nothing(crop_like, 
     broken.write_text(page.read_text().replace('sign = dir === "asc" ? 1 : -1', "sign = 1"))
     verdict, _ = browser_selftest(broken)
     assert verdict.startswith("FAIL") and "descending sort" in verdict
+
+
+def test_report_of_a_run_folder_skips_a_killed_runs_torn_log_line(tmp_path):
+    # The log's own contract (realsr_tools.train.runlog.parse_event): a half-written last line is skipped, even one
+    # that happens to end in '}' (the report used to refuse the whole run folder for it).
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": "edsr_small", "scale": 4, "config": {"batch": 8}}')
+    (run / "log.jsonl").write_text('{"kind": "train", "step": 1, "loss": 0.1}\n'
+                                   '{"kind": "train", "step": 2, "loss": {"torn": }\n')
+    result = runner.invoke(app, ["-q", "report", str(run)])
+    assert result.exit_code == 0, result.output
+    page = (run / "report" / "index.html").read_text()
+    assert 'data-id="train-1"' in page and 'data-id="train-2"' not in page
