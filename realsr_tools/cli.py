@@ -23,6 +23,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import RealsrError
+from .pipeline.runner import SCHEDULER_ENV
 
 GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
 
@@ -96,7 +97,7 @@ F = TypeVar("F", bound=Callable)
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", "-j", min=1, help="Local processes working in parallel (default: every CPU this process may use).")]
 Scheduler = Annotated[Optional[str], typer.Option(
-    "--scheduler", envvar="REALSR_SCHEDULER", show_envvar=True,
+    "--scheduler", envvar=SCHEDULER_ENV, show_envvar=True,
     help="Run on this Dask cluster: scheduler address (tcp://host:8786) or scheduler file. Never starts one.")]
 SchedulerFile = Annotated[Optional[Path], typer.Option(
     "--scheduler-file", help="Run on the Dask cluster whose scheduler wrote this file "

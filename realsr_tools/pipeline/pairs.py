@@ -161,8 +161,6 @@ def check_pairs_fit(source: PairSource, *, scale: int | None = None, size: int |
         ratios = {hr[0] // lr[0] if lr[0] and hr[0] % lr[0] == 0 and hr[1] == lr[1] * (hr[0] // lr[0]) else None
                   for lr, hr in known}
         if scale not in ratios:
-            from ..errors import ConfigError
-
             if len(ratios) == 1 and None not in ratios:
                 found = ratios.pop()
                 raise ConfigError(f"{source.root}: --scale {scale}, but HR is {found}x LR in every pair; pass --scale "
@@ -170,8 +168,6 @@ def check_pairs_fit(source: PairSource, *, scale: int | None = None, size: int |
             raise ConfigError(f"{source.root}: --scale {scale}, but no pair has an HR exactly {scale}x its LR; check "
                               "--scale and the HR/ and LR/ files")
     if size is not None and all(lr[0] < size or lr[1] < size for lr, _ in known):
-        from ..errors import ConfigError
-
         h, w = max((lr for lr, _ in known), key=lambda hw: min(hw))
         raise ConfigError(f"{source.root}: every LR is smaller than one --size {size} patch (the largest is {w}x{h}); "
                           f"pass --size {min(h, w)} or less")
@@ -182,8 +178,6 @@ def check_meta_info_names(source: PairSource) -> None:
     whose loader splits each line at the first space (``<name> (<h>,<w>,<c>)``)."""
     spaced = [p.id for p in source.pairs if any(ch.isspace() for ch in p.id)]
     if spaced:
-        from ..errors import InputError
-
         raise InputError(f"{source.root}: {len(spaced)} pair name(s) contain a space or other whitespace (e.g. "
                          f"{spaced[0]!r}), which BasicSR's meta_info.txt cannot hold (it splits each line at the "
                          "first space); rename those files, e.g. with '_' for the spaces")

@@ -137,7 +137,6 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     check_pairs_fit(pairs, scale=scale)
     if not dry_run:
         check_meta_info_names(pairs)
-    if not dry_run:
         if out_dir.resolve() == pairs.root.resolve():
             raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
         _check_output(out_dir)
