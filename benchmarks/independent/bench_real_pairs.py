@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimator as E  # noqa: E402
+import unified  # noqa: E402
 from common import dump, fmt, read_manifest, run_realsr, table  # noqa: E402
 
 PAIRS = Path("/work/shared/data/pairs")
@@ -151,7 +152,12 @@ def main(argv=None):
     print(f"  p95 before/after (median over pairs): {fmt(float(np.median([r['before']['p95'] for r in both])) if both else None)}"
           f" / {fmt(float(np.median([r['after']['p95'] for r in both])) if both else None)}; "
           f"estimator time {time.time() - t0:.0f} s")
-    dump(a.out / "results.json", dict(pairs=results, table=dict(header=header, rows=rows), refusals=reasons))
+    urows = [row for label, sel in (("all", None), *[(ds, ds) for ds in SETS])
+             for row in unified.real_rows(label, [r for r in results if sel is None or r["set"] == sel])]
+    print("\nthe unified columns (unified.py; no truth here, so only the estimator column and refusals):")
+    print(table(urows, unified.HEADER))
+    dump(a.out / "results.json", dict(pairs=results, table=dict(header=header, rows=rows), refusals=reasons,
+                                      unified=dict(header=unified.HEADER, rows=urows)))
     print(f"per-pair JSON: {a.out / 'results.json'}")
     return 0
 
