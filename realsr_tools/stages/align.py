@@ -27,11 +27,15 @@ OUTPUT_KEYS = ("lr", "hr")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 384  # px on the longer side of each preview panel
-# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and 2.5x on the tile
-# p95 beyond noise). Higher than wash's 0.42 (realsr_tools.verification.DEFAULT_LIMIT): a refusal here loses the
-# pair, and a field is largest at the window's corners, so a pair registered to 0.22 LR px RMS (simulated hard set,
-# seed 1) shows 0.46 px at a corner. 0.5 is the issue's "no ok pair worse than 0.5 px".
+# LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and FIELD_P95_FACTOR x
+# on the tile p95 beyond noise). A refusal here loses the pair, and a field is largest at the window's corners, so a
+# pair registered to 0.22 LR px RMS (simulated hard set, seed 1) shows 0.46 px at a corner. 0.5 is the issue's "no
+# ok pair worse than 0.5 px". Judged on the field's point estimate (FIELD_SIGMAS = 0), not on wash's confidence
+# bound (realsr_tools.verification.DEFAULT_SIGMAS): a sparse pair whose corner the verifier extrapolates past the
+# limit is refused here rather than given the benefit of the doubt.
 MAX_FIELD_DISPLACEMENT = 0.5
+FIELD_SIGMAS = 0.0
+FIELD_P95_FACTOR = 2.5
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,8 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
-        verification = verify(lr_check, hr_on_lr, limit=MAX_FIELD_DISPLACEMENT)
+        verification = verify(lr_check, hr_on_lr, limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
+                              p95_factor=FIELD_P95_FACTOR)
         if verification.verdict == "misaligned":
             error = RegistrationError(f"verified misalignment: {verification.reason}")
             error.verification = verification.to_dict()

@@ -46,7 +46,8 @@ from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atom
 from ..pipeline.pairs import PairRef, PairSource, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
 from ..pipeline.runner import one_blas_thread
-from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verification
+from ..verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, VERSION as VERIFIER_VERSION,
+                            Verification)
 
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
 # Everything a cached per-pair result depends on besides its files and model (see _Cache): bump "version" when
@@ -116,8 +117,10 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
     min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
     max_misalignment : limit of the independent verifier (:mod:`realsr_tools.verification`, LR px): a pair whose
-        fitted displacement field exceeds it anywhere on its measurable area (or whose tile p95 beyond noise exceeds
-        2.5 times it) is dropped as ``misaligned: ...``; ``None`` turns the check off. Unmeasurable pairs (flat or
+        fitted displacement field exceeds it anywhere on its measurable area by more than
+        :data:`~realsr_tools.verification.DEFAULT_SIGMAS` standard errors (or whose tile p95 beyond noise exceeds
+        :data:`~realsr_tools.verification.DEFAULT_P95_FACTOR` times it) is dropped as ``misaligned: ...``; ``None``
+        turns the check off. Unmeasurable pairs (flat or
         one-directional content) are counted and listed; the PSNR floor alone decides them.
     dry_run : score, print nothing here, write nothing; ``WashSummary.sweep`` says how many pairs several PSNR floors
         would keep.
@@ -506,7 +509,8 @@ def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verific
     except RealsrError as exc:
         return str(exc)
     on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
-    return score_pair(lr, hr, model), verify(lr, on_lr)
+    return score_pair(lr, hr, model), verify(lr, on_lr, limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
+                                             p95_factor=DEFAULT_P95_FACTOR)
 
 
 # ----------------------------------------------------------------------------------------------------------------
