@@ -193,7 +193,7 @@ def split_report(records: dict[str, list[dict]]) -> list[dict]:
         limit, factor = tune(records, halves[tuned])
         on_tuned, on_held = _rates(records, halves[tuned], limit, factor), _rates(records, halves[held], limit, factor)
         print(f"tuned on {tuned}: limit {limit:g} LR px, tile p95 factor {factor:g} (sigmas "
-              f"{records['untouched'][0]['verification']['sigmas']:g} as measured)")
+              f"{records['untouched'][0]['verification'].get('sigmas', 0):g} as measured)")
         print(f"    on {tuned} (tuning half): {_fmt(on_tuned)}")
         print(f"    on {held} (held out):    {_fmt(on_held)}")
         for name in ["untouched", *TUNED_ON, "shift1"]:

@@ -180,8 +180,10 @@ class Verification:
                    mismatched=data["mismatched"], total_tiles=data["total_tiles"], tile=data["tile"],
                    worst=None if data["worst"] is None else tuple(data["worst"]),
                    affine=None if data["affine"] is None else tuple(data["affine"]), limit=data["limit"],
-                   field=data.get("field"), field_sigma=data.get("field_sigma"), sigmas=data.get("sigmas", 0.0),
-                   p95_factor=data.get("p95_factor", 2.5), version=data["version"])
+                   # A version-1 record was judged on the point estimate of the fitted corner, tile p95 at 2.5 x.
+                   field=data.get("field", data["corner"]),
+                   field_sigma=data.get("field_sigma", None if data["corner"] is None else 0.0),
+                   sigmas=data.get("sigmas", 0.0), p95_factor=data.get("p95_factor", 2.5), version=data["version"])
 
 
 @dataclass(frozen=True)
@@ -349,8 +351,8 @@ def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
         return "misaligned", (f"affine field reaches {value:.2f} +- {v.field_sigma:.2f} LR px on the measured area, "
                               f"over {limit:g}{bound} (shift {np.hypot(b1, b2):.2f} px at the centre, roll "
                               f"{np.degrees((a21 - a12) / 2):+.2f} deg, scale {50 * (a11 + a22):+.2f} %)")
-    if v.corner is not None:
-        field = f"fitted field at most {v.corner:.2f} LR px"
+    if v.corner is not None or v.field is None:
+        field = f"fitted field at most {'-' if v.corner is None else f'{v.corner:.2f}'} LR px"
     else:
         value = v.field + v.sigmas * v.field_sigma
         field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px ({v.tiles} tiles)"

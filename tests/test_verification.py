@@ -168,6 +168,11 @@ def test_limit_record_and_invalid_input(data_dir):
     assert result.verdict == "misaligned"
     assert result.with_limit(1.0).verdict == "aligned" and result.with_limit(1.0).p95 == result.p95
     assert Verification.from_dict(result.to_dict()).to_dict() == result.to_dict()
+    # A version-1 record (before the confidence bound) is read as what it was judged on: the fitted corner itself.
+    old = {k: v for k, v in result.to_dict().items() if k not in ("field", "field_sigma", "sigmas", "p95_factor")}
+    read = Verification.from_dict(old | {"version": 1})
+    assert read.field == old["corner"] and read.sigmas == 0 and read.with_limit(1.0).verdict == "aligned"
+    assert read.with_limit(old["corner"] - 0.01, p95_factor=10).verdict == "misaligned"
     with pytest.raises(ValueError, match="differ in shape"):
         verify(lr, lr[:-1])
     assert list(tile_origins(124, 32)) == [0, 15, 31, 46, 61, 77, 92]
