@@ -28,7 +28,10 @@ half: among the limits ``TUNE_LIMITS`` and factors ``TUNE_P95_FACTORS`` that kee
 measurable pairs (PSNR floor included; the worst of the sets they are washed in counts), the one whose weakest
 damaged family (``TUNED_ON``) loses fewest pairs, then the most dropped over the three, then the most kept, then the
 larger limit. Recomputed from the manifests, so the
-confidence bound (``sigmas``) is the one the wash measured with.
+confidence bound (``sigmas``) is the one the wash measured with. ``--tune-sigmas`` also chooses it: every pair's
+tiles are measured once more (:func:`realsr_tools.verification.measure_tiles`, as wash measures them) and judged at
+each ``SIGMAS_GRID`` value (:func:`realsr_tools.verification.summarise`); the same choice runs over (sigmas, limit,
+factor) on each half.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ TUNE_LIMITS = np.round(np.arange(0.20, 0.601, 0.01), 2)
 TUNE_P95_FACTORS = (2.0, 2.5, 3.0)
 TUNED_ON = ("shift0.5", "roll0.3", "scale0.5%")
 HALVES = ("realsr_x4", "drealsr_x4")
+SIGMAS_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
 
 
 def _names() -> list[tuple[str, str]]:
@@ -160,8 +164,8 @@ def _rates(records: dict[str, list[dict]], half: set[str], limit: float, factor:
     return out
 
 
-def tune(records: dict[str, list[dict]], half: set[str]) -> tuple[float, float]:
-    """The (limit, tile-p95 factor) chosen on ``half`` (module docstring)."""
+def tune(records: dict[str, list[dict]], half: set[str], *, with_key: bool = False):
+    """The (limit, tile-p95 factor) chosen on ``half`` (module docstring); with ``with_key`` also its ranking key."""
     best = None
     for factor in TUNE_P95_FACTORS:
         for limit in TUNE_LIMITS:
@@ -173,7 +177,67 @@ def tune(records: dict[str, list[dict]], half: set[str]) -> tuple[float, float]:
             key = (min(drops), sum(drops), kept / total, float(limit))
             if best is None or key > best[0]:
                 best = (key, (float(limit), factor))
-    return best[1]
+    if best is None:
+        return (None, None) if with_key else None
+    return (best[1], best[0]) if with_key else best[1]
+
+
+def _measure(job: tuple[str, Path, Path]):
+    import cv2
+
+    from realsr_tools.imaging import read_image
+    from realsr_tools.verification import measure_tiles
+
+    key, lr_path, hr_path = job
+    lr, hr = read_image(lr_path), read_image(hr_path)
+    on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)  # as wash measures
+    measures, tile = measure_tiles(lr, on_lr)
+    return key, measures, tile, lr.shape[:2]
+
+
+def tune_sigmas(records: dict[str, list[dict]], work: Path, workers: int) -> None:
+    """Choose the confidence bound too (module docstring): re-measure every pair once, judge at each k."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from realsr_tools.verification import summarise
+
+    names = ["untouched", *TUNED_ON, "shift1"]
+    jobs = {}
+    for name in names:
+        for r in records[name]:
+            if r.get("verification") and (name == "untouched" or r["id"].startswith("dmg_")):
+                jobs[(name if r["id"].startswith("dmg_") else "untouched", r["id"])] = (
+                    work / name / r["lr"], work / name / r["hr"])
+    with ProcessPoolExecutor(workers) as pool:
+        measured = {key: rest for key, *rest in pool.map(_measure, [(k, *v) for k, v in jobs.items()], chunksize=4)}
+    halves = {dataset: set() for dataset in HALVES}
+    for dataset, name in _names():
+        halves[dataset].add(Path(name).stem)
+    print("\n## held-out calibration of the confidence bound too: (sigmas, limit, tile-p95 factor) chosen on one half")
+    for tuned, held in (HALVES, HALVES[::-1]):
+        best = None
+        for k in SIGMAS_GRID:
+            judged = {}
+            for name in records:  # every set: the untouched keep is the worst over them
+                judged[name] = []
+                for r in records[name]:
+                    key = (name if r["id"].startswith("dmg_") else "untouched", r["id"])
+                    if key in measured:
+                        measures, tile, shape = measured[key]
+                        r = r | {"verification": summarise(measures, tile, shape, sigmas=k).to_dict()}
+                    judged[name].append(r)
+            (limit, factor), rank = tune(judged, halves[tuned], with_key=True)
+            if limit is None:
+                print(f"  sigmas {k:g}: no setting keeps 95 % on {tuned}")
+                continue
+            on_tuned = _rates(judged, halves[tuned], limit, factor)
+            on_held = _rates(judged, halves[held], limit, factor)
+            print(f"  tuned on {tuned}, sigmas {k:g}: limit {limit:g}, p95 factor {factor:g}")
+            print(f"      on {tuned}: {_fmt(on_tuned)}")
+            print(f"      on {held} (held out): {_fmt(on_held)}")
+            if best is None or rank > best[0]:
+                best = (rank, k, limit, factor)
+        print(f"  chosen on {tuned}: sigmas {best[1]:g}, limit {best[2]:g}, p95 factor {best[3]:g}")
 
 
 def _fmt(rates: dict) -> str:
@@ -266,6 +330,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--figure", type=Path, default=Path("wash_detection.png"))
     parser.add_argument("--sets", default="untouched," + ",".join(DAMAGES) + ",gross")
+    parser.add_argument("--tune-sigmas", action="store_true",
+                        help="also choose the confidence bound on each half (measures every pair once more)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
@@ -290,6 +356,8 @@ def main() -> None:
             figure(results, args.figure)
         if all(name in all_records for name in ["untouched", *TUNED_ON, "shift1"]):
             split_report(all_records)
+            if args.tune_sigmas:
+                tune_sigmas(all_records, work, args.workers)
 
 
 if __name__ == "__main__":

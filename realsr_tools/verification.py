@@ -45,7 +45,7 @@ most textured tiles mismatch; ``aligned`` otherwise.
 
 Calibration (wash's defaults :data:`DEFAULT_LIMIT`, :data:`DEFAULT_SIGMAS`, :data:`DEFAULT_P95_FACTOR`): chosen on
 the 100 real RealSR x4 pairs only, untouched and with copies damaged by known sub-pixel shifts, rolls and scale
-errors, and tested on the 93 DRealSR x4 pairs held out (``benchmarks/bench_wash_calibration.py --split``,
+errors, and tested on the 93 DRealSR x4 pairs held out (printed by ``benchmarks/bench_wash_calibration.py``;
 docs/crop_wash.md): among the settings that keep >= 95 % of the tuning half's untouched measurable pairs, the one
 that drops most of its weakest damaged family (0.5 px shift, 0.3 deg roll, 0.5 % scale).
 
@@ -282,7 +282,15 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     max_tiles : tiles per axis at most (evenly spread over the window).
     """
     measures, tile = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles)
-    h, w = np.asarray(reference).shape[:2]
+    return summarise(measures, tile, np.asarray(reference).shape[:2], limit=limit, sigmas=sigmas,
+                     p95_factor=p95_factor)
+
+
+def summarise(measures: list[TileMeasure], tile: int, shape: tuple[int, int], *, limit: float = DEFAULT_LIMIT,
+              sigmas: float = DEFAULT_SIGMAS, p95_factor: float = DEFAULT_P95_FACTOR) -> Verification:
+    """The field and verdict of a window of ``shape`` (H, W) from its tiles (:func:`measure_tiles`): what
+    :func:`verify` returns. Apart so that a calibration can judge one measurement under several settings."""
+    h, w = shape
     measured = [m for m in measures if m.kind == "measured"]
     mismatched = sum(m.kind == "mismatched" for m in measures)
     median = p95 = excess = largest = corner = bend = field = field_sigma = None
