@@ -3,7 +3,7 @@ RealSR/DRealSR x4 pairs, untouched and damaged the way registration errors damag
 
 Usage::
 
-    python benchmarks/bench_wash_calibration.py [--work DIR] [--workers 2] [--figure wash_detection.png]
+    python benchmarks/bench_wash_calibration.py [--work DIR] [--workers 2] [--figure wash_detection.png] [--tune-sigmas]
 
 Sets, built under ``--work`` with ``tests/washdata.py`` (``misalign_hr``, ``build_mixed``), each washed by
 :func:`realsr_tools.stages.wash.run_wash` with the CLI's defaults (``--min-psnr 29``, the verifier's calibrated
