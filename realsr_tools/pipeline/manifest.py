@@ -7,7 +7,8 @@ JSON object per item. Every path inside is relative to the manifest's folder, wi
 While a stage runs, finished records are appended to a journal (``manifest.jsonl.journal``) one line at a time, so
 a killed run loses nothing; :meth:`StageWriter.close` folds journal and earlier records into ``manifest.jsonl``
 atomically (temporary file, then rename) and removes the journal. :func:`completed_records` is the resume
-primitive: the records whose status is ``ok`` and whose output files all exist.
+primitive: the records whose status is ``ok`` and whose output files all exist (stages reach it through
+:func:`realsr_tools.pipeline.resume.prepare_stage_output`, which also refuses a resume over other settings).
 
 Reading validates the header, the expected stage and the schema version, and refuses absolute paths and paths
 that climb out of the dataset (``..``): a manifest from someone else must not make realsr touch files outside it.
@@ -293,21 +294,6 @@ class StageWriter:
     def __exit__(self, *exc_info) -> None:
         # Always fold what finished into a valid manifest, even when the batch was interrupted.
         self.close()
-
-
-def refuse_changed_params(manifest: Path, stage: str, params: Mapping[str, Any]) -> None:
-    """Refuse to resume into an output whose finished manifest was written with other settings (a second run with
-    another ``--size`` would otherwise mix two datasets under one header); names each changed setting."""
-    from ..errors import OutputExistsError
-
-    if not manifest.is_file():
-        return
-    old = read_manifest(manifest, stage=stage).header.get("params", {})
-    changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-    if changed:
-        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-        raise OutputExistsError(f"{manifest.parent}: an earlier {stage} run here used other settings ({what}); pass "
-                                "--overwrite to redo it or pick another --out")
 
 
 def previous_records(out_dir: Path | str, stage: str) -> list[dict[str, Any]]:
