@@ -15,10 +15,10 @@ from realsr_tools.pipeline.manifest import JOURNAL_SUFFIX, MANIFEST_NAME, make_h
 from realsr_tools.pipeline.output import output_lock
 from realsr_tools.pipeline.resume import prepare_stage_output
 
-from conftest import _zoom_series, one_error_line, real_pair_folder
+from conftest import one_error_line
+from test_output import captures, pairs  # noqa: F401  (fixtures: two real x4 pairs, one real-photo x2 scene)
 
 runner = CliRunner()
-NAMES = ("Canon_004_LR4.png", "Nikon_017_LR4.png")
 
 
 # ------------------------------------------------------------------------------------------------ the seam itself
@@ -133,20 +133,6 @@ def test_the_seam_needs_the_output_lock(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ every stage
-
-
-@pytest.fixture
-def pairs(tmp_path, data_dir):
-    return real_pair_folder(tmp_path / "pairs", data_dir, NAMES, copy=False)
-
-
-@pytest.fixture
-def captures(tmp_path, data_dir):
-    root = tmp_path / "captures"
-    names = _zoom_series(data_dir / "photos" / "skimage_UNIS_EV0.jpg", root / "scene", (50, 105))
-    (root / "captures.csv").write_text("path,focal_mm\n" + "".join(
-        f"scene/{n},{f}\n" for n, f in zip(names, (50, 105))))
-    return root
 
 
 # stage: (command, options changed on a second run, what the second run says (None: it runs), a foreign file)
