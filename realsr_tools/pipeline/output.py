@@ -2,10 +2,11 @@
 
 Every stage that writes calls :func:`output_lock` (or :func:`prepare_output` for a folder it only adds to) on its
 ``--out`` before it reads any input; what it then does with an earlier run's outputs there (refuse, resume,
-replace) is :func:`realsr_tools.pipeline.resume.prepare_stage_output`. A second realsr run into the same folder is refused while the first holds the
-lock, so two runs can never mix their outputs and manifests. :func:`location_error` turns the ``OSError`` of a write
-(no space left, read-only file system, no permission) into an :class:`~realsr_tools.errors.OutputLocationError`
-naming the path and the cause: it stops the run, it is never one item's failure.
+replace) is :func:`realsr_tools.pipeline.resume.prepare_stage_output`. A second realsr run into the same folder is
+refused while the first holds the lock, so two runs can never mix their outputs and manifests.
+:func:`location_error` turns the ``OSError`` of a write (no space left, read-only file system, no permission) into
+an :class:`~realsr_tools.errors.OutputLocationError` naming the path and the cause: it stops the run, it is never
+one item's failure.
 """
 
 from __future__ import annotations

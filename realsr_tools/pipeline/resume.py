@@ -10,7 +10,8 @@ record keys hold its output files. In this order, the seam
 2. refuses a folder holding another stage's manifest, or, when no manifest or journal of this stage is there,
    owned entries (``HR/``, ``LR/``, ...) that already hold files: no realsr run of this stage wrote them, and realsr
    deletes only what its own manifests list, so this holds even with ``--overwrite`` (:class:`OutputExistsError`);
-3. removes the temporary files of writers that were killed (:func:`realsr_tools.imaging.files.remove_partials`);
+3. removes the temporary files of writers that were killed (:func:`realsr_tools.imaging.files.remove_partials`;
+   for ``policy="refuse"``, whose folder may hold anything, only those of the stage's own ``files``);
 4. then, by the stage's ``policy``:
 
    - ``"resume"`` (align, crop, lmdb): with ``overwrite`` the earlier run's outputs (the files its records list,
@@ -119,11 +120,12 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
         _check_not_source(out_dir, Path(source), inside_source=inside_source, source_name=source_name)
     output = StageOutput(out_dir, stage, clear_entries=tuple(clear), output_keys=tuple(output_keys))
     if policy == "refuse":
-        existing = [str(p) for p in files if Path(p).exists()]
+        files = [Path(p) for p in files]
+        existing = [str(p) for p in files if p.exists()]
         if existing and not overwrite:
             shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
             raise OutputExistsError(f"{shown} already exist(s); pass --overwrite to replace")
-        remove_partials(out_dir)
+        _remove_partials_of(files)  # the folder may hold anything else: only the temporaries of our own files
         return output
     header = _earlier_header(out_dir, stage)
     ours = header is not None or (out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).is_file()
@@ -189,6 +191,22 @@ def _changes(header: Mapping[str, Any] | None, params: Mapping[str, Any], finish
                 if key in params and key not in changed and value is not None and value != params[key]:
                     changed[key] = (value, params[key])
     return changed
+
+
+def _remove_partials_of(files: Iterable[Path]) -> None:
+    """Delete the temporary files a killed :func:`~realsr_tools.imaging.atomic_output` left for ``files``
+    (``.<stem>.<random>.partial<suffix>`` next to each), and nothing else."""
+    wanted: dict[Path, set[tuple[str, str]]] = {}
+    for path in files:
+        wanted.setdefault(path.parent, set()).add((path.stem, path.suffix))
+    for folder, names in wanted.items():
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            head, partial, suffix = path.name.rpartition(".partial")
+            if path.name.startswith(".") and partial and (head[1:].rpartition(".")[0], suffix) in names \
+                    and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _holds_files(path: Path) -> bool:

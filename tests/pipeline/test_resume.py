@@ -123,8 +123,15 @@ def test_replace_clears_only_when_the_stage_starts_writing_and_refuse_needs_over
     (out / "scores.csv").write_text("earlier")
     with output_lock(out), pytest.raises(OutputExistsError, match="scores.csv already exist.*--overwrite"):
         prepare_stage_output(out, "score", policy="refuse", files=[out / "scores.csv", out / "summary.json"])
+    # score's --out may be any folder: only the temporaries of its own files go, not every '.*.partial*' below it.
+    ours, other = out / ".scores.k3j9.partial.csv", out / ".notes.k3j9.partial.csv"
+    nested = out / "sub" / ".scores.x.partial.csv"
+    nested.parent.mkdir()
+    for path in (ours, other, nested):
+        path.write_text("half")
     with output_lock(out):
         prepare_stage_output(out, "score", policy="refuse", files=[out / "scores.csv"], overwrite=True)
+    assert not ours.exists() and other.exists() and nested.exists()
 
 
 def test_the_seam_needs_the_output_lock(tmp_path):
