@@ -181,7 +181,7 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
 def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[str, Any]:
     import cv2
 
-    from ..imaging import read_pixels, to_float, write_image
+    from ..imaging import is_raw, read_pixels, to_float, write_image
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
@@ -190,7 +190,10 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
     hr_pixels = hr_read.result()
-    lr_grey, hr_grey, grey_weights = registration_grey(lr_pixels, hr_pixels)
+    # Registration compares linear light (blur acts there): raster captures are sRGB-decoded, RAW files by the curve
+    # they were rendered with (BT.709 or linear).
+    curves = tuple(s.raw.gamma if is_raw(path) else "srgb" for path in (pair.lr, pair.hr))
+    lr_grey, hr_grey, grey_weights = registration_grey(lr_pixels, hr_pixels, curves)
     registration = register(lr_grey, hr_grey, ratio=pair.focal_ratio)
     del lr_grey, hr_grey
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
@@ -260,7 +263,9 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
-        "registration": registration.to_dict() | {"grey_weights": [round(w, 4) for w in grey_weights]},
+        "registration": registration.to_dict() | {
+            "grey_weights": [round(w, 4) for w in grey_weights],
+            "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}},
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
 
