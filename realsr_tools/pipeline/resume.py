@@ -16,9 +16,9 @@ record keys hold its output files. In this order, the seam
 
    - ``"resume"`` (align, crop, lmdb): with ``overwrite`` the earlier run's outputs (the files its records list,
      and whole entries the stage names in ``clear``), manifest and journal are deleted and nothing is resumed.
-     Otherwise a resume is refused when the earlier run used other ``params`` (its manifest header, or the
-     ``record_params`` of each finished record of a killed run's journal) or read another source folder (the
-     header's ``source``), with one message naming each difference (``size 64 -> 32``); the finished records
+     Otherwise a resume is refused when the earlier run used other ``params`` (its manifest header, or after a
+     kill the header its journal keeps beside it, and the ``record_params`` of each finished record) or read
+     another source folder (the header's ``source``), with one message naming each difference (``size 64 -> 32``); the finished records
      (status ``ok``, every output file present) are returned in :attr:`StageOutput.done` for the stage to skip.
      The upstream manifest's sha256 is not compared here: every run of a stage rewrites its manifest (time,
      command line), so a resumed upstream run would make every downstream resume refuse. A stale input is
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from ..errors import ConfigError, ManifestError, OutputExistsError
-from .manifest import JOURNAL_SUFFIX, MANIFEST_NAME, check_relative_path, completed_records, previous_records, \
-    read_manifest
+from .manifest import JOURNAL_HEADER_SUFFIX, JOURNAL_SUFFIX, MANIFEST_NAME, check_relative_path, \
+    completed_records, previous_records, read_manifest
 
 Policy = Literal["resume", "replace", "refuse"]
 
@@ -77,7 +77,8 @@ class StageOutput:
             elif path.exists() or path.is_symlink():
                 path.unlink()
         (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        (self.out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).unlink(missing_ok=True)
+        for suffix in (JOURNAL_SUFFIX, JOURNAL_HEADER_SUFFIX):
+            (self.out_dir / (MANIFEST_NAME + suffix)).unlink(missing_ok=True)
 
 
 def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "resume",
@@ -96,8 +97,8 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
     policy : ``"resume"``, ``"replace"`` or ``"refuse"`` (module docstring).
     params : the parameters a resumed run must share with the earlier one (compared with the earlier manifest
         header's ``params``; only these keys).
-    record_params : the parameters one finished record was made with (e.g. crop's patch size from its box), for a
-        killed run that left only its journal (no header to compare).
+    record_params : the parameters one finished record was made with (e.g. crop's patch size from its box), also
+        compared (a journal of an older realsr has no header beside it).
     source : the folder the stage reads: ``--out`` may not be it, and a resume from another source is refused.
     inside_source : whether ``out_dir`` may lie inside ``source`` (never ``source`` itself); ``source_name`` names
         ``source`` in that message.
@@ -160,8 +161,11 @@ def _check_not_source(out_dir: Path, source: Path, *, inside_source: bool, sourc
 
 
 def _earlier_header(out_dir: Path, stage: str) -> dict[str, Any] | None:
-    """The header of the manifest in ``out_dir`` (None without one); another stage's output is refused."""
+    """The header of the manifest in ``out_dir``, else of a killed run's journal (None without either); another
+    stage's output is refused."""
     manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        manifest = out_dir / (MANIFEST_NAME + JOURNAL_HEADER_SUFFIX)
     if not manifest.is_file():
         return None
     try:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from realsr_tools.cli import app
 from realsr_tools.errors import ConfigError, OutputExistsError
-from realsr_tools.pipeline.manifest import JOURNAL_SUFFIX, MANIFEST_NAME, make_header, read_manifest, write_manifest
+from realsr_tools.pipeline.manifest import JOURNAL_HEADER_SUFFIX, JOURNAL_SUFFIX, MANIFEST_NAME, make_header, \
+    read_manifest, write_manifest
 from realsr_tools.pipeline.output import output_lock
 from realsr_tools.pipeline.resume import prepare_stage_output
 
@@ -183,38 +184,45 @@ def test_every_stage_refuses_a_foreign_folder_and_a_changed_resume_with_one_line
         assert again.exit_code == 2 and says in one_error_line(again.output) and "--overwrite" in again.output
 
 
-# stage: (python call, record key of an item's output file or None, counts of (done now, skipped) of a summary)
+# stage: (record key of an item's output file or None, counts of (done now, skipped) of a summary, a setting
+# changed on a re-run and what the refusal says; none of these settings is carried by the records themselves)
 RESUMABLE = {
-    "align": ("lr", lambda s: (s.ok + s.failed, s.skipped)),
-    "crop": ("hr", lambda s: (s.pairs_done + s.pairs_failed + s.pairs_empty, s.pairs_resumed)),
-    "lmdb": (None, lambda s: (s.written + s.failed, s.resumed)),
+    "align": ("lr", lambda s: (s.ok + s.failed, s.skipped), {"bit_depth": 16}, "bit_depth 8 -> 16"),
+    "crop": ("hr", lambda s: (s.pairs_done + s.pairs_failed + s.pairs_empty, s.pairs_resumed), {"step": 32},
+             "step 64 -> 32"),
+    "lmdb": (None, lambda s: (s.written + s.failed, s.resumed), {"scale": 4}, "scale None -> 4"),
 }
 
 
-def _call(stage, pairs, captures, out):
+def _call(stage, pairs, captures, out, **changed):
     from realsr_tools.stages.align import run_align
     from realsr_tools.stages.crop import run_crop
     from realsr_tools.stages.lmdb_export import run_lmdb
 
     if stage == "align":
-        return run_align(captures, out, workers=1, show_progress=False)
+        return run_align(captures, out, workers=1, show_progress=False, **changed)
     if stage == "crop":
-        return run_crop(pairs, out, scale=4, size=64, workers=1, show_progress=False)
-    return run_lmdb(pairs, out, show_progress=False)
+        return run_crop(pairs, out, **{"scale": 4, "size": 64, "workers": 1, "show_progress": False, **changed})
+    return run_lmdb(pairs, out, show_progress=False, **changed)
 
 
 @pytest.mark.parametrize("stage", list(RESUMABLE))
 def test_every_stage_resumes_a_killed_run_skipping_what_it_finished(stage, pairs, captures, tmp_path):
-    key, counts = RESUMABLE[stage]
+    key, counts, changed, says = RESUMABLE[stage]
     out = tmp_path / "out"
     first = counts(_call(stage, pairs, captures, out))
     records = read_manifest(out, stage=stage).records
     items = first[0]
     assert items >= 1 and first[1] == 0
-    # What kill -9 leaves: the journal, no manifest.
+    assert sorted(p.name for p in out.glob("manifest*")) == [MANIFEST_NAME]  # journal and its header folded in
+    # What kill -9 leaves: the journal and the run's header beside it, no manifest.
     manifest = out / MANIFEST_NAME
-    (out / (MANIFEST_NAME + JOURNAL_SUFFIX)).write_text("".join(manifest.read_text().splitlines(True)[1:]))
+    lines = manifest.read_text().splitlines(True)
+    (out / (MANIFEST_NAME + JOURNAL_SUFFIX)).write_text("".join(lines[1:]))
+    (out / (MANIFEST_NAME + JOURNAL_HEADER_SUFFIX)).write_text(lines[0])
     manifest.unlink()
+    with pytest.raises(OutputExistsError, match=f"other settings \\({says}\\)"):
+        _call(stage, pairs, captures, out, **changed)
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     assert counts(_call(stage, pairs, captures, out)) == (0, items)
     assert read_manifest(out, stage=stage).records == records
