@@ -33,7 +33,7 @@ record keys hold its output files. In this order, the seam
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -44,7 +44,7 @@ from .manifest import JOURNAL_HEADER_SUFFIX, JOURNAL_SUFFIX, MANIFEST_NAME, chec
 Policy = Literal["resume", "replace", "refuse"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageOutput:
     """An output folder prepared for a run of ``stage``; ``done`` holds the finished records to skip, by id."""
 
@@ -147,8 +147,7 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
         what = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
         raise OutputExistsError(f"{out_dir}: an earlier {stage} run here used other settings ({what}); pass "
                                 "--overwrite to redo it or pick another --out")
-    output.done = done
-    return output
+    return replace(output, done=done)
 
 
 def _check_not_source(out_dir: Path, source: Path, *, inside_source: bool, source_name: str) -> None:
