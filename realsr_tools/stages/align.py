@@ -25,6 +25,7 @@ from ..registration.luma import linear
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
+RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering")  # a resume with others would mix two datasets
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 384  # px on the longer side of each preview panel
@@ -85,7 +86,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
-    from ..pipeline.manifest import StageWriter, completed_records, make_header
+    from ..pipeline.manifest import StageWriter, make_header
+    from ..pipeline.resume import prepare_stage_output
     from ..pipeline.runner import input_order, open_runner, run_items
 
     capture_dir, out_dir = Path(capture_dir), Path(out_dir)
@@ -93,9 +95,6 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    if out_dir.resolve() == capture_dir.resolve() or capture_dir.resolve() in out_dir.resolve().parents:
-        raise ConfigError(f"{out_dir}: the output folder must lie outside the capture folder {capture_dir}, or a "
-                          "re-run would find the aligned images as captures")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
     blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
@@ -108,7 +107,11 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         "convention": "lr_to_hr maps LR source px to HR source px; (x, y), pixel centres at integers, (0, 0) the "
                       "top-left pixel centre, images as decoded (EXIF orientation applied)",
     }, path_keys=PATH_KEYS)
-    done = {} if overwrite else completed_records(out_dir, "align", OUTPUT_KEYS)
+    # A resume keeps the scales and previews free (other scales' pairs are simply not in this run's manifest).
+    done = prepare_stage_output(out_dir, "align", source=capture_dir, inside_source=False,
+                                source_name="capture folder", owned=("LR", "HR", "preview"), output_keys=OUTPUT_KEYS,
+                                params={key: header["params"][key] for key in RESUME_PARAMS},
+                                overwrite=overwrite).done
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
