@@ -267,6 +267,26 @@ def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkey
     assert not list(out.rglob("*.png"))
 
 
+def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes_on(tmp_path, captures,
+                                                                                     monkeypatch):
+    real_register = align.register
+
+    def failing_on_x4(lr, hr, *, ratio):
+        if ratio > 3:
+            raise np.linalg.LinAlgError("SVD did not converge in Linear Least Squares")
+        return real_register(lr, hr, ratio=ratio)
+
+    monkeypatch.setattr(align, "register", failing_on_x4)
+    out = tmp_path / "failing"
+    summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
+    records = {r["id"]: r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")}
+    failed = {key for key, r in records.items() if r["status"] == "failed"}
+    assert failed == {key for key in records if "f25" in key} and len(failed) == 2, records.keys()
+    for key in failed:
+        assert "LinAlgError" in records[key]["error"] and "unexpectedly" in records[key]["error"]
+    assert summary.ok == len(records) - 2 > 0
+
+
 def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifier(tmp_path, captures, monkeypatch):
     # A registration error that bends only the corners (a roll about the window centre): the registration's own
     # median tile gate does not see it, the verifier's field over the whole window does.
