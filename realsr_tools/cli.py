@@ -352,6 +352,9 @@ def train(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm (0: off)."),
     ssim_weight: float = typer.Option(0.0, "--ssim-weight", help="Weight of the 1 - SSIM loss term (0: off)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="No dihedral augmentation."),
+    lr_sharpness: Optional[float] = typer.Option(None, "--lr-sharpness", help="LR sharpness jitter: each LR patch "
+                                                 "blurred or sharpened by a random unsharp-mask amount in [-J, J] "
+                                                 "(0: off; default 0 on CUDA, 0.5 on a CPU)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate and save every N steps "
                                             "(default: 10 times per run)."),
@@ -393,9 +396,10 @@ def train(
         cuda = torch.cuda.is_available()
     chosen, reasons = device_defaults(cuda=cuda, given={"model": model, "batch": batch, "patch": patch, "lr": lr,
                                                         "steps": steps, "log_every": log_every,
-                                                        "max_minutes": max_minutes})
+                                                        "max_minutes": max_minutes, "lr_sharpness": lr_sharpness})
     model, batch, patch, lr = chosen["model"], chosen["batch"], chosen["patch"], chosen["lr"]
     steps, log_every, max_minutes = chosen["steps"], chosen["log_every"], chosen["max_minutes"]
+    lr_sharpness = chosen["lr_sharpness"]
     rank0 = os.environ.get("RANK", "0") == "0"
     pending = [f"default: {reason}" for reason in reasons]  # said once the run has started (not before an error)
 
@@ -407,8 +411,9 @@ def train(
     config = TrainConfig(
         source=source, out=out_dir, scale=scale, model=model, model_options={"channels": channels, "blocks": blocks},
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
-        ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
-        val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
+        ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment,
+        lr_sharpness=lr_sharpness, seed=seed, val_every=val_every, log_every=log_every, val_tile=val_tile,
+        max_minutes=max_minutes, device=device,
         compile=compile_model, resume=resume, overwrite=overwrite, init=init)
     result = run_training(config, show_progress=not options.quiet, say=say if rank0 and not options.quiet else None)
     if result.rank != 0:  # other torchrun processes: rank 0 reports

@@ -16,7 +16,7 @@ BEST_NAME = "best.pt"
 CURVE_NAME = "curve.png"
 # Options that change what is learned: a resumed run must use the same values as the run it continues.
 RESUME_KEYS = ("source", "init", "val", "val_fraction", "scale", "model", "model_options", "steps", "batch", "patch", "lr",
-               "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "val_every")
+               "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "lr_sharpness", "val_every")
 # Steps timed (after one untimed step) to plan a --max-minutes schedule; at least this many and 2 seconds.
 PLAN_MIN_STEPS = 2
 PLAN_MIN_SECONDS = 2.0
@@ -40,6 +40,9 @@ class TrainConfig:
     ema_decay : EMA decay (ramped up as ``min(decay, (1 + step) / (10 + step))`` so short runs are not dominated
         by the initial weights); grad_clip : max global gradient norm (0 disables); ssim_weight : weight of the
         ``1 - SSIM`` loss term (0 disables).
+    augment : dihedral augmentation; lr_sharpness : LR sharpness jitter ``J`` (0 disables): each LR patch, not its
+        HR, is blurred or sharpened by an unsharp mask of random amount in ``[-J, J]``
+        (:class:`realsr_tools.train.data.PatchSampler`).
     val_every : validate (and save ``last.pt``) every this many steps; ``None``: ten times per run (with
         ``max_minutes``: as many as fit in a tenth of the time, at most ten).
     log_every : log the mean loss every this many steps. val_tile : LR tile side for validation inference
@@ -68,6 +71,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ssim_weight: float = 0.0
     augment: bool = True
+    lr_sharpness: float = 0.0
     seed: int = 0
     val_every: int | None = None
     log_every: int = 100
@@ -103,8 +107,8 @@ class TrainConfig:
             problems.append(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip < 0 or self.ssim_weight < 0:
-            problems.append("--grad-clip and --ssim-weight must be 0 (off) or positive")
+        if self.grad_clip < 0 or self.ssim_weight < 0 or self.lr_sharpness < 0:
+            problems.append("--grad-clip, --ssim-weight and --lr-sharpness must be 0 (off) or positive")
         if not 0 < self.val_fraction < 1:
             problems.append(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -155,8 +159,10 @@ class TrainResult:
 # Defaults that fit the device (``realsr train`` options left unset). On CUDA the reference model and BasicSR's
 # EDSR recipe; on a CPU a quarter-width model on small patches with a higher learning rate, which learns within
 # minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps).
-CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100}
-CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": 300_000, "log_every": 10}
+CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100,
+                 "lr_sharpness": 0.0}
+CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": 300_000, "log_every": 10,
+                "lr_sharpness": 0.0}
 CPU_MINUTES = 60.0  # a CPU run with neither --steps nor --max-minutes ends after this long
 
 
@@ -170,8 +176,8 @@ def device_defaults(*, cuda: bool, given: Mapping[str, Any]) -> tuple[dict[str, 
     reasons: list[str] = []
     profile = CUDA_DEFAULTS if cuda else CPU_DEFAULTS
     if not cuda and given.get("model") not in (None, CPU_DEFAULTS["model"]):
-        profile = CUDA_DEFAULTS | {"log_every": CPU_DEFAULTS["log_every"]}
-    filled = [k for k in ("model", "batch", "patch", "lr", "log_every") if given.get(k) is None]
+        profile = CUDA_DEFAULTS | {"log_every": CPU_DEFAULTS["log_every"], "lr_sharpness": CPU_DEFAULTS["lr_sharpness"]}
+    filled = [k for k in ("model", "batch", "patch", "lr", "log_every", "lr_sharpness") if given.get(k) is None]
     for key in filled:
         chosen[key] = profile[key]
     if filled:
