@@ -339,8 +339,8 @@ def train(
                                        "--val-fraction of SOURCE)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of SOURCE held out for validation."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (an upper bound with "
-                                        "--max-minutes; default 300000, and on a CPU --max-minutes 60 unless "
-                                        "either is given)."),
+                                        "--max-minutes; default 300000, 800 for the CPU model, and on a CPU "
+                                        "--max-minutes 60 unless either is given)."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Global batch (patches per step over all "
                                         "processes; default 16 on CUDA, 8 on a CPU)."),
     patch: Optional[int] = typer.Option(None, "--patch", "-p", help="LR patch side in pixels (HR: scale x patch; "
@@ -352,9 +352,8 @@ def train(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm (0: off)."),
     ssim_weight: float = typer.Option(0.0, "--ssim-weight", help="Weight of the 1 - SSIM loss term (0: off)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="No dihedral augmentation."),
-    lr_sharpness: Optional[float] = typer.Option(None, "--lr-sharpness", help="LR sharpness jitter: each LR patch "
-                                                 "blurred or sharpened by a random unsharp-mask amount in [-J, J] "
-                                                 "(0: off; default 0 on CUDA, 0.5 on a CPU)."),
+    lr_sharpness: float = typer.Option(0.0, "--lr-sharpness", help="LR sharpness jitter: each LR patch blurred "
+                                       "or sharpened by a random unsharp-mask amount in [-J, J] (0: off)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate and save every N steps "
                                             "(default: 10 times per run)."),
@@ -396,10 +395,9 @@ def train(
         cuda = torch.cuda.is_available()
     chosen, reasons = device_defaults(cuda=cuda, given={"model": model, "batch": batch, "patch": patch, "lr": lr,
                                                         "steps": steps, "log_every": log_every,
-                                                        "max_minutes": max_minutes, "lr_sharpness": lr_sharpness})
+                                                        "max_minutes": max_minutes})
     model, batch, patch, lr = chosen["model"], chosen["batch"], chosen["patch"], chosen["lr"]
     steps, log_every, max_minutes = chosen["steps"], chosen["log_every"], chosen["max_minutes"]
-    lr_sharpness = chosen["lr_sharpness"]
     rank0 = os.environ.get("RANK", "0") == "0"
     pending = [f"default: {reason}" for reason in reasons]  # said once the run has started (not before an error)
 

@@ -158,11 +158,12 @@ class TrainResult:
 
 # Defaults that fit the device (``realsr train`` options left unset). On CUDA the reference model and BasicSR's
 # EDSR recipe; on a CPU a quarter-width model on small patches with a higher learning rate, which learns within
-# minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps).
-CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100,
-                 "lr_sharpness": 0.0}
-CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": 300_000, "log_every": 10,
-                "lr_sharpness": 0.0}
+# minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps), for at most
+# CPU_STEPS steps: trained on DRealSR's 84 pairs for 1649-1677 steps it scored +0.11 dB on RealSR, against
+# +0.29-0.35 dB after 400-853 steps (docs/train.md, "Choosing the CPU defaults").
+CPU_STEPS = 800
+CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100}
+CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": CPU_STEPS, "log_every": 10}
 CPU_MINUTES = 60.0  # a CPU run with neither --steps nor --max-minutes ends after this long
 
 
@@ -170,14 +171,14 @@ def device_defaults(*, cuda: bool, given: Mapping[str, Any]) -> tuple[dict[str, 
     """Fill the options the user left ``None`` (model, batch, patch, lr, steps, log_every, max_minutes) for the device.
 
     Returns the completed options and one line per choice saying why. Options the user set are kept; when the user
-    picked a model other than the CPU one, its batch, patch and learning rate come from the reference recipe.
+    picked a model other than the CPU one, its batch, patch, learning rate and steps come from the reference recipe.
     """
     chosen = dict(given)
     reasons: list[str] = []
     profile = CUDA_DEFAULTS if cuda else CPU_DEFAULTS
     if not cuda and given.get("model") not in (None, CPU_DEFAULTS["model"]):
-        profile = CUDA_DEFAULTS | {"log_every": CPU_DEFAULTS["log_every"], "lr_sharpness": CPU_DEFAULTS["lr_sharpness"]}
-    filled = [k for k in ("model", "batch", "patch", "lr", "log_every", "lr_sharpness") if given.get(k) is None]
+        profile = CUDA_DEFAULTS | {"log_every": CPU_DEFAULTS["log_every"]}
+    filled = [k for k in ("model", "batch", "patch", "lr", "log_every") if given.get(k) is None]
     for key in filled:
         chosen[key] = profile[key]
     if filled:
@@ -190,8 +191,13 @@ def device_defaults(*, cuda: bool, given: Mapping[str, Any]) -> tuple[dict[str, 
         reasons.append(f"{what} ({why})")
     if given.get("steps") is None:
         chosen["steps"] = profile["steps"]
+        if profile is CPU_DEFAULTS:
+            reasons.append(f"--steps {CPU_STEPS} (CPU, at most: the small model trained longer on one small dataset "
+                           "learns its cameras' detail and scored lower on other cameras; with --max-minutes the "
+                           "run ends at the time or the steps, whichever comes first)")
         if not cuda and given.get("max_minutes") is None:
             chosen["max_minutes"] = CPU_MINUTES
-            reasons.append(f"--max-minutes {CPU_MINUTES:g} (CPU and neither --steps nor --max-minutes: "
-                           f"{profile['steps']:,} steps would not end)")
+            reasons.append(f"--max-minutes {CPU_MINUTES:g} (CPU and neither --steps nor --max-minutes: " + (
+                "a bound on the wall time of a busy machine)" if profile is CPU_DEFAULTS else
+                f"{profile['steps']:,} steps would not end)"))
     return chosen, reasons
