@@ -46,7 +46,7 @@ def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, ou
     import cv2
 
     hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
-    verification = verify(to_float(lr_out), hr_on_lr, limit=LIMIT)
+    verification = verify(to_float(lr_out), hr_on_lr, limit=LIMIT, sigmas=0.0, p95_factor=2.5)  # align's gate
     if verification.verdict == "misaligned":
         raise RegistrationError(f"verified misalignment: {verification.reason}")
     shift = residual_shift(hr_on_lr, to_float(lr_out))

@@ -251,8 +251,9 @@ def wash(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Only pairs of this scale (default: inferred)."),
     min_ssim: Optional[float] = typer.Option(None, "--min-ssim", help="SSIM floor (LR vs predicted LR)."),
     max_shift: Optional[float] = typer.Option(None, "--max-shift", help="Largest median residual shift, LR px."),
-    max_misalignment: float = typer.Option(0.42, "--max-misalignment", help="Verifier limit, LR px: drop a pair "
-                                           "whose displacement field exceeds it anywhere measurable (0: off)."),
+    max_misalignment: float = typer.Option(0.3, "--max-misalignment", help="Verifier limit, LR px: drop a pair "
+                                           "whose displacement field exceeds it anywhere measurable by more than "
+                                           "1.5 standard errors (0: off)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
     workers: Workers = None,
     scheduler: Scheduler = None,

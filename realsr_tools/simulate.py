@@ -6,11 +6,10 @@ track ``scale``, and each shot gets its own small random pose (shift, roll, pers
 The *true* zoom between an LR capture and the HR capture differs from the focal ratio written to ``captures.csv``
 by a few percent (focus breathing, rounded focal lengths), as with real zoom lenses.
 
-Degradations per capture, in order: optical blur (Gaussian, in capture pixels) and the pixel footprint (area
-antialiasing), applied to the photograph's *encoded* values (unlike real optics, which blur linear light: see
-``benchmarks/independent/README.md``, where an independent generator that blurs linear light shows realsr's
-registration on encoded luma 0.15-0.7 px off on chart scenes); then, in linear light (the values raised to 2.2):
-exposure and white-balance gains,
+Degradations per capture, all in linear light (the photograph's values raised to 2.2), in order: optical blur
+(Gaussian, in capture pixels) and the pixel footprint (area antialiasing), as optics and the sensor integrate light
+(blurring the encoded values instead moves the intensity optimum of a bright-on-dark scene 0.15-0.7 px off its
+geometry: ``benchmarks/independent/README.md``); exposure and white-balance gains,
 radial vignetting ``1 - v r^2`` (``r`` = 1 at the frame corner), Poisson-Gaussian noise (variance ``a x + b``),
 then the 1/2.2 curve and rounding to 8 or 16 bits. The hard variant adds more shake, +-0.7 EV, +-15 % white
 balance, and radial lens distortion (barrel on the LR captures, mild pincushion on the HR capture), so that no
@@ -123,6 +122,7 @@ def make_capture_folder(photos: Sequence[Path], out_dir: Path, *, scales: Sequen
     for photo in photos:
         photo = Path(photo)
         world = read_image(photo)
+        light = np.power(world, GAMMA, dtype=np.float32)  # the scene in linear light, where optics act
         scene = photo.stem
         folder = out_dir / scene
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def make_capture_folder(photos: Sequence[Path], out_dir: Path, *, scales: Sequen
         hr_pixel = min(ww / (size[0] * widest * margin), wh / (size[1] * widest * margin))
         hr_cam = _camera(rng, conditions, world.shape, size, hr_pixel, conditions.distortion_hr)
         hr_name = f"{scene}/f{HR_FOCAL_MM:g}.png"
-        _render(world, hr_cam, rng, conditions, out_dir / hr_name, bit_depth)
+        _render(light, hr_cam, rng, conditions, out_dir / hr_name, bit_depth)
         rows.append((hr_name, HR_FOCAL_MM))
         lr_names: dict[int, str] = {}
         homographies: dict[str, np.ndarray] = {}
@@ -148,7 +148,7 @@ def make_capture_folder(photos: Sequence[Path], out_dir: Path, *, scales: Sequen
             cam = _camera(rng, conditions, world.shape, size, hr_pixel * zooms[s], conditions.distortion_lr)
             focal = round(HR_FOCAL_MM / s)
             name = f"{scene}/f{focal:g}.png"
-            _render(world, cam, rng, conditions, out_dir / name, bit_depth)
+            _render(light, cam, rng, conditions, out_dir / name, bit_depth)
             rows.append((name, float(focal)))
             lr_to_hr = np.linalg.inv(hr_cam.capture_to_world) @ cam.capture_to_world
             lr_to_hr /= lr_to_hr[2, 2]
@@ -233,7 +233,7 @@ def true_lr_to_hr(entry: dict, points: np.ndarray) -> np.ndarray:
     return _distort(mapped, hr["k1"], np.array(hr["centre"]), hr["radius"]) if hr["k1"] else mapped
 
 
-def _render(world: np.ndarray, cam: _Camera, rng: np.random.Generator, c: Conditions, path: Path,
+def _render(light: np.ndarray, cam: _Camera, rng: np.random.Generator, c: Conditions, path: Path,
             bit_depth: int) -> None:
     import cv2
 
@@ -242,14 +242,14 @@ def _render(world: np.ndarray, cam: _Camera, rng: np.random.Generator, c: Condit
     # Gaussian prefilter in world pixels: the pixel footprint (area of cam.pixel world pixels) plus optical blur.
     footprint = 0.5 * np.sqrt(max(cam.pixel**2 - 1, 0.0))
     sigma = float(np.hypot(footprint, blur * cam.pixel))
-    source = cv2.GaussianBlur(world, (0, 0), sigma) if sigma > 0.3 else world
+    source = cv2.GaussianBlur(light, (0, 0), sigma) if sigma > 0.3 else light
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([xs, ys], axis=-1)
     if cam.k1:
         grid = _undistort(grid, cam.k1, np.array([(w - 1) / 2, (h - 1) / 2]), float(np.hypot(w, h) / 2))
     mapped = _apply(cam.capture_to_world, grid).astype(np.float32)
     image = cv2.remap(source, mapped[..., 0], mapped[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    linear = np.clip(image, 0, 1) ** GAMMA
+    linear = np.clip(image, 0, 1)  # bicubic resampling overshoots a little at edges
     gains = 2.0 ** rng.uniform(-c.ev, c.ev) * (1 + rng.uniform(-c.white_balance, c.white_balance, 3))
     r2 = ((xs - (w - 1) / 2) ** 2 + (ys - (h - 1) / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     vignette = (1 - rng.uniform(*c.vignetting) * r2).astype(np.float32)

@@ -30,12 +30,24 @@ Method
    a robust (Huber-weighted) affine fit ``d(x, y) = A (x, y) + b`` of the displacement field is evaluated at the
    corners of every measured tile (its largest value on the measured area is at one of them), so a roll or a scale
    error whose centre is right (it bends only the corners) is caught from all the tiles, not only the corner ones.
+   The fit's covariance (from the tiles' sigmas, inflated by the reduced chi-square of its residuals when they
+   scatter more than the sigmas say) gives the standard error ``sigma(p)`` of the fitted field at every such corner
+   ``p``, which grows where the field is extrapolated from few or clustered tiles. The judged value is the field's
+   lower confidence bound ``field = max_p (|d(p)| - sigmas * sigma(p))`` (``sigmas``: :data:`DEFAULT_SIGMAS` in
+   wash, 0 in align: a point estimate). With too few tiles, or tiles on one line, for an affine fit the weighted
+   mean translation of the tiles (and its standard error) stands in for the field.
 
 Verdict (:attr:`Verification.verdict`): ``unmeasurable`` when fewer than :data:`MIN_TILES` tiles could be measured
-(and the content did not mismatch); ``misaligned`` when the fitted affine field exceeds the limit anywhere on the
-measured area (its largest value is at a corner of that area: ``corner``), when ``p95_excess`` of the single tiles
-exceeds :data:`P95_FACTOR` times the limit (a local, non-affine error), or when most textured tiles mismatch;
-``aligned`` otherwise.
+(and the content did not mismatch); ``misaligned`` when the fitted field exceeds the limit anywhere on the
+measured area by more than ``sigmas`` standard errors (``field`` above; the largest point estimate is ``corner``),
+when ``p95_excess`` of the single tiles exceeds ``p95_factor`` times the limit (a local, non-affine error), or when
+most textured tiles mismatch; ``aligned`` otherwise.
+
+Calibration (wash's defaults :data:`DEFAULT_LIMIT`, :data:`DEFAULT_SIGMAS`, :data:`DEFAULT_P95_FACTOR`): chosen on
+the 100 real RealSR x4 pairs only, untouched and with copies damaged by known sub-pixel shifts, rolls and scale
+errors, and tested on the 93 DRealSR x4 pairs held out (printed by ``benchmarks/bench_wash_calibration.py``;
+docs/crop_wash.md): among the settings that keep >= 95 % of the tuning half's untouched measurable pairs, the one
+that drops most of its weakest damaged family (0.5 px shift, 0.3 deg roll, 0.5 % scale).
 
 Convention
 ----------
@@ -51,7 +63,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-VERSION = 1  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
+VERSION = 2  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
 SMOOTH_SIGMA = 1.0  # LR px, both images
 SMALL_WINDOW = 256  # windows whose shorter side is under this get SMALL_TILE tiles
 SMALL_TILE = 32
@@ -73,13 +85,14 @@ MAX_FINAL_STEP = 0.05
 MIN_TILES = 3  # measured tiles needed for a verdict other than "unmeasurable"
 MIN_AFFINE_TILES = 6
 SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile is trusted beyond this
-# LR px. Calibrated on the 193 real RealSR/DRealSR x4 pairs damaged by known amounts
-# (benchmarks/bench_wash_calibration.py, docs/crop_wash.md): the smallest limit at which wash keeps >= 95 % of the
-# untouched measurable pairs; a 0.3 deg roll or 0.5 % scale error moves a 128-px window's corners by 0.45-0.47 px.
-DEFAULT_LIMIT = 0.42
-# Single tiles are noisier than the fitted field (tile p95 of the untouched real pairs: 0.53 px at its 95th
-# percentile), so the tile p95 is held to P95_FACTOR x the limit: it catches local, non-affine errors.
-P95_FACTOR = 2.5
+# Wash's calibration (module docstring): tuned on the RealSR x4 half of the 193 real pairs, tested on the DRealSR x4
+# half. LR px: the fitted field must exceed DEFAULT_LIMIT by DEFAULT_SIGMAS standard errors somewhere on the measured
+# area, or the tile p95 beyond noise exceed DEFAULT_P95_FACTOR x DEFAULT_LIMIT. A 0.3 deg roll or a 0.5 % scale
+# error moves a 128-px window's corners by 0.45-0.47 px; the confidence bound lets the limit sit well below that
+# without dropping untouched pairs whose corner is extrapolated from a few noisy tiles.
+DEFAULT_LIMIT = 0.30
+DEFAULT_SIGMAS = 1.5
+DEFAULT_P95_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,10 @@ class Verification:
     ``(x, y)`` centre of the tile with the largest displacement, in window pixels. ``measurable``: fraction of the
     window's area covered by measured tiles. ``tiles``: measured tiles; ``mismatched``: textured tiles whose content
     did not match; ``noisy``: tiles too noisy to measure; ``total_tiles``: tiles looked at. ``p95_excess``: 95th
-    percentile of ``|d| - 2 sigma`` (floored at 0) over the measured tiles, the value gated against the limit.
+    percentile of ``|d| - 2 sigma`` (floored at 0) over the measured tiles, gated against ``p95_factor`` x the limit.
+    ``field``: the judged lower bound ``max_p (|d(p)| - sigmas * sigma(p))`` of the fitted field over the corners
+    ``p`` of the measured tiles (the mean translation's where no affine field could be fitted; ``None`` with fewer
+    than :data:`MIN_TILES` measured tiles); ``field_sigma``: the standard error ``sigma(p)`` where that maximum is.
     """
 
     verdict: str  # "aligned", "misaligned" or "unmeasurable"
@@ -113,12 +129,11 @@ class Verification:
     worst: tuple[float, float] | None
     affine: tuple[float, ...] | None
     limit: float
+    field: float | None = None
+    field_sigma: float | None = None
+    sigmas: float = DEFAULT_SIGMAS
+    p95_factor: float = DEFAULT_P95_FACTOR
     version: int = VERSION
-
-    @property
-    def field(self) -> float | None:
-        """The fitted field's largest value (``corner``), or the tile ``p95`` where no field could be fitted."""
-        return self.corner if self.corner is not None else self.p95
 
     @property
     def roll_deg(self) -> float | None:
@@ -134,11 +149,11 @@ class Verification:
             return None
         return float((self.affine[0] + self.affine[4]) / 2)
 
-    def with_limit(self, limit: float) -> Verification:
-        """The same measurement judged against another limit (the verdict depends on the limit only)."""
-        verdict, reason = _judge(self.tiles, self.mismatched, self.p95_excess, self.corner, self.worst, self.max,
-                                 limit, self.affine)
-        return replace(self, verdict=verdict, reason=reason, limit=float(limit))
+    def with_limit(self, limit: float, *, p95_factor: float | None = None) -> Verification:
+        """The same measurement judged against another limit (and tile-p95 factor); ``sigmas`` stays as measured."""
+        p95_factor = self.p95_factor if p95_factor is None else float(p95_factor)
+        verdict, reason = _judge(self, limit, p95_factor)
+        return replace(self, verdict=verdict, reason=reason, limit=float(limit), p95_factor=p95_factor)
 
     def to_dict(self) -> dict:
         def r(value, digits=4):
@@ -146,7 +161,9 @@ class Verification:
 
         return {"verdict": self.verdict, "reason": self.reason, "median": r(self.median), "p95": r(self.p95),
                 "p95_excess": r(self.p95_excess),
-                "max": r(self.max), "corner": r(self.corner), "bend": r(self.bend), "limit": self.limit,
+                "max": r(self.max), "corner": r(self.corner), "bend": r(self.bend), "field": r(self.field),
+                "field_sigma": r(self.field_sigma), "sigmas": self.sigmas, "p95_factor": self.p95_factor,
+                "limit": self.limit,
                 "measurable": r(self.measurable, 3), "tiles": self.tiles, "mismatched": self.mismatched,
                 "noisy": self.noisy,
                 "total_tiles": self.total_tiles, "tile": self.tile,
@@ -163,7 +180,10 @@ class Verification:
                    mismatched=data["mismatched"], total_tiles=data["total_tiles"], tile=data["tile"],
                    worst=None if data["worst"] is None else tuple(data["worst"]),
                    affine=None if data["affine"] is None else tuple(data["affine"]), limit=data["limit"],
-                   version=data["version"])
+                   # A version-1 record was judged on the point estimate of the fitted corner, tile p95 at 2.5 x.
+                   field=data.get("field", data["corner"]),
+                   field_sigma=data.get("field_sigma", None if data["corner"] is None else 0.0),
+                   sigmas=data.get("sigmas", 0.0), p95_factor=data.get("p95_factor", 2.5), version=data["version"])
 
 
 @dataclass(frozen=True)
@@ -242,7 +262,8 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
     return out, tile
 
 
-def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LIMIT, tile: int | None = None,
+def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LIMIT,
+           sigmas: float = DEFAULT_SIGMAS, p95_factor: float = DEFAULT_P95_FACTOR, tile: int | None = None,
            max_tiles: int = MAX_TILES_PER_AXIS) -> Verification:
     """Measure the residual displacement field of ``test`` against ``reference`` and judge it against ``limit``.
 
@@ -250,65 +271,100 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     ----------
     reference : the LR as written (photometrically corrected), ``H x W`` or ``H x W x 3`` in [0, 1].
     test : the HR output area-downscaled to the LR grid, same shape.
-    limit : LR px; the pair is ``misaligned`` when the fitted field exceeds it anywhere on the measured area, or the
-        95th percentile of the tile displacements exceeds :data:`P95_FACTOR` times it.
+    limit : LR px; the pair is ``misaligned`` when the fitted field exceeds it anywhere on the measured area by more
+        than ``sigmas`` standard errors, or the 95th percentile of the tile displacements beyond their noise exceeds
+        ``p95_factor`` times it.
+    sigmas : standard errors of the fitted field the limit must be exceeded by (0: the point estimate; align's
+        gate uses 0 with its limit 0.5 and ``p95_factor`` 2.5).
+    p95_factor : the single tiles' limit as a multiple of ``limit``.
+    The defaults are wash's calibration (module docstring).
     tile : tile side in LR px (default :func:`tile_size`).
     max_tiles : tiles per axis at most (evenly spread over the window).
     """
     measures, tile = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles)
-    h, w = np.asarray(reference).shape[:2]
+    return summarise(measures, tile, np.asarray(reference).shape[:2], limit=limit, sigmas=sigmas,
+                     p95_factor=p95_factor)
+
+
+def summarise(measures: list[TileMeasure], tile: int, shape: tuple[int, int], *, limit: float = DEFAULT_LIMIT,
+              sigmas: float = DEFAULT_SIGMAS, p95_factor: float = DEFAULT_P95_FACTOR) -> Verification:
+    """The field and verdict of a window of ``shape`` (H, W) from its tiles (:func:`measure_tiles`): what
+    :func:`verify` returns. Apart so that a calibration can judge one measurement under several settings."""
+    h, w = shape
     measured = [m for m in measures if m.kind == "measured"]
     mismatched = sum(m.kind == "mismatched" for m in measures)
-    median = p95 = excess = largest = corner = bend = None
+    median = p95 = excess = largest = corner = bend = field = field_sigma = None
     worst = affine = None
     coverage = 0.0
     if measured:
         centres = np.array([(m.x, m.y) for m in measured])
         shifts = np.array([(m.dx, m.dy) for m in measured])
         magnitude = np.hypot(shifts[:, 0], shifts[:, 1])
-        sigmas = np.array([m.sigma for m in measured])
+        tile_sigmas = np.array([m.sigma for m in measured])
         median, p95 = float(np.median(magnitude)), float(np.percentile(magnitude, 95))
-        excess = float(np.percentile(np.maximum(magnitude - 2 * sigmas, 0.0), 95))
+        excess = float(np.percentile(np.maximum(magnitude - 2 * tile_sigmas, 0.0), 95))
         largest = float(magnitude.max())
         worst = tuple(float(v) for v in centres[int(np.argmax(magnitude))])
         coverage = _coverage(centres, tile, (h, w))
-        fit = _affine_fit(centres, shifts, ((w - 1) / 2, (h - 1) / 2), sigmas)
+        origin = ((w - 1) / 2, (h - 1) / 2)
+        fit = _affine_fit(centres, shifts, origin, tile_sigmas)
         if fit is not None:
-            affine = tuple(float(v) for v in fit.ravel())
+            coef, covariance = fit
+            affine = tuple(float(v) for v in coef.ravel())
             # The measured area is the union of the measured tiles: the affine field's largest value there is at
             # one of their corners. Unmeasured corners of the window are not claimed.
             half = (tile - 1) / 2
             offsets = np.array([(-half, -half), (half, -half), (-half, half), (half, half)])
-            corners = (centres[:, None, :] + offsets).reshape(-1, 2) - ((w - 1) / 2, (h - 1) / 2)
-            bent = corners @ fit[:, :2].T
-            field = bent + fit[:, 2]
-            corner = float(np.hypot(field[:, 0], field[:, 1]).max())
+            corners = (centres[:, None, :] + offsets).reshape(-1, 2) - origin
+            bent = corners @ coef[:, :2].T
+            values = np.hypot(*(bent + coef[:, 2]).T)
+            corner = float(values.max())
             bend = float(np.hypot(bent[:, 0], bent[:, 1]).max())
-    verdict, reason = _judge(len(measured), mismatched, excess, corner, worst, largest, limit, affine)
-    return Verification(verdict=verdict, reason=reason, median=median, p95=p95, p95_excess=excess, max=largest,
-                        corner=corner, bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched,
-                        noisy=sum(m.kind == "noisy" for m in measures),
-                        total_tiles=len(measures), tile=tile, worst=worst, affine=affine, limit=float(limit))
+            design = np.column_stack([corners, np.ones(len(corners))])
+            errors = np.sqrt(np.einsum("ij,jk,ik->i", design, covariance, design))
+        elif len(measured) >= MIN_TILES:
+            # No affine field (too few tiles, or all on one line): the weighted mean translation stands in for it.
+            mean, variance = _translation_fit(shifts, tile_sigmas)
+            values, errors = np.array([np.hypot(*mean)]), np.array([np.sqrt(variance)])
+        if len(measured) >= MIN_TILES:
+            lower = values - sigmas * errors
+            at = int(np.argmax(lower))
+            field, field_sigma = float(lower[at]), float(errors[at])
+    result = Verification(verdict="", reason="", median=median, p95=p95, p95_excess=excess, max=largest,
+                          corner=corner, bend=bend, measurable=coverage, tiles=len(measured), mismatched=mismatched,
+                          noisy=sum(m.kind == "noisy" for m in measures), total_tiles=len(measures), tile=tile,
+                          worst=worst, affine=affine, limit=float(limit), field=field, field_sigma=field_sigma,
+                          sigmas=float(sigmas), p95_factor=float(p95_factor))
+    return result.with_limit(limit)
 
 
-def _judge(tiles: int, mismatched: int, excess: float | None, corner: float | None, worst, largest, limit: float,
-           affine: tuple[float, ...] | None) -> tuple[str, str]:
-    if mismatched >= MIN_TILES and mismatched > tiles:
-        return "misaligned", (f"content does not match in {mismatched} of {tiles + mismatched} textured tiles "
+def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
+    if v.mismatched >= MIN_TILES and v.mismatched > v.tiles:
+        return "misaligned", (f"content does not match in {v.mismatched} of {v.tiles + v.mismatched} textured tiles "
                               "(displaced by more than a tile, moving, or another scene)")
-    if tiles < MIN_TILES:
-        return "unmeasurable", (f"{tiles} measurable tile(s) (need {MIN_TILES}): flat, one-directional or noisy "
+    if v.tiles < MIN_TILES:
+        return "unmeasurable", (f"{v.tiles} measurable tile(s) (need {MIN_TILES}): flat, one-directional or noisy "
                                 "content cannot show a displacement")
-    if excess is not None and excess > P95_FACTOR * limit:
-        return "misaligned", (f"tile displacements beyond their noise: p95 {excess:.2f} LR px > {P95_FACTOR:g} x "
-                              f"{limit:g} (max {largest:.2f} at x {worst[0]:.0f}, y {worst[1]:.0f})")
-    if corner is not None and corner > limit:
-        a11, a12, b1, a21, a22, b2 = affine
-        return "misaligned", (f"affine field reaches {corner:.2f} LR px > {limit:g} on the measured area (shift "
-                              f"{np.hypot(b1, b2):.2f} px at the centre, roll {np.degrees((a21 - a12) / 2):+.2f} deg, "
-                              f"scale {50 * (a11 + a22):+.2f} %)")
-    field = "-" if corner is None else f"{corner:.2f}"
-    return "aligned", f"fitted field at most {field} LR px (limit {limit:g}), tile p95 beyond noise {excess:.2f}"
+    if v.p95_excess is not None and v.p95_excess > p95_factor * limit:
+        return "misaligned", (f"tile displacements beyond their noise: p95 {v.p95_excess:.2f} LR px > "
+                              f"{p95_factor:g} x {limit:g} (max {v.max:.2f} at x {v.worst[0]:.0f}, "
+                              f"y {v.worst[1]:.0f})")
+    bound = "" if not v.sigmas else f" by more than {v.sigmas:g} standard errors"
+    if v.field is not None and v.field > limit:
+        value = v.field + v.sigmas * v.field_sigma
+        if v.affine is None:
+            return "misaligned", (f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px exceeds {limit:g}"
+                                  f"{bound} ({v.tiles} tiles, too few or on one line for an affine field)")
+        a11, a12, b1, a21, a22, b2 = v.affine
+        return "misaligned", (f"affine field reaches {value:.2f} +- {v.field_sigma:.2f} LR px on the measured area, "
+                              f"over {limit:g}{bound} (shift {np.hypot(b1, b2):.2f} px at the centre, roll "
+                              f"{np.degrees((a21 - a12) / 2):+.2f} deg, scale {50 * (a11 + a22):+.2f} %)")
+    if v.corner is not None or v.field is None:
+        field = f"fitted field at most {'-' if v.corner is None else f'{v.corner:.2f}'} LR px"
+    else:
+        value = v.field + v.sigmas * v.field_sigma
+        field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px ({v.tiles} tiles)"
+    return "aligned", f"{field} (limit {limit:g}{bound}), tile p95 beyond noise {v.p95_excess:.2f}"
 
 
 def _smoothed(image: np.ndarray, x: int, y: int, size: int, pad: int) -> np.ndarray:
@@ -396,8 +452,13 @@ def _lucas_kanade(a: np.ndarray, region: np.ndarray, grid_x: np.ndarray, grid_y:
 
 
 def _affine_fit(centres: np.ndarray, shifts: np.ndarray, origin: tuple[float, float],
-                sigmas: np.ndarray) -> np.ndarray | None:
-    """Affine field ``2 x 3`` about ``origin``; ``None`` when the tiles cannot fix it.
+                sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Affine field ``2 x 3`` about ``origin`` and its ``3 x 3`` covariance; ``None`` when the tiles cannot fix it.
+
+    The covariance is that of either row's coefficients (both rows share the design and the weights):
+    ``s2 (X^T W X)^-1`` with ``W`` the final weights and ``s2`` the reduced chi-square of the weighted residuals
+    over both components, at least 1 (tiles scattering more than their sigmas say widen it; never narrowed below
+    what the sigmas give). The field's variance at a point ``p`` (per component) is ``[p, 1] C [p, 1]^T``.
 
     Least squares weighted by each tile's precision (``sigmas``, with a floor of :data:`SIGMA_FLOOR`) and Huber
     weights on the residuals (a moving object or a repeated pattern does not bend the field). A tile's translation is
@@ -420,7 +481,18 @@ def _affine_fit(centres: np.ndarray, shifts: np.ndarray, origin: tuple[float, fl
         residual = np.hypot(*(shifts - design @ coef).T)
         spread = max(1.4826 * np.median(residual), SIGMA_FLOOR)
         weights = np.minimum(1.0, 1.5 * spread / np.maximum(residual, 1e-12))
-    return coef.T  # rows: dx = a11 (x - cx) + a12 (y - cy) + b1; dy likewise
+    final = weights * precision
+    chi_square = float(final @ np.sum((shifts - design @ coef) ** 2, axis=1)) / max(2 * len(rel) - 6, 1)
+    covariance = np.linalg.inv((design * final[:, None]).T @ design) * max(chi_square, 1.0)
+    return coef.T, covariance  # rows: dx = a11 (x - cx) + a12 (y - cy) + b1; dy likewise
+
+
+def _translation_fit(shifts: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, float]:
+    """Precision-weighted mean of the tile shifts and its variance per component (reduced chi-square >= 1)."""
+    precision = 1.0 / (np.nan_to_num(sigmas, nan=1.0) ** 2 + SIGMA_FLOOR**2)
+    mean = precision @ shifts / precision.sum()
+    chi_square = float(precision @ np.sum((shifts - mean) ** 2, axis=1)) / max(2 * len(shifts) - 2, 1)
+    return mean, max(chi_square, 1.0) / float(precision.sum())
 
 
 def _coverage(centres: np.ndarray, tile: int, shape: tuple[int, int], *, cell: int = 4) -> float:

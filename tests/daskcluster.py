@@ -99,7 +99,8 @@ class Misbehave(WorkerPlugin):
       process with ``os._exit`` after the temporary file is written and before it is renamed (a worker dying
       mid-task, mid-write); every later write is normal.
     - ``die_on``: a worker that starts aligning the pair with this id dies at once, every time.
-    - ``hold``: aligning the pair with this id waits (up to 120 s) until the file ``release`` exists.
+    - ``hold``: aligning the pair with this id waits (up to 120 s) until the file ``release`` exists; it touches
+      ``release + ".started"`` when it begins waiting and ``release + ".done"`` when it has finished.
     """
 
     name = "realsr-misbehave"
@@ -139,9 +140,14 @@ class Misbehave(WorkerPlugin):
                 if pair.id == self.die_on:
                     os._exit(18)
                 if pair.id == self.hold:
+                    Path(self.release + ".started").touch()
                     deadline = time.monotonic() + 120
                     while not Path(self.release).exists() and time.monotonic() < deadline:
                         time.sleep(0.1)
+                    try:
+                        return real_align(pair, settings)
+                    finally:
+                        Path(self.release + ".done").touch()
                 return real_align(pair, settings)
 
             align._align_pair = misbehaving_align

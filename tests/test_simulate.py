@@ -10,7 +10,7 @@ import pytest
 
 from realsr_tools.captures import discover
 from realsr_tools.imaging import read_image, read_pixels
-from realsr_tools.simulate import make_capture_folder, registration_error, true_lr_to_hr
+from realsr_tools.simulate import GAMMA, make_capture_folder, registration_error, true_lr_to_hr
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,11 @@ def photos(data_dir):
 
 
 def _warp_truth(root, name, entry, shift=(0.0, 0.0)):
-    """Grey LR and the HR brought onto the LR grid with the true mapping, moved by ``shift`` LR px
-    (independent of realsr_tools.stages.align); -1 where the HR does not reach."""
-    lr = cv2.cvtColor(read_image(root / name), cv2.COLOR_RGB2GRAY)
-    hr = cv2.cvtColor(read_image(root / entry["hr"]), cv2.COLOR_RGB2GRAY)
+    """Linear-light grey LR and the HR brought onto the LR grid with the true mapping, moved by ``shift`` LR px
+    (independent of realsr_tools.stages.align); -1 where the HR does not reach. Linear light, because the
+    simulator blurs there: encoded values of a bright-on-dark edge peak elsewhere."""
+    lr = cv2.cvtColor(read_image(root / name) ** GAMMA, cv2.COLOR_RGB2GRAY)
+    hr = cv2.cvtColor(read_image(root / entry["hr"]) ** GAMMA, cv2.COLOR_RGB2GRAY)
     h, w = lr.shape[:2]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     points = np.stack([xs.ravel() + shift[0], ys.ravel() + shift[1]], 1)

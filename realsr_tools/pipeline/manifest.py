@@ -5,9 +5,11 @@ line, parameters, creation time, upstream manifest path and sha256, and which re
 JSON object per item. Every path inside is relative to the manifest's folder, with forward slashes.
 
 While a stage runs, finished records are appended to a journal (``manifest.jsonl.journal``) one line at a time, so
-a killed run loses nothing; :meth:`StageWriter.close` folds journal and earlier records into ``manifest.jsonl``
-atomically (temporary file, then rename) and removes the journal. :func:`completed_records` is the resume
-primitive: the records whose status is ``ok`` and whose output files all exist.
+a killed run loses nothing, and the run's header beside it (``manifest.jsonl.journal-header``), so a resume after a
+kill knows the settings it must share; :meth:`StageWriter.close` folds journal and earlier records into
+``manifest.jsonl`` atomically (temporary file, then rename) and removes the journal and its header. :func:`completed_records` is the resume
+primitive: the records whose status is ``ok`` and whose output files all exist (stages reach it through
+:func:`realsr_tools.pipeline.resume.prepare_stage_output`, which also refuses a resume over other settings).
 
 Reading validates the header, the expected stage and the schema version, and refuses absolute paths and paths
 that climb out of the dataset (``..``): a manifest from someone else must not make realsr touch files outside it.
@@ -33,6 +35,9 @@ from ..imaging import atomic_output
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 JOURNAL_SUFFIX = ".journal"
+# The header of the run that writes a journal, beside it (the journal itself holds only records): what a resume
+# after a kill compares its settings with.
+JOURNAL_HEADER_SUFFIX = ".journal-header"
 STAGES = ("align", "crop", "wash", "train", "lmdb")
 
 
@@ -127,12 +132,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_manifest(out_dir: Path | str, header: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> Path:
-    """Write header and records to ``out_dir/manifest.jsonl`` atomically."""
+def write_manifest(out_dir: Path | str, header: Mapping[str, Any], records: Iterable[Mapping[str, Any]], *,
+                   name: str = MANIFEST_NAME) -> Path:
+    """Write header and records to ``out_dir/manifest.jsonl`` (or ``name``) atomically."""
     out_dir = Path(out_dir)
     lines = [json.dumps(_jsonable(header), sort_keys=False)]
     lines += [json.dumps(_jsonable(record)) for record in records]
-    return atomic_write_text(out_dir / MANIFEST_NAME, "\n".join(lines) + "\n")
+    return atomic_write_text(out_dir / name, "\n".join(lines) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -256,6 +262,7 @@ class StageWriter:
         for record in self.keep:
             self._records[str(record["id"])] = dict(record)
         self._journal = open(self.journal_path, "a", encoding="utf-8")
+        write_manifest(self.out_dir, self.header, (), name=MANIFEST_NAME + JOURNAL_HEADER_SUFFIX)
 
     @property
     def journal_path(self) -> Path:
@@ -285,6 +292,7 @@ class StageWriter:
         remove_partials(self.out_dir)
         path = write_manifest(self.out_dir, self.header, self.records)
         self.journal_path.unlink(missing_ok=True)
+        (self.out_dir / (MANIFEST_NAME + JOURNAL_HEADER_SUFFIX)).unlink(missing_ok=True)
         return path
 
     def __enter__(self) -> StageWriter:
@@ -293,21 +301,6 @@ class StageWriter:
     def __exit__(self, *exc_info) -> None:
         # Always fold what finished into a valid manifest, even when the batch was interrupted.
         self.close()
-
-
-def refuse_changed_params(manifest: Path, stage: str, params: Mapping[str, Any]) -> None:
-    """Refuse to resume into an output whose finished manifest was written with other settings (a second run with
-    another ``--size`` would otherwise mix two datasets under one header); names each changed setting."""
-    from ..errors import OutputExistsError
-
-    if not manifest.is_file():
-        return
-    old = read_manifest(manifest, stage=stage).header.get("params", {})
-    changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-    if changed:
-        what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-        raise OutputExistsError(f"{manifest.parent}: an earlier {stage} run here used other settings ({what}); pass "
-                                "--overwrite to redo it or pick another --out")
 
 
 def previous_records(out_dir: Path | str, stage: str) -> list[dict[str, Any]]:

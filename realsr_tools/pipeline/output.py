@@ -1,10 +1,12 @@
 """The output folder of a stage: checked before any work, locked for the run, and its failures named in one line.
 
 Every stage that writes calls :func:`output_lock` (or :func:`prepare_output` for a folder it only adds to) on its
-``--out`` before it reads any input. A second realsr run into the same folder is refused while the first holds the
-lock, so two runs can never mix their outputs and manifests. :func:`location_error` turns the ``OSError`` of a write
-(no space left, read-only file system, no permission) into an :class:`~realsr_tools.errors.OutputLocationError`
-naming the path and the cause: it stops the run, it is never one item's failure.
+``--out`` before it reads any input; what it then does with an earlier run's outputs there (refuse, resume,
+replace) is :func:`realsr_tools.pipeline.resume.prepare_stage_output`. A second realsr run into the same folder is
+refused while the first holds the lock, so two runs can never mix their outputs and manifests.
+:func:`location_error` turns the ``OSError`` of a write (no space left, read-only file system, no permission) into
+an :class:`~realsr_tools.errors.OutputLocationError` naming the path and the cause: it stops the run, it is never
+one item's failure.
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def output_lock(out_dir: Path | str) -> Iterator[Path]:
     out_dir = prepare_output(out_dir)
     path = out_dir / LOCK_NAME
     stream = _acquire(path, out_dir)
+    held = out_dir.resolve()
+    _HELD[held] = _HELD.get(held, 0) + 1
     try:
         yield out_dir
     finally:
+        _HELD[held] -= 1
+        if not _HELD[held]:
+            del _HELD[held]
         try:
             path.unlink(missing_ok=True)  # while still holding the lock: see _acquire
         finally:
@@ -104,6 +111,14 @@ def output_lock(out_dir: Path | str) -> Iterator[Path]:
                         folder.rmdir()
             except OSError:
                 pass
+
+
+_HELD: dict[Path, int] = {}  # folders this process holds the lock of (resolved), for holds_lock
+
+
+def holds_lock(out_dir: Path | str) -> bool:
+    """Whether this process holds :func:`output_lock` on ``out_dir`` now."""
+    return Path(out_dir).resolve() in _HELD
 
 
 def _acquire(path: Path, out_dir: Path):

@@ -1,10 +1,25 @@
-"""Grey images for registration: BT.601 luma, or the luma of the channels that are not saturated alone."""
+"""Grey images for registration: linear-light luma (BT.601 weights of the sRGB-decoded channels), or that of the
+channels that are not saturated alone.
+
+Optics and pixel integration act on linear light, so two captures of one scene through different blurs differ by a
+geometric warp plus a blur (and a gain) only in linear light. After the transfer curve (gamma ~1/2.2) bright detail
+on a dark surround spreads differently at the two scales, and an intensity fit on encoded values is pulled towards
+that difference.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Raw values at or beyond these are clipped (dark noise at zero, highlights at the top).
+
+def srgb_to_linear(value):
+    """The inverse sRGB transfer curve (IEC 61966-2-1) on values in [0, 1], float64."""
+    value = np.asarray(value, dtype=np.float64)
+    return np.where(value <= 0.04045, value / 12.92, ((value + 0.055) / 1.055) ** 2.4)
+
+
+# Raw values at or beyond these are clipped (dark noise at zero, highlights at the top); stated on the encoded
+# scale (0.005 and 0.99 of full scale) and applied to the linear-light grey that registration_grey returns.
 # Saturated pixels (raw values above CLIP_HIGH) have no known true value, and the edge of a plateau that only one
 # capture clips pulls the fit (measured: 0.15 LR px on a simulated pair whose HR is 17 % saturated). After
 # smoothing, a pixel is left out when saturated pixels make up more than CLIP_WEIGHT of its smoothing kernel's
@@ -12,17 +27,45 @@ import numpy as np
 # geometry along one axis (measured: 1e-3 moved a headlight pair by 0.3 px); much larger ones let the plateau's
 # edge back in. Dark pixels (below CLIP_LOW after smoothing) are left out one by one: dark noise clipped at zero
 # biases a value slightly but moves no edge, and dark scenes (a star field) have their geometry next to them.
-CLIP_LOW, CLIP_HIGH = 0.005, 0.99
+CLIP_LOW, CLIP_HIGH = float(srgb_to_linear(0.005)), float(srgb_to_linear(0.99))  # sRGB-encoded 0.005, 0.99
+
+def bt709_to_linear(value):
+    """The inverse BT.709 transfer curve (power 0.45 with a linear toe of slope 4.5; LibRaw's gamma (2.222, 4.5),
+    realsr's default RAW rendering) on values in [0, 1], float64."""
+    value = np.asarray(value, dtype=np.float64)
+    return np.where(value < 0.081, value / 4.5, ((value + 0.099) / 1.099) ** (1 / 0.45))
+
+
+# The transfer curves registration_grey decodes: "srgb" (JPEG/PNG/TIFF captures), "bt709" (RAW files in realsr's
+# default rendering; the sRGB inverse would leave BT.709 values 10-40 % off linear between 5 % and 50 % grey) or
+# "linear" (already linear light: RAW rendered with --raw-gamma linear, taken as it is).
+DECODE = {"srgb": srgb_to_linear, "bt709": bt709_to_linear, "linear": lambda value: np.asarray(value, np.float64)}
 
 
 def grey(image: np.ndarray) -> np.ndarray:
-    """BT.601 luma as float32 in [0, 1] from uint8/uint16/float32 RGB."""
+    """BT.601 luma as float32 in [0, 1] from uint8/uint16/float32 RGB (encoded values, no decoding)."""
     import cv2
 
     if image.dtype == np.float32:
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     peak = 255.0 if image.dtype == np.uint8 else 65535.0
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) * np.float32(1 / peak)
+
+
+_TABLES: dict = {}
+
+
+def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
+    """Linear-light float32 copy in [0, 1] of an uint8/uint16/float32 image encoded with ``curve`` (a key of
+    :data:`DECODE`; a lookup table for integer formats)."""
+    if curve not in DECODE:
+        raise ValueError(f"unknown transfer curve {curve!r}; expected one of {sorted(DECODE)}")
+    if image.dtype == np.float32:
+        return DECODE[curve](np.clip(image, 0.0, 1.0)).astype(np.float32)
+    if (curve, image.dtype) not in _TABLES:
+        peak = 255 if image.dtype == np.uint8 else 65535
+        _TABLES[curve, image.dtype] = DECODE[curve](np.arange(peak + 1) / peak).astype(np.float32)
+    return np.take(_TABLES[curve, image.dtype], image)
 
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
@@ -34,12 +77,15 @@ LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
 CHANNEL_SATURATION = 0.15
 
 
-def registration_grey(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Grey images of an LR/HR pair for :func:`register` and the channel weights used (R, G, B; sum 1).
+def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = ("srgb", "srgb"),
+                      ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Linear-light grey images of an LR/HR pair for :func:`register` and the channel weights used (R, G, B; sum 1).
 
-    BT.601 luma (:func:`grey`) unless a channel is saturated alone (at the format's top value while the luma is
-    below :data:`CLIP_HIGH`) on more than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of
-    the other channels, renormalised, for both images alike. The shares are measured on every 8th pixel.
+    Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`)
+    and weighted with the BT.601 luma weights
+    unless a channel is saturated alone (at the format's top value while the encoded luma is below 0.99) on more
+    than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of the other channels, renormalised,
+    for both images alike. The shares are measured on every 8th pixel.
     """
     import cv2
 
@@ -47,20 +93,20 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.nd
     for image in (lr, hr):
         sample = np.ascontiguousarray(image[::8, ::8])
         peak = 1.0 if image.dtype == np.float32 else (255 if image.dtype == np.uint8 else 65535)
-        unsaturated_luma = grey(sample) < CLIP_HIGH
+        unsaturated_luma = grey(sample) < 0.99
         alone = (sample >= peak) & unsaturated_luma[..., None]
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
-    if keep.all() or not keep.any():
-        return grey(lr), grey(hr), LUMA
-    weights = np.where(keep, LUMA, 0.0)
-    weights /= weights.sum()
+    every = keep.all() or not keep.any()
+    weights = np.asarray(LUMA) if every else np.where(keep, LUMA, 0.0) / np.sum(np.where(keep, LUMA, 0.0))
+    used = np.flatnonzero(weights > 0)
 
-    def weighted(image: np.ndarray) -> np.ndarray:
-        peak = 1.0 if image.dtype == np.float32 else (255.0 if image.dtype == np.uint8 else 65535.0)
-        channels = [np.ascontiguousarray(image[..., c]) for c in np.flatnonzero(keep)]
-        scales = [float(weights[c] / peak) for c in np.flatnonzero(keep)]
+    def weighted(image: np.ndarray, curve: str) -> np.ndarray:
+        channels = [linear(np.ascontiguousarray(image[..., c]), curve) for c in used]
         if len(channels) == 1:
-            return channels[0].astype(np.float32) * np.float32(scales[0])
-        return cv2.addWeighted(channels[0], scales[0], channels[1], scales[1], 0.0, dtype=cv2.CV_32F)
+            return channels[0] * np.float32(weights[used[0]])
+        out = cv2.addWeighted(channels[0], float(weights[used[0]]), channels[1], float(weights[used[1]]), 0.0)
+        if len(channels) == 3:
+            out = cv2.scaleAdd(channels[2], float(weights[used[2]]), out)
+        return out
 
-    return weighted(lr), weighted(hr), tuple(float(w) for w in weights)
+    return weighted(lr, curves[0]), weighted(hr, curves[1]), LUMA if every else tuple(float(w) for w in weights)

@@ -28,12 +28,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
+from ..errors import ConfigError, InputError, OutputLocationError, RealsrError
 from ..patches import AIM_PATCH, PatchPlan, patch_name, plan_patches
-from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, check_relative_path, make_header, \
-    previous_records
+from ..pipeline.manifest import MANIFEST_NAME, StageWriter, check_relative_path, make_header
 from ..pipeline.pairs import PairRef, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
+from ..pipeline.resume import prepare_stage_output
 
 OUTPUT_KEYS = ("lr", "hr")
 META_INFO = "meta_info.txt"
@@ -103,18 +103,19 @@ def run_crop(source: Path | str, out_dir: Path | str, *, scale: int | None = Non
     step = step if step is not None else size
     if size < 1 or step < 1:
         raise ConfigError(f"--size and --step must be positive, got size={size}, step={step}")
-    if out_dir.resolve() == pairs.root.resolve():
-        raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
     check_pairs_fit(pairs, scale=scale, size=size)
     check_meta_info_names(pairs)
     params = {"scale": scale, "size": size, "step": step, "png_compression": png_compression}
-    done = _prepare_output(out_dir, params, overwrite)
+    # Patch records carry their scale and size: a killed run's journal is checked against them too.
+    done = prepare_stage_output(out_dir, "crop", params=params, source=pairs.root, owned=("HR", "LR"),
+                                output_keys=OUTPUT_KEYS, overwrite=overwrite,
+                                record_params=lambda r: {"scale": r.get("scale"),
+                                                         "size": (r.get("lr_box") or [0, 0, None])[2]}).done
 
     by_pair: dict[str, list[dict[str, Any]]] = {}
-    for record in done:
+    for record in done.values():
         by_pair.setdefault(str(record.get("pair")), []).append(record)
-    finished = {pid for pid, records in by_pair.items()
-                if len(records) == records[0].get("pair_patches") and _outputs_exist(out_dir, records)}
+    finished = {pid for pid, records in by_pair.items() if len(records) == records[0].get("pair_patches")}
     keep = [r for pid in finished for r in by_pair[pid]]
     todo = [p for p in pairs.pairs if p.id not in finished]
 
@@ -161,45 +162,6 @@ def write_meta_info(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
 
     lines = sorted(f"{Path(r['hr']).name} ({r['hr_box'][3]},{r['hr_box'][2]},3)" for r in records)
     return atomic_write_text(out_dir / META_INFO, "".join(line + "\n" for line in lines))
-
-
-def _outputs_exist(out_dir: Path, records: list[dict[str, Any]]) -> bool:
-    return all((out_dir / check_relative_path(r[k], out_dir)).is_file() for r in records for k in OUTPUT_KEYS)
-
-
-def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> list[dict[str, Any]]:
-    """Earlier records to resume from (status ok), after checking the earlier run used the same settings.
-
-    ``overwrite`` removes the patches, manifest and journal of an earlier run instead (nothing else in the folder).
-    """
-    manifest = out_dir / MANIFEST_NAME
-    journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
-    if not manifest.is_file() and not journal.is_file():
-        stray = [d for d in ("HR", "LR") if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-        if stray:  # even with --overwrite: realsr only ever deletes what its own manifest lists
-            raise OutputExistsError(f"{out_dir}: {'/ and '.join(stray)}/ already hold files that no realsr crop "
-                                    "run wrote; pick an empty --out")
-        return []
-    records = previous_records(out_dir, "crop")
-    if overwrite:
-        for record in records:
-            for key in OUTPUT_KEYS:
-                if record.get(key):
-                    (out_dir / check_relative_path(record[key], out_dir)).unlink(missing_ok=True)
-        manifest.unlink(missing_ok=True)
-        journal.unlink(missing_ok=True)
-        return []
-    from ..pipeline.manifest import refuse_changed_params
-
-    refuse_changed_params(manifest, "crop", params)
-    done = [r for r in records if r.get("status", "ok") == "ok"]
-    # An interrupted run left only its journal: its records still tell the patch size and scale it used.
-    other = {(r.get("scale"), (r.get("lr_box") or [0, 0, None])[2]) for r in done} - {(params["scale"], params["size"])}
-    if other:
-        scale, size = other.pop()
-        raise OutputExistsError(f"{out_dir}: an earlier crop here cut {size} px patches at scale {scale}; pass "
-                                "--overwrite to redo it or pick another --out")
-    return done
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from ..pipeline.output import holds_output
+
 DEMO_SCALE = 2
 TEST_PHOTO = "coffee.jpg"  # the held-out scene
 # The demo's own record in --out: which folders it writes there. ``--overwrite`` deletes only the folders an earlier
@@ -41,13 +43,15 @@ def sample_photos() -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
+@holds_output()
 def run_demo(out_dir: Path | str, *, minutes: float = 2.0, steps: int | None = None, overwrite: bool = False,
              show_progress: bool = True, say: Callable[[str], None] = print) -> DemoResult:
     """Run inspect, align, crop, wash, train (``minutes`` of training) and score into ``out_dir``.
 
     ``steps`` trains exactly that many steps instead of for ``minutes`` (a budget that does not depend on the
     machine's speed). Files in ``out_dir`` that the demo did not write are never touched; ``overwrite`` replaces only
-    the folders an earlier demo's record (:data:`DEMO_RECORD`) lists.
+    the folders an earlier demo's record (:data:`DEMO_RECORD`) lists. The run holds ``out_dir``'s lock, so a second
+    demo cannot replace the folders of one still running.
     """
     from .align import run_align
     from ..captures import discover

@@ -21,17 +21,16 @@ keys that no record lists (left by a killed run) are deleted, so the two databas
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
-from ..pipeline.manifest import (JOURNAL_SUFFIX, MANIFEST_NAME, StageWriter, atomic_write_text, make_header,
-                                 previous_records, read_manifest, refuse_changed_params)
+from ..errors import ConfigError, InputError, RealsrError
+from ..pipeline.manifest import MANIFEST_NAME, StageWriter, atomic_write_text, make_header
 from ..pipeline.output import holds_output
+from ..pipeline.resume import prepare_stage_output
 from ..pipeline.pairs import PairRef, infer_scale, check_scale, open_pairs
 
 DATABASES = ("HR", "LR")
@@ -105,11 +104,12 @@ def run_lmdb(source: Path | str, out_dir: Path | str, *, compression: int = DEFA
     if not 0 <= compression <= 9:
         raise ConfigError(f"--compression must be a PNG zlib level 0-9, got {compression}")
     pairs = open_pairs(source, scale=scale)
-    if out_dir.resolve() == pairs.root.resolve():
-        raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
     keyed = _keys(pairs.pairs, source)
     params = {"compression": compression, "scale": scale}
-    done = _prepare_output(out_dir, params, overwrite)
+    databases = tuple(f"{name}.lmdb" for name in DATABASES)
+    done = prepare_stage_output(out_dir, "lmdb", params=params, source=pairs.root, owned=databases, clear=databases,
+                                record_params=lambda r: {"compression": r.get("compression")},
+                                overwrite=overwrite).done
 
     header = make_header("lmdb", params=params, upstream=pairs.manifest.path if pairs.manifest else None,
                          out_dir=out_dir)
@@ -237,33 +237,3 @@ def _drop_unlisted(envs: dict[str, Any], listed: set[str]) -> None:
             stray = [k for k in txn.cursor().iternext(keys=True, values=False) if k.decode("ascii") not in listed]
             for key in stray:
                 txn.delete(key)
-
-
-def _prepare_output(out_dir: Path, params: dict[str, Any], overwrite: bool) -> dict[str, dict[str, Any]]:
-    """Earlier ok records by key, after checking the earlier run used the same settings; ``overwrite`` clears."""
-    manifest = out_dir / MANIFEST_NAME
-    journal = out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)
-    databases = [out_dir / f"{name}.lmdb" for name in DATABASES]
-    ours = manifest.is_file() or journal.is_file()
-    if manifest.is_file():
-        read_manifest(manifest, stage="lmdb")  # refuses another stage's output folder
-    if not ours:
-        stray = [d.name for d in databases if d.exists()]
-        if stray:  # never delete what realsr did not write, even with --overwrite
-            raise OutputExistsError(f"{out_dir}: {' and '.join(stray)} exist but no realsr lmdb run wrote them; "
-                                    "pick an empty --out")
-        return {}
-    if overwrite:
-        for database in databases:
-            if database.is_dir():
-                shutil.rmtree(database)
-        manifest.unlink(missing_ok=True)
-        journal.unlink(missing_ok=True)
-        return {}
-    refuse_changed_params(manifest, "lmdb", params)
-    records = previous_records(out_dir, "lmdb")
-    other = {r.get("compression") for r in records if r.get("status") == "ok"} - {params["compression"]}
-    if other:
-        raise OutputExistsError(f"{out_dir}: an earlier lmdb export here used --compression {other.pop()}; pass "
-                                "--overwrite to redo it or pick another --out")
-    return {str(r["id"]): r for r in records if r.get("status", "ok") == "ok"}

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError, OutputLocationError, RealsrError
+from ..errors import ConfigError, InputError, OutputLocationError, RealsrError
 from ..inference import SRFunction, TileFit, bicubic_sr, default_budget, exact_overlap, largest_tile, model_fn, pick_device
 from ..imaging import IMAGE_EXTENSIONS, read_pixels, to_integer, write_image
 from ..pipeline.manifest import atomic_write_text
@@ -224,11 +224,11 @@ def _size(path: Path) -> str:
     return f"{width}x{height}"
 
 
-def write_report(report: ScoreReport, out_dir: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``scores.csv`` (one row per image) and ``summary.json`` atomically; refuse to overwrite them."""
+def write_report(report: ScoreReport, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``scores.csv`` (one row per image) and ``summary.json`` atomically (replacing them: :func:`run_score`
+    refuses existing ones without ``--overwrite`` before any work, :mod:`realsr_tools.pipeline.resume`)."""
     out_dir = Path(out_dir)
-    paths = out_dir / "scores.csv", out_dir / "summary.json"
-    check_outputs(paths, overwrite=overwrite)
+    paths = report_paths(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = _io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -240,10 +240,9 @@ def write_report(report: ScoreReport, out_dir: Path, *, overwrite: bool = False)
     return paths
 
 
-def check_outputs(paths: Sequence[Path], *, overwrite: bool) -> None:
-    existing = [str(p) for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace")
+def report_paths(out_dir: Path) -> tuple[Path, Path]:
+    """The files :func:`write_report` writes in ``out_dir``."""
+    return out_dir / "scores.csv", out_dir / "summary.json"
 
 
 # --------------------------------------------------------------------------------------------- bicubic
@@ -347,27 +346,31 @@ def run_score(*, sr_dir: Path | None = None, hr_dir: Path | None = None, checkpo
         crop_border = scale
     method["scale"] = scale
     protocol = Protocol(channels=channels, crop_border=crop_border)  # type: ignore[arg-type]
-    if out_dir is not None:
-        check_outputs([Path(out_dir) / "scores.csv", Path(out_dir) / "summary.json"], overwrite=overwrite)
-    if save_dir is not None:
-        check_outputs([Path(save_dir) / f"{p.id}.png" for p in pairs], overwrite=overwrite)
     from contextlib import ExitStack
 
     from ..pipeline.output import output_lock
+    from ..pipeline.resume import prepare_stage_output
     from ..pipeline.runner import open_runner
 
     if workers is None and checkpoint is not None and not (scheduler or scheduler_file):
         workers = 1
+    outputs: dict[Path, list[Path]] = {}  # folder -> the files this run writes there
+    if out_dir is not None:
+        outputs.setdefault(Path(out_dir), []).extend(report_paths(Path(out_dir)))
+    if save_dir is not None:
+        outputs.setdefault(Path(save_dir), []).extend(Path(save_dir) / f"{p.id}.png" for p in pairs)
     with ExitStack() as held:  # --out and --save: checked and held for the run (once when they are one folder)
-        for folder in {Path(f).resolve(): Path(f) for f in (out_dir, save_dir) if f is not None}.values():
+        for folder in {f.resolve(): f for f in outputs}.values():
             held.enter_context(output_lock(folder))
+        for folder, files in outputs.items():
+            prepare_stage_output(folder, "score", policy="refuse", files=files, overwrite=overwrite)
         with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file,
                          resources=None if gpus_per_task is None else {"GPU": gpus_per_task}) as runner:
             report = score_pairs(pairs, sr_fn=sr_fn, protocol=protocol, method=method, save_dir=save_dir,
                                  backend=backend, show_progress=show_progress, runner=runner)
         _MODELS.pop(sr_fn, None)  # type: ignore[call-overload]
         if out_dir is not None:
-            write_report(report, Path(out_dir), overwrite=overwrite)
+            write_report(report, Path(out_dir))
     return report
 
 

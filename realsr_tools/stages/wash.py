@@ -42,11 +42,13 @@ from ..degradation import (CROP_BORDER, DEFAULT_SAMPLES, DEFAULT_SUPPORT, Degrad
                            fit_exposure, fit_pair, score_pair, verdict)
 from ..errors import ConfigError, InputError, OutputExistsError, RealsrError
 from ..imaging import atomic_output
-from ..pipeline.manifest import MANIFEST_NAME, JOURNAL_SUFFIX, StageWriter, atomic_write_text, make_header, read_manifest
+from ..pipeline.manifest import MANIFEST_NAME, StageWriter, atomic_write_text, make_header
 from ..pipeline.pairs import PairRef, PairSource, check_meta_info_names, check_pairs_fit, check_scale, infer_scale, open_pairs
 from ..pipeline.output import holds_output
+from ..pipeline.resume import prepare_stage_output
 from ..pipeline.runner import one_blas_thread
-from ..verification import DEFAULT_LIMIT, VERSION as VERIFIER_VERSION, Verification
+from ..verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, VERSION as VERIFIER_VERSION,
+                            Verification)
 
 FIT_PAIRS = 32  # pairs per camera and scale used to estimate the degradation
 # Everything a cached per-pair result depends on besides its files and model (see _Cache): bump "version" when
@@ -116,8 +118,10 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     scale : only pairs of this scale (a folder's pairs must then be exactly this scale); default: inferred per pair.
     min_ssim, max_shift : optional SSIM floor and residual-shift ceiling (LR px).
     max_misalignment : limit of the independent verifier (:mod:`realsr_tools.verification`, LR px): a pair whose
-        fitted displacement field exceeds it anywhere on its measurable area (or whose tile p95 beyond noise exceeds
-        2.5 times it) is dropped as ``misaligned: ...``; ``None`` turns the check off. Unmeasurable pairs (flat or
+        fitted displacement field exceeds it anywhere on its measurable area by more than
+        :data:`~realsr_tools.verification.DEFAULT_SIGMAS` standard errors (or whose tile p95 beyond noise exceeds
+        :data:`~realsr_tools.verification.DEFAULT_P95_FACTOR` times it) is dropped as ``misaligned: ...``; ``None``
+        turns the check off. Unmeasurable pairs (flat or
         one-directional content) are counted and listed; the PSNR floor alone decides them.
     dry_run : score, print nothing here, write nothing; ``WashSummary.sweep`` says how many pairs several PSNR floors
         would keep.
@@ -137,9 +141,8 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     check_pairs_fit(pairs, scale=scale)
     if not dry_run:
         check_meta_info_names(pairs)
-        if out_dir.resolve() == pairs.root.resolve():
-            raise ConfigError(f"{out_dir}: output folder is the source folder; pass another --out")
-        _check_output(out_dir)
+        output = prepare_stage_output(out_dir, "wash", policy="replace", source=pairs.root,
+                                      owned=("HR", "LR", "report"), clear=("HR", "LR", "report"))
 
     cache = _Cache(out_dir / CACHE_NAME, writable=not dry_run)
     with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner:
@@ -210,7 +213,7 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
     header["source"] = str(pairs.root.resolve())
     header["degradation"] = {f"{camera} x{s}": model.to_dict() for (camera, s), model in models.items()}
     cache.compact()
-    _clear_previous(out_dir)
+    output.clear()
     shape_of = {item.pair.id: item.hr_shape for item in items}
     meta_lines = []
     with StageWriter(out_dir, header) as writer:
@@ -295,27 +298,6 @@ def _as_in_source(pair: PairRef, key: str, pairs: PairSource) -> str:
         return pair.record[hr_key if key == "hr" else lr_key]
     path = pair.hr if key == "hr" else pair.lr
     return PurePosixPath(path.parent.name, path.name).as_posix()
-
-
-def _check_output(out_dir: Path) -> None:
-    manifest = out_dir / MANIFEST_NAME
-    if manifest.is_file() or (out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).is_file():
-        if manifest.is_file():
-            read_manifest(manifest, stage="wash")  # refuses another stage's output folder
-        return
-    stray = [d for d in ("HR", "LR", "report") if (out_dir / d).exists() and any((out_dir / d).iterdir())]
-    if stray:
-        raise OutputExistsError(f"{out_dir}: {', '.join(stray)} already hold files that no realsr wash run wrote; "
-                                "pick an empty --out")
-
-
-def _clear_previous(out_dir: Path) -> None:
-    """Remove an earlier wash's kept links, manifest and report in ``out_dir`` (the source files are untouched)."""
-    for folder in ("HR", "LR", "report"):
-        if (out_dir / folder).is_dir():
-            shutil.rmtree(out_dir / folder)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    (out_dir / (MANIFEST_NAME + JOURNAL_SUFFIX)).unlink(missing_ok=True)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -506,7 +488,8 @@ def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verific
     except RealsrError as exc:
         return str(exc)
     on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
-    return score_pair(lr, hr, model), verify(lr, on_lr)
+    return score_pair(lr, hr, model), verify(lr, on_lr, limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
+                                             p95_factor=DEFAULT_P95_FACTOR)
 
 
 # ----------------------------------------------------------------------------------------------------------------

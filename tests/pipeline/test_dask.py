@@ -174,7 +174,21 @@ def test_a_killed_driver_resumes_on_a_re_run(cluster, captures, local_align, tmp
                 os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=WAIT)
         assert not (out / "manifest.jsonl").exists()  # killed before it could write the manifest
+        # The killed driver's held task, if a worker had started it, goes on running there (Dask cannot stop a
+        # running task) and writes its pair into the folder. Let it finish first, so that what is checked below is
+        # the resume and not a race with an orphan: once the scheduler has let go of the dead client's tasks, a
+        # held task that has not started never will.
+        with cluster.client() as client:
+            deadline = time.monotonic() + WAIT
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+                assert time.monotonic() < deadline, "the scheduler kept the killed driver's tasks"
+                time.sleep(0.1)
         release.touch()
+        if Path(f"{release}.started").exists():
+            deadline = time.monotonic() + WAIT
+            while not Path(f"{release}.done").exists():
+                assert time.monotonic() < deadline, "the orphaned task never finished"
+                time.sleep(0.1)
         summary = run_align(captures, out, scheduler=cluster.address, show_progress=False)
     assert (summary.ok, summary.skipped) == (1, 2)
     _assert_same_outputs(out, local_align)

@@ -98,24 +98,31 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
                            lr_shape=lr_shape, hr_shape=hr.shape[:2])
 
 
+def _srgb_decode(value):
+    """IEC 61966-2-1 inverse transfer curve, written out here so the test does not reuse realsr's."""
+    return np.where(value <= 0.04045, value / 12.92, ((value + 0.055) / 1.055) ** 2.4)
+
+
 def test_a_channel_saturated_alone_is_left_out_of_the_registration_grey(captures):
     """A red surface whose red channel clips in the HR only (the luma stays below saturation): red is dropped from
-    both greys, which keep the BT.601 weights of green and blue; an ordinary pair keeps plain BT.601 luma."""
+    both greys, which keep the BT.601 weights of green and blue; an ordinary pair keeps plain BT.601 luma (both of
+    the sRGB-decoded channels: registration compares linear light)."""
     truth = json.loads((captures / "truth.json").read_text())["pairs"]
     name = "skimage_UNIS_EV0/f50.png"
     lr = read_pixels(captures / name)
     hr = read_pixels(captures / truth[name]["hr"])
     lr_grey, hr_grey, weights = registration_grey(lr, hr)
     assert weights == luma.LUMA
-    np.testing.assert_array_equal(lr_grey, grey(lr))
+    decoded = _srgb_decode(lr / 255.0)  # independent reference: float64 decoding of every channel
+    np.testing.assert_allclose(lr_grey, decoded @ np.asarray(luma.LUMA), atol=1e-6)
     red_hr = hr.copy()
     red_hr[..., 0] = np.minimum(hr[..., 0].astype(int) * 3, 255)  # red clips on most of the frame
     assert np.mean(red_hr[..., 0] == 255) > 0.5
     lr_grey, hr_grey, weights = registration_grey(lr, red_hr)
     assert weights[0] == 0 and weights[1] / weights[2] == pytest.approx(0.587 / 0.114) and sum(weights) == 1
     # Independent reference: the weighted channel sum in float64.
-    np.testing.assert_allclose(hr_grey, red_hr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
-    np.testing.assert_allclose(lr_grey, lr.astype(np.float64) @ np.asarray(weights) / 255, atol=1e-6)
+    np.testing.assert_allclose(hr_grey, _srgb_decode(red_hr / 255.0) @ np.asarray(weights), atol=1e-6)
+    np.testing.assert_allclose(lr_grey, decoded @ np.asarray(weights), atol=1e-6)
     registration = register(lr_grey, hr_grey, ratio=2.0)
     window = geometry.output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
     distortion = registration.distortion.to_dict() if registration.distortion else None
@@ -258,6 +265,26 @@ def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkey
     errors = [r["error"] for r in read_manifest(out, stage="align").records]
     assert sum("residual misalignment too large" in e for e in errors) == 2, errors
     assert not list(out.rglob("*.png"))
+
+
+def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes_on(tmp_path, captures,
+                                                                                     monkeypatch):
+    real_register = align.register
+
+    def failing_on_x4(lr, hr, *, ratio):
+        if ratio > 3:
+            raise np.linalg.LinAlgError("SVD did not converge in Linear Least Squares")
+        return real_register(lr, hr, ratio=ratio)
+
+    monkeypatch.setattr(align, "register", failing_on_x4)
+    out = tmp_path / "failing"
+    summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
+    records = {r["id"]: r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")}
+    failed = {key for key, r in records.items() if r["status"] == "failed"}
+    assert failed == {key for key in records if "f25" in key} and len(failed) == 2, records.keys()
+    for key in failed:
+        assert "LinAlgError" in records[key]["error"] and "unexpectedly" in records[key]["error"]
+    assert summary.ok == len(records) - 2 > 0
 
 
 def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifier(tmp_path, captures, monkeypatch):

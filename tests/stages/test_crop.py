@@ -125,7 +125,7 @@ def test_crop_resumes_redoes_missing_patches_and_overwrites_on_request(pair_fold
     manifest = out / "manifest.jsonl"
     (out / "manifest.jsonl.journal").write_text("".join(manifest.read_text().splitlines(keepends=True)[1:]))
     manifest.unlink()
-    with pytest.raises(OutputExistsError, match="cut 64 px patches"):
+    with pytest.raises(OutputExistsError, match="size 64 -> 32"):
         run_crop(pair_folder, out, scale=4, size=32, show_progress=False)
     assert run_crop(pair_folder, out, scale=4, size=64, show_progress=False).pairs_resumed == 3
     with pytest.raises(OutputExistsError, match="size 64 -> 32"):

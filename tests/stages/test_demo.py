@@ -75,3 +75,14 @@ def test_demo_refuses_to_delete_a_folder_no_demo_recorded(tmp_path, monkeypatch)
     result = _demo_until_first_stage(out, monkeypatch, "--overwrite")
     assert result.exit_code == 2 and "aligned" in result.output and "error:" in result.output
     assert (out / "aligned" / "mine.png").is_file()
+
+
+def test_a_demo_into_a_folder_another_run_holds_is_refused(tmp_path, monkeypatch):
+    # Without the lock a second demo with --overwrite deleted the folders of one still running.
+    from realsr_tools.pipeline.output import output_lock
+
+    out = tmp_path / "P"
+    with output_lock(out):
+        result = _demo_until_first_stage(out, monkeypatch, "--overwrite")
+    assert result.exit_code == 2 and "another realsr run" in result.output
+    assert isinstance(_demo_until_first_stage(out, monkeypatch).exception, _Stop)  # released when that run ends
