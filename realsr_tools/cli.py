@@ -340,8 +340,8 @@ def train(
                                        "--val-fraction of SOURCE)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of SOURCE held out for validation."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (an upper bound with "
-                                        "--max-minutes; default 300000, and on a CPU --max-minutes 60 unless "
-                                        "either is given)."),
+                                        "--max-minutes; default 300000, 800 for the CPU model, and on a CPU "
+                                        "--max-minutes 60 unless either is given)."),
     batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Global batch (patches per step over all "
                                         "processes; default 16 on CUDA, 8 on a CPU)."),
     patch: Optional[int] = typer.Option(None, "--patch", "-p", help="LR patch side in pixels (HR: scale x patch; "
@@ -353,6 +353,8 @@ def train(
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Max gradient norm (0: off)."),
     ssim_weight: float = typer.Option(0.0, "--ssim-weight", help="Weight of the 1 - SSIM loss term (0: off)."),
     no_augment: bool = typer.Option(False, "--no-augment", help="No dihedral augmentation."),
+    lr_sharpness: float = typer.Option(0.0, "--lr-sharpness", help="LR sharpness jitter: each LR patch blurred "
+                                       "or sharpened by a random unsharp-mask amount in [-J, J] (0: off)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and of every batch."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate and save every N steps "
                                             "(default: 10 times per run)."),
@@ -408,8 +410,9 @@ def train(
     config = TrainConfig(
         source=source, out=out_dir, scale=scale, model=model, model_options={"channels": channels, "blocks": blocks},
         val=val, val_fraction=val_fraction, steps=steps, batch=batch, patch=patch, lr=lr, warmup=warmup,
-        ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment, seed=seed,
-        val_every=val_every, log_every=log_every, val_tile=val_tile, max_minutes=max_minutes, device=device,
+        ema_decay=ema_decay, grad_clip=grad_clip, ssim_weight=ssim_weight, augment=not no_augment,
+        lr_sharpness=lr_sharpness, seed=seed, val_every=val_every, log_every=log_every, val_tile=val_tile,
+        max_minutes=max_minutes, device=device,
         compile=compile_model, resume=resume, overwrite=overwrite, init=init)
     result = run_training(config, show_progress=not options.quiet, say=say if rank0 and not options.quiet else None)
     if result.rank != 0:  # other torchrun processes: rank 0 reports

@@ -68,6 +68,22 @@ def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     return np.take(_TABLES[curve, image.dtype], image)
 
 
+def linear_area_downscale(image: np.ndarray, curve: str, factor: int, *, strip: int = 256) -> np.ndarray:
+    """Linear light of ``image`` (:func:`linear`) averaged over ``factor x factor`` blocks, as a sensor with
+    ``factor`` times larger pixels integrates it; float32. Decoded ``strip`` output rows at a time, so a 24-MP
+    frame never has a float copy in memory (its shape must be a multiple of ``factor``)."""
+    import cv2
+
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    if (h * factor, w * factor) != image.shape[:2]:
+        raise ValueError(f"image shape {image.shape[:2]} is not a multiple of {factor}")
+    out = np.empty((h, w) + image.shape[2:], np.float32)
+    for top in range(0, h, strip):
+        rows = linear(image[top * factor:min(top + strip, h) * factor], curve)
+        out[top:top + strip] = cv2.resize(rows, (w, rows.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    return out
+
+
 LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
 # A channel saturated on its own (a red wall whose red channel clips while its luma stays below CLIP_HIGH) loses its
 # texture in one capture only; that luma difference biased a simulated pair 0.5-0.9 px. Such a channel is left out

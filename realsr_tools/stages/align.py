@@ -21,7 +21,7 @@ from ..pipeline.output import holds_output
 from ..registration import check_registration, distortion_check, register, registration_grey
 from ..pipeline.runner import TaskLost
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
-from ..registration.luma import linear
+from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
@@ -233,7 +233,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         # which read as 0.59 LR px of misalignment on a generator chart pair registered to 0.044 px (0.05 in linear
         # light).
         lr_light = linear(lr_check, curves[0])
-        hr_light_on_lr = cv2.resize(linear(hr_out, curves[1]), (w, h), interpolation=cv2.INTER_AREA)
+        hr_light_on_lr = linear_area_downscale(hr_out, curves[1], scale)
         # Quality on the central QUALITY_SIZE^2 LR pixels at most (SSIM and tile registration are the slow parts).
         cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
         centre = (slice(cy, cy + QUALITY_SIZE), slice(cx, cx + QUALITY_SIZE))

@@ -16,7 +16,7 @@ BEST_NAME = "best.pt"
 CURVE_NAME = "curve.png"
 # Options that change what is learned: a resumed run must use the same values as the run it continues.
 RESUME_KEYS = ("source", "init", "val", "val_fraction", "scale", "model", "model_options", "steps", "batch", "patch", "lr",
-               "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "val_every")
+               "warmup", "ema_decay", "grad_clip", "ssim_weight", "seed", "augment", "lr_sharpness", "val_every")
 # Steps timed (after one untimed step) to plan a --max-minutes schedule; at least this many and 2 seconds.
 PLAN_MIN_STEPS = 2
 PLAN_MIN_SECONDS = 2.0
@@ -40,6 +40,9 @@ class TrainConfig:
     ema_decay : EMA decay (ramped up as ``min(decay, (1 + step) / (10 + step))`` so short runs are not dominated
         by the initial weights); grad_clip : max global gradient norm (0 disables); ssim_weight : weight of the
         ``1 - SSIM`` loss term (0 disables).
+    augment : dihedral augmentation; lr_sharpness : LR sharpness jitter ``J`` (0 disables): each LR patch, not its
+        HR, is blurred or sharpened by an unsharp mask of random amount in ``[-J, J]``
+        (:class:`realsr_tools.train.data.PatchSampler`).
     val_every : validate (and save ``last.pt``) every this many steps; ``None``: ten times per run (with
         ``max_minutes``: as many as fit in a tenth of the time, at most ten).
     log_every : log the mean loss every this many steps. val_tile : LR tile side for validation inference
@@ -68,6 +71,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ssim_weight: float = 0.0
     augment: bool = True
+    lr_sharpness: float = 0.0
     seed: int = 0
     val_every: int | None = None
     log_every: int = 100
@@ -103,8 +107,8 @@ class TrainConfig:
             problems.append(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip < 0 or self.ssim_weight < 0:
-            problems.append("--grad-clip and --ssim-weight must be 0 (off) or positive")
+        if self.grad_clip < 0 or self.ssim_weight < 0 or self.lr_sharpness < 0:
+            problems.append("--grad-clip, --ssim-weight and --lr-sharpness must be 0 (off) or positive")
         if not 0 < self.val_fraction < 1:
             problems.append(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -154,9 +158,12 @@ class TrainResult:
 
 # Defaults that fit the device (``realsr train`` options left unset). On CUDA the reference model and BasicSR's
 # EDSR recipe; on a CPU a quarter-width model on small patches with a higher learning rate, which learns within
-# minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps).
+# minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps), for at most
+# CPU_STEPS steps: trained on DRealSR's 84 pairs for 1649-1677 steps it scored +0.12-0.14 dB over MATLAB bicubic
+# on RealSR, against +0.31-0.32 dB after 447-853 steps (docs/train.md, "Choosing the CPU defaults").
+CPU_STEPS = 800
 CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100}
-CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": 300_000, "log_every": 10}
+CPU_DEFAULTS = {"model": "edsr_small", "batch": 8, "patch": 32, "lr": 2e-3, "steps": CPU_STEPS, "log_every": 10}
 CPU_MINUTES = 60.0  # a CPU run with neither --steps nor --max-minutes ends after this long
 
 
@@ -164,7 +171,7 @@ def device_defaults(*, cuda: bool, given: Mapping[str, Any]) -> tuple[dict[str, 
     """Fill the options the user left ``None`` (model, batch, patch, lr, steps, log_every, max_minutes) for the device.
 
     Returns the completed options and one line per choice saying why. Options the user set are kept; when the user
-    picked a model other than the CPU one, its batch, patch and learning rate come from the reference recipe.
+    picked a model other than the CPU one, its batch, patch, learning rate and steps come from the reference recipe.
     """
     chosen = dict(given)
     reasons: list[str] = []
@@ -184,8 +191,13 @@ def device_defaults(*, cuda: bool, given: Mapping[str, Any]) -> tuple[dict[str, 
         reasons.append(f"{what} ({why})")
     if given.get("steps") is None:
         chosen["steps"] = profile["steps"]
+        if profile is CPU_DEFAULTS:
+            reasons.append(f"--steps {CPU_STEPS} (CPU, at most: the small model trained longer on one small dataset "
+                           "learns its cameras' detail and scored lower on other cameras; with --max-minutes the "
+                           "run ends at the time or the steps, whichever comes first)")
         if not cuda and given.get("max_minutes") is None:
             chosen["max_minutes"] = CPU_MINUTES
-            reasons.append(f"--max-minutes {CPU_MINUTES:g} (CPU and neither --steps nor --max-minutes: "
-                           f"{profile['steps']:,} steps would not end)")
+            reasons.append(f"--max-minutes {CPU_MINUTES:g} (CPU and neither --steps nor --max-minutes: " + (
+                "a bound on the wall time of a busy machine)" if profile is CPU_DEFAULTS else
+                f"{profile['steps']:,} steps would not end)"))
     return chosen, reasons

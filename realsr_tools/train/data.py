@@ -80,6 +80,27 @@ def dihedral(image: np.ndarray, k: int) -> np.ndarray:
     return out[:, ::-1] if k >= 4 else out
 
 
+SHARPNESS_SIGMA = 1.0
+SHARPNESS_MARGIN = 4
+
+
+def sharpen_patch(image: np.ndarray, y: int, x: int, patch: int, amount: float) -> np.ndarray:
+    """The ``patch`` x ``patch`` window at ``(y, x)`` of ``image`` as ``w + amount (w - G * w)`` (an unsharp mask
+    for ``amount > 0``, a blur towards ``G * w`` for ``amount < 0``), ``G`` a Gaussian of :data:`SHARPNESS_SIGMA`
+    pixels applied with up to :data:`SHARPNESS_MARGIN` pixels of the image around the window (reflected beyond
+    the image), rounded and clipped to the image's integer type."""
+    import cv2
+
+    h, w = image.shape[:2]
+    m = SHARPNESS_MARGIN
+    y0, x0 = max(0, y - m), max(0, x - m)
+    region = image[y0:min(h, y + patch + m), x0:min(w, x + patch + m)].astype(np.float32)
+    blurred = cv2.GaussianBlur(region, (0, 0), SHARPNESS_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    out = (region + amount * (region - blurred))[y - y0:y - y0 + patch, x - x0:x - x0 + patch]
+    peak = np.iinfo(image.dtype).max
+    return np.clip(np.rint(out), 0, peak).astype(image.dtype)
+
+
 @dataclass(frozen=True)
 class Batch:
     """A batch of aligned patches, ``N x 3 x p x p`` (LR) and ``N x 3 x sp x sp`` (HR), cached dtype (NCHW)."""
@@ -97,12 +118,19 @@ class PatchSampler:
     scale : HR/LR size ratio.
     patch : LR patch size in pixels (the HR patch is ``scale * patch``).
     augment : apply a random dihedral transform to each patch pair.
+    sharpness : LR sharpness jitter ``j`` (0 disables): each LR patch (not its HR) becomes
+        ``LR + a (LR - G * LR)`` with ``a`` uniform in ``[-j, j]`` per patch and ``G`` a Gaussian of sigma
+        :data:`SHARPNESS_SIGMA` LR pixels (``a < 0`` blurs, ``a > 0`` sharpens, an unsharp mask), computed with
+        :data:`SHARPNESS_MARGIN` pixels of image context and rounded back to the cached integer type. Cameras blur
+        and sharpen differently; a model that sees several input sharpnesses for one target learns to read the
+        input's blur instead of one camera's (``docs/train.md``).
 
     An image is chosen with probability proportional to its number of patch positions, so every LR patch
     position of the dataset is equally likely.
     """
 
-    def __init__(self, pairs: Sequence[CachedPair], *, scale: int, patch: int, augment: bool = True) -> None:
+    def __init__(self, pairs: Sequence[CachedPair], *, scale: int, patch: int, augment: bool = True,
+                 sharpness: float = 0.0) -> None:
         if not pairs:
             raise ConfigError("no training pairs")
         small = [p.id for p in pairs if min(p.lr.shape[:2]) < patch]
@@ -117,6 +145,9 @@ class PatchSampler:
         self.scale = scale
         self.patch = patch
         self.augment = augment
+        if sharpness < 0:
+            raise ConfigError(f"--lr-sharpness must be 0 (off) or positive, got {sharpness}")
+        self.sharpness = sharpness
         positions = np.array([(p.lr.shape[0] - patch + 1) * (p.lr.shape[1] - patch + 1) for p in self.pairs],
                              dtype=np.float64)
         self._weights = positions / positions.sum()
@@ -129,6 +160,8 @@ class PatchSampler:
         which = rng.choice(len(self.pairs), size=size, p=self._weights)
         corner = rng.random((size, 2))
         transform = rng.integers(0, 8, size=size) if self.augment else np.zeros(size, dtype=np.int64)
+        # Drawn last, and only when on: batches without the jitter are those of earlier realsr versions.
+        amount = rng.uniform(-self.sharpness, self.sharpness, size=size) if self.sharpness else None
         local = size // world
         p, s = self.patch, self.scale
         dtype = self.pairs[0].lr.dtype
@@ -140,6 +173,8 @@ class PatchSampler:
             y = int(corner[index, 0] * (h - p + 1))
             x = int(corner[index, 1] * (w - p + 1))
             k = int(transform[index])
-            lr_out[out_index] = dihedral(pair.lr[y:y + p, x:x + p], k)
+            lr_patch = pair.lr[y:y + p, x:x + p] if amount is None else \
+                sharpen_patch(pair.lr, y, x, p, float(amount[index]))
+            lr_out[out_index] = dihedral(lr_patch, k)
             hr_out[out_index] = dihedral(pair.hr[s * y:s * (y + p), s * x:s * (x + p)], k)
         return Batch(lr_out.transpose(0, 3, 1, 2), hr_out.transpose(0, 3, 1, 2))

@@ -4,6 +4,7 @@ budget, checkpoints. The recipe is described in :mod:`realsr_tools.train`."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -107,11 +108,13 @@ def _prepare_run_dir(config: TrainConfig) -> None:
 
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any]) -> None:
     current = config.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
     def same(key: str) -> bool:
         if key in ("source", "val") and current[key] is not None and saved.get(key) is not None:
             return os.path.realpath(current[key]) == os.path.realpath(saved[key])  # ./data, data/, /abs/data
-        return json.loads(json.dumps(current[key])) == saved.get(key)
+        # an option added after the run was saved counts with its default (what that run used)
+        return json.loads(json.dumps(current[key])) == saved.get(key, defaults.get(key))
 
     changed = [f"{k} ({saved.get(k)!r} -> {current[k]!r})" for k in RESUME_KEYS if not same(k)]
     if changed:
@@ -187,7 +190,8 @@ def _train(config: TrainConfig, dist_info: DistInfo, use_cuda: bool, started: fl
     scale, train_pairs, val_pairs, split_info = _load_split(config)
     phase(f"{len(train_pairs)} training and {len(val_pairs)} validation pairs at x{scale} "
           f"({split_info['cached_mb']:g} MB in memory); building the model on {device} ...")
-    sampler = PatchSampler(train_pairs, scale=scale, patch=config.patch, augment=config.augment)
+    sampler = PatchSampler(train_pairs, scale=scale, patch=config.patch, augment=config.augment,
+                           sharpness=config.lr_sharpness)
     model_name, options, init_weights = config.model, model_options(config.model, **config.model_options), None
     if resume_state is not None:
         model_name, options = resume_state["model"], resume_state["options"]

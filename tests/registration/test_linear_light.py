@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from realsr_tools.registration import grey, register, registration_grey
-from realsr_tools.registration.luma import CLIP_HIGH, CLIP_LOW, linear, srgb_to_linear
+from realsr_tools.registration.luma import CLIP_HIGH, CLIP_LOW, linear, linear_area_downscale, srgb_to_linear
 
 SCALE, FINE = 3, 12  # HR/LR magnification; fine scene px per LR px (so 4 per HR px)
 OFFSET = (5, 7)  # the LR frame's origin in fine px: a sub-pixel offset in HR px
@@ -91,3 +92,14 @@ def test_each_transfer_curve_is_decoded_to_linear_light():
     raw_grey, png_grey, _ = registration_grey(rgb16, rgb16, ("bt709", "srgb"))
     np.testing.assert_allclose(raw_grey[0], light, atol=2e-4)
     assert np.abs(png_grey[0] - light).max() > 0.04  # the wrong curve is not linear light (0.1 reads 0.069)
+
+
+def test_linear_area_downscale_is_the_block_mean_of_linear_light_in_strips():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 65536, (3 * 70, 3 * 50, 3), dtype=np.uint16)
+    decoded = srgb_to_linear(image / 65535.0)
+    expected = decoded.reshape(70, 3, 50, 3, 3).mean(axis=(1, 3))  # the mean of each 3x3 block, float64
+    for strip in (1, 16, 256):  # strips that divide the rows, that do not, and one strip for all
+        np.testing.assert_allclose(linear_area_downscale(image, "srgb", 3, strip=strip), expected, atol=2e-6)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        linear_area_downscale(image, "srgb", 4)

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realsr_tools.train.data import CachedPair, PatchSampler, dihedral, load_pair, split_validation
+from realsr_tools.train.data import (SHARPNESS_SIGMA, CachedPair, PatchSampler, dihedral, load_pair, sharpen_patch,
+                                     split_validation)
 from realsr_tools.errors import ConfigError
 from realsr_tools.imaging import read_pixels
 from realsr_tools.pipeline.pairs import PairRef
@@ -77,6 +78,51 @@ def test_batches_are_pure_in_seed_and_step_and_split_over_ranks(area_pairs):
         hits = [(y, x) for y in range(lr_image.shape[1] - 15) for x in range(lr_image.shape[2] - 15)
                 if np.array_equal(lr_image[:, y:y + 16, x:x + 16], patch)]
         assert hits
+
+
+def _detail(patch: np.ndarray) -> float:
+    """Mean absolute difference between a patch and its sigma-1 blur (its high-frequency energy), interior only."""
+    x = patch.astype(np.float32)
+    return float(np.abs(x - cv2.GaussianBlur(x, (0, 0), SHARPNESS_SIGMA))[3:-3, 3:-3].mean())
+
+
+def test_sharpen_patch_is_an_unsharp_mask_with_image_context(area_pairs):
+    image = area_pairs[1].lr  # a real photo (kodim03), uint8
+    y, x, p = 40, 50, 24
+    window = image[y:y + p, x:x + p]
+    assert np.array_equal(sharpen_patch(image, y, x, p, 0.0), window)
+    sharper, softer = sharpen_patch(image, y, x, p, 0.8), sharpen_patch(image, y, x, p, -0.8)
+    assert sharper.dtype == np.uint8 and sharper.shape == window.shape
+    assert _detail(sharper) > 1.3 * _detail(window) and _detail(softer) < 0.7 * _detail(window)
+    # computed on the image around the window, not on the window alone: equal to filtering the whole image
+    whole = image.astype(np.float32)
+    expected = whole + 0.8 * (whole - cv2.GaussianBlur(whole, (0, 0), SHARPNESS_SIGMA,
+                                                         borderType=cv2.BORDER_REFLECT_101))
+    expected = np.clip(np.rint(expected), 0, 255)[y:y + p, x:x + p]
+    assert np.abs(sharper.astype(np.float64) - expected).max() <= 1  # a 4-pixel margin, not the whole image
+    # at the image corner the reflection stands in for the missing context
+    assert sharpen_patch(image, 0, 0, p, 0.8).shape == (p, p, 3)
+
+
+def test_sharpness_jitter_changes_only_the_lr_and_only_when_asked(area_pairs):
+    plain = PatchSampler(area_pairs, scale=4, patch=16)
+    jittered = PatchSampler(area_pairs, scale=4, patch=16, sharpness=0.5)
+    off = PatchSampler(area_pairs, scale=4, patch=16, sharpness=0.0)
+    a, b = plain.batch(seed=2, step=5, size=16), jittered.batch(seed=2, step=5, size=16)
+    assert np.array_equal(off.batch(seed=2, step=5, size=16).lr, a.lr)  # off: the batches of earlier versions
+    assert np.array_equal(a.hr, b.hr)  # same places, same transforms, the HR untouched
+    changed = [not np.array_equal(x, y) for x, y in zip(a.lr, b.lr)]
+    assert sum(changed) >= 12  # most patches moved (a draw near 0 may leave one unchanged)
+    assert np.abs(a.lr.astype(int) - b.lr.astype(int)).max() <= 255 and b.lr.dtype == np.uint8
+    again = jittered.batch(seed=2, step=5, size=16)
+    assert np.array_equal(again.lr, b.lr)  # still a pure function of (seed, step)
+    halves = [jittered.batch(seed=2, step=5, size=16, rank=r, world=2) for r in (0, 1)]
+    assert np.array_equal(np.concatenate([h.lr for h in halves]), b.lr)
+    # both directions occur: some patches lose detail, some gain it
+    ratios = [_detail(y.transpose(1, 2, 0)) / max(_detail(x.transpose(1, 2, 0)), 1e-6) for x, y in zip(a.lr, b.lr)]
+    assert min(ratios) < 0.95 and max(ratios) > 1.05
+    with pytest.raises(ConfigError, match="--lr-sharpness"):
+        PatchSampler(area_pairs, scale=4, patch=16, sharpness=-0.1)
 
 
 def test_invalid_inputs(area_pairs, data_dir, tmp_path):

@@ -8,7 +8,7 @@ import math
 from typer.testing import CliRunner
 
 from realsr_tools.cli import app
-from realsr_tools.train.config import CPU_MINUTES, device_defaults
+from realsr_tools.train.config import CPU_MINUTES, CPU_STEPS, device_defaults
 
 from browser import browser_selftest
 from conftest import real_pair_folder
@@ -24,13 +24,18 @@ def test_device_defaults():
     assert cuda["max_minutes"] is None and cuda["steps"] == 300_000 and "CUDA" in why[0]
     cpu, why = device_defaults(cuda=False, given=UNSET)
     assert (cpu["model"], cpu["batch"], cpu["patch"], cpu["lr"]) == ("edsr_small", 8, 32, 2e-3)
-    assert cpu["max_minutes"] == CPU_MINUTES and any("would not end" in w for w in why)
-    timed, _ = device_defaults(cuda=False, given=UNSET | {"max_minutes": 12.0})
-    assert timed["max_minutes"] == 12.0 and timed["model"] == "edsr_small"
+    assert cpu["max_minutes"] == CPU_MINUTES and cpu["steps"] == CPU_STEPS == 800
+    assert any(f"--steps {CPU_STEPS} (CPU, at most" in w for w in why) and any("wall time" in w for w in why)
+    timed, why = device_defaults(cuda=False, given=UNSET | {"max_minutes": 12.0})
+    assert timed["max_minutes"] == 12.0 and timed["model"] == "edsr_small" and timed["steps"] == CPU_STEPS
+    assert not any(w.startswith("--max-minutes") for w in why)  # the user's budget is kept, not re-announced
     counted, _ = device_defaults(cuda=False, given=UNSET | {"steps": 50})
     assert counted["steps"] == 50 and counted["max_minutes"] is None
     reference, _ = device_defaults(cuda=False, given=UNSET | {"model": "edsr", "batch": 4})
     assert (reference["model"], reference["batch"], reference["patch"], reference["lr"]) == ("edsr", 4, 48, 2e-4)
+    assert reference["steps"] == 300_000 and reference["max_minutes"] == CPU_MINUTES  # its own recipe, time-bound
+    own_steps, why = device_defaults(cuda=False, given=UNSET | {"steps": 5000, "max_minutes": 12.0})
+    assert own_steps["steps"] == 5000 and not any("--steps" in w for w in why)  # the user's steps win
 
 
 def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_path, data_dir, one_torch_thread):

@@ -61,8 +61,9 @@ def reference_run(tiny, tmp_path_factory):
 def test_config_is_validated_before_any_work(tmp_path):
     with pytest.raises(ConfigError) as info:
         TrainConfig(source=tmp_path, out=tmp_path, scale=5, steps=0, lr=-1, ema_decay=1.0, val_fraction=1.0,
-                    max_minutes=0, resume=True, overwrite=True)
+                    max_minutes=0, resume=True, overwrite=True, lr_sharpness=-0.5)
     for part in ("--scale must be 2, 3 or 4", "--steps must be at least 1", "--lr must be positive", "--ema-decay",
+                 "--lr-sharpness must be 0 (off) or positive",
                  "--val-fraction", "--max-minutes", "--resume continues"):
         assert part in str(info.value)
     with pytest.raises(ConfigError, match="known models: .*edsr"):
