@@ -238,9 +238,6 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
         centre = (slice(cy, cy + QUALITY_SIZE), slice(cx, cx + QUALITY_SIZE))
         shift = residual_shift(hr_light_on_lr[centre], lr_light[centre])
-        if shift.median is not None and shift.median > MAX_RESIDUAL_MEDIAN:
-            raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
-                                    f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f})")
         # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
@@ -248,6 +245,18 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
                               p95_factor=FIELD_P95_FACTOR)
         if verification.verdict == "misaligned":
             error = RegistrationError(f"verified misalignment: {verification.reason}")
+            error.verification = verification.to_dict()
+            raise error
+        # The central tiles' median shift is the backstop for what the verifier cannot measure (a registration tens
+        # of pixels off leaves no tile it can match). Where the verifier measured the whole window aligned, it is
+        # the better judge: the plain tile median also reads the edge of a plateau that one capture clips and the
+        # other does not (simulated hard seed 3: skimage_UNIS_EV0 x3 / x4 registered to 0.08 / 0.04 px against the
+        # truth, tile median 0.60 / 0.54 px, verifier 0.10 / 0.14 px).
+        if (verification.verdict != "aligned" and shift.median is not None
+                and shift.median > MAX_RESIDUAL_MEDIAN):
+            error = RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
+                                      f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f}; the verifier found "
+                                      f"the pair {verification.verdict})")
             error.verification = verification.to_dict()
             raise error
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,

@@ -255,16 +255,39 @@ def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir)
 
 def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkeypatch):
     # The residual gate runs while the HR output is already being encoded: a refused pair must not leave it behind.
-    from realsr_tools import quality
+    # (The gate refuses where the verifier could not measure the pair: made so here.)
+    import dataclasses
+
+    from realsr_tools import quality, verification
 
     monkeypatch.setattr(quality, "residual_shift",
                         lambda reference, test: quality.ResidualShift(median=2.0, worst=6.0, tiles=9, total_tiles=9))
+    real_verify = verification.verify
+    monkeypatch.setattr(verification, "verify", lambda *args, **kwargs: dataclasses.replace(
+        real_verify(*args, **kwargs), verdict="unmeasurable"))
     out = tmp_path / "refused"
     summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
     assert (summary.ok, summary.failed) == (0, 3)
     errors = [r["error"] for r in read_manifest(out, stage="align").records]
     assert sum("residual misalignment too large" in e for e in errors) == 2, errors
     assert not list(out.rglob("*.png"))
+
+
+def test_the_central_tile_median_defers_to_a_verifier_that_measured_the_pair_aligned(tmp_path, captures,
+                                                                                      monkeypatch):
+    # A clipped plateau's edge moves the central tiles' median while the whole-window verifier reads the pair
+    # aligned: the pair is kept, and the tile median is recorded as measured.
+    from realsr_tools import quality
+
+    monkeypatch.setattr(quality, "residual_shift",
+                        lambda reference, test: quality.ResidualShift(median=0.6, worst=1.2, tiles=9, total_tiles=9))
+    out = tmp_path / "deferred"
+    summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
+    records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
+    assert summary.ok == 2 and all(r["status"] == "ok" for r in records)
+    for record in records:
+        assert record["verification"]["verdict"] == "aligned"
+        assert record["quality"]["shift_median"] == 0.6
 
 
 def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes_on(tmp_path, captures,
