@@ -203,8 +203,9 @@ def main(argv=None):
         print(f"max |harness mapping - simulate.true_lr_to_hr| = {check_against_simulator(a.out, truth):.2e} HR px")
         rows = [r for r in pixel_bias(a.out, truth) if "bias" in r]
         b = np.array([r["bias"] for r in rows])
+        med_abs = np.median([r["median_abs"] for r in rows])
         print(f"pairs {len(rows)}: bias |median vector| max {np.hypot(*b.T).max():.4f}, median "
-              f"{np.median(np.hypot(*b.T)):.4f} LR px; median |d| median {np.median([r['median_abs'] for r in rows]):.4f}")
+              f"{np.median(np.hypot(*b.T)):.4f} LR px; median |d| median {med_abs:.4f}")
     return 0
 
 
