@@ -58,6 +58,11 @@ def build_root(root: Path, pairs):
         w.writerows(rows)
 
 
+def srgb_decode(image: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 inverse transfer curve (encoded [0, 1] -> linear light), written here, not taken from realsr."""
+    return np.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 KEYS = ("verdict", "median", "p95", "max", "affine_corner_max", "measurable_fraction", "unmeasurable_reason",
         "measurable_tiles", "tiles")
 
@@ -68,7 +73,10 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, help="evenly spaced subset of the 193 pairs")
     ap.add_argument("-j", "--workers", type=int, default=2)
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--linear", action="store_true",
+                    help="decode both images of every pair to linear light (sRGB inverse curve) before measuring")
     a = ap.parse_args(argv)
+    load = (lambda path: srgb_decode(E.load_rgb(path))) if a.linear else E.load_rgb
     a.out.mkdir(parents=True, exist_ok=True)
     pairs = list_pairs(a.limit)
     root, adir = a.out / "captures", a.out / "aligned"
@@ -85,7 +93,7 @@ def main(argv=None):
     for ds, name, lr, hr in pairs:
         scene = f"{ds}__{Path(name).stem}"
         row = dict(set=ds, name=name, scene=scene)
-        b = E.estimate_files(lr, hr, 4)
+        b = E.estimate_pair(load(lr), load(hr), 4)
         row["before"] = {k: b.get(k) for k in KEYS}
         rec = None
         for r in recs:
@@ -98,13 +106,13 @@ def main(argv=None):
         else:
             row.update(status=rec["status"], reason=rec.get("error"))
             if rec["status"] == "ok":
-                lo, ho = E.load_rgb(adir / rec["lr"]), E.load_rgb(adir / rec["hr"])
+                lo, ho = load(adir / rec["lr"]), load(adir / rec["hr"])
                 af = E.estimate_pair(lo, ho, 4)
                 row["after"] = {k: af.get(k) for k in KEYS}
                 row["window"] = rec.get("lr_window")
                 # the published pair cropped to realsr's window: separates "less area" from "worse alignment"
                 x0, y0, w, h = rec["lr_window"]
-                lp, hp = E.load_rgb(lr), E.load_rgb(hr)
+                lp, hp = load(lr), load(hr)
                 bw = E.estimate_pair(lp[y0:y0 + h, x0:x0 + w], hp[4 * y0:4 * (y0 + h), 4 * x0:4 * (x0 + w)], 4)
                 row["before_window"] = {k: bw.get(k) for k in KEYS}
                 q = rec.get("quality") or {}
