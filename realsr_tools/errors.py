@@ -30,8 +30,13 @@ class OutputExistsError(RealsrError):
 class RegistrationError(Exception):
     """A pair that cannot be registered; the message is the reason written to the manifest.
 
-    Not a :class:`RealsrError`: it fails one pair (a failed record), never the run.
+    Not a :class:`RealsrError`: it fails one pair (a failed record), never the run. ``verification``: the
+    verifier's record (:meth:`realsr_tools.verification.Verification.to_dict`) when it was the one to refuse.
     """
+
+    def __init__(self, message: str, *, verification: dict | None = None):
+        super().__init__(message)
+        self.verification = verification
 
 
 class OutputLocationError(RealsrError):

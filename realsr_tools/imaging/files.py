@@ -12,6 +12,7 @@ RAW files are rendered as :mod:`.raw` describes. Every output goes through :func
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -113,6 +114,17 @@ def atomic_output(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def partials_of(path: str | os.PathLike) -> list[Path]:
+    """The temporary files :func:`atomic_output` left beside ``path`` (``.<stem>.<random>.partial<suffix>``; the
+    random part has no dot), and no other file's."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    head, tail = f".{path.stem}.", ".partial" + path.suffix
+    return [found for found in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}")
+            if "." not in found.name[len(head):-len(tail)] and found.is_file()]
 
 
 def remove_partials(folder: str | os.PathLike) -> int:

@@ -199,17 +199,11 @@ def _changes(header: Mapping[str, Any] | None, params: Mapping[str, Any], finish
 def _remove_partials_of(files: Iterable[Path]) -> None:
     """Delete the temporary files a killed :func:`~realsr_tools.imaging.atomic_output` left for ``files``
     (``.<stem>.<random>.partial<suffix>`` next to each), and nothing else."""
-    wanted: dict[Path, set[tuple[str, str]]] = {}
+    from ..imaging.files import partials_of
+
     for path in files:
-        wanted.setdefault(path.parent, set()).add((path.stem, path.suffix))
-    for folder, names in wanted.items():
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            head, partial, suffix = path.name.rpartition(".partial")
-            if path.name.startswith(".") and partial and (head[1:].rpartition(".")[0], suffix) in names \
-                    and path.is_file():
-                path.unlink(missing_ok=True)
+        for partial in partials_of(path):
+            partial.unlink(missing_ok=True)
 
 
 def _holds_files(path: Path) -> bool:

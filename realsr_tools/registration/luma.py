@@ -27,7 +27,9 @@ def srgb_to_linear(value):
 # geometry along one axis (measured: 1e-3 moved a headlight pair by 0.3 px); much larger ones let the plateau's
 # edge back in. Dark pixels (below CLIP_LOW after smoothing) are left out one by one: dark noise clipped at zero
 # biases a value slightly but moves no edge, and dark scenes (a star field) have their geometry next to them.
-CLIP_LOW, CLIP_HIGH = float(srgb_to_linear(0.005)), float(srgb_to_linear(0.99))  # sRGB-encoded 0.005, 0.99
+ENCODED_CLIP_LOW, ENCODED_CLIP_HIGH = 0.005, 0.99
+CLIP_LOW, CLIP_HIGH = float(srgb_to_linear(ENCODED_CLIP_LOW)), float(srgb_to_linear(ENCODED_CLIP_HIGH))
+
 
 def bt709_to_linear(value):
     """The inverse BT.709 transfer curve (power 0.45 with a linear toe of slope 4.5; LibRaw's gamma (2.222, 4.5),
@@ -99,9 +101,9 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
 
     Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`)
     and weighted with the BT.601 luma weights
-    unless a channel is saturated alone (at the format's top value while the encoded luma is below 0.99) on more
-    than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of the other channels, renormalised,
-    for both images alike. The shares are measured on every 8th pixel.
+    unless a channel is saturated alone (at the format's top value while the encoded luma is below
+    :data:`ENCODED_CLIP_HIGH`) on more than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of
+    the other channels, renormalised, for both images alike. The shares are measured on every 8th pixel.
     """
     import cv2
 
@@ -109,7 +111,7 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
     for image in (lr, hr):
         sample = np.ascontiguousarray(image[::8, ::8])
         peak = 1.0 if image.dtype == np.float32 else (255 if image.dtype == np.uint8 else 65535)
-        unsaturated_luma = grey(sample) < 0.99
+        unsaturated_luma = grey(sample) < ENCODED_CLIP_HIGH
         alone = (sample >= peak) & unsaturated_luma[..., None]
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
     every = keep.all() or not keep.any()
@@ -117,12 +119,11 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
     used = np.flatnonzero(weights > 0)
 
     def weighted(image: np.ndarray, curve: str) -> np.ndarray:
-        channels = [linear(np.ascontiguousarray(image[..., c]), curve) for c in used]
-        if len(channels) == 1:
-            return channels[0] * np.float32(weights[used[0]])
-        out = cv2.addWeighted(channels[0], float(weights[used[0]]), channels[1], float(weights[used[1]]), 0.0)
-        if len(channels) == 3:
-            out = cv2.scaleAdd(channels[2], float(weights[used[2]]), out)
+        # One decoded channel at a time: a 24-MP frame holds the sum and one channel, never all three.
+        out = None
+        for c in used:
+            channel = linear(image[..., c], curve)
+            out = channel * np.float32(weights[c]) if out is None else cv2.scaleAdd(channel, float(weights[c]), out)
         return out
 
     return weighted(lr, curves[0]), weighted(hr, curves[1]), LUMA if every else tuple(float(w) for w in weights)

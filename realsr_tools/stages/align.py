@@ -18,8 +18,8 @@ from ..errors import RegistrationError
 from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
-from ..registration import check_registration, distortion_check, register, registration_grey
 from ..pipeline.runner import TaskLost
+from ..registration import check_registration, distortion_check, register, registration_grey
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 from ..registration.luma import linear, linear_area_downscale
 
@@ -170,15 +170,16 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
         record["status"] = "ok"
     except OutputLocationError:
         raise  # a full disk or read-only --out stops the run; it is not this pair's failure
-    except (RegistrationError, RealsrError) as exc:
+    except RegistrationError as exc:
         record["error"] = str(exc)
-        record["verification"] = getattr(exc, "verification", None)
+        record["verification"] = exc.verification
+    except RealsrError as exc:
+        record["error"] = str(exc)
     except (ArithmeticError, ValueError, IndexError, cv2.error) as exc:
         # A numerical failure on one pair's data (a least-squares solve that does not converge on degenerate
         # content) is that pair's failure, not the batch's: it once ended a 36-pair run after 22.
         record["error"] = f"registration failed unexpectedly ({type(exc).__name__}: {exc}); please report it"
     return record
-
 
 
 def _align_pair(pair, s: _Settings) -> dict[str, Any]:
@@ -244,9 +245,8 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         verification = verify(lr_light, hr_light_on_lr, limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
                               p95_factor=FIELD_P95_FACTOR)
         if verification.verdict == "misaligned":
-            error = RegistrationError(f"verified misalignment: {verification.reason}")
-            error.verification = verification.to_dict()
-            raise error
+            raise RegistrationError(f"verified misalignment: {verification.reason}",
+                                    verification=verification.to_dict())
         # The central tiles' median shift is the backstop for what the verifier cannot measure (a registration tens
         # of pixels off leaves no tile it can match). Where the verifier measured the whole window aligned, it is
         # the better judge: the plain tile median also reads the edge of a plateau that one capture clips and the
@@ -254,11 +254,9 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         # truth, tile median 0.60 / 0.54 px, verifier 0.10 / 0.14 px).
         if (verification.verdict != "aligned" and shift.median is not None
                 and shift.median > MAX_RESIDUAL_MEDIAN):
-            error = RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
-                                      f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f}; the verifier found "
-                                      f"the pair {verification.verdict})")
-            error.verification = verification.to_dict()
-            raise error
+            raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
+                                    f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f}; the verifier found the "
+                                    f"pair {verification.verdict})", verification=verification.to_dict())
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
                                   png_compression=PNG_COMPRESSION)
         distortion = distortion_check(hr_light_on_lr[centre], lr_light[centre])
