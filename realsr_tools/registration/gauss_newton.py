@@ -36,6 +36,27 @@ HUBER = 1.345  # Huber threshold in robust standard deviations (MAD)
 # measured on the simulated sets, median error 0.030 (sigma 2) -> 0.019 (sigma 1) LR px on the normal set and
 # 0.063 -> 0.039 on the hard set; sigma 0.5-1.5 are within noise of each other, 3 is worse.
 SMOOTHING = 1.0
+# Photometric model of the fit (:meth:`_Problem.linearize`): T ~ g(x) I + b + beta Laplacian(I), the gain g a
+# quadratic surface in template coordinates times (1 + rho^2), plus rho^4 and rho^6 (rho: radius from the HR frame's
+# centre, 1 at its corners). Why: the HR frame's vignetting divides the ratio of the two captures, 1 / (1 - v rho^2)
+# = 1 + v rho^2 + v^2 rho^4 + ..., the LR's (about a quadratic over the window) multiplies it, and the HR field spans
+# the whole window: a quadratic gain alone leaves 10-25 % of it at the corners for v = 0.25-0.4 (1 EV and more at
+# the corner is common wide open). In a flat patch that vignetting is the only gradient, and the geometry bent to
+# absorb what the gain left: a chart close-up was 2.7 LR px RMS off (8 px at a corner) and reported ok; 0.25 px with
+# the vignetting divided out of both captures, 0.23 px with these terms. Chosen among four forms (2, 4, 7 and 9 extra
+# terms) on the tuning seeds only; docs/align.md ("Vignetting in the fit") has the measurements.
+PHOTOMETRIC_TERMS = 15  # quadratic gain (6), offset, blur, vignetting (7)
+# The first 8 are re-fitted with every candidate in model selection's held-out evidence; the vignetting terms stay at
+# the homography fit's values there. Re-fitted, their extrapolation into each held-out block is noise that the
+# comparison of geometric models then reads as evidence: with them free, a published 124-px window magnified 1.5 %
+# chose a homography 0.30 LR px off at a corner instead of an affine map 0.12 px off.
+SELECTION_PHOTOMETRIC_TERMS = 8
+# Standard deviation of the Gaussian prior on each vignetting coefficient (gain change at the HR frame's corner; the
+# series of 1 / (1 - v rho^2) has terms v^2, v^3 <= 0.25 for v <= 0.5). Data pin them wherever the overlap is usable;
+# where most of it is saturated the usable pixels leave them nearly collinear with the quadratic gain, and without
+# the prior they wandered: measured, 2 of 16 highlight-clipped simulated pairs diverged (2.7 and 95 LR px).
+VIGNETTING_PRIOR = 0.3
+SAMPLE_AREA = 4 * np.pi * max(SMOOTHING, 0.5) ** 2  # level pixels per independent residual sample (smoothing)
 CLIP_WEIGHT = 0.3
 BORDER = 9  # px of the HR frame's edge left out (smoothing and gradient stencils must not see the border)
 
@@ -71,7 +92,8 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
 
     Per pyramid level: LR template ``T`` (LR ROI area-downscaled by ``2^L``), HR image ``I`` area-downscaled to the
     same scale and warped by the current mapping. Model ``T(x) ~ g(x) I(H D(x)) + b + beta Laplacian(I)(H D(x))``
-    with ``g`` a quadratic surface in normalised template coordinates, ``beta`` the blur difference of the two
+    with ``g`` a quadratic surface in normalised template coordinates and the HR frame's vignetting terms
+    (:data:`PHOTOMETRIC_TERMS`), ``beta`` the blur difference of the two
     captures (first order) and ``D`` the LR's radial distortion (:class:`RadialDistortion`); each step solves
     jointly for a compositional homography increment and the photometric parameters (IRLS with Huber weights;
     saturated pixels and the pixels their smoothing reaches get zero weight). Steps stop when the increment moves no
@@ -141,6 +163,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         fit = _gauss_newton(template, image, h_level, min(iterations, max_iterations), tolerance, ks=ks,
                             frames=frames, fit_k=False, usable=template_usable, problem=problem)
         total += fit.iterations
+        _check_not_degenerate(fit.h, h_level, template.shape)
         if level == finest:
             fit, choice, extra = _choose_model(problem, fit, c_t=c_t, c_i=c_i, prior=prior, ratio=ratio,
                                                fit_distortion=fit_distortion, tolerance=tolerance)
@@ -154,6 +177,20 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
     choice = replace(choice, corner_bend=_corner_bend(h, distortion, roi, prior))
     return _Refined(h, distortion, correlation, total, spread, choice)
+
+
+MAX_AREA_CHANGE = 4.0  # factor by which one pyramid level's fit may change the mapped template's area
+
+
+def _check_not_degenerate(h: np.ndarray, start: np.ndarray, shape: tuple[int, int]) -> None:
+    """Raise :class:`RegistrationError` when a level's fit collapsed or blew up the template (a wrong start whose
+    iterations diverged: measured, a mapped area 1e-12 of the start's, with correlation 0.13), so that the caller
+    tries its other start instead of failing on a singular matrix."""
+    area = abs(float(np.linalg.det(h[:2, :2] / h[2, 2]))) if np.all(np.isfinite(h)) else 0.0
+    before = abs(float(np.linalg.det(start[:2, :2] / start[2, 2])))
+    if not before or not area or not 1 / MAX_AREA_CHANGE < area / before < MAX_AREA_CHANGE:
+        raise RegistrationError(f"the refinement diverged at a {shape[1]}x{shape[0]} pyramid level (mapped area "
+                                f"x{area / before if before else float('nan'):.2g}): no reliable match")
 
 
 def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],
@@ -198,7 +235,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
               + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
     systems = BlockSystems.from_pixels(lin.jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
-    unit = lin.sigma**2 * 4 * np.pi * max(SMOOTHING, 0.5) ** 2  # residual variance per independent sample
+    unit = lin.sigma**2 * SAMPLE_AREA  # residual variance per independent sample
     to_level = np.linalg.inv(c_i)
     centre_t = np.array([[problem.cx, problem.cy]])
     centre_lr = tuple(apply_homography(c_t, centre_t)[0])
@@ -249,16 +286,20 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             gradient[j] = (log_zoom(z0 + step) - log_zoom(z0 - step)) / (2 * eps[j])
         return offset, basis, (log_zoom(z0), gradient)
 
+    def photometric_step(z_photometric: np.ndarray) -> np.ndarray:
+        """All photometric terms' step from the terms the selection fits (the vignetting terms' step is 0)."""
+        return np.concatenate([z_photometric, np.zeros(PHOTOMETRIC_TERMS - len(z_photometric))])
+
     def system(name: str, offset: np.ndarray, basis: np.ndarray, zoom_prior, sigma: float):
         p = basis.shape[1]
-        full = np.zeros((geometry + 8, p + 8))
+        full = np.zeros((geometry + PHOTOMETRIC_TERMS, p + SELECTION_PHOTOMETRIC_TERMS))
         full[:geometry, :p] = basis
-        full[geometry:, p:] = np.eye(8)
-        theta = np.concatenate([offset, np.zeros(8)])
-        prior_h, prior_g = np.zeros((p + 8, p + 8)), np.zeros(p + 8)
+        full[geometry:geometry + SELECTION_PHOTOMETRIC_TERMS, p:] = np.eye(SELECTION_PHOTOMETRIC_TERMS)
+        theta = np.concatenate([offset, np.zeros(PHOTOMETRIC_TERMS)])
+        prior_h, prior_g = np.zeros((p + SELECTION_PHOTOMETRIC_TERMS,) * 2), np.zeros(p + SELECTION_PHOTOMETRIC_TERMS)
         if zoom_prior is not None:
             value, gradient = zoom_prior
-            weight = sigma**2 * 4 * np.pi * max(SMOOTHING, 0.5) ** 2 / MAGNIFICATION_PRIOR**2
+            weight = sigma**2 * SAMPLE_AREA / MAGNIFICATION_PRIOR**2
             prior_h[:p, :p] += weight * np.outer(gradient, gradient)
             prior_g[:p] += weight * value * gradient
         if name == "radial":
@@ -300,12 +341,12 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     p = PARAMETERS[name]
     if phi is None:  # homography: one step of the fit with the magnification prior
         h = problem.compose(fit.h, z[:8])
-        params = fit.params + z[p:]
+        params = fit.params + photometric_step(z[p:])
         lin_final = problem.linearize(h, np.zeros(2), params, False)
         extra += 1
     else:
         phi = phi + z[:p]
-        params = fit.params + z[p:]
+        params = fit.params + photometric_step(z[p:])
         for _ in range(POLISH_STEPS):
             h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
             lin_final = problem.linearize(h, np.zeros(2), params, fit_k)
@@ -317,7 +358,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             _, z, total_h = cross_validate(single, theta, full, prior_h, prior_g)
             step_phi = z[:p]
             phi = phi + step_phi
-            params = params + z[p:]
+            params = params + photometric_step(z[p:])
             moved = np.abs((basis[:8] @ step_phi))
             if np.max(moved) * problem.s < tolerance:
                 break
@@ -373,7 +414,7 @@ class _Step:
 @dataclass(frozen=True)
 class _Linear:
     """One linearisation of the robust least-squares problem: residual ``r + J theta`` for a parameter step theta =
-    (8 homography increment terms, the radial terms when asked for, 8 photometric terms)."""
+    (8 homography increment terms, the radial terms when asked for, :data:`PHOTOMETRIC_TERMS` photometric terms)."""
 
     jac: np.ndarray  # float64, pixels x parameters
     residual: np.ndarray  # float64
@@ -446,11 +487,21 @@ class _Problem:
         # two captures' different optical blur (either way); it otherwise leaves structured residuals at every edge
         # (measured: median error 0.036 -> 0.030 LR px on the simulated normal set).
         columns_p.append(cv2.Laplacian(warped, cv2.CV_32F, ksize=1).ravel()[idx])
+        ih, iw = self.image.shape
+        # the HR frame's vignetting (PHOTOMETRIC_TERMS): rho^2 from its centre, 1 at its corners
+        rho2 = ((map_x.ravel()[idx] - np.float32((iw - 1) / 2)) ** 2
+                + (map_y.ravel()[idx] - np.float32((ih - 1) / 2)) ** 2) / np.float32(((iw - 1) / 2) ** 2
+                                                                               + ((ih - 1) / 2) ** 2)
+        vignetting = [rho2 * rho2, rho2 * rho2 * rho2] + [m * rho2 for m in (uu, vv, uu * uu, uu * vv, vv * vv)]
+        columns_p += [m * ww for m in vignetting]
         phot = np.stack(columns_p, 1)
         if params is None:
-            params = _robust_lstsq(phot.astype(np.float64), tt.astype(np.float64))
+            prior = np.zeros(phot.shape[1])
+            prior[SELECTION_PHOTOMETRIC_TERMS:] = SAMPLE_AREA / VIGNETTING_PRIOR**2
+            params = _robust_lstsq(phot.astype(np.float64), tt.astype(np.float64), prior=prior)
         a = params.astype(np.float32)
         gain = a[0] + a[1] * uu + a[2] * vv + a[3] * uu * uu + a[4] * uu * vv + a[5] * vv * vv
+        gain = gain + sum(c * m for c, m in zip(a[8:], vignetting))
         residual = phot @ a - tt
         # Gradient with respect to the undistorted coordinates: g_y = J_D^-T g_x (J_D symmetric 2x2 per pixel).
         gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
@@ -514,6 +565,10 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
             prior = sigma**2 / DISTORTION_PRIOR**2
             hessian[8:geometry, 8:geometry] += prior * np.eye(len(terms))
             gradient[8:geometry] += prior * ks
+        vignetting = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
+        prior = sigma**2 * SAMPLE_AREA / VIGNETTING_PRIOR**2
+        hessian[vignetting, vignetting] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
+        gradient[vignetting] += prior * params[SELECTION_PHOTOMETRIC_TERMS:]
         step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
         if fit_k:
@@ -539,12 +594,19 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
                  params)
 
 
-def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3) -> np.ndarray:
+def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3,
+                  prior: np.ndarray | None = None) -> np.ndarray:
+    """Huber IRLS fit of ``design @ params ~ target``; ``prior``: per parameter, the precision of a zero-mean Gaussian
+    prior in units of the residual variance (applied from the second iteration, once the residual scale is known)."""
     weights = np.ones(len(target))
     params = np.zeros(design.shape[1])
+    sigma = None
     for _ in range(iterations):
         a = design * weights[:, None]
-        params = np.linalg.lstsq(a.T @ design + 1e-9 * np.eye(design.shape[1]), a.T @ target, rcond=None)[0]
+        normal = a.T @ design + 1e-9 * np.eye(design.shape[1])
+        if prior is not None and sigma is not None:
+            normal += np.diag(prior * sigma**2)
+        params = np.linalg.lstsq(normal, a.T @ target, rcond=None)[0]
         residual = design @ params - target
         sigma = 1.4826 * np.median(np.abs(residual)) + 1e-6
         z = np.abs(residual) / (HUBER * sigma)

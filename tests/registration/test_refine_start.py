@@ -22,3 +22,18 @@ def test_a_start_that_puts_the_hr_field_on_a_sliver_is_refused(data_dir):
         refine(lr, hr, start)
     # The same images from a sensible start refine fine (the guard is not in the way).
     assert refine(lr, hr, geometry.prior_homography(lr.shape, hr.shape, 2.0)).correlation > 0.9
+
+
+def test_a_level_fit_that_collapses_the_template_is_that_starts_failure():
+    """A wrong start whose iterations diverged (found on realsr's simulator: a star field, x4, the feature start's
+    fit mapped the template to an area 1e-12 of the start's) is a RegistrationError, so register tries its other
+    start; it used to end the pair as a singular-matrix crash although the other start had fitted it."""
+    from realsr_tools.registration.gauss_newton import _check_not_degenerate
+
+    start = geometry.prior_homography((120, 160), (480, 640), 4.0)
+    _check_not_degenerate(start @ geometry.translation(3.0, -2.0), start, (120, 160))  # a shift is fine
+    collapsed = start @ np.diag([1e-6, 1e-6, 1.0])
+    with pytest.raises(RegistrationError, match="diverged"):
+        _check_not_degenerate(collapsed, start, (120, 160))
+    with pytest.raises(RegistrationError, match="diverged"):
+        _check_not_degenerate(np.full((3, 3), np.nan), start, (120, 160))

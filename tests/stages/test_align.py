@@ -79,9 +79,11 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
         return registration, error, hr
 
     # Car front, x2: 22 % of the HR saturated (headlight, chrome). Before the saturated plateaus were left out,
-    # this pair registered 0.70 LR px off (ground truth from the simulation).
+    # this pair registered 0.70 LR px off (ground truth from the simulation); 0.08 px with a quadratic gain in the
+    # fit, 0.15 px since the fit also models the HR frame's vignetting (it then picks the radial model here; over
+    # eight other seeds of this scene at this gain the median error is 0.16 px with and without those terms).
     registration, error, hr = register_saturated("exif_samples_35-empty/f50.png", 1.5)
-    assert np.mean(hr >= 1) > 0.15 and error < 0.1
+    assert np.mean(hr >= 1) > 0.15 and error < 0.2
     # Building, x4, 68 % saturated: what remains cannot fix the geometry; the corner uncertainty says so.
     # (Deterministic: simulation seed 11. Its geometry is 2.1 LR px off; the corner uncertainty, 1.08 LR px, flags
     # it and align refuses the pair, so it is never written as aligned.)
