@@ -27,11 +27,11 @@ PAIRS = Path("/work/shared/data/pairs")
 SETS = ("realsr_x4", "drealsr_x4")
 
 
-def list_pairs(limit=None):
+def list_pairs(limit=None, data=PAIRS, sets=SETS):
     out = []
-    for ds in SETS:
-        for p in sorted((PAIRS / ds / "HR").iterdir()):
-            lr = PAIRS / ds / "LR" / p.name
+    for ds in sets:
+        for p in sorted((data / ds / "HR").iterdir()):
+            lr = data / ds / "LR" / p.name
             if lr.exists():
                 out.append((ds, p.name, lr, p))
     if limit:
@@ -75,10 +75,14 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--linear", action="store_true",
                     help="decode both images of every pair to linear light (sRGB inverse curve) before measuring")
+    ap.add_argument("--data", type=Path, default=PAIRS,
+                    help="folder of x4 pair sets, each with HR/ and LR/ (default: the published pairs)")
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated set folders under --data")
     a = ap.parse_args(argv)
+    sets = tuple(a.sets.split(","))
     load = (lambda path: srgb_decode(E.load_rgb(path))) if a.linear else E.load_rgb
     a.out.mkdir(parents=True, exist_ok=True)
-    pairs = list_pairs(a.limit)
+    pairs = list_pairs(a.limit, a.data, sets)
     root, adir = a.out / "captures", a.out / "aligned"
     if not (a.reuse and (adir / "manifest.jsonl").exists()):
         build_root(root, pairs)
@@ -135,7 +139,7 @@ def main(argv=None):
         reasons[key] = reasons.get(key, 0) + 1
     ok_meas = [r for r in meas if r["status"] == "ok"]
     rows = []
-    for label, sel in (("all", None), *[(ds, ds) for ds in SETS]):
+    for label, sel in (("all", None), *[(ds, ds) for ds in sets]):
         R = [r for r in results if sel is None or r["set"] == sel]
         M = [r for r in R if r["before"]["verdict"] == "measurable"]
         Bo = [r for r in M if r.get("after", {}).get("verdict") == "measurable"]
@@ -160,7 +164,7 @@ def main(argv=None):
     print(f"  p95 before/after (median over pairs): {fmt(float(np.median([r['before']['p95'] for r in both])) if both else None)}"
           f" / {fmt(float(np.median([r['after']['p95'] for r in both])) if both else None)}; "
           f"estimator time {time.time() - t0:.0f} s")
-    urows = [row for label, sel in (("all", None), *[(ds, ds) for ds in SETS])
+    urows = [row for label, sel in (("all", None), *[(ds, ds) for ds in sets])
              for row in unified.real_rows(label, [r for r in results if sel is None or r["set"] == sel])]
     print("\nthe unified columns (unified.py; no truth here, so only the estimator column and refusals):")
     print(table(urows, unified.HEADER))
