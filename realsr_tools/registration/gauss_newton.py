@@ -492,8 +492,8 @@ class _Problem:
         rho2 = ((map_x.ravel()[idx] - np.float32((iw - 1) / 2)) ** 2
                 + (map_y.ravel()[idx] - np.float32((ih - 1) / 2)) ** 2) / np.float32(((iw - 1) / 2) ** 2
                                                                                + ((ih - 1) / 2) ** 2)
-        vignetting = [rho2 * rho2, rho2 * rho2 * rho2] + [m * rho2 for m in (uu, vv, uu * uu, uu * vv, vv * vv)]
-        columns_p += [m * ww for m in vignetting]
+        vignetting_terms = [rho2 * rho2, rho2 * rho2 * rho2] + [m * rho2 for m in (uu, vv, uu * uu, uu * vv, vv * vv)]
+        columns_p += [m * ww for m in vignetting_terms]
         phot = np.stack(columns_p, 1)
         if params is None:
             prior = np.zeros(phot.shape[1])
@@ -501,7 +501,7 @@ class _Problem:
             params = _robust_lstsq(phot.astype(np.float64), tt.astype(np.float64), prior=prior)
         a = params.astype(np.float32)
         gain = a[0] + a[1] * uu + a[2] * vv + a[3] * uu * uu + a[4] * uu * vv + a[5] * vv * vv
-        gain = gain + sum(c * m for c, m in zip(a[8:], vignetting))
+        gain = gain + sum(c * m for c, m in zip(a[SELECTION_PHOTOMETRIC_TERMS:], vignetting_terms))
         residual = phot @ a - tt
         # Gradient with respect to the undistorted coordinates: g_y = J_D^-T g_x (J_D symmetric 2x2 per pixel).
         gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
@@ -565,10 +565,10 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
             prior = sigma**2 / DISTORTION_PRIOR**2
             hessian[8:geometry, 8:geometry] += prior * np.eye(len(terms))
             gradient[8:geometry] += prior * ks
-        vignetting = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
+        vignetting_params = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
         prior = sigma**2 * SAMPLE_AREA / VIGNETTING_PRIOR**2
-        hessian[vignetting, vignetting] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
-        gradient[vignetting] += prior * params[SELECTION_PHOTOMETRIC_TERMS:]
+        hessian[vignetting_params, vignetting_params] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
+        gradient[vignetting_params] += prior * params[SELECTION_PHOTOMETRIC_TERMS:]
         step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
         if fit_k:
