@@ -286,10 +286,6 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             gradient[j] = (log_zoom(z0 + step) - log_zoom(z0 - step)) / (2 * eps[j])
         return offset, basis, (log_zoom(z0), gradient)
 
-    def photometric_step(z_photometric: np.ndarray) -> np.ndarray:
-        """All photometric terms' step from the terms the selection fits (the vignetting terms' step is 0)."""
-        return np.concatenate([z_photometric, np.zeros(PHOTOMETRIC_TERMS - len(z_photometric))])
-
     def system(name: str, offset: np.ndarray, basis: np.ndarray, zoom_prior, sigma: float):
         p = basis.shape[1]
         full = np.zeros((geometry + PHOTOMETRIC_TERMS, p + SELECTION_PHOTOMETRIC_TERMS))
@@ -341,12 +337,12 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     p = PARAMETERS[name]
     if phi is None:  # homography: one step of the fit with the magnification prior
         h = problem.compose(fit.h, z[:8])
-        params = fit.params + photometric_step(z[p:])
+        params = fit.params + full[geometry:, p:] @ z[p:]
         lin_final = problem.linearize(h, np.zeros(2), params, False)
         extra += 1
     else:
         phi = phi + z[:p]
-        params = fit.params + photometric_step(z[p:])
+        params = fit.params + full[geometry:, p:] @ z[p:]
         for _ in range(POLISH_STEPS):
             h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
             lin_final = problem.linearize(h, np.zeros(2), params, fit_k)
@@ -358,7 +354,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             _, z, total_h = cross_validate(single, theta, full, prior_h, prior_g)
             step_phi = z[:p]
             phi = phi + step_phi
-            params = params + photometric_step(z[p:])
+            params = params + full[geometry:, p:] @ z[p:]
             moved = np.abs((basis[:8] @ step_phi))
             if np.max(moved) * problem.s < tolerance:
                 break
