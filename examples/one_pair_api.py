@@ -19,10 +19,11 @@ from pathlib import Path
 
 from realsr_tools.errors import RegistrationError
 from realsr_tools.geometry import output_window, warp_hr
-from realsr_tools.imaging import read_pixels, to_float, write_image
+from realsr_tools.imaging import read_pixels, write_image
 from realsr_tools.metrics import psnr
 from realsr_tools.quality import residual_shift
 from realsr_tools.registration import check_registration, register, registration_grey
+from realsr_tools.registration.luma import linear, linear_area_downscale
 from realsr_tools.verification import verify
 
 LIMIT = 0.5  # LR px: the largest residual displacement accepted anywhere (realsr align: MAX_FIELD_DISPLACEMENT)
@@ -42,21 +43,22 @@ def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, ou
     x0, y0, w, h = window
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     lr_out = lr_pixels[y0:y0 + h, x0:x0 + w]
-    # 4. verify independently: the displacement field between the LR and the area-downscaled warped HR
-    import cv2
-
-    hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
-    verification = verify(to_float(lr_out), hr_on_lr, limit=LIMIT, sigmas=0.0, p95_factor=2.5)  # align's gate
+    # 4. verify independently: the displacement field between the LR and the area-downscaled warped HR, in linear
+    # light as align does (the HR averaged as a larger sensor pixel would; on encoded values a bright edge on a dark
+    # surround spreads differently at the two scales and reads as a shift)
+    lr_light = linear(lr_out, "srgb")
+    hr_light_on_lr = linear_area_downscale(hr_out, "srgb", scale)
+    verification = verify(lr_light, hr_light_on_lr, limit=LIMIT, sigmas=0.0, p95_factor=2.5)  # align's gate
     if verification.verdict == "misaligned":
         raise RegistrationError(f"verified misalignment: {verification.reason}")
-    shift = residual_shift(hr_on_lr, to_float(lr_out))
+    shift = residual_shift(hr_light_on_lr, lr_light)
     write_image(out / "LR" / f"{lr_path.stem}.png", lr_out)
     write_image(out / "HR" / f"{lr_path.stem}.png", hr_out)
     return {"lr_window": window, "zoom": round(registration.zoom, 4), "correlation": round(registration.correlation, 4),
             "verdict": verification.verdict,
             "verified_p95_lr_px": None if verification.p95 is None else round(verification.p95, 3),
             "residual_shift_lr_px": None if shift.median is None else round(shift.median, 3),
-            "psnr_lr_vs_hr_on_lr": round(psnr(to_float(lr_out), hr_on_lr, data_range=1.0), 2),
+            "psnr_lr_vs_hr_on_lr_linear": round(psnr(lr_light, hr_light_on_lr, data_range=1.0), 2),
             "hr_shape": hr_out.shape, "lr_shape": lr_out.shape}
 
 
