@@ -538,10 +538,10 @@ class _Problem:
         # Huber weights on the relative residuals, times the relative weights normalised to mean 1; sigma is the
         # robust scale of the weighted residual (it sets the covariance and the priors' strength).
         relative = self.relative[idx]
-        relative_sq_mean = np.mean(relative * relative)
-        sigma_relative = 1.4826 * np.median(np.abs(residual) * relative) + 1e-6
-        z = np.abs(residual) * relative / (HUBER * sigma_relative)
-        weights = np.where(z <= 1, 1.0, 1.0 / np.maximum(z, 1e-12)) * (relative * relative / relative_sq_mean)
+        relative_sq = relative * relative
+        relative_sq_mean = np.mean(relative_sq)
+        huber, sigma_relative = _huber_weights(np.abs(residual) * relative)
+        weights = huber * (relative_sq / relative_sq_mean)
         sigma = sigma_relative / np.sqrt(relative_sq_mean)
         return _Linear(jac, residual.astype(np.float64), weights, float(sigma), params, phot, tt, x_all[idx],
                        y_all[idx])
@@ -623,7 +623,13 @@ def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3,
             normal += np.diag(prior * sigma**2)
         params = np.linalg.lstsq(normal, a.T @ target, rcond=None)[0]
         residual = design @ params - target
-        sigma = 1.4826 * np.median(np.abs(residual)) + 1e-6
-        z = np.abs(residual) / (HUBER * sigma)
-        weights = np.where(z <= 1, 1.0, 1.0 / np.maximum(z, 1e-12))
+        weights, sigma = _huber_weights(np.abs(residual))
     return params
+
+
+def _huber_weights(magnitude: np.ndarray) -> tuple[np.ndarray, float]:
+    """Huber IRLS weights of residual magnitudes (threshold :data:`HUBER` robust standard deviations) and that
+    robust standard deviation (1.4826 x the median magnitude)."""
+    sigma = 1.4826 * np.median(magnitude) + 1e-6
+    z = magnitude / (HUBER * sigma)
+    return np.where(z <= 1, 1.0, 1.0 / np.maximum(z, 1e-12)), sigma
