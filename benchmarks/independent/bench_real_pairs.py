@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimator as E  # noqa: E402
 import unified  # noqa: E402
-from common import dump, fmt, read_manifest, run_realsr, table  # noqa: E402
+from common import DATA, dump, fmt, read_manifest, run_realsr, table  # noqa: E402
 
-PAIRS = Path("/work/shared/data/pairs")
+PAIRS = DATA / "pairs"
 SETS = ("realsr_x4", "drealsr_x4")
 
 
@@ -97,7 +97,8 @@ def main(argv=None):
     for ds, name, lr, hr in pairs:
         scene = f"{ds}__{Path(name).stem}"
         row = dict(set=ds, name=name, scene=scene)
-        b = E.estimate_pair(load(lr), load(hr), 4)
+        lp, hp = load(lr), load(hr)
+        b = E.estimate_pair(lp, hp, 4)
         row["before"] = {k: b.get(k) for k in KEYS}
         rec = None
         for r in recs:
@@ -116,7 +117,6 @@ def main(argv=None):
                 row["window"] = rec.get("lr_window")
                 # the published pair cropped to realsr's window: separates "less area" from "worse alignment"
                 x0, y0, w, h = rec["lr_window"]
-                lp, hp = load(lr), load(hr)
                 bw = E.estimate_pair(lp[y0:y0 + h, x0:x0 + w], hp[4 * y0:4 * (y0 + h), 4 * x0:4 * (x0 + w)], 4)
                 row["before_window"] = {k: bw.get(k) for k in KEYS}
                 q = rec.get("quality") or {}
@@ -127,17 +127,13 @@ def main(argv=None):
         print(f"{scene:40s} before {fmt(bm)} [{row['before']['verdict'][:4]}] after {fmt(am)} "
               f"[{row.get('after', {}).get('verdict', '-')[:4]}] {row['status']} {row['reason'] or ''}", flush=True)
     dump(a.out / "results.json", results)
-    n = len(results)
     meas = [r for r in results if r["before"]["verdict"] == "measurable"]
     both = [r for r in meas if r.get("after", {}).get("verdict") == "measurable"]
-    bm = np.array([r["before"]["median"] for r in both])
-    am = np.array([r["after"]["median"] for r in both])
     refused = [r for r in results if r["status"] != "ok"]
     reasons = {}
     for r in refused:
         key = (r["reason"] or "").split(":")[0][:90]
         reasons[key] = reasons.get(key, 0) + 1
-    ok_meas = [r for r in meas if r["status"] == "ok"]
     rows = []
     for label, sel in (("all", None), *[(ds, ds) for ds in sets]):
         R = [r for r in results if sel is None or r["set"] == sel]

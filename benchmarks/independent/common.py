@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The shared test data: ``../shared/data`` beside the checkout, as README.md states.
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
 
 def realsr_cmd(*args) -> list[str]:
     """The realsr CLI of the checkout this file lives in (PYTHONPATH = repo root), through the current python."""

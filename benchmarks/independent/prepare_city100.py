@@ -10,11 +10,15 @@ the short lens's, and part of its degradation (the 4x area downscaling) syntheti
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 
-CITY100 = Path("/work/shared/data/pairs/city100")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA  # noqa: E402
+
+CITY100 = DATA / "pairs" / "city100"
 
 
 def main(argv=None):
