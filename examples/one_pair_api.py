@@ -22,7 +22,7 @@ from realsr_tools.geometry import output_window, warp_hr
 from realsr_tools.imaging import read_pixels, write_image
 from realsr_tools.metrics import psnr
 from realsr_tools.quality import residual_shift
-from realsr_tools.registration import check_registration, register, registration_grey
+from realsr_tools.registration import check_registration, register_captures
 from realsr_tools.registration.luma import linear, linear_area_downscale
 from realsr_tools.verification import verify
 
@@ -31,9 +31,9 @@ LIMIT = 0.5  # LR px: the largest residual displacement accepted anywhere (reals
 
 def align_one_pair(lr_path: Path, hr_path: Path, *, ratio: float, scale: int, out: Path) -> dict:
     lr_pixels, hr_pixels = read_pixels(lr_path), read_pixels(hr_path)
-    # 1. register: grey images of both captures, then LR -> HR homography (+ radial distortion when needed)
-    lr_grey, hr_grey, _ = registration_grey(lr_pixels, hr_pixels)
-    registration = register(lr_grey, hr_grey, ratio=ratio)
+    # 1. register: linear-light grey images of both captures (the HR's channels balanced to the LR's colour where the
+    # white balance differs), then LR -> HR homography (+ radial distortion when needed)
+    registration, _ = register_captures(lr_pixels, hr_pixels, ratio=ratio)
     # 2. the LR window whose HR footprint lies inside the HR frame, and the checks align applies
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)

@@ -5,7 +5,7 @@ Convention
 The coordinate convention is :mod:`realsr_tools.geometry`'s. Images inside the algorithms are float32; grey images
 are BT.601 luma in [0, 1] (:mod:`.grey`).
 
-Pipeline per pair (:func:`register`):
+Pipeline per pair (:func:`register` on grey images, :func:`register_captures` on RGB captures):
 
 1. *Prior*: the HR field sits at the LR centre, magnified by the focal ratio.
 2. *Coarse*, two independent estimates checked against each other:
@@ -15,7 +15,11 @@ Pipeline per pair (:func:`register`):
       windows) and weak texture do not mislead it;
    b. SIFT features on the pre-zoomed images with a ratio test and RANSAC homography.
    When both succeed and disagree, both are refined and the one with the better final fit wins.
-3. *Refinement*: forward-compositional Gauss-Newton on an image pyramid (coarse to fine, up to full LR
+3. *Colour balance* (:func:`register_captures`, on RGB captures): where the two captures' white balance differs,
+   the HR's channels are scaled to the LR's (:func:`.luma.channel_balance`, measured where the first coarse
+   estimate puts the overlap) and its grey formed again, so that the luma ratio of the two captures does not
+   depend on each object's colour.
+4. *Refinement*: forward-compositional Gauss-Newton on an image pyramid (coarse to fine, up to full LR
    resolution) of a full 8-parameter homography together with a photometric model re-estimated in every step
    (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting; and
    a Laplacian term for the captures' blur difference), with Huber weights (scale from the MAD) so that moving
@@ -24,7 +28,7 @@ Pipeline per pair (:func:`register`):
    At the finest level the geometric model is chosen by its leave-one-block-out cost (:mod:`.models`):
    translation at the focal ratio, similarity, affine, homography, or homography with radial lens terms; only
    what the overlap supports is fitted, and the choice with its evidence is recorded (:class:`ModelChoice`).
-4. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
+5. *Checks* (:class:`RegistrationError` with the reason): no coarse estimate, magnification more than
    :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
    tile misalignment too large. A radial pattern of residual tile shifts (lens distortion that a homography cannot
    absorb) is measured and reported by :func:`distortion_check`.
@@ -36,8 +40,10 @@ from ..errors import RegistrationError
 from .coarse import feature_coarse, search_coarse
 from .luma import grey, registration_grey
 from .gauss_newton import refine
-from .estimate import (DistortionCheck, Registration, check_registration, distortion_check, register)
+from .estimate import (CoarseStarts, DistortionCheck, Registration, check_registration, coarse_starts,
+                       distortion_check, refine_starts, register, register_captures)
 from .models import ModelChoice
 
-__all__ = ["DistortionCheck", "ModelChoice", "Registration", "RegistrationError", "check_registration",
-           "distortion_check", "feature_coarse", "grey", "refine", "register", "registration_grey", "search_coarse"]
+__all__ = ["CoarseStarts", "DistortionCheck", "ModelChoice", "Registration", "RegistrationError", "check_registration",
+           "coarse_starts", "distortion_check", "feature_coarse", "grey", "refine", "refine_starts", "register",
+           "register_captures", "registration_grey", "search_coarse"]

@@ -19,7 +19,7 @@ from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
-from ..registration import check_registration, distortion_check, register, registration_grey
+from ..registration import check_registration, distortion_check, register_captures
 from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
 from ..registration.luma import linear, linear_area_downscale
 
@@ -206,9 +206,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     # Registration compares linear light (blur acts there): raster captures are sRGB-decoded, RAW files by the curve
     # they were rendered with (BT.709 or linear).
     curves = tuple(s.raw.gamma if is_raw(path) else "srgb" for path in (pair.lr, pair.hr))
-    lr_grey, hr_grey, grey_weights = registration_grey(lr_pixels, hr_pixels, curves)
-    registration = register(lr_grey, hr_grey, ratio=pair.focal_ratio)
-    del lr_grey, hr_grey
+    registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves)
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],

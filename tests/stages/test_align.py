@@ -294,14 +294,14 @@ def test_the_central_tile_median_defers_to_a_verifier_that_measured_the_pair_ali
 
 def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes_on(tmp_path, captures,
                                                                                      monkeypatch):
-    real_register = align.register
+    real_register = align.register_captures
 
-    def failing_on_x4(lr, hr, *, ratio):
+    def failing_on_x4(lr, hr, *, ratio, curves):
         if ratio > 3:
             raise np.linalg.LinAlgError("SVD did not converge in Linear Least Squares")
-        return real_register(lr, hr, ratio=ratio)
+        return real_register(lr, hr, ratio=ratio, curves=curves)
 
-    monkeypatch.setattr(align, "register", failing_on_x4)
+    monkeypatch.setattr(align, "register_captures", failing_on_x4)
     out = tmp_path / "failing"
     summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
     records = {r["id"]: r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")}
@@ -317,19 +317,19 @@ def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifie
     # median tile gate does not see it, the verifier's field over the whole window does.
     import dataclasses
 
-    real_register = align.register
+    real_register = align.register_captures
 
-    def rolled(lr, hr, *, ratio):
-        result = real_register(lr, hr, ratio=ratio)
+    def rolled(lr, hr, *, ratio, curves):
+        result, weights = real_register(lr, hr, ratio=ratio, curves=curves)
         h, w = lr.shape[:2]
         c, s = np.cos(np.radians(0.3)), np.sin(np.radians(0.3))
         centre = np.array([(w - 1) / 2, (h - 1) / 2])
         roll = np.eye(3)
         roll[:2, :2] = [[c, -s], [s, c]]
         roll[:2, 2] = centre - roll[:2, :2] @ centre
-        return dataclasses.replace(result, lr_to_hr=result.lr_to_hr @ roll)
+        return dataclasses.replace(result, lr_to_hr=result.lr_to_hr @ roll), weights
 
-    monkeypatch.setattr(align, "register", rolled)
+    monkeypatch.setattr(align, "register_captures", rolled)
     out = tmp_path / "rolled"
     summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
     records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
