@@ -191,8 +191,8 @@ def _measure(job: tuple[str, Path, Path]):
     key, lr_path, hr_path = job
     lr, hr = read_image(lr_path), read_image(hr_path)
     on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)  # as wash measures
-    measures, tile = measure_tiles(lr, on_lr)
-    return key, measures, tile, lr.shape[:2]
+    measures, tile, blur = measure_tiles(lr, on_lr)
+    return key, measures, tile, lr.shape[:2], blur
 
 
 def tune_sigmas(records: dict[str, list[dict]], work: Path, workers: int) -> None:
@@ -223,8 +223,8 @@ def tune_sigmas(records: dict[str, list[dict]], work: Path, workers: int) -> Non
                 for r in records[name]:
                     key = (name if r["id"].startswith("dmg_") else "untouched", r["id"])
                     if key in measured:
-                        measures, tile, shape = measured[key]
-                        r = r | {"verification": summarise(measures, tile, shape, sigmas=k).to_dict()}
+                        measures, tile, shape, blur = measured[key]
+                        r = r | {"verification": summarise(measures, tile, shape, sigmas=k, blur=blur).to_dict()}
                     judged[name].append(r)
             (limit, factor), rank = tune(judged, halves[tuned], with_key=True)
             if limit is None:

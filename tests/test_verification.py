@@ -69,7 +69,7 @@ def test_a_corner_only_misalignment_is_caught_where_the_centre_is_aligned(data_d
     lr, hr = _pair(data_dir, "realsr_x4", "Canon_033_LR4.png")
     assert verify(lr, _on_lr(hr, lr)).verdict == "aligned"
     rolled = _on_lr(misalign_hr(hr, "roll", 0.3), lr)  # about the window centre
-    tiles, tile = measure_tiles(lr, rolled)
+    tiles, tile, _ = measure_tiles(lr, rolled)
     h, w = lr.shape[:2]
     centre = [np.hypot(t.dx, t.dy) for t in tiles if t.kind == "measured"
               and abs(t.x - (w - 1) / 2) < tile / 2 and abs(t.y - (h - 1) / 2) < tile / 2]
@@ -114,7 +114,9 @@ def test_tiles_on_one_line_are_judged_by_their_mean_shift(data_dir):
     assert base.affine is None and base.tiles >= MIN_TILES and base.verdict == "aligned", base.reason
     moved = verify(lr, _on_lr(misalign_hr(hr, "shift", 0.5, angle=5.5), lr))
     assert moved.affine is None and moved.verdict == "misaligned", moved.reason
-    assert "mean tile shift" in moved.reason and moved.p95_excess < DEFAULT_P95_FACTOR * DEFAULT_LIMIT
+    # The mean tile shift alone judges it too (the single tiles' p95 gate, which may also fire, switched off).
+    by_mean = moved.with_limit(DEFAULT_LIMIT, p95_factor=100.0)
+    assert by_mean.verdict == "misaligned" and "mean tile shift" in by_mean.reason, by_mean.reason
 
 
 def test_a_124_px_real_window_is_measured_with_overlapping_tiles_up_to_its_corners(data_dir):
@@ -122,7 +124,7 @@ def test_a_124_px_real_window_is_measured_with_overlapping_tiles_up_to_its_corne
 
     lr, hr = _pair(data_dir, "drealsr_x4", "sony_169_x1.png")
     lr, hr = lr[2:126, 3:127], hr[8:504, 12:508]  # a 124 x 124 LR window and its 496 x 496 HR
-    tiles, tile = measure_tiles(lr, _on_lr(hr, lr))
+    tiles, tile, _ = measure_tiles(lr, _on_lr(hr, lr))
     xs, ys = {t.x for t in tiles}, {t.y for t in tiles}
     assert len(tiles) >= 16 and len(xs) >= 4 and len(ys) >= 4
     assert min(xs) == min(ys) == (tile - 1) / 2 and max(xs) == max(ys) == 124 - 1 - (tile - 1) / 2  # corners
@@ -176,6 +178,23 @@ def test_limit_record_and_invalid_input(data_dir):
     with pytest.raises(ValueError, match="differ in shape"):
         verify(lr, lr[:-1])
     assert list(tile_origins(124, 32)) == [0, 15, 31, 46, 61, 77, 92]
+
+
+def test_a_blur_difference_is_not_misalignment(data_dir):
+    # The LR of a shorter lens is often a pixel blurrier than the HR brought onto its grid. A tile cuts structure
+    # off at its border, and the blurrier image spreads what lies outside into the tile on one side only: measured
+    # on a real HR against its own copy blurred by 1.5 LR px (exactly aligned), tile p95 0.52 LR px and a fitted
+    # corner 0.31 px before the verifier matched the blur; 0.08 and 0.04 px after.
+    lr, hr = _pair(data_dir, "realsr_x4", "Canon_001_LR4.png")
+    test = _on_lr(hr, lr)
+    noise = np.random.default_rng(0).normal(0, 0.005, test.shape).astype(np.float32)
+    blurred = np.clip(cv2.GaussianBlur(test, (0, 0), 1.5) + noise, 0, 1)
+    result = verify(blurred, test, limit=0.5, sigmas=0.0, p95_factor=2.5)  # align's gate
+    assert result.verdict == "aligned" and result.p95 < 0.15, result.reason
+    assert abs(result.blur - 1.5) <= 0.2, result.blur
+    shifted = verify(blurred, _on_lr(misalign_hr(hr, "shift", 0.6, angle=1.0), lr), limit=0.5, sigmas=0.0,
+                     p95_factor=2.5)
+    assert shifted.verdict == "misaligned" and abs(np.hypot(*_translation(shifted)) - 0.6) < 0.15, shifted.reason
 
 
 def test_noise_is_not_misalignment(data_dir):
