@@ -164,6 +164,8 @@ def channel_balance(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, curves
     import cv2
 
     corners = hr_field_in_lr(lr_to_hr, hr.shape)
+    if not np.all(np.isfinite(corners)):
+        return np.ones(3), 0  # a degenerate coarse estimate: no overlap to measure on
     x0, y0 = np.maximum(np.floor(corners.min(axis=0)), 0)
     x1 = min(float(np.ceil(corners[:, 0].max())), lr.shape[1] - 1)
     y1 = min(float(np.ceil(corners[:, 1].max())), lr.shape[0] - 1)

@@ -74,3 +74,15 @@ def test_a_white_balance_change_does_not_move_a_colour_chart(data_dir, photo):
     assert gains is not None and np.allclose(gains, (1.2, 1.0, 0.85), rtol=0.02), gains
     assert equal < 0.02, equal
     assert changed - equal < 0.01, (equal, changed)
+
+
+def test_a_degenerate_coarse_estimate_leaves_the_grey_as_it_is():
+    """A coarse homography that maps the HR field nowhere (non-finite, or onto a sliver) gives no balance rather
+    than an error: the refinement that follows decides what the pair is worth."""
+    from realsr_tools.registration.luma import channel_balance
+
+    rng = np.random.default_rng(0)
+    lr, hr = rng.random((100, 120, 3), dtype=np.float32), rng.random((200, 240, 3), dtype=np.float32)
+    for lr_to_hr in (np.array([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]]), np.diag([1e-9, 1e-9, 1.0])):
+        gains, used = channel_balance(lr, hr, lr_to_hr)
+        assert used == 0 and np.array_equal(gains, np.ones(3))
