@@ -87,7 +87,7 @@ MAX_ITERATIONS = 20
 # blur-mismatched tiles settle into a small oscillation (steps of 0.005-0.04 px on the simulated hard captures) rather
 # than under the 1e-3 px stop; that is their noise, not a mismatch.
 MAX_FINAL_STEP = 0.05
-# Gaussian sigmas (LR px) :func:`match_blur` tries on either image, measured on the central BLUR_REGION^2 px at most
+# Gaussian sigmas (LR px) :func:`match_blur` tries on the test, judged on the central BLUR_REGION^2 px at most
 BLUR_SIGMAS = (0.35, 0.5, 0.7, 0.85, 1.0, 1.2, 1.4, 1.7, 2.0)
 BLUR_REGION = 768
 MIN_TILES = 3  # measured tiles needed for a verdict other than "unmeasurable"
