@@ -11,7 +11,7 @@ from ..errors import RegistrationError
 from ..geometry import RadialDistortion, local_zoom, map_lr_to_hr
 from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
 from .gauss_newton import _roi, refine
-from .luma import channel_balance, registration_grey
+from .luma import channel_balance, registration_grey, weighted_grey
 from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
@@ -165,8 +165,11 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     gains, _ = channel_balance(lr, hr, coarse.starts[0][1], curves)
     applied = None
     if np.max(np.abs(np.log(gains))) > BALANCE_TOLERANCE:
-        del lr_grey, hr_grey
-        lr_grey, hr_grey, weights = registration_grey(lr, hr, curves, hr_gains=gains)
+        # Only the HR's grey changes; the gains are normalised so that white keeps its grey value (the clipping
+        # thresholds stay where they are).
+        del hr_grey
+        gains = np.asarray(gains, np.float64)
+        hr_grey = weighted_grey(hr, curves[1], np.asarray(weights) * (gains / float(np.dot(weights, gains))))
         applied = tuple(round(float(g), 4) for g in gains)
     registration = refine_starts(lr_grey, hr_grey, coarse, ratio=ratio)
     return replace(registration, hr_channel_gains=applied), weights

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import hr_field_in_lr, scaling, translation
+from ..geometry import hr_field_in_lr, local_zoom, scaling, translation
 
 
 def srgb_to_linear(value):
@@ -98,7 +98,7 @@ CHANNEL_SATURATION = 0.15
 
 
 def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = ("srgb", "srgb"),
-                      hr_gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+                      ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Linear-light grey images of an LR/HR pair for :func:`register` and the channel weights used (R, G, B; sum 1).
 
     Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`)
@@ -106,11 +106,7 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
     unless a channel is saturated alone (at the format's top value while the encoded luma is below
     :data:`ENCODED_CLIP_HIGH`) on more than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of
     the other channels, renormalised, for both images alike. The shares are measured on every 8th pixel.
-    ``hr_gains`` (R, G, B; :func:`channel_balance`) scale the HR's channels before the sum, normalised so that a
-    white pixel keeps its grey value (the clipping thresholds stay where they are).
     """
-    import cv2
-
     keep = np.ones(3, bool)
     for image in (lr, hr):
         sample = np.ascontiguousarray(image[::8, ::8])
@@ -120,20 +116,22 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
     every = keep.all() or not keep.any()
     weights = np.asarray(LUMA) if every else np.where(keep, LUMA, 0.0) / np.sum(np.where(keep, LUMA, 0.0))
-    used = np.flatnonzero(weights > 0)
-
-    def weighted(image: np.ndarray, curve: str, gains) -> np.ndarray:
-        # One decoded channel at a time: a 24-MP frame holds the sum and one channel, never all three.
-        out = None
-        for c in used:
-            channel = linear(image[..., c], curve)
-            w = float(weights[c] * gains[c])
-            out = channel * np.float32(w) if out is None else cv2.scaleAdd(channel, w, out)
-        return out
-
-    gains = np.ones(3) if hr_gains is None else np.asarray(hr_gains, np.float64) / float(np.dot(weights, hr_gains))
-    return (weighted(lr, curves[0], np.ones(3)), weighted(hr, curves[1], gains),
+    return (weighted_grey(lr, curves[0], weights), weighted_grey(hr, curves[1], weights),
             LUMA if every else tuple(float(w) for w in weights))
+
+
+def weighted_grey(image: np.ndarray, curve: str, weights) -> np.ndarray:
+    """Linear-light grey of ``image``: each channel decoded with ``curve`` (:func:`linear`), weighted by ``weights``
+    (R, G, B; a channel of weight 0 is not decoded)."""
+    import cv2
+
+    # One decoded channel at a time: a 24-MP frame holds the sum and one channel, never all three.
+    out = None
+    for c in np.flatnonzero(np.asarray(weights) > 0):
+        channel = linear(image[..., c], curve)
+        w = float(weights[c])
+        out = channel * np.float32(w) if out is None else cv2.scaleAdd(channel, w, out)
+    return out
 
 
 # Channel balance (:func:`channel_balance`), measured on a grid of at most BALANCE_SIZE px over the overlap, on pixels
@@ -179,7 +177,7 @@ def channel_balance(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, curves
     sx, sy = (x1 - x0 + 1) / size[0], (y1 - y0 + 1) / size[1]
     grid_to_lr = translation(x0, y0) @ scaling(sx, sy)
     # The HR at about the grid's scale, decoded in strips by an integer factor first (bounded memory on 24 MP).
-    zoom = float(np.sqrt(abs(np.linalg.det(lr_to_hr[:2, :2] / lr_to_hr[2, 2])))) * max(sx, sy)
+    zoom = local_zoom(lr_to_hr, ((x0 + x1) / 2, (y0 + y1) / 2)) * max(sx, sy)
     factor = max(1, int(zoom))
     hh, hw = hr.shape[0] // factor * factor, hr.shape[1] // factor * factor
     hr_small = linear_area_downscale(hr[:hh, :hw], curves[1], factor)
