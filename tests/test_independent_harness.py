@@ -1,0 +1,50 @@
+"""The independent harness's visible-error measure (benchmarks/independent/bench_generalise.py), on a real photograph.
+
+The measure weights a residual displacement field by where the content can show it; these checks pin what that
+means: a displacement along an edge, or inside a flat area, counts nothing, one across edges counts in full.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import PROJECT
+
+sys.path.insert(0, str(PROJECT / "benchmarks" / "independent"))
+from bench_generalise import visible_error  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photo_row(data_dir):
+    """One row of a real photograph, as grey in [0, 1]."""
+    image = cv2.imread(str(data_dir / "photos" / "exif_samples_28-hex_value.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    return image[image.shape[0] // 2, :480].astype(np.float32) / 255
+
+
+def constant(dx: float, dy: float):
+    return lambda x, y: np.tile([dx, dy], (np.size(x), 1))
+
+
+@pytest.mark.parametrize("r", [1, 3])
+def test_displacement_along_edges_is_invisible_and_across_them_counts_in_full(photo_row, r):
+    # The row repeated down the image: every edge is vertical, so only x displacements change a pixel.
+    stripes = np.repeat(np.repeat(photo_row[None, :], 96 * r, axis=0), r, axis=1)
+    across = visible_error(stripes, r, constant(0.3, 0.0))
+    along = visible_error(stripes, r, constant(0.0, 0.8))
+    assert across["rms"] == pytest.approx(0.3, abs=1e-6)
+    assert across["p95"] == pytest.approx(0.3, abs=1e-6)
+    assert along["rms"] < 1e-6
+
+
+def test_a_displacement_in_a_flat_area_is_invisible(photo_row):
+    # Stripes in the left half, a flat grey right half displaced by 2 px: the error is the left half's 0.1 px.
+    image = np.repeat(photo_row[None, :], 96, axis=0)
+    image[:, 240:] = 0.5
+    field = lambda x, y: np.column_stack([np.where(np.asarray(x) < 248, 0.1, 2.0), np.zeros(np.size(x))])  # noqa: E731
+    assert visible_error(image, 1, field)["rms"] == pytest.approx(0.1, abs=0.02)
+    assert visible_error(image, 1, constant(0.0, 0.0))["rms"] == 0.0
