@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import hr_field_in_lr, scaling, translation
+from .luma import LUMA
 
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
 MIN_INLIERS = 15
 COARSE_WIDTH = 320  # LR width of the pyramid search
 COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates agree within this
+# Colour in the search (:func:`search_coarse`): a chroma image counts where the HR's template varies in it by at
+# least MIN_CHROMA_SPREAD (standard deviation of log(R/G) or log(B/G): 5 % in hue); a near-grey scene's chroma is
+# noise, and its NCC would only dilute the grey's. CHROMA_FLOOR: linear light added before the ratios.
+MIN_CHROMA_SPREAD = 0.05
+CHROMA_FLOOR = 1e-3
 
 
 
@@ -19,60 +25,101 @@ COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates
 class _Coarse:
     lr_to_hr: np.ndarray
     score: float
+    zoom_factor: float  # magnification found / the focal ratio
+    roll: float  # deg
 
 
 def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: float = 0.12,
-                  roll_deg: float = 4.0) -> _Coarse | None:
+                  roll_deg: float = 4.0, lr_scale: tuple[float, float] = (1.0, 1.0),
+                  hr_scale: tuple[float, float] = (1.0, 1.0), around: tuple[float, float] | None = None,
+                  ) -> _Coarse | None:
     """Pyramid search over magnification and roll with whole-field NCC; ``None`` when nothing matches.
 
-    ``lr``, ``hr``: grey float32. Returns a similarity (as a 3x3 homography, LR -> HR pixels) and its NCC score.
+    ``lr``, ``hr``: float32, grey (``H x W``) or linear-light RGB (``H x W x 3``). With colour, each candidate is
+    ranked by the mean NCC of the grey and of the two chroma images ``log(R/G)``, ``log(B/G)`` where the HR varies
+    in them (:func:`_features`): two objects of one luma but another hue (two patches of a colour chart) do not
+    look alike, and the chroma images do not change with exposure, vignetting or white balance (a constant
+    offset). The returned score is the grey's NCC at the chosen match, the measure :data:`MIN_TEMPLATE_SCORE` is
+    stated in. ``lr``, ``hr`` may be reduced copies of the captures: ``lr_scale``, ``hr_scale`` are the captures'
+    pixels per given pixel (x, y). ``around``: a magnification factor and roll (:class:`_Coarse`) to search
+    near (+-2 %, +-1 deg) instead of the whole range, for every position still. Returns a similarity (as a 3x3
+    homography, LR -> HR capture pixels).
     """
     import cv2
 
-    lh, lw = lr.shape
+    ratio = ratio * lr_scale[0] / hr_scale[0]  # magnification between the images given
+    lh, lw = lr.shape[:2]
     k = max(1.0, lw / COARSE_WIDTH)
-    lr_small = cv2.resize(lr, (max(8, round(lw / k)), max(8, round(lh / k))), interpolation=cv2.INTER_AREA)
+    lr_small = _features(cv2.resize(lr, (max(8, round(lw / k)), max(8, round(lh / k))),
+                                    interpolation=cv2.INTER_AREA))
     k_x, k_y = lw / lr_small.shape[1], lh / lr_small.shape[0]
+    lr_channels = [np.ascontiguousarray(lr_small[..., c]) for c in range(lr_small.shape[2])]
     base = ratio * k * (1 - zoom_range)  # HR px per small-LR px, smallest candidate
-    hh, hw = hr.shape
+    hh, hw = hr.shape[:2]
     hr_small = cv2.resize(hr, (max(8, round(hw / base)), max(8, round(hh / base))), interpolation=cv2.INTER_AREA)
     q_x, q_y = hw / hr_small.shape[1], hh / hr_small.shape[0]
 
-    def match(zoom_factor: float, roll: float) -> tuple[float, np.ndarray]:
+    def match(zoom_factor: float, roll: float) -> tuple[float, float, np.ndarray]:
         m = ratio * k * zoom_factor  # HR px per template px
         tw = int(hw / m * 0.85)
         th = int(hh / m * 0.85)
         if tw < 8 or th < 8 or tw >= lr_small.shape[1] or th >= lr_small.shape[0]:
-            return -1.0, np.eye(3)
+            return -1.0, -1.0, np.eye(3)
         c, s = np.cos(np.radians(roll)), np.sin(np.radians(roll))
         # template px -> HR px: centre to centre, magnification m, roll.
         t_to_hr = translation((hw - 1) / 2, (hh - 1) / 2) @ np.array(
             [[m * c, -m * s, 0], [m * s, m * c, 0], [0, 0, 1]]) @ translation(-(tw - 1) / 2, -(th - 1) / 2)
         t_to_small = np.linalg.inv(scaling(q_x, q_y)) @ t_to_hr
         template = cv2.warpAffine(hr_small, t_to_small[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        if template.std() < 1e-4:
-            return -1.0, np.eye(3)
-        result = cv2.matchTemplate(lr_small, template, cv2.TM_CCOEFF_NORMED)
-        _, score, _, (px, py) = cv2.minMaxLoc(result)
+        # Chroma of the warped colour, not warped chroma: interpolated log ratios at the dark rims of chart patches
+        # (measured) moved the best match of a yellow patch to another one, 200 LR px away.
+        template = _features(template)
+        if template[..., 0].std() < 1e-4:
+            return -1.0, -1.0, np.eye(3)
+        grey = cv2.matchTemplate(lr_channels[0], np.ascontiguousarray(template[..., 0]), cv2.TM_CCOEFF_NORMED)
+        result, used = grey, 1
+        for c in range(1, template.shape[2]):
+            if template[..., c].std() >= MIN_CHROMA_SPREAD:
+                result = result + cv2.matchTemplate(lr_channels[c], np.ascontiguousarray(template[..., c]),
+                                                    cv2.TM_CCOEFF_NORMED)
+                used += 1
+        _, score, _, (px, py) = cv2.minMaxLoc(result / used)
         fx, fy = _subpixel_peak(result, px, py)
         # small-LR px p <-> template px p - (fx, fy); small-LR px -> LR px via scaling(k).
         lr_to_hr = t_to_hr @ translation(-fx, -fy) @ np.linalg.inv(scaling(k_x, k_y))
-        return float(score), lr_to_hr
+        return float(score), float(grey[py, px]), lr_to_hr
 
-    best = (-1.0, np.eye(3), 1.0, 0.0)
-    for zoom_factor in np.linspace(1 - zoom_range, 1 + zoom_range, 13):
-        for roll in np.linspace(-roll_deg, roll_deg, 9):
-            score, matrix = match(zoom_factor, roll)
-            if score > best[0]:
-                best = (score, matrix, zoom_factor, roll)
-    # Finer grid around the best cell.
-    _, _, z0, r0 = best
-    for zoom_factor in z0 + np.linspace(-0.01, 0.01, 5):
-        for roll in r0 + np.linspace(-0.5, 0.5, 5):
-            score, matrix = match(zoom_factor, roll)
-            if score > best[0]:
-                best = (score, matrix, zoom_factor, roll)
-    return None if best[0] <= -1 else _Coarse(best[1], best[0])
+    best = (-1.0, -1.0, np.eye(3), 1.0, 0.0)
+    if around is None:
+        grid = [(z, r) for z in np.linspace(1 - zoom_range, 1 + zoom_range, 13)
+                for r in np.linspace(-roll_deg, roll_deg, 9)]
+    else:
+        grid = [(around[0] + z, around[1] + r) for z in np.linspace(-0.02, 0.02, 5) for r in np.linspace(-1, 1, 5)]
+    for zoom_factor, roll in grid:
+        score, grey, matrix = match(zoom_factor, roll)
+        if score > best[0]:
+            best = (score, grey, matrix, zoom_factor, roll)
+    if around is None:  # finer grid around the best cell
+        *_, z0, r0 = best
+        for zoom_factor in z0 + np.linspace(-0.01, 0.01, 5):
+            for roll in r0 + np.linspace(-0.5, 0.5, 5):
+                score, grey, matrix = match(zoom_factor, roll)
+                if score > best[0]:
+                    best = (score, grey, matrix, zoom_factor, roll)
+    if best[0] <= -1:
+        return None
+    return _Coarse(scaling(*hr_scale) @ best[2] @ np.linalg.inv(scaling(*lr_scale)), best[1], float(best[3]),
+                   float(best[4]))
+
+
+def _features(image: np.ndarray) -> np.ndarray:
+    """``H x W x C`` float32 images the search correlates: the grey, and for linear-light RGB also ``log(R/G)``
+    and ``log(B/G)`` (:data:`CHROMA_FLOOR` keeps black from dividing by zero)."""
+    if image.ndim == 2:
+        return image[..., None]
+    red, green, blue = (image[..., c] + np.float32(CHROMA_FLOOR) for c in range(3))
+    grey = image @ np.asarray(LUMA, np.float32)
+    return np.ascontiguousarray(np.stack([grey, np.log(red / green), np.log(blue / green)], axis=-1))
 
 
 def _subpixel_peak(result: np.ndarray, px: int, py: int) -> tuple[float, float]:

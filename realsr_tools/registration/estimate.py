@@ -11,7 +11,7 @@ from ..errors import RegistrationError
 from ..geometry import RadialDistortion, local_zoom, map_lr_to_hr
 from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
 from .gauss_newton import _roi, refine
-from .luma import channel_balance, registration_grey, weighted_grey
+from .luma import channel_balance, linear_thumbnail, registration_grey, weighted_grey
 from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
@@ -22,6 +22,7 @@ MIN_OVERLAP = 0.5  # output window area / area the HR field should cover in the 
 # pair registered to 0.16 px (measured on the simulated hard set), while the simulated pairs registered more than
 # 1 px off (1.7 and 1.9 px) had medians of 1.26 and 0.79.
 MAX_RESIDUAL_MEDIAN = 0.5
+SAME_MATCH = 1.0  # LR px: refinements whose HR frames' corners lie within this of each other found one match
 CORRELATION_TIE = 0.005  # correlation within which the coarse start whose refinement chose the simpler model wins
 MAX_UNCERTAINTY = 0.15  # LR px: corner standard deviation above which the overlap has too little texture
 # Relative channel gain (|log|) of the two captures' colour balance above which registration balances the HR's
@@ -53,7 +54,7 @@ class Registration:
 
     lr_to_hr: np.ndarray
     zoom: float  # magnification at the centre of the HR field (HR px per LR px)
-    coarse: str  # which coarse estimate seeded the refinement: "search", "features"
+    coarse: str  # which coarse estimate seeded the refinement: "search", "features", "colour"
     coarse_agreement: float | None  # LR px between the two coarse estimates (None: one of them failed)
     search_score: float | None
     feature_inliers: int
@@ -91,50 +92,84 @@ class CoarseStarts:
     inliers: int
 
 
-def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> CoarseStarts:
+def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
+                  colour: tuple[np.ndarray, tuple[float, float], np.ndarray, tuple[float, float]] | None = None,
+                  ) -> CoarseStarts:
     """Coarse LR -> HR estimates for :func:`refine_starts` (grey float32 images); raises
-    :class:`RegistrationError` when neither the pyramid search nor the features find a match."""
+    :class:`RegistrationError` when no search finds a match.
+
+    ``colour``: the captures' colour thumbnails and their scales, ``(lr, lr_scale, hr, hr_scale)``
+    (:func:`.luma.linear_thumbnail`). The pyramid search then also runs on colour (:func:`.coarse.search_coarse`),
+    and where it puts the HR frame elsewhere than the grey search (two chart patches of one luma), or finds a match
+    where the grey does not, its estimate is added as the first start (:func:`refine_starts` decides). Where the
+    two agree, the grey's estimate alone is used (the colour one would only move the start by a coarse pixel, which
+    on weakly textured pairs moved the refinement's model choice both ways).
+    """
     search = search_coarse(lr, hr, ratio)
     features, inliers = feature_coarse(lr, hr, ratio)
     search_ok = search is not None and search.score >= MIN_TEMPLATE_SCORE
+    tolerance = COARSE_AGREEMENT * max(1.0, lr.shape[1] / COARSE_WIDTH)
     starts: list[tuple[str, np.ndarray]] = []
     agreement = None
     if search_ok and features is not None:
         agreement = _disagreement(search.lr_to_hr, features, hr.shape)
         starts.append(("search", search.lr_to_hr))
-        if agreement > COARSE_AGREEMENT * max(1.0, lr.shape[1] / COARSE_WIDTH):
+        if agreement > tolerance:
             starts.append(("features", features))
     elif search_ok:
         starts.append(("search", search.lr_to_hr))
     elif features is not None:
         starts.append(("features", features))
-    else:
+    if colour is not None:
+        lr_small, lr_scale, hr_small, hr_scale = colour
+        # Near the grey search's magnification and roll (a chart's patch grid fixes those even where the grey
+        # confuses two patches): a sixth of the whole search's cost.
+        hue = search_coarse(lr_small, hr_small, ratio, lr_scale=lr_scale, hr_scale=hr_scale,
+                            around=None if search is None else (search.zoom_factor, search.roll))
+        if hue is not None and hue.score >= MIN_TEMPLATE_SCORE and (
+                not search_ok or _disagreement(search.lr_to_hr, hue.lr_to_hr, hr.shape) > tolerance):
+            starts.insert(0, ("colour", hue.lr_to_hr))
+    if not starts:
         score = "none" if search is None else f"{search.score:.2f}"
         raise RegistrationError(f"no reliable match: pyramid search NCC {score} < {MIN_TEMPLATE_SCORE} and SIFT "
                                 f"found {inliers} RANSAC inliers < {MIN_INLIERS}")
     return CoarseStarts(starts, agreement, None if search is None else search.score, inliers)
 
 
-def refine_starts(lr: np.ndarray, hr: np.ndarray, coarse: CoarseStarts, *, ratio: float) -> Registration:
-    """Refine every coarse start (:func:`.gauss_newton.refine`) and keep the best; raises
-    :class:`RegistrationError` when none converges."""
+def refine_starts(lr: np.ndarray, hr: np.ndarray | Sequence[np.ndarray], coarse: CoarseStarts, *,
+                  ratio: float) -> Registration:
+    """Refine every coarse start (:func:`.gauss_newton.refine`) and keep the best (below); raises
+    :class:`RegistrationError` when none converges. ``hr``: the HR grey, or one per start (balanced where that
+    start puts the overlap: :func:`register_captures`)."""
+    hr_greys = [hr] * len(coarse.starts) if isinstance(hr, np.ndarray) else list(hr)
     results = []
     errors = []
-    for name, start in coarse.starts:
+    for (name, start), hr_grey in zip(coarse.starts, hr_greys):
         try:
-            results.append((name, refine(lr, hr, start, ratio=ratio)))
+            results.append((name, refine(lr, hr_grey, start, ratio=ratio)))
         except RegistrationError as exc:
             errors.append(f"{name}: {exc}")
     if not results:
         raise RegistrationError("; ".join(errors))
-    # The better final fit wins; but correlation is measured on the data fitted, where a more flexible model always
-    # gains a little: between two fits within CORRELATION_TIE of each other, the one with fewer parameters wins.
-    name, best = max(results, key=lambda item: item[1].correlation)
-    for other_name, other in results:
-        if other.model.parameters < best.model.parameters and \
-                other.correlation >= best.correlation - CORRELATION_TIE:
-            name, best = other_name, other
-    roi = _roi(best.lr_to_hr, lr.shape, hr.shape)
+    # Among the grey estimates the better final fit wins; but correlation is measured on the data fitted, where a
+    # more flexible model always gains a little: between two fits within CORRELATION_TIE of each other, the one
+    # with fewer parameters wins.
+    grey_results = [(name, fit) for name, fit in results if name != "colour"]
+    if grey_results:
+        name, best = max(grey_results, key=lambda item: item[1].correlation)
+        for other_name, other in grey_results:
+            if other.model.parameters < best.model.parameters and \
+                    other.correlation >= best.correlation - CORRELATION_TIE:
+                name, best = other_name, other
+    # The colour estimate is there to tell matches apart: it wins only with another match (not within SAME_MATCH
+    # of the grey one) that fits better, or alone. Otherwise the grey estimate's refinement stands as it would
+    # without it (the tie rule above, applied to it, let a colour start's homography displace a better radial fit).
+    colour = dict(results).get("colour")
+    if colour is not None and (not grey_results or (
+            colour.correlation > best.correlation
+            and _disagreement(colour.lr_to_hr, best.lr_to_hr, hr_greys[0].shape) > SAME_MATCH)):
+        name, best = "colour", colour
+    roi = _roi(best.lr_to_hr, lr.shape, hr_greys[0].shape)
     zoom = local_zoom(best.lr_to_hr, ((roi[0] + roi[2] - 1) / 2, (roi[1] + roi[3] - 1) / 2))
     return Registration(best.lr_to_hr, zoom, name, coarse.agreement, coarse.search_score, coarse.inliers,
                         best.correlation, best.iterations, best.corner_sigma, best.distortion,
@@ -152,27 +187,45 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
 def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str] = ("srgb", "srgb"),
                       ) -> tuple[Registration, tuple[float, ...]]:
     """Register RGB captures (any dtype :func:`.luma.registration_grey` reads): the grey images, the coarse
-    estimate, the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
+    estimate (its pyramid search on colour thumbnails: two chart patches of one luma are told apart by their hue),
+    the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
     more than :data:`BALANCE_TOLERANCE`, then the refinement on the balanced grey. Returns the registration (with
     the HR channel gains applied, ``None`` when none) and the grey's channel weights.
 
-    The balance is measured where the coarse estimate puts the overlap, before any refinement: a second refinement
-    from a finished fit (tried) can settle in another model (a radial pair 0.06 LR px off came back a homography
-    0.63 px off), and it would double the cost.
+    The balance is measured where the coarse estimate puts the overlap (a colour start: where it puts it), before
+    any refinement: a second refinement from a finished fit (tried) can settle in another model (a radial pair
+    0.06 LR px off came back a homography 0.63 px off), and it would double the cost.
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
-    coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio)
-    gains, _ = channel_balance(lr, hr, coarse.starts[0][1], curves)
-    applied = None
-    if np.max(np.abs(np.log(gains))) > BALANCE_TOLERANCE:
+    # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
+    factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
+    thumbnails = (*linear_thumbnail(lr, curves[0], factor),
+                  *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
+    coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
+    del thumbnails
+
+    def gains_at(start: np.ndarray) -> tuple[float, ...] | None:
+        gains, _ = channel_balance(lr, hr, start, curves)
+        if np.max(np.abs(np.log(gains))) <= BALANCE_TOLERANCE:
+            return None
+        return tuple(float(g) for g in gains)
+
+    # The grey starts share the balance measured where the first of them puts the overlap; a colour start (another
+    # match, so another overlap) gets its own, so that where the grey search's refinement stands it is the same as
+    # without the colour search.
+    grey_starts = [start for name, start in coarse.starts if name != "colour"]
+    shared = gains_at(grey_starts[0]) if grey_starts else None
+    gains = [gains_at(start) if name == "colour" else shared for name, start in coarse.starts]
+    greys = {None: hr_grey} if None in gains else {}
+    del hr_grey  # a 24-MP frame keeps no grey that no start uses
+    for applied in set(gains) - {None}:
         # Only the HR's grey changes; the gains are normalised so that white keeps its grey value (the clipping
         # thresholds stay where they are).
-        del hr_grey
-        gains = np.asarray(gains, np.float64)
-        hr_grey = weighted_grey(hr, curves[1], np.asarray(weights) * (gains / float(np.dot(weights, gains))))
-        applied = tuple(round(float(g), 4) for g in gains)
-    registration = refine_starts(lr_grey, hr_grey, coarse, ratio=ratio)
-    return replace(registration, hr_channel_gains=applied), weights
+        scaled = np.asarray(applied, np.float64)
+        greys[applied] = weighted_grey(hr, curves[1], np.asarray(weights) * (scaled / float(np.dot(weights, scaled))))
+    registration = refine_starts(lr_grey, [greys[g] for g in gains], coarse, ratio=ratio)
+    applied = dict(zip((name for name, _ in coarse.starts), gains))[registration.coarse]
+    return replace(registration, hr_channel_gains=applied and tuple(round(g, 4) for g in applied)), weights
 
 
 def check_registration(registration: Registration, *, ratio: float, window: Sequence[int],
