@@ -101,7 +101,8 @@ def linear_thumbnail(image: np.ndarray, curve: str, factor: float) -> tuple[np.n
     average of encoded values darkens the rims of bright patches, which moved a chart's best match (measured)."""
     f = max(1, int(factor))
     h, w = image.shape[0] // f * f, image.shape[1] // f * f
-    return linear_area_downscale(image[:h, :w], curve, f), (float(f), float(f))
+    # About 256 input rows a strip: on a 20-MP 16-bit frame 2048-row strips took 0.3-0.9 s, 256-row ones 0.14-0.2.
+    return linear_area_downscale(image[:h, :w], curve, f, strip=max(1, 256 // f)), (float(f), float(f))
 
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
