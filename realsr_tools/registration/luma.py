@@ -73,20 +73,18 @@ def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] <= 4)):
         import cv2
 
-        # The same table through OpenCV: 3-10x faster than numpy's take on a 20-MP frame, the same values.
+        # The same table through OpenCV: the same values, 5-6x faster than numpy's take on a 20-MP frame
+        # (benchmarks/bench_decode.py).
         return cv2.LUT(np.ascontiguousarray(image), table.reshape(1, 256))
     return np.take(table, image)
 
 
-def linear_area_downscale(image: np.ndarray, curve: str, factor: int, *, strip: int | None = None) -> np.ndarray:
+def linear_area_downscale(image: np.ndarray, curve: str, factor: int, *, strip: int = 256) -> np.ndarray:
     """Linear light of ``image`` (:func:`linear`) averaged over ``factor x factor`` blocks, as a sensor with
-    ``factor`` times larger pixels integrates it; float32. Decoded ``strip`` output rows at a time (default: about
-    256 input rows), so a 24-MP frame never has a float copy in memory (its shape must be a multiple of
-    ``factor``). Strips of 512-2048 input rows took 0.36-1.03 s on a 20-MP 16-bit frame, 256-row ones 0.13-0.19 s
-    (the table lookup of :func:`linear` on a strip that stays in cache); the values do not depend on the strip."""
+    ``factor`` times larger pixels integrates it; float32. Decoded ``strip`` output rows at a time, so a 24-MP
+    frame never has a float copy in memory (its shape must be a multiple of ``factor``)."""
     import cv2
 
-    strip = strip or max(1, 256 // factor)
     h, w = image.shape[0] // factor, image.shape[1] // factor
     if (h * factor, w * factor) != image.shape[:2]:
         raise ValueError(f"image shape {image.shape[:2]} is not a multiple of {factor}")
@@ -197,9 +195,8 @@ def channel_balance(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, curves
     grid_to_lr = translation(x0, y0) @ scaling(sx, sy)
     # The HR at about the grid's scale, decoded in strips by an integer factor first (bounded memory on 24 MP).
     zoom = local_zoom(lr_to_hr, ((x0 + x1) / 2, (y0 + y1) / 2)) * max(sx, sy)
-    factor = max(1, int(zoom))
-    hh, hw = hr.shape[0] // factor * factor, hr.shape[1] // factor * factor
-    hr_small = linear_area_downscale(hr[:hh, :hw], curves[1], factor)
+    hr_small, (factor, _) = linear_thumbnail(hr, curves[1], zoom)
+    hh, hw = (side * int(factor) for side in hr_small.shape[:2])
     small_to_hr = scaling(factor)
     if zoom / factor > 1.05:
         size_small = (max(8, round(hw / zoom)), max(8, round(hh / zoom)))
