@@ -15,10 +15,13 @@ Pipeline per pair (:func:`register` on grey images, :func:`register_captures` on
       windows) and weak texture do not mislead it;
    b. SIFT features on the pre-zoomed images with a ratio test and RANSAC homography.
    When both succeed and disagree, both are refined and the one with the better final fit wins.
+   c. (:func:`register_captures`, on RGB captures) the pyramid search again on colour thumbnails, grey and chroma,
+      near a's magnification and roll: where a took one chart patch for another of the same luma, its estimate is
+      refined too, and wins only at another match that fits better (:func:`refine_starts`).
 3. *Colour balance* (:func:`register_captures`, on RGB captures): where the two captures' white balance differs,
-   the HR's channels are scaled to the LR's (:func:`.luma.channel_balance`, measured where the first coarse
-   estimate puts the overlap) and its grey formed again, so that the luma ratio of the two captures does not
-   depend on each object's colour.
+   the HR's channels are scaled to the LR's (:func:`.luma.channel_balance`, measured where the first grey coarse
+   estimate puts the overlap, and for a colour estimate where it puts it) and its grey formed again, so that the
+   luma ratio of the two captures does not depend on each object's colour.
 4. *Refinement*: forward-compositional Gauss-Newton on an image pyramid (coarse to fine, up to full LR
    resolution) of a full 8-parameter homography together with a photometric model re-estimated in every step
    (a quadratic gain surface and an offset on the luma: exposure, white balance as seen in luma, vignetting; and
