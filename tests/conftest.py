@@ -1,4 +1,4 @@
-"""Shared fixtures: the real test data in ../shared/data (never copied into the project)."""
+"""Shared fixtures and helpers: the real test data in ../shared/data (never copied into the project)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,13 @@ def real_pair_folder(root: Path, data_dir: Path, names, *, copy: bool, dataset: 
             else:
                 (root / side / name).symlink_to(source)
     return root
+
+
+def srgb16(linear: np.ndarray) -> np.ndarray:
+    """Linear-light RGB in [0, 1] as 16-bit sRGB-encoded values, as a raw converter writes them."""
+    linear = np.clip(linear, 0, 1)
+    encoded = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.round(np.clip(encoded, 0, 1) * 65535).astype(np.uint16)
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,12 @@ import pytest
 from realsr_tools.registration import register_captures
 from realsr_tools.registration.luma import srgb_to_linear
 
+from conftest import srgb16
+
 SCALE = 2
 SHIFT = (0.3, -0.2)  # LR px
 ROLL = 0.5  # degrees
 VIGNETTING = 0.3  # LR gain 1 - v r^2, r = 1 at the LR frame's corner
-
-
-def _encode(linear: np.ndarray) -> np.ndarray:
-    """16-bit sRGB-encoded RGB, as a raw converter writes it."""
-    linear = np.clip(linear, 0, 1)
-    encoded = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return np.round(np.clip(encoded, 0, 1) * 65535).astype(np.uint16)
 
 
 def _pair(photo, white_balance):
@@ -49,7 +44,7 @@ def _pair(photo, white_balance):
     def truth(points):
         scene_points = SCALE * points + (SCALE - 1) / 2  # area downscaling: LR pixel centre -> scene px
         return scene_points @ back[:, :2].T + back[:, 2] - np.array([x0, y0])
-    return _encode(lr), _encode(hr), truth
+    return srgb16(lr), srgb16(hr), truth
 
 
 def _error(photo, white_balance):

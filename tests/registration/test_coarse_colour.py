@@ -10,6 +10,8 @@ from realsr_tools.geometry import apply_homography
 from realsr_tools.registration import register_captures, search_coarse
 from realsr_tools.registration.luma import linear
 
+from conftest import srgb16
+
 SIZE = (1000, 667)  # both captures' frames (W, H)
 
 
@@ -61,7 +63,5 @@ def test_the_search_on_colour_finds_the_patch_the_grey_confuses(yellow_patch):
 
 def test_register_captures_uses_colour_and_refines_the_chart(yellow_patch):
     lr, hr, truth = yellow_patch
-    encode = lambda image: np.round(np.where(image <= 0.0031308, 12.92 * image,  # noqa: E731
-                                             1.055 * image ** (1 / 2.4) - 0.055) * 65535).astype(np.uint16)
-    registration, _ = register_captures(encode(lr), encode(hr), ratio=4.0)
+    registration, _ = register_captures(srgb16(lr), srgb16(hr), ratio=4.0)
     assert np.hypot(*(lr_position_of_hr_centre(registration.lr_to_hr) - truth)) < 0.1
