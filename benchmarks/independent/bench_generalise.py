@@ -83,11 +83,10 @@ def recorded_map(rec, x, y):
     return G.apply_h(np.array(rec["lr_to_hr"], float), x, y)
 
 
-def recorded_error(rec, scene, key, cap, x0, y0, s, u, v):
-    """The recorded mapping's error (LR px) at output-HR pixel coordinates (u, v) of a window at (x0, y0)."""
-    x, y = x0 + (np.asarray(u) + 0.5) / s - 0.5, y0 + (np.asarray(v) + 0.5) / s - 0.5
-    tx, ty = G.lr_to_hr(scene, key, x, y)
-    rx, ry = recorded_map(rec, x, y)
+def recorded_error(rec, scene, key, cap, x, y):
+    """The recorded mapping's error at LR source points (x, y): ``N x 2``, LR px (the true magnification)."""
+    tx, ty = G.lr_to_hr(scene, key, np.ravel(x), np.ravel(y))
+    rx, ry = recorded_map(rec, np.ravel(x), np.ravel(y))
     return np.column_stack([tx - rx, ty - ry]) / cap["true_zoom"]
 
 
@@ -192,16 +191,14 @@ def measure_condition(cond_dir: Path, truth: dict, align_dir: Path, verbose=True
             row["pixel"] = fe
             # recorded-mapping cross-check
             gy, gx = np.mgrid[y0:y0 + h:4, x0:x0 + w:4].astype(float)
-            tx, ty = G.lr_to_hr(scene, key, gx, gy)
-            rx, ry = recorded_map(rec, gx, gy)
-            e = np.hypot(tx - rx, ty - ry) / cap["true_zoom"]  # HR px -> LR px (true magnification)
+            e = np.hypot(*recorded_error(rec, scene, key, cap, gx, gy).T)
             row["recorded"] = dict(rms=float(np.sqrt((e ** 2).mean())), max=float(e.max()))
             if fe["verdict"] == "measurable":
                 row.update(error_rms=fe["rms"], error_max=fe["max"], measured_by="pixels", visible=fe["visible"])
             else:
                 row.update(error_rms=row["recorded"]["rms"], error_max=row["recorded"]["max"], measured_by="record")
-                row["visible"] = visible_error(E.luma(ht), s, lambda x, y: recorded_error(rec, scene, key, cap, x0,
-                                                                                         y0, s, x, y))
+                row["visible"] = visible_error(E.luma(ht), s, lambda u, v: recorded_error(
+                    rec, scene, key, cap, x0 + (u + 0.5) / s - 0.5, y0 + (v + 0.5) / s - 0.5))
             est = E.estimate_pair(lr_out, hr_out, s)
             row["estimator"] = {k: est.get(k) for k in ("verdict", "median", "p95", "max", "affine_corner_max",
                                                         "measurable_fraction", "unmeasurable_reason")}
