@@ -181,6 +181,9 @@ def align(
                                      "off: the LR is a bit-exact crop."),
     raw_gamma: str = typer.Option("bt709", "--raw-gamma", help="RAW rendering curve: bt709 or linear."),
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
+    max_uncertainty: float = typer.Option(0.15, "--max-uncertainty",
+                                          help="Refuse a pair whose window corners the overlap's texture pins to "
+                                          "worse than this, LR px (one standard deviation)."),
     scheduler: Scheduler = None,
     scheduler_file: SchedulerFile = None,
 ) -> None:
@@ -198,7 +201,8 @@ def align(
                           f"{raw_gamma!r} and {raw_colour!r}")
     summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
                         overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
-                        raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), show_progress=not options.quiet,
+                        raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), max_uncertainty=max_uncertainty,
+                        show_progress=not options.quiet,
                         scheduler=scheduler, scheduler_file=scheduler_file)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)

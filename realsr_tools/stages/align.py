@@ -20,12 +20,12 @@ from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.estimate import MAX_RESIDUAL_MEDIAN, _round
+from ..registration.estimate import MAX_RESIDUAL_MEDIAN, MAX_UNCERTAINTY, _round
 from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
-RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering")  # a resume with others would mix two datasets
+RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty")  # a resume with others would mix two datasets
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 384  # px on the longer side of each preview panel
@@ -60,13 +60,15 @@ class _Settings:
     bit_depth: int
     photometric: bool
     raw: RawRendering = DEFAULT_RAW
+    max_uncertainty: float = MAX_UNCERTAINTY
 
 
 @holds_output()
 def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[int] = (2, 3, 4),
               workers: int | None = None, preview: bool = False, overwrite: bool = False, bit_depth: int = 8,
-              photometric: bool = True, raw: RawRendering = DEFAULT_RAW, show_progress: bool = True,
-              scheduler: str | None = None, scheduler_file: Path | str | None = None) -> AlignSummary:
+              photometric: bool = True, raw: RawRendering = DEFAULT_RAW, max_uncertainty: float = MAX_UNCERTAINTY,
+              show_progress: bool = True, scheduler: str | None = None,
+              scheduler_file: Path | str | None = None) -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
@@ -84,6 +86,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     photometric : correct the LR towards the HR (:mod:`realsr_tools.photometric`); ``False`` keeps the LR
         pixels bit-exact (crop only).
     raw : how RAW captures are rendered (:class:`realsr_tools.imaging.RawRendering`; every capture alike).
+    max_uncertainty : LR px of corner standard deviation above which a pair is refused for too little texture
+        (:func:`realsr_tools.registration.check_registration`); lower keeps fewer, better pinned pairs.
     show_progress : draw a progress bar.
     scheduler, scheduler_file : run the pairs on this Dask cluster instead
         (:func:`realsr_tools.pipeline.runner.open_runner`).
@@ -99,6 +103,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
+    if not max_uncertainty > 0:
+        raise ConfigError(f"--max-uncertainty must be a positive number of LR px, got {max_uncertainty}")
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
     blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
@@ -108,6 +114,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     header = make_header("align", params={
         "capture_root": str(capture_dir.resolve()), "scales": list(scales), "bit_depth": bit_depth,
         "photometric": photometric, "preview": preview, "mask": None, "raw_rendering": asdict(raw),
+        "max_uncertainty": max_uncertainty,
         "convention": "lr_to_hr maps LR source px to HR source px; (x, y), pixel centres at integers, (0, 0) the "
                       "top-left pixel centre, images as decoded (EXIF orientation applied)",
     }, path_keys=PATH_KEYS)
@@ -119,7 +126,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
-    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw)
+    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty)
     ok = failed = unmeasurable = 0
     failures = []
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
@@ -210,7 +217,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
-                       hr_shape=hr_pixels.shape[:2])
+                       hr_shape=hr_pixels.shape[:2], max_uncertainty=s.max_uncertainty)
     x0, y0, w, h = window
     scale = pair.scale
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)

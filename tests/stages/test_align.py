@@ -232,6 +232,24 @@ def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
     assert preview.dtype == np.uint8 and max(preview.shape[:2]) <= 2 * align.PREVIEW_SIZE + 4
     result = runner.invoke(app, ["align", str(root), "--out", str(tmp_path / "x"), "--scales", "two"])
     assert result.exit_code == 2 and "--scales" in result.output
+    # The texture gate is the user's to set: at 0.001 LR px no overlap pins its corners well enough, so the pair is
+    # a failed record naming the gate, and a run where nothing succeeded exits non-zero.
+    result = runner.invoke(app, ["--quiet", "align", str(root), "--out", str(tmp_path / "strict"), "--scales", "3",
+                                 "--max-uncertainty", "0.001"])
+    assert result.exit_code != 0 and "aligned 0, failed 1" in result.output, result.output
+    record = read_manifest(tmp_path / "strict", stage="align").records[0]
+    assert record["status"] == "failed" and "too little texture" in record["error"] and "> 0.001" in record["error"]
+    result = runner.invoke(app, ["align", str(root), "--out", str(tmp_path / "y"), "--max-uncertainty", "0"])
+    assert result.exit_code == 2 and "--max-uncertainty" in result.output
+
+
+def test_the_cli_texture_gate_default_is_the_registrations():
+    import inspect
+
+    from realsr_tools import cli
+
+    default = inspect.signature(cli.align).parameters["max_uncertainty"].default.default
+    assert default == estimate.MAX_UNCERTAINTY == inspect.signature(align.run_align).parameters["max_uncertainty"].default
 
 
 def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir):
