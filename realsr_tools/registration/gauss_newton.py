@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 
@@ -348,10 +349,21 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         # Coefficients beyond any real lens mean the terms are fitting something else (flat texture, parallax); an
         # effect the homography nearly absorbs is not worth a per-pixel warp.
         grid_t = np.stack(np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17)), -1).reshape(-1, 2)
-        plausible = bool(np.all(np.abs(with_k.ks) <= MAX_DISTORTION))
-        effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(with_k.ks, problem.frames)], grid_t)
-        if plausible and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT:
+
+        def is_lens(ks: np.ndarray) -> bool:
+            effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(ks, problem.frames)], grid_t)
+            return bool(np.all(np.abs(ks) <= MAX_DISTORTION)) and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT
+
+        if is_lens(with_k.ks):
             return with_k, choice, extra
+        if np.abs(with_k.ks[0]) > MAX_DISTORTION:
+            # The LR lens's term is the weakly observed one (its whole effect lies in the central window): keep the
+            # HR lens's term alone before giving up the radial model.
+            hr_only = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
+                                    frames=problem.frames, fit_k=True, usable=None, problem=problem, fitted_terms=[1])
+            extra += hr_only.iterations
+            if is_lens(hr_only.ks):
+                return hr_only, choice, extra
         name = "homography"
         choice = replace(choice, name=name)
         phi, z, total_h, full = fitted[name]
@@ -572,16 +584,19 @@ class _Problem:
 
 def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
                   ks: np.ndarray, frames: np.ndarray, fit_k: bool, usable: np.ndarray,
-                  problem: _Problem | None = None) -> _Step:
+                  problem: _Problem | None = None, fitted_terms: Sequence[int] | None = None) -> _Step:
     problem = problem or _Problem(template, image, frames, usable)
     terms, corners, s = problem.terms, problem.corners, problem.s
     ks = np.array(ks, np.float64)
     used = 0
     params = None
-    geometry = 8 + len(terms) if fit_k else 8
+    fitted = list(range(len(terms)) if fitted_terms is None else fitted_terms) if fit_k else []
+    geometry = 8 + len(fitted)
     for used in range(1, iterations + 1):
         lin = problem.linearize(h, ks, params, fit_k)
         params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
+        if fit_k and len(fitted) < len(terms):  # only these radial terms are fitted; the others stay at ks
+            jac = jac[:, [*range(8), *(8 + i for i in fitted), *range(8 + len(terms), jac.shape[1])]]
         jw = jac * weights[:, None]
         hessian = jw.T @ jac
         gradient = jw.T @ residual
@@ -589,8 +604,8 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
             # Gaussian prior k ~ N(0, DISTORTION_PRIOR^2) in the residuals' units: keeps a term that the overlap
             # cannot see (the LR lens at x4 sees only its centre) from wandering.
             prior = sigma**2 / DISTORTION_PRIOR**2
-            hessian[8:geometry, 8:geometry] += prior * np.eye(len(terms))
-            gradient[8:geometry] += prior * ks
+            hessian[8:geometry, 8:geometry] += prior * np.eye(len(fitted))
+            gradient[8:geometry] += prior * ks[fitted]
         vignetting_params = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
         prior = sigma**2 * SAMPLE_AREA / VIGNETTING_PRIOR**2
         hessian[vignetting_params, vignetting_params] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
@@ -598,13 +613,14 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
         if fit_k:
-            ks = ks + step[8:geometry]
+            ks = ks.copy()
+            ks[fitted] += step[8:geometry]
         params = params + step[geometry:]
         h = problem.compose(h, d)
         increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
         moved = apply_homography(increment, corners) - corners
-        k_moved = max(abs(step[8 + i]) * float(terms[i][2].max()) ** 1.5 * frames[i][2] for i in range(len(terms))) \
-            if fit_k else 0.0
+        k_moved = max((abs(step[8 + j]) * float(terms[i][2].max()) ** 1.5 * frames[i][2] for j, i in enumerate(fitted)),
+                      default=0.0)
         if max(np.max(np.abs(moved)) * s, k_moved) < tolerance:
             break
     a, b = lin.phot @ params.astype(np.float32), lin.target
