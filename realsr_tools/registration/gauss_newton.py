@@ -177,7 +177,8 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
             image = image.copy() if image is hr else image
             image[image_bad] = np.nan  # the warp spreads NaN to every pixel that touches a clipped one
         iterations = COARSEST_STEPS if level == levels else (LEVEL_STEPS if level > finest else FINEST_STEPS)
-        iterations = min(iterations, max_iterations or iterations)
+        if max_iterations is not None:
+            iterations = min(iterations, max_iterations)
         frames = distortion_frames(h, lr.shape, hr.shape)
         frames[:, :2] = apply_homography(np.linalg.inv(c_t), frames[:, :2])
         frames[:, 2] /= fx_t
@@ -343,8 +344,13 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     phi, z, total_h, full = fitted[name]
     extra = 0
     if name == "radial":
-        with_k = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
-                               frames=problem.frames, fit_k=True, usable=None, problem=problem)
+        def with_terms(fitted_terms: Sequence[int] | None = None) -> _Step:
+            """The Gauss-Newton fit from the homography with these radial terms (``None``: both)."""
+            return _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
+                                 frames=problem.frames, fit_k=True, usable=None, problem=problem,
+                                 fitted_terms=fitted_terms)
+
+        with_k = with_terms()
         extra += with_k.iterations
         # Coefficients beyond any real lens mean the terms are fitting something else (flat texture, parallax); an
         # effect the homography nearly absorbs is not worth a per-pixel warp.
@@ -359,8 +365,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         if np.abs(with_k.ks[0]) > MAX_DISTORTION:
             # The LR lens's term is the weakly observed one (its whole effect lies in the central window): keep the
             # HR lens's term alone before giving up the radial model.
-            hr_only = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
-                                    frames=problem.frames, fit_k=True, usable=None, problem=problem, fitted_terms=[1])
+            hr_only = with_terms([1])
             extra += hr_only.iterations
             if is_lens(hr_only.ks):
                 return hr_only, choice, extra

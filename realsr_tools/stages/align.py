@@ -25,7 +25,8 @@ from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
-RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty")  # a resume with others would mix two datasets
+# A resume with other values of these would mix two datasets.
+RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 PREVIEW_SIZE = 384  # px on the longer side of each preview panel

@@ -1,4 +1,5 @@
-"""The coarse search on colour: chart patches of one luma but different hue are told apart (a real ColorChecker photo)."""
+"""The coarse search on colour: chart patches of one luma but different hue are told apart (a real ColorChecker
+photograph)."""
 
 from __future__ import annotations
 

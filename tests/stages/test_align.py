@@ -248,8 +248,9 @@ def test_the_cli_texture_gate_default_is_the_registrations():
 
     from realsr_tools import cli
 
-    default = inspect.signature(cli.align).parameters["max_uncertainty"].default.default
-    assert default == estimate.MAX_UNCERTAINTY == inspect.signature(align.run_align).parameters["max_uncertainty"].default
+    cli_default = inspect.signature(cli.align).parameters["max_uncertainty"].default.default
+    stage_default = inspect.signature(align.run_align).parameters["max_uncertainty"].default
+    assert cli_default == estimate.MAX_UNCERTAINTY == stage_default
 
 
 def test_lens_distortion_is_modelled_when_the_data_demand_it(tmp_path, data_dir):
