@@ -242,8 +242,15 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
     is taken to have too little texture to fix the geometry.
     """
     zoom = registration.zoom
-    if abs(zoom / ratio - 1) > MAX_ZOOM_ERROR:
-        raise RegistrationError(f"estimated magnification {zoom:.3f} is {abs(zoom / ratio - 1):.0%} off the focal "
+    zoom_error = abs(zoom / ratio - 1)
+    texture = (f"too little texture in the overlap to fix the geometry: corner uncertainty "
+               f"{registration.uncertainty:.2f} LR px > {max_uncertainty:g} (flat or one-directional structure")
+    if zoom_error > MAX_ZOOM_ERROR:
+        if registration.uncertainty > max_uncertainty:
+            # A fit that nothing holds drifts in magnification too (a chart's one flat patch filling the HR: 18-27 %
+            # off, corners 7 LR px uncertain); "wrong focal lengths" would send the user to the wrong fix.
+            raise RegistrationError(f"{texture}; the magnification drifted {zoom_error:.0%} off the focal ratio)")
+        raise RegistrationError(f"estimated magnification {zoom:.3f} is {zoom_error:.0%} off the focal "
                                 f"ratio {ratio:.3f} (tolerance {MAX_ZOOM_ERROR:.0%}); wrong pair or wrong focal "
                                 "lengths")
     expected = (hr_shape[0] / zoom) * (hr_shape[1] / zoom)
@@ -252,9 +259,7 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
         raise RegistrationError(f"too little overlap: the output window {window[2]}x{window[3]} LR px covers "
                                 f"{area / expected:.0%} of the HR field (need {MIN_OVERLAP:.0%})")
     if registration.uncertainty > max_uncertainty:
-        raise RegistrationError(f"too little texture in the overlap to fix the geometry: corner uncertainty "
-                                f"{registration.uncertainty:.2f} LR px > {max_uncertainty:g} (flat or one-directional "
-                                "structure)")
+        raise RegistrationError(f"{texture})")
     if registration.correlation < MIN_CORRELATION:
         raise RegistrationError(f"no reliable match: luma correlation {registration.correlation:.2f} after "
                                 f"refinement < {MIN_CORRELATION}")
