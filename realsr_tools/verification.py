@@ -409,7 +409,9 @@ def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
     else:
         value = v.field + v.sigmas * v.field_sigma
         field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px ({v.tiles} tiles)"
-    return "aligned", f"{field} (limit {limit:g}{bound}), tile p95 beyond noise {v.p95_excess:.2f}"
+    # The share measured is part of the verdict: an `aligned` resting on a few tiles says nothing of the rest.
+    return "aligned", (f"{field} (limit {limit:g}{bound}), tile p95 beyond noise {v.p95_excess:.2f}; measured on "
+                       f"{v.measurable:.0%} of the window")
 
 
 def _smoothed(image: np.ndarray, x: int, y: int, size: int, pad: int) -> np.ndarray:

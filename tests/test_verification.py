@@ -155,6 +155,7 @@ def test_flat_and_one_directional_content_is_unmeasurable_never_aligned(data_dir
     lr[:, 64:], hr_lr[:, 64:] = 0.4, 0.4
     half = verify(lr, hr_lr)
     assert half.verdict == "aligned" and 0.3 < half.measurable < 0.7
+    assert f"measured on {half.measurable:.0%} of the window" in half.reason  # the verdict says what it rests on
 
 
 def test_another_scene_is_misaligned_not_unmeasurable(data_dir):
