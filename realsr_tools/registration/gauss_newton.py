@@ -125,7 +125,8 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     captures (first order) and ``D`` the LR's radial distortion (:class:`RadialDistortion`); each step solves
     jointly for a compositional homography increment and the photometric parameters (IRLS with Huber weights;
     saturated pixels and the pixels their smoothing reaches get zero weight). Steps stop when the increment moves no
-    template corner by more than ``tolerance`` level pixels, or at the level's cap (:data:`COARSEST_STEPS` ...;
+    template corner by more than ``tolerance`` level pixels, when the fit is back within ``tolerance`` of one of its
+    last :data:`CYCLE_MEMORY` states (it goes round a cycle), or at the level's cap (:data:`COARSEST_STEPS` ...;
     ``max_iterations`` lowers every cap).
 
     At the finest level the geometric model is chosen by held-out evidence (:func:`_choose_model`,

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT
-from realsr_tools.geometry import map_lr_to_hr, output_window
 from realsr_tools.captures import discover
 from realsr_tools.errors import RegistrationError
+from realsr_tools.geometry import map_lr_to_hr, output_window
 from realsr_tools.imaging import read_pixels
 from realsr_tools.pipeline.runner import one_blas_thread
 from realsr_tools.registration import check_registration, register_captures
