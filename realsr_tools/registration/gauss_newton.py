@@ -377,7 +377,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             hr_only = with_terms([1])
             extra += hr_only.iterations
             if is_lens(hr_only.ks):
-                return hr_only, choice, extra
+                return hr_only, replace(choice, radial_terms=("hr",)), extra
         name = "homography"
         choice = replace(choice, name=name)
         phi, z, total_h, full = fitted[name]

@@ -37,7 +37,9 @@ class ModelChoice:
     robust residual variance per independent sample (0 for the best; a model is chosen when it is the simplest
     within :data:`realsr_tools.registration.gauss_newton.MODEL_TOLERANCE` of the best). ``blocks``: blocks of the
     grid that carried data. ``corner_bend``: LR px by which the chosen mapping at the overlap's corners departs from
-    the pure shift (at the focal ratio) closest to it: how much the correction bends the corners.
+    the pure shift (at the focal ratio) closest to it: how much the correction bends the corners. ``radial_terms``:
+    for ``radial``, the lenses whose term was fitted (``("lr", "hr")``, or ``("hr",)`` when the LR term came out
+    beyond any real lens and is held at 0; the evidence was measured with both).
     """
 
     name: str
@@ -45,13 +47,16 @@ class ModelChoice:
     blocks: int
     corner_bend: float
     t_stats: dict[str, float]  # per other model: paired t statistic of its held-out gain over the chosen one
+    radial_terms: tuple[str, ...] = ("lr", "hr")
 
     @property
     def parameters(self) -> int:
-        return PARAMETERS[self.name]
+        """Geometric parameters fitted: the model's, less a radial term held at 0."""
+        return PARAMETERS[self.name] - (2 - len(self.radial_terms) if self.name == "radial" else 0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "parameters": self.parameters,
+                "radial_terms": list(self.radial_terms) if self.name == "radial" else None,
                 "evidence": {k: round(float(v), 2) for k, v in self.evidence.items()}, "blocks": self.blocks,
                 "corner_bend": round(float(self.corner_bend), 4),
                 "t": {k: round(float(v), 2) for k, v in self.t_stats.items()},

@@ -92,6 +92,8 @@ def test_an_implausible_lr_lens_term_leaves_the_hr_lens_term(distorted_chart):
     lr, hr, scene, key = distorted_chart
     registration, _ = register_captures(lr, hr, ratio=2.0)
     assert registration.model.name == "radial" and registration.distortion is not None
+    # the record says what was fitted: the HR lens's term alone, 9 geometric parameters
+    assert registration.model.to_dict()["radial_terms"] == ["hr"] and registration.model.parameters == 9
     lr_term, hr_term = registration.distortion.terms
     assert lr_term[0] == 0 and 0.01 < hr_term[0] < 0.05  # measured 0.024; the truth, fitted in this frame, 0.023
     assert truth_rms(registration, lr, hr, scene, key) < 0.25  # measured 0.12 LR px; 1.18 with the homography
