@@ -243,13 +243,17 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
     """
     zoom = registration.zoom
     zoom_error = abs(zoom / ratio - 1)
-    texture = (f"too little texture in the overlap to fix the geometry: corner uncertainty "
-               f"{registration.uncertainty:.2f} LR px > {max_uncertainty:g} (flat or one-directional structure")
+
+    def too_little_texture(note: str = "") -> RegistrationError:
+        return RegistrationError(f"too little texture in the overlap to fix the geometry: corner uncertainty "
+                                 f"{registration.uncertainty:.2f} LR px > {max_uncertainty:g} (flat or "
+                                 f"one-directional structure{note})")
+
     if zoom_error > MAX_ZOOM_ERROR:
         if registration.uncertainty > max_uncertainty:
             # A fit that nothing holds drifts in magnification too (a chart's one flat patch filling the HR: 18-27 %
             # off, corners 7 LR px uncertain); "wrong focal lengths" would send the user to the wrong fix.
-            raise RegistrationError(f"{texture}; the magnification drifted {zoom_error:.0%} off the focal ratio)")
+            raise too_little_texture(f"; the magnification drifted {zoom_error:.0%} off the focal ratio")
         raise RegistrationError(f"estimated magnification {zoom:.3f} is {zoom_error:.0%} off the focal "
                                 f"ratio {ratio:.3f} (tolerance {MAX_ZOOM_ERROR:.0%}); wrong pair or wrong focal "
                                 "lengths")
@@ -259,7 +263,7 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
         raise RegistrationError(f"too little overlap: the output window {window[2]}x{window[3]} LR px covers "
                                 f"{area / expected:.0%} of the HR field (need {MIN_OVERLAP:.0%})")
     if registration.uncertainty > max_uncertainty:
-        raise RegistrationError(f"{texture})")
+        raise too_little_texture()
     if registration.correlation < MIN_CORRELATION:
         raise RegistrationError(f"no reliable match: luma correlation {registration.correlation:.2f} after "
                                 f"refinement < {MIN_CORRELATION}")

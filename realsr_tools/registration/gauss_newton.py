@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -592,8 +593,7 @@ class _Problem:
 
     def compose(self, h: np.ndarray, d: np.ndarray) -> np.ndarray:
         """``h`` after the compositional increment ``d`` (8 terms, normalised template coordinates)."""
-        increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
-        h = h @ np.linalg.inv(self.norm) @ increment @ self.norm
+        h = h @ np.linalg.inv(self.norm) @ _increment_matrix(d) @ self.norm
         return h / h[2, 2]
 
     def increment(self, h_from: np.ndarray, h_to: np.ndarray) -> np.ndarray:
@@ -601,6 +601,11 @@ class _Problem:
         increment = self.norm @ np.linalg.inv(h_from) @ h_to @ np.linalg.inv(self.norm)
         increment = increment / increment[2, 2]
         return (increment - np.eye(3)).ravel()[:8]
+
+
+def _increment_matrix(d: np.ndarray) -> np.ndarray:
+    """The 3 x 3 matrix of a compositional increment's 8 terms (normalised template coordinates)."""
+    return np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
 
 
 def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
@@ -619,8 +624,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     def distance(d: np.ndarray, dk: np.ndarray) -> float:
         """Level px by which a homography increment ``d`` and a change ``dk`` of the radial terms move the template
         corners and the terms' largest shift: what the tolerance is stated in."""
-        increment = np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
-        moved = apply_homography(increment, corners) - corners
+        moved = apply_homography(_increment_matrix(d), corners) - corners
         return max(np.max(np.abs(moved)) * s, np.max(np.abs(dk) * k_power * k_radius, initial=0.0))
 
     def returned(h_then: np.ndarray, ks_then: np.ndarray) -> bool:
@@ -632,7 +636,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         except np.linalg.LinAlgError:
             return False
 
-    visited: list[tuple[np.ndarray, np.ndarray]] = []
+    visited: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last steps
     for used in range(1, iterations + 1):
         lin = problem.linearize(h, ks, params, fit_k)
         params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
@@ -664,7 +668,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         k_step[fitted] = step[8:geometry]
         if distance(d, k_step) < tolerance:  # converged
             break
-        if any(returned(h_then, ks_then) for h_then, ks_then in visited[max(0, len(visited) - CYCLE_MEMORY):-1]):
+        if any(returned(h_then, ks_then) for h_then, ks_then in list(visited)[:-1]):  # [-1]: the step test's
             break  # a cycle (CYCLE_MEMORY)
     a, b = lin.phot @ params.astype(np.float32), lin.target
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0

@@ -51,8 +51,8 @@ class ModelChoice:
 
     @property
     def parameters(self) -> int:
-        """Geometric parameters fitted: the model's, less a radial term held at 0."""
-        return PARAMETERS[self.name] - (2 - len(self.radial_terms) if self.name == "radial" else 0)
+        """Geometric parameters fitted: the homography's 8 and each radial term fitted, or the model's own."""
+        return 8 + len(self.radial_terms) if self.name == "radial" else PARAMETERS[self.name]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "parameters": self.parameters,
