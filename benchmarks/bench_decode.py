@@ -7,6 +7,11 @@ medians; the values must be identical. Also ``--strips``: ``linear_area_downscal
 257 plus a seeded 0-256 dither, as many distinct values as a raw converter writes) with 256 output rows a strip
 (its default) against about 256 input rows a strip, at factors 2, 4 and 8 (tried 2026-12-02: 1.0-1.6x on this
 frame, within the spread of the runs, where random 16-bit data had suggested 2-5x; not adopted).
+
+The float32 row decodes what align verifies in linear light: the photometrically corrected LR window of the 20-MP x2
+pair (the frame area-downscaled by 2, float32, times 1.05 so that highlights run past 1 as a gain correction makes
+them) with ``linear``, which decodes float images in row strips, against the curve over the whole array at once
+(its implementation before 2026-12-03), with the peak of numpy's allocations during the call (tracemalloc).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -37,6 +43,16 @@ def timed(function, repeat: int) -> tuple[list[float], object]:
         result = function()
         times.append(time.perf_counter() - start)
     return times, result
+
+
+def peak_mb(function) -> float:
+    """Peak MB that numpy allocates during ``function()`` (numpy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
 
 
 def row(name: str, baseline: list[float], new: list[float]) -> str:
@@ -67,6 +83,15 @@ def main(argv=None) -> int:
     now, result = timed(lambda: luma.linear(frame8, "srgb"), args.repeat)
     assert np.array_equal(reference, result), "8-bit decode: values differ"
     print(row("8-bit decode, `linear` vs numpy `take`", before, now))
+    window = cv2.resize(frame8, (SIZE[0] // 2, SIZE[1] // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
+    window *= np.float32(1.05 / 255)
+    whole = lambda: luma.srgb_to_linear(np.clip(window, 0.0, 1.0)).astype(np.float32)  # noqa: E731
+    before, reference = timed(whole, args.repeat)
+    now, result = timed(lambda: luma.linear(window, "srgb"), args.repeat)
+    assert np.array_equal(reference, result), "float32 decode: values differ"
+    print(row(f"float32 decode of a {window.shape[1]} x {window.shape[0]} x 3 window, row strips vs whole array "
+              f"(numpy peak {peak_mb(lambda: luma.linear(window, 'srgb')):.0f} vs {peak_mb(whole):.0f} MB)",
+              before, now))
     for factor in (2, 4, 8) if args.strips else ():
         h, w = SIZE[1] // factor * factor, SIZE[0] // factor * factor
         image = frame16[:h, :w]

@@ -57,15 +57,25 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 _TABLES: dict = {}
+# Float images are decoded this many values at a time. The curve runs in float64, and over a 20-MP x2 pair's LR
+# window whole (15 M values) its temporaries took about 0.6 GB and 1.2 s of the pair's 5.8 s in align; strips of a
+# few MB give the same values (benchmarks/bench_decode.py).
+FLOAT_STRIP_VALUES = 1 << 19
 
 
 def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     """Linear-light float32 copy in [0, 1] of an uint8/uint16/float32 image encoded with ``curve`` (a key of
-    :data:`DECODE`; a lookup table for integer formats)."""
+    :data:`DECODE`; a lookup table for integer formats, the curve itself in row strips for float32)."""
     if curve not in DECODE:
         raise ValueError(f"unknown transfer curve {curve!r}; expected one of {sorted(DECODE)}")
     if image.dtype == np.float32:
-        return DECODE[curve](np.clip(image, 0.0, 1.0)).astype(np.float32)
+        if image.ndim == 0:
+            return DECODE[curve](np.clip(image, 0.0, 1.0)).astype(np.float32)
+        out = np.empty(image.shape, np.float32)
+        rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+        for top in range(0, image.shape[0], rows):
+            out[top:top + rows] = DECODE[curve](np.clip(image[top:top + rows], 0.0, 1.0))
+        return out
     if (curve, image.dtype) not in _TABLES:
         peak = 255 if image.dtype == np.uint8 else 65535
         _TABLES[curve, image.dtype] = DECODE[curve](np.arange(peak + 1) / peak).astype(np.float32)

@@ -103,3 +103,16 @@ def test_linear_area_downscale_is_the_block_mean_of_linear_light_in_strips():
         np.testing.assert_allclose(linear_area_downscale(image, "srgb", 3, strip=strip), expected, atol=2e-6)
     with pytest.raises(ValueError, match="multiple of 4"):
         linear_area_downscale(image, "srgb", 4)
+
+
+def test_float_images_are_decoded_in_strips_with_the_curve_s_exact_values(monkeypatch):
+    from realsr_tools.registration import luma
+
+    rng = np.random.default_rng(2)
+    image = rng.uniform(-0.1, 1.1, (37, 29, 3)).astype(np.float32)  # a gain correction runs past 0 and 1
+    whole = srgb_to_linear(np.clip(image, 0.0, 1.0)).astype(np.float32)
+    for values in (1, 29 * 3 * 4, 1 << 19):  # one row a strip, strips that do not divide the rows, one strip
+        monkeypatch.setattr(luma, "FLOAT_STRIP_VALUES", values)
+        decoded = linear(image, "srgb")
+        assert decoded.dtype == np.float32 and np.array_equal(decoded, whole), values
+    assert linear(np.float32(0.5), "srgb") == whole.dtype.type(srgb_to_linear(0.5))
