@@ -31,12 +31,14 @@ class RegistrationError(Exception):
     """A pair that cannot be registered; the message is the reason written to the manifest.
 
     Not a :class:`RealsrError`: it fails one pair (a failed record), never the run. ``verification``: the
-    verifier's record (:meth:`realsr_tools.verification.Verification.to_dict`) when it was the one to refuse.
+    verifier's record (:meth:`realsr_tools.verification.Verification.to_dict`) when it was the one to refuse;
+    ``preview``: the path (relative to ``--out``) of the refused pair's preview, when one was written.
     """
 
-    def __init__(self, message: str, *, verification: dict | None = None):
+    def __init__(self, message: str, *, verification: dict | None = None, preview: str | None = None):
         super().__init__(message)
         self.verification = verification
+        self.preview = preview
 
 
 class OutputLocationError(RealsrError):

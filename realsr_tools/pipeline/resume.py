@@ -53,18 +53,19 @@ class StageOutput:
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
     clear_entries: tuple[str, ...] = ()
     output_keys: tuple[str, ...] = ()
+    optional_keys: tuple[str, ...] = ()
 
     def clear(self) -> None:
         """Delete what an earlier run of this stage wrote here: the files its records list, the entries named
         ``clear``, its manifest and its journal. Nothing else in the folder is touched."""
         records = []
-        if self.output_keys:
+        if self.output_keys or self.optional_keys:
             try:
                 records = previous_records(self.out_dir, self.stage)
             except ManifestError:
                 pass  # a damaged manifest of our own: its whole entries still go below
         for record in records:
-            for key in self.output_keys:
+            for key in (*self.output_keys, *self.optional_keys):
                 if record.get(key):
                     try:
                         (self.out_dir / check_relative_path(record[key], self.out_dir)).unlink(missing_ok=True)
@@ -86,7 +87,8 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
                          record_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
                          source: Path | str | None = None,
                          inside_source: bool = True, source_name: str = "source folder",
-                         owned: Sequence[str] = (), output_keys: Sequence[str] = (), clear: Sequence[str] = (),
+                         owned: Sequence[str] = (), output_keys: Sequence[str] = (),
+                         optional_keys: Sequence[str] = (), clear: Sequence[str] = (),
                          files: Iterable[Path | str] = (), overwrite: bool = False) -> StageOutput:
     """Check, resume or clear ``out_dir`` for a run of ``stage``; see the module docstring for the steps.
 
@@ -106,6 +108,8 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
         the stage accounts for make the folder foreign.
     output_keys : record keys holding the stage's output files (relative paths): a record is finished only when
         they all exist, and ``--overwrite`` deletes them.
+    optional_keys : record keys holding files a record may or may not have (align's previews): ``--overwrite``
+        deletes them too, but a record is finished without them.
     clear : entries deleted whole when an earlier run is cleared (databases, report folders).
     files : for ``policy="refuse"``, the output files a run would write.
     overwrite : the stage's ``--overwrite``.
@@ -119,7 +123,8 @@ def prepare_stage_output(out_dir: Path | str, stage: str, *, policy: Policy = "r
                            "with holds_output or enter output_lock first)")
     if source is not None:
         _check_not_source(out_dir, Path(source), inside_source=inside_source, source_name=source_name)
-    output = StageOutput(out_dir, stage, clear_entries=tuple(clear), output_keys=tuple(output_keys))
+    output = StageOutput(out_dir, stage, clear_entries=tuple(clear), output_keys=tuple(output_keys),
+                         optional_keys=tuple(optional_keys))
     if policy == "refuse":
         files = [Path(p) for p in files]
         existing = [str(p) for p in files if p.exists()]

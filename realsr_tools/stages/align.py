@@ -29,7 +29,6 @@ OUTPUT_KEYS = ("lr", "hr")
 RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
-PREVIEW_SIZE = 384  # px on the longer side of each preview panel
 # LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and FIELD_P95_FACTOR x
 # on the tile p95 beyond noise). A refusal here loses the pair, and a field is largest at the window's corners, so a
 # pair registered to 0.22 LR px RMS (simulated hard set, seed 1) shows 0.46 px at a corner. 0.5 is the issue's "no
@@ -122,6 +121,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     # A resume keeps the scales and previews free (other scales' pairs are simply not in this run's manifest).
     done = prepare_stage_output(out_dir, "align", source=capture_dir, inside_source=False,
                                 source_name="capture folder", owned=("LR", "HR", "preview"), output_keys=OUTPUT_KEYS,
+                                optional_keys=("preview",),
                                 params={key: header["params"][key] for key in RESUME_PARAMS},
                                 overwrite=overwrite).done
     wanted = {pair.id for pair in pairs}
@@ -181,6 +181,7 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     except RegistrationError as exc:
         record["error"] = str(exc)
         record["verification"] = exc.verification
+        record["preview"] = exc.preview
     except RealsrError as exc:
         record["error"] = str(exc)
     except (ArithmeticError, ValueError, IndexError, cv2.error) as exc:
@@ -206,7 +207,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
-    from ..verification import verify
+    from ..verification import measure_tiles, summarise
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
@@ -248,11 +249,14 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
-        verification = verify(lr_light, hr_light_on_lr, limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
-                              p95_factor=FIELD_P95_FACTOR)
+        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr)
+        verification = summarise(tiles, tile, lr_light.shape[:2], limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
+                                 p95_factor=FIELD_P95_FACTOR, blur=blur)
+        # A refused pair's preview is the picture of why (its outputs are not written).
+        preview = functools.partial(_write_preview, s, pair, lr_check, hr_on_lr, tiles, verification)
         if verification.verdict == "misaligned":
             raise RegistrationError(f"verified misalignment: {verification.reason}",
-                                    verification=verification.to_dict())
+                                    verification=verification.to_dict(), preview=preview())
         # The central tiles' median shift is the backstop for what the verifier cannot measure (a registration tens
         # of pixels off leaves no tile it can match). Where the verifier measured the whole window aligned, it is
         # the better judge: the plain tile median also reads the edge of a plateau that one capture clips and the
@@ -262,7 +266,8 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
                 and shift.median > MAX_RESIDUAL_MEDIAN):
             raise RegistrationError(f"residual misalignment too large: tile shifts median {shift.median:.2f} LR px "
                                     f"(limit {MAX_RESIDUAL_MEDIAN}; worst {shift.worst:.2f}; the verifier found the "
-                                    f"pair {verification.verdict})", verification=verification.to_dict())
+                                    f"pair {verification.verdict})", verification=verification.to_dict(),
+                                    preview=preview())
         lr_write = io_pool.submit(write_image, written["lr"], lr_out, bit_depth=s.bit_depth,
                                   png_compression=PNG_COMPRESSION)
         distortion = distortion_check(hr_light_on_lr[centre], lr_light[centre])
@@ -286,10 +291,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         for path in written.values():
             path.unlink(missing_ok=True)
         raise
-    preview_path = None
-    if s.preview:  # only for a pair whose outputs were written
-        preview_path = f"preview/{pair.id}.png"
-        write_image(s.out_dir / preview_path, preview_image(lr_check, hr_on_lr), bit_depth=8)
+    preview_path = preview()
     return {
         "lr_to_hr": np.round(registration.lr_to_hr, 10).tolist(),
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
@@ -304,29 +306,15 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     }
 
 
-def preview_image(lr: np.ndarray, hr_on_lr: np.ndarray, *, square: int = 16) -> np.ndarray:
-    """Left: checkerboard of LR and HR-on-LR squares (edges run straight across squares when aligned); right: the
-    absolute difference amplified 4x. Both images get the same contrast stretch (the LR's 1st-99th percentile to
-    0-1), so a dark scene is visible and a brightness difference is kept; each panel is :data:`PREVIEW_SIZE` px on
-    its longer side (small windows enlarged with nearest-neighbour) under a labelled band. Float32 RGB."""
-    import cv2
+def _write_preview(s: _Settings, pair, lr: np.ndarray, hr_on_lr: np.ndarray, tiles, verification) -> str | None:
+    """With ``--preview``: write ``preview/<id>.png`` (:func:`realsr_tools.previews.preview_image`) and return its
+    path for the record; without, remove one an earlier run wrote for this pair (its record is being replaced)."""
+    from ..imaging import write_image
+    from ..previews import preview_image
 
-    h, w = lr.shape[:2]
-    f = max(h, w) / PREVIEW_SIZE
-    size = (max(1, round(w / f)), max(1, round(h / f)))
-    interpolation = cv2.INTER_AREA if f > 1 else cv2.INTER_NEAREST
-    low, high = np.percentile(lr, [1, 99])
-    stretch = np.float32(1.0 / max(float(high - low), 1e-3))
-    a = np.clip((cv2.resize(lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
-    b = np.clip((cv2.resize(hr_on_lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
-    cell = max(square, round(square / f)) if f < 1 else square
-    ys, xs = np.mgrid[0:size[1], 0:size[0]]
-    board = ((ys // cell + xs // cell) % 2 == 0)[..., None]
-    checker = np.where(board, a, b)
-    difference = np.clip(4 * np.abs(a - b), 0, 1)
-    gap = np.ones((size[1], 4, 3), np.float32)
-    panels = np.concatenate([checker, gap, difference], axis=1).astype(np.float32)
-    band = np.full((22, panels.shape[1], 3), 255, np.uint8)
-    for x, text in ((4, "LR | HR checkerboard"), (size[0] + 8, "4 x |LR - HR|")):
-        cv2.putText(band, text, (x, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([band.astype(np.float32) / 255, panels], axis=0)
+    path = f"preview/{pair.id}.png"
+    if not s.preview:
+        (s.out_dir / path).unlink(missing_ok=True)
+        return None
+    write_image(s.out_dir / path, preview_image(lr, hr_on_lr, tiles=tiles, verification=verification), bit_depth=8)
+    return path

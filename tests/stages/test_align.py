@@ -18,6 +18,7 @@ from realsr_tools.errors import ConfigError, InputError
 from realsr_tools.imaging import read_pixels, to_float, to_integer
 from realsr_tools.pipeline.manifest import read_manifest
 from realsr_tools.photometric import PhotometricModel
+from realsr_tools.previews import GAP, PREVIEW_SIZE
 from realsr_tools.simulate import make_capture_folder, registration_error
 
 RECORD_FIELDS = {"id", "scene", "camera", "scale", "status", "error", "lr_source", "hr_source", "lr_to_hr",
@@ -229,7 +230,7 @@ def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
     record = read_manifest(tmp_path / "out", stage="align").records[0]
     assert read_pixels(tmp_path / "out" / record["hr"]).dtype == np.uint16
     preview = read_pixels(tmp_path / "out" / record["preview"])
-    assert preview.dtype == np.uint8 and max(preview.shape[:2]) <= 2 * align.PREVIEW_SIZE + 4
+    assert preview.dtype == np.uint8 and preview.shape[1] == 3 * PREVIEW_SIZE + 2 * GAP  # with the verifier's panel
     result = runner.invoke(app, ["align", str(root), "--out", str(tmp_path / "x"), "--scales", "two"])
     assert result.exit_code == 2 and "--scales" in result.output
     # The texture gate is the user's to set: at 0.001 LR px no overlap pins its corners well enough, so the pair is
@@ -285,9 +286,9 @@ def test_pair_refused_after_its_warp_leaves_no_output(tmp_path, captures, monkey
 
     monkeypatch.setattr(quality, "residual_shift",
                         lambda reference, test: quality.ResidualShift(median=2.0, worst=6.0, tiles=9, total_tiles=9))
-    real_verify = verification.verify
-    monkeypatch.setattr(verification, "verify", lambda *args, **kwargs: dataclasses.replace(
-        real_verify(*args, **kwargs), verdict="unmeasurable"))
+    real_summarise = verification.summarise
+    monkeypatch.setattr(verification, "summarise", lambda *args, **kwargs: dataclasses.replace(
+        real_summarise(*args, **kwargs), verdict="unmeasurable"))
     out = tmp_path / "refused"
     summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
     assert (summary.ok, summary.failed) == (0, 3)
@@ -361,3 +362,29 @@ def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifie
         assert record["verification"]["corner"] > record["verification"]["limit"]
         assert record["verification"]["median"] < 0.5  # a median gate at 0.5 LR px lets it through
     assert not list(out.rglob("*.png"))
+
+
+def test_a_pair_the_verifier_refuses_keeps_its_preview_and_overwrite_clears_previews(tmp_path, data_dir, monkeypatch):
+    root = tmp_path / "caps"
+    make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], root, scales=(3,), seed=2,
+                        lr_size=(360, 270))
+    monkeypatch.setattr(align, "MAX_FIELD_DISPLACEMENT", 1e-4)  # no real registration is this exact
+    summary = align.run_align(root, tmp_path / "out", scales=(3,), preview=True, show_progress=False)
+    assert (summary.ok, summary.failed) == (0, 1)
+    record = read_manifest(tmp_path / "out", stage="align").records[0]
+    assert record["status"] == "failed" and record["error"].startswith("verified misalignment")
+    assert record["lr"] is None and not any((tmp_path / "out" / "LR").rglob("*.png"))  # no outputs written
+    preview = read_pixels(tmp_path / "out" / record["preview"])  # but the picture of why
+    assert preview.shape[1] == 3 * PREVIEW_SIZE + 2 * GAP
+    # The failed pair is retried by a resumed run; without --preview its old picture goes with its old record.
+    monkeypatch.setattr(align, "MAX_FIELD_DISPLACEMENT", 0.5)
+    assert align.run_align(root, tmp_path / "out", scales=(3,), show_progress=False).ok == 1
+    record = read_manifest(tmp_path / "out", stage="align").records[0]
+    assert record["status"] == "ok" and record["preview"] is None
+    assert not any((tmp_path / "out" / "preview").glob("*.png"))
+    # --overwrite deletes the previews an earlier run's records list, with its outputs, and nothing else there.
+    align.run_align(root, tmp_path / "out", scales=(3,), preview=True, show_progress=False, overwrite=True)
+    assert len(list((tmp_path / "out" / "preview").glob("*.png"))) == 1
+    (tmp_path / "out" / "preview" / "notes.txt").write_text("the user's")
+    align.run_align(root, tmp_path / "out", scales=(3,), show_progress=False, overwrite=True)
+    assert [p.name for p in (tmp_path / "out" / "preview").iterdir()] == ["notes.txt"]

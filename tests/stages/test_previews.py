@@ -1,19 +1,52 @@
-"""Pictures people judge pairs by: align previews large, contrast-stretched and labelled."""
+"""Pictures people judge pairs by: align previews large, contrast-stretched and labelled, with the verifier's tiles."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from realsr_tools.imaging import read_image
-from realsr_tools.stages.align import PREVIEW_SIZE, preview_image
+from realsr_tools.previews import GAP, LINE_HEIGHT, PREVIEW_SIZE, RED, preview_image
+from realsr_tools.verification import measure_tiles, summarise
 
 
 def test_align_preview_of_a_small_dark_window_is_enlarged_stretched_and_labelled(data_dir):
     lr = read_image(data_dir / "pairs" / "realsr_x4" / "LR" / "Canon_004_LR4.png")[40:77, 10:98] * 0.25
     preview = preview_image(lr, lr)
-    band, panels = preview[:22], preview[22:]
-    assert panels.shape[0] == round(37 * PREVIEW_SIZE / 88) and panels.shape[1] == 2 * PREVIEW_SIZE + 4
+    band, panels = preview[:LINE_HEIGHT + 6], preview[LINE_HEIGHT + 6:]
+    assert panels.shape[0] == round(37 * PREVIEW_SIZE / 88) and panels.shape[1] == 2 * PREVIEW_SIZE + GAP
     checker = panels[:, :PREVIEW_SIZE]
     assert lr.max() < 0.26 and np.percentile(checker, 99) > 0.9  # stretched, not dark
-    assert np.abs(panels[:, PREVIEW_SIZE + 4:]).max() == 0  # identical images: no difference
+    assert np.abs(panels[:, PREVIEW_SIZE + GAP:]).max() == 0  # identical images: no difference
     assert (band < 0.5).any() and (band > 0.99).mean() > 0.8  # dark label text on a white band
+
+
+def _verifier_panel(lr, hr_on_lr):
+    tiles, tile, blur = measure_tiles(lr, hr_on_lr)
+    verification = summarise(tiles, tile, lr.shape[:2], limit=0.5, sigmas=0.0, blur=blur)
+    preview = preview_image(lr, hr_on_lr, tiles=tiles, verification=verification)
+    return verification, preview[3 * LINE_HEIGHT + 6:, 2 * (PREVIEW_SIZE + GAP):]
+
+
+def _red(panel):
+    return np.all(np.abs(panel - np.float32(RED)) < 0.15, axis=-1)
+
+
+def test_verifier_panel_shows_where_a_rolled_pair_is_off_and_an_aligned_one_is_not(data_dir):
+    pairs = data_dir / "pairs" / "realsr_x4"
+    lr = read_image(pairs / "LR" / "Canon_004_LR4.png")
+    hr = read_image(pairs / "HR" / "Canon_004_LR4.png")
+    h, w = lr.shape[:2]
+    on_lr = cv2.resize(hr, (w, h), interpolation=cv2.INTER_AREA)
+    verification, panel = _verifier_panel(lr, on_lr)
+    assert verification.verdict == "aligned" and panel.shape[:2] == (PREVIEW_SIZE, PREVIEW_SIZE)
+    assert not _red(panel).any()
+    # A 0.6 deg roll about the centre: right at the centre, about 0.6 LR px off at the window's corners.
+    roll = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.6, 1.0)
+    rolled = cv2.warpAffine(on_lr, roll, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    verification, panel = _verifier_panel(lr, rolled)
+    assert verification.verdict == "misaligned"
+    red = _red(panel)
+    third = PREVIEW_SIZE // 3
+    centre, outer = red[third:2 * third, third:2 * third].sum(), red.sum() - red[third:2 * third, third:2 * third].sum()
+    assert outer > 0 and outer > 4 * centre  # red arrows where the roll moves content: away from the centre
