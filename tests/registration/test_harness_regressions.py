@@ -13,6 +13,8 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
 - Hard seed 7, scene 2: a canon_g2 ColorChecker x3 whose HR field is one flat near-white patch and a vertical
   border strip. Nothing can fix its geometry, and the fit drifts 18 % in magnification; realsr refused it, rightly,
   but as "wrong pair or wrong focal lengths", which sends the user to the wrong fix.
+- Hard seed 15, scene 4: a canon_g2 ColorChecker x3 whose HR field is one flat patch and one vertical bar: the fit
+  slides off the frame, and the refusal must say that the content did not hold it (it read like a bug).
 - Hard seed 11, scene 3: an olympus_c5050 chart x4 on which one coarse start diverges through a singular homography
   and through homographies whose horizon crosses the template: the fit must end that start as diverged, without
   numpy's division warnings on the user's terminal, and register the pair from the other.
@@ -109,6 +111,13 @@ def test_a_fit_nothing_holds_is_refused_for_its_texture_not_its_focal_lengths(tm
     with pytest.raises(RegistrationError, match="too little texture.*magnification drifted") as refused:
         check_registration(registration, ratio=ratio, window=window, lr_shape=lr.shape[:2], hr_shape=hr.shape[:2])
     assert "focal lengths" not in str(refused.value)
+
+
+def test_a_fit_that_slides_off_a_flat_chart_says_the_content_did_not_hold_it(tmp_path, data_dir):
+    root = tmp_path / "captures"
+    lr, hr, _, key = harness_pair(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", scale=3)
+    with one_blas_thread(), pytest.raises(RegistrationError, match="lost the overlap.*nothing in the content held"):
+        register_captures(lr, hr, ratio=focal_ratio(root, key))
 
 
 def test_a_start_that_diverges_through_a_singular_homography_ends_quietly(tmp_path, data_dir):
