@@ -253,10 +253,12 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
         if registration.uncertainty > max_uncertainty:
             # A fit that nothing holds drifts in magnification too (a chart's one flat patch filling the HR: 18-27 %
             # off, corners 7 LR px uncertain); "wrong focal lengths" would send the user to the wrong fix.
+            # (Below the gate it can also be a chart matched to another of its patches: generator normal seed 10's
+            # canon_g2 x3, 47 LR px off, 12 % off in magnification, corners 0.11 LR px uncertain.)
             raise too_little_texture(f"; the magnification drifted {zoom_error:.0%} off the focal ratio")
         raise RegistrationError(f"estimated magnification {zoom:.3f} is {zoom_error:.0%} off the focal "
                                 f"ratio {ratio:.3f} (tolerance {MAX_ZOOM_ERROR:.0%}); wrong pair or wrong focal "
-                                "lengths")
+                                "lengths, or the match locked onto the wrong part of a repetitive scene")
     expected = (hr_shape[0] / zoom) * (hr_shape[1] / zoom)
     area = window[2] * window[3]
     if area < MIN_OVERLAP * expected:

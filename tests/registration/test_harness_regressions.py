@@ -113,6 +113,22 @@ def test_a_fit_nothing_holds_is_refused_for_its_texture_not_its_focal_lengths(tm
     assert "focal lengths" not in str(refused.value)
 
 
+def test_a_magnification_refusal_names_the_causes_that_fit_it():
+    # Generator normal seed 10's canon_g2 x3, as recorded: matched to another patch of the chart 47 LR px away, 12 %
+    # off in magnification with corners 0.11 LR px uncertain (below the texture gate), so not a texture refusal.
+    from realsr_tools.registration import Registration
+
+    lr_to_hr = np.array([[2.662, 0, 30.0], [0, 2.662, 20.0], [0, 0, 1]])
+    matched_elsewhere = Registration(lr_to_hr, 2.662, "search", None, 0.9, 0, 0.95, 12, uncertainty=0.106)
+    kwargs = dict(ratio=3.03, window=(10, 10, 150, 100), lr_shape=(420, 632), hr_shape=(420, 632))
+    with pytest.raises(RegistrationError, match="12% off the focal ratio .*wrong focal lengths, or the match locked "
+                                                "onto the wrong part of a repetitive scene"):
+        check_registration(matched_elsewhere, **kwargs)
+    unpinned = Registration(lr_to_hr, 2.662, "search", None, 0.9, 0, 0.95, 12, uncertainty=0.3)
+    with pytest.raises(RegistrationError, match="too little texture.*magnification drifted 12%"):
+        check_registration(unpinned, **kwargs)
+
+
 def test_a_fit_that_slides_off_a_flat_chart_says_the_content_did_not_hold_it(tmp_path, data_dir):
     root = tmp_path / "captures"
     lr, hr, _, key = harness_pair(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", scale=3)
