@@ -39,26 +39,26 @@ def preview_image(lr: np.ndarray, hr_on_lr: np.ndarray, *, tiles: Sequence | Non
 
     h, w = lr.shape[:2]
     f = max(h, w) / PREVIEW_SIZE
-    size = (max(1, round(w / f)), max(1, round(h / f)))
+    shape = (max(1, round(w / f)), max(1, round(h / f)))
     interpolation = cv2.INTER_AREA if f > 1 else cv2.INTER_NEAREST
     low, high = np.percentile(lr, [1, 99])
     stretch = np.float32(1.0 / max(float(high - low), 1e-3))
-    a = np.clip((cv2.resize(lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
-    b = np.clip((cv2.resize(hr_on_lr, size, interpolation=interpolation) - low) * stretch, 0, 1)
+    a = np.clip((cv2.resize(lr, shape, interpolation=interpolation) - low) * stretch, 0, 1)
+    b = np.clip((cv2.resize(hr_on_lr, shape, interpolation=interpolation) - low) * stretch, 0, 1)
     cell = max(square, round(square / f)) if f < 1 else square
-    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    ys, xs = np.mgrid[0:shape[1], 0:shape[0]]
     board = ((ys // cell + xs // cell) % 2 == 0)[..., None]
     panels = [np.where(board, a, b), np.clip(4 * np.abs(a - b), 0, 1)]
     labels = [["LR | HR checkerboard"], ["4 x |LR - HR|"]]
     if tiles is not None and verification is not None:
-        panels.append(verifier_panel(a, tiles, verification, scale=size[0] / w))
+        panels.append(verifier_panel(a, tiles, verification, scale=shape[0] / w))
         labels.append(verifier_labels(tiles, verification))
-    gap = np.ones((size[1], GAP, 3), np.float32)
+    gap = np.ones((shape[1], GAP, 3), np.float32)
     row = np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1).astype(np.float32)
     band = np.full((LINE_HEIGHT * max(map(len, labels)) + 6, row.shape[1], 3), 255, np.uint8)
     for i, lines in enumerate(labels):
         for j, text in enumerate(lines):
-            cv2.putText(band, text, (4 + i * (size[0] + GAP), LINE_HEIGHT * (j + 1)), cv2.FONT_HERSHEY_SIMPLEX,
+            cv2.putText(band, text, (4 + i * (shape[0] + GAP), LINE_HEIGHT * (j + 1)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.42, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band.astype(np.float32) / 255, row], axis=0)
 

@@ -499,7 +499,8 @@ def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verific
 def write_report(folder: Path, records: list[dict[str, Any]], items: Iterable[_Item],
                  models: dict[tuple[str, int], Degradation], *, min_psnr: float, by_reason: Counter,
                  counts: dict[str, int]) -> Path:
-    """``report/summary.txt`` (counts by reason), ``psnr_histogram.png`` (with the threshold) and ``worst.png``."""
+    """``report/summary.txt`` (counts by reason), ``psnr_histogram.png`` (with the threshold), ``worst.png`` and
+    ``misaligned.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -538,7 +539,37 @@ def write_report(folder: Path, records: list[dict[str, Any]], items: Iterable[_I
     if worst:
         _contact_sheet(folder / "worst.png", [(r, by_id[r["id"]].pair, models[(r["camera"], r["scale"])])
                                               for r in worst])
+    misaligned = sorted((r for r in scored if r["misaligned"]), key=lambda r: -(r["verification"]["field"] or 0))
+    if misaligned:
+        _verifier_sheet(folder / "misaligned.png", [(r, by_id[r["id"]].pair) for r in misaligned[:WORST_SHOWN]])
     return folder
+
+
+def _verifier_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef]]) -> None:
+    """One align-style preview per pair the verifier dropped (LR | HR checkerboard, difference, the verifier's tile
+    shifts), largest field first, under a line with the id and the verifier's reason: the picture of why."""
+    import cv2
+
+    from ..imaging import read_image, to_integer, write_image
+    from ..previews import preview_image
+    from ..verification import measure_tiles, summarise
+
+    sheet = []
+    for record, pair in rows:
+        lr, hr = read_image(pair.lr), read_image(pair.hr)
+        on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
+        # Measured again as _score did (same images, same settings): the tiles are not kept in the cache.
+        tiles, tile, blur = measure_tiles(lr, on_lr)
+        verification = summarise(tiles, tile, lr.shape[:2], limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
+                                 p95_factor=DEFAULT_P95_FACTOR, blur=blur)
+        preview = to_integer(preview_image(lr, on_lr, tiles=tiles, verification=verification))
+        banner = np.full((22, preview.shape[1], 3), 235, np.uint8)
+        text = f"{record['id']}: {verification.reason}"
+        cv2.putText(banner, text[:150], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        sheet.append(np.concatenate([banner, preview], axis=0))
+    width = max(r.shape[1] for r in sheet)
+    sheet = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in sheet]
+    write_image(path, np.concatenate(sheet, axis=0))
 
 
 def _contact_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef, Degradation]], *, tile: int = 160) -> None:

@@ -18,6 +18,7 @@ from realsr_tools.errors import InputError, ManifestError, OutputExistsError
 from realsr_tools.imaging import read_image
 from realsr_tools.pipeline.manifest import make_header, read_manifest, write_manifest
 from realsr_tools.pipeline.pairs import open_pairs
+from realsr_tools.previews import GAP, PREVIEW_SIZE
 from realsr_tools.stages.wash import run_wash, score_pair
 from realsr_tools.verification import DEFAULT_LIMIT
 from washdata import build_mixed
@@ -119,6 +120,12 @@ def test_wash_outputs_are_a_valid_dataset_with_a_report(mixed_wash):
     for name in ("psnr_histogram.png", "worst.png"):
         image = cv2.imread(str(out / "report" / name))
         assert image is not None and image.std() > 0
+    # The picture of why for each pair the verifier dropped: one align-style preview (with the verifier's tile
+    # shifts) per pair, up to 8, each under a line naming it.
+    sheet = cv2.imread(str(out / "report" / "misaligned.png"))
+    assert summary.misaligned > 0 and sheet is not None
+    rows = min(summary.misaligned, 8)
+    assert sheet.shape[1] == 3 * PREVIEW_SIZE + 2 * GAP and sheet.shape[0] > rows * PREVIEW_SIZE // 2
     assert "dropped by reason" in (out / "report" / "summary.txt").read_text()
     assert manifest.header["degradation"]["all x4"]["pairs"] == min(32, 3 * PER_DATASET)
 
