@@ -7,6 +7,10 @@ side or flickering between the two (click to switch, zoom buttons). Failed, drop
 The page uses no network: its script and style are inline, the crops are files under ``DIR/report/pairs/``
 (LR as PNG at its own resolution, HR as JPEG quality 92).
 
+For an align output written with ``--preview`` each pair also shows its preview (checkerboard, difference and the
+independent verifier's tile shifts), and a pair align refused after its warp shows its preview alone: the picture
+of why it was refused.
+
 Where the crop is: the most textured square of the LR (largest mean gradient magnitude over a grid of windows of
 :data:`WINDOW` LR pixels, half-overlapping), and the HR window ``scale`` times it, so an offset between the two is
 visible where there is detail to see it.
@@ -77,18 +81,22 @@ def run_report(folder: Path | str, *, show_progress: bool = True) -> ReportSumma
 
     import cv2
 
-    cards, not_shown = [], []
+    cards, refused, not_shown = [], [], []
     for record in track(records, description="report", enabled=show_progress):
+        preview = _preview(record, folder)
         try:
             images = loader(record)
         except (RealsrError, OSError, ValueError, KeyError, cv2.error) as exc:  # listed on the page; the report goes on
             not_shown.append(f"{record.get('id')}: {exc}")
             continue
         if images is not None:
-            cards.append(_card(record, *images, out))
+            cards.append(_card(record, *images, out) | {"preview": preview})
+        elif preview:  # a pair align refused after its warp: no outputs, but the picture of why
+            refused.append({"id": str(record["id"]), "status": _status(record), "reason": _reason(record),
+                            "preview": preview})
     columns, rows = _table(records)
     header = header or {"stage": "HR/LR folder", "source": str(folder.resolve())}
-    page = _page(folder, header, records, columns, rows, cards, not_shown, _other_files(out))
+    page = _page(folder, header, records, columns, rows, cards, not_shown, _other_files(out), refused)
     atomic_write_text(out / "index.html", page)
     return ReportSummary(page=out / "index.html", items=len(records), pairs_shown=len(cards),
                          not_shown=tuple(not_shown))
@@ -128,6 +136,15 @@ def _open(folder: Path):
         return read_pixels(base(record, "lr")), read_pixels(base(record, "hr"))
 
     return manifest, manifest.records, load
+
+
+def _preview(record: dict[str, Any], folder: Path) -> str | None:
+    """The page's link to the align preview a record lists (``preview/<id>.png``, with the verifier's tile shifts),
+    when the file is there."""
+    path = record.get("preview")
+    if not path or not isinstance(path, str) or PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
+        return None
+    return f"../{path}" if (folder / path).is_file() else None
 
 
 def _train_run(folder: Path):
@@ -266,7 +283,8 @@ def _table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
 
 
 def _page(folder: Path, header: dict[str, Any], records: list[dict[str, Any]], columns: list[str],
-          rows: list[list[Any]], cards: list[dict[str, Any]], not_shown: list[str], others: list[str]) -> str:
+          rows: list[list[Any]], cards: list[dict[str, Any]], not_shown: list[str], others: list[str],
+          refused: list[dict[str, Any]] = ()) -> str:
     from collections import Counter
 
     e = html.escape
@@ -307,14 +325,29 @@ def _page(folder: Path, header: dict[str, Any], records: list[dict[str, Any]], c
             f'<figure class="lr"><img alt="LR {e(c["id"])}" src="{e(c["lr"])}" loading="{loading}">'
             '<figcaption>LR (nearest)</figcaption></figure>'
             f'<figure class="hr"><img alt="HR {e(c["id"])}" src="{e(c["hr"])}" loading="{loading}">'
-            '<figcaption>HR</figcaption></figure></div></section>')
+            '<figcaption>HR</figcaption></figure></div>' + _preview_html(c, loading) + '</section>')
+    for c in refused:
+        card_html.append(
+            f'<section class="refused s-{e(c["status"])}" id="pair-{e(c["id"])}">'
+            f'<h3>{e(c["id"])} <span class="badge">{e(c["status"])}</span> <small>{e(c["reason"])}</small></h3>'
+            + _preview_html(c, "lazy") + '</section>')
     title = f"realsr report: {header.get('stage')} ({folder.name})"
     return (TEMPLATE.replace("%TITLE%", e(title)).replace("%SUMMARY%", summary).replace("%COUNTS%", counts)
             .replace("%REASONS%", reason_rows or "<li>none</li>").replace("%OTHER%", other or "<li>none</li>")
             .replace("%MISSING%", f"<h3>Pairs whose images could not be read</h3><ul>{missing}</ul>" if missing
                      else "")
-            .replace("%HEAD%", head).replace("%BODY%", "".join(body)).replace("%NPAIRS%", str(len(cards)))
+            .replace("%HEAD%", head).replace("%BODY%", "".join(body)).replace("%NPAIRS%", str(len(cards)) + (f"; {len(refused)} refused, shown by their align previews"
+                                                       if refused else ""))
             .replace("%CARDS%", "".join(card_html)))
+
+
+def _preview_html(card: dict[str, Any], loading: str) -> str:
+    if not card.get("preview"):
+        return ""
+    e = html.escape
+    return (f'<div class="preview"><img alt="align preview {e(card["id"])}" src="{e(card["preview"])}" '
+            f'loading="{loading}"><p class="where">align preview: LR | HR checkerboard, 4 x the difference, and the '
+            'independent verifier\'s tile shifts (arrows, magnified; dots where it could not measure)</p></div>')
 
 
 TEMPLATE = """<!DOCTYPE html>
@@ -333,6 +366,7 @@ tr.s-failed td,tr.s-dropped td{background:#fde8e8}tr.s-skipped td,tr.s-flat td{b
 .view.flicker figure.hidden{visibility:hidden}figure{margin:0}figcaption{font-size:12px;color:#555}
 .view img{image-rendering:pixelated;display:block}.where{color:#555;margin:.2em 0}
 .showing{margin-left:1em;font-weight:bold}img.figure{max-width:min(100%,900px)}
+.preview img{display:block;max-width:100%;margin-top:6px}
 </style></head><body>
 <h1>%TITLE%</h1>
 <h2>Summary</h2><table class="facts">%SUMMARY%</table>
@@ -401,7 +435,7 @@ function setMode(card, mode) {
 function zoom(card, factor) {
   card.zoom = Math.min(16, Math.max(0.25, (card.zoom || 1) * factor));
   const px = Number(card.dataset.px) * card.zoom;
-  for (const img of card.querySelectorAll("img")) { img.style.width = px + "px"; img.style.height = px + "px"; }
+  for (const img of card.querySelectorAll(".view img")) { img.style.width = px + "px"; img.style.height = px + "px"; }
   if (card.querySelector(".view").classList.contains("flicker")) setMode(card, "flicker");
 }
 for (const card of document.querySelectorAll(".pair")) {
@@ -444,7 +478,7 @@ function selfTest() {
     card.querySelector('[data-act="swap"]').click();
     const second = showing(card);
     if (!(first === "LR" && second === "HR")) problems.push(`flicker did not switch (${first} -> ${second})`);
-    const visible = Array.from(card.querySelectorAll("figure")).filter(f => !f.classList.contains("hidden"));
+    const visible = Array.from(card.querySelectorAll(".view figure")).filter(f => !f.classList.contains("hidden"));
     if (visible.length !== 1 || !visible[0].classList.contains("hr")) problems.push("flicker shows both or none");
     flicker = first + "->" + second;
     setMode(card, "side");

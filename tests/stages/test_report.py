@@ -86,3 +86,32 @@ def test_report_of_a_run_folder_skips_a_killed_runs_torn_log_line(tmp_path):
     assert result.exit_code == 0, result.output
     page = (run / "report" / "index.html").read_text()
     assert 'data-id="train-1"' in page and 'data-id="train-2"' not in page
+
+
+def test_report_of_an_align_output_shows_each_preview_and_a_refused_pairs_alone(tmp_path, data_dir):
+    """align --preview writes preview/<id>.png for written pairs and for pairs the verifier refused after the warp;
+    the page shows both, and its self-test (flicker, images decoded, no script errors) still passes."""
+    root = real_pair_folder(tmp_path / "out", data_dir, NAMES[:1], copy=False)
+    (root / "preview").mkdir()
+    picture = np.full((60, 90, 3), 200, np.uint8)
+    for name in ("kept", "refused"):
+        cv2.imwrite(str(root / "preview" / f"{name}.png"), picture)
+    records = [{"id": "kept", "status": "ok", "lr": f"LR/{NAMES[0]}", "hr": f"HR/{NAMES[0]}", "scale": 4,
+                "preview": "preview/kept.png"},
+               {"id": "refused", "status": "failed", "error": "verified misalignment: affine field reaches 0.9",
+                "lr": None, "hr": None, "preview": "preview/refused.png"},
+               {"id": "no_picture", "status": "failed", "error": "no reliable match", "lr": None, "hr": None,
+                "preview": None}]
+    write_manifest(root, make_header("align", params={}, path_keys=("lr", "hr")), records)
+    assert runner.invoke(app, ["-q", "report", str(root)]).exit_code == 0
+    page = root / "report" / "index.html"
+    text = page.read_text()
+    sources = re.findall(r'src="([^"]+)"', text)
+    assert "../preview/kept.png" in sources and "../preview/refused.png" in sources
+    assert all((page.parent / s).is_file() for s in sources)
+    refused = re.search(r'<section class="refused s-failed" id="pair-refused">.*?</section>', text, re.S).group(0)
+    assert "verified misalignment" in refused and "../preview/refused.png" in refused
+    assert 'id="pair-no_picture"' not in text
+    verdict, console = browser_selftest(page)
+    assert verdict.startswith("PASS"), verdict
+    assert console == []
