@@ -258,6 +258,8 @@ def wash(
     max_misalignment: float = typer.Option(0.3, "--max-misalignment", help="Verifier limit, LR px: drop a pair "
                                            "whose displacement field exceeds it anywhere measurable by more than "
                                            "1.5 standard errors (0: off)."),
+    drop_unmeasurable: bool = typer.Option(False, "--drop-unmeasurable", help="Also drop pairs the verifier cannot "
+                                           "measure (flat or one-directional): keep only pairs measured aligned."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print how many pairs several floors keep; write nothing."),
     workers: Workers = None,
     scheduler: Scheduler = None,
@@ -271,13 +273,14 @@ def wash(
     (Gaussian 3 LR px) and the MSE is taken over textured pixels (7x7 std >= 0.035), 4 px border excluded: it
     judges content and colour (swapped scenes, casts). Misalignment is the independent verifier's: a pair whose
     displacement field exceeds --max-misalignment anywhere measurable is dropped as misaligned; pairs it cannot
-    measure (flat, one-directional) are counted as unmeasurable. Kept pairs are hard links (copies across file
+    measure (flat, one-directional) are counted as unmeasurable (dropped with --drop-unmeasurable). Kept pairs are hard links (copies across file
     systems) in OUT/HR and OUT/LR.
     """
     from .stages.wash import run_wash
 
     summary = run_wash(source, out_dir, min_psnr=min_psnr, scale=scale, min_ssim=min_ssim, max_shift=max_shift,
-                       max_misalignment=max_misalignment or None, dry_run=dry_run, workers=workers,
+                       max_misalignment=max_misalignment or None, drop_unmeasurable=drop_unmeasurable,
+                       dry_run=dry_run, workers=workers,
                        show_progress=not options.quiet, scheduler=scheduler, scheduler_file=scheduler_file)
     if dry_run:
         table = Table(title=f"{summary.pairs} pair(s): how many each --min-psnr keeps (nothing written)")

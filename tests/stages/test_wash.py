@@ -250,6 +250,16 @@ def test_wash_drops_subpixel_misalignment_of_real_pairs_and_counts_unmeasurable_
     assert summary.unmeasurable == 1 and summary.misaligned == 5 and summary.by_reason["misaligned"] == 5
     text = (out / "report" / "summary.txt").read_text()
     assert "unmeasurable (verifier" in text and "  flat psnr" in text
+    # Keeping only pairs the verifier measured aligned: the flat pair goes, with its reason; nothing else changes.
+    strict = run_wash(source, out, min_psnr=29, drop_unmeasurable=True, workers=1, show_progress=False)
+    again = {r["id"]: r for r in read_manifest(out).records}
+    assert not again["flat"]["kept"] and again["flat"]["reasons"][0].startswith("unmeasurable: ")
+    assert {k for k, r in again.items() if r["kept"]} == {k for k, r in records.items() if r["kept"]} - {"flat"}
+    assert strict.kept == summary.kept - 1 and strict.by_reason["unmeasurable"] == 1
+    assert "dropped: --drop-unmeasurable" in (out / "report" / "summary.txt").read_text()
+    result = CliRunner().invoke(app, ["-q", "wash", str(source), "--out", str(tmp_path / "cli"), "--min-psnr", "29",
+                                      "--drop-unmeasurable", "-j", "1"])
+    assert result.exit_code == 0 and "unmeasurable: 1" in result.output, result.output
     # The cache is keyed by the verifier's version: a new verifier scores every pair again.
     calls = []
     real_score = wash._score
