@@ -173,7 +173,8 @@ def align(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder for aligned pairs and manifest.jsonl."),
     scales: str = typer.Option("2,3,4", "--scales", help="Comma-separated nominal scales to align."),
     workers: Workers = None,
-    preview: bool = typer.Option(False, "--preview", help="Write a checkerboard/difference PNG per pair."),
+    preview: bool = typer.Option(False, "--preview", help="Write preview/<id>.png per pair (and per pair the "
+                                 "verifier refused): checkerboard, difference, the verifier's tile shifts."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo pairs already aligned (default: resume)."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="Output PNG bits per channel: 8 or 16."),
     photometric: bool = typer.Option(True, "--photometric/--no-photometric",
