@@ -274,8 +274,8 @@ def wash(
     (Gaussian 3 LR px) and the MSE is taken over textured pixels (7x7 std >= 0.035), 4 px border excluded: it
     judges content and colour (swapped scenes, casts). Misalignment is the independent verifier's: a pair whose
     displacement field exceeds --max-misalignment anywhere measurable is dropped as misaligned; pairs it cannot
-    measure (flat, one-directional) are counted as unmeasurable (dropped with --drop-unmeasurable). Kept pairs are hard links (copies across file
-    systems) in OUT/HR and OUT/LR.
+    measure (flat, one-directional) are counted as unmeasurable (dropped with --drop-unmeasurable). Kept pairs are
+    hard links (copies across file systems) in OUT/HR and OUT/LR.
     """
     from .stages.wash import run_wash
 

@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -284,7 +284,7 @@ def _table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
 
 def _page(folder: Path, header: dict[str, Any], records: list[dict[str, Any]], columns: list[str],
           rows: list[list[Any]], cards: list[dict[str, Any]], not_shown: list[str], others: list[str],
-          refused: list[dict[str, Any]] = ()) -> str:
+          refused: Sequence[dict[str, Any]] = ()) -> str:
     from collections import Counter
 
     e = html.escape
@@ -332,12 +332,12 @@ def _page(folder: Path, header: dict[str, Any], records: list[dict[str, Any]], c
             f'<h3>{e(c["id"])} <span class="badge">{e(c["status"])}</span> <small>{e(c["reason"])}</small></h3>'
             + _preview_html(c, "lazy") + '</section>')
     title = f"realsr report: {header.get('stage')} ({folder.name})"
+    pairs_shown = str(len(cards)) + (f"; {len(refused)} refused, shown by their align previews" if refused else "")
     return (TEMPLATE.replace("%TITLE%", e(title)).replace("%SUMMARY%", summary).replace("%COUNTS%", counts)
             .replace("%REASONS%", reason_rows or "<li>none</li>").replace("%OTHER%", other or "<li>none</li>")
             .replace("%MISSING%", f"<h3>Pairs whose images could not be read</h3><ul>{missing}</ul>" if missing
                      else "")
-            .replace("%HEAD%", head).replace("%BODY%", "".join(body)).replace("%NPAIRS%", str(len(cards)) + (f"; {len(refused)} refused, shown by their align previews"
-                                                       if refused else ""))
+            .replace("%HEAD%", head).replace("%BODY%", "".join(body)).replace("%NPAIRS%", pairs_shown)
             .replace("%CARDS%", "".join(card_html)))
 
 
