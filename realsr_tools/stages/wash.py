@@ -191,11 +191,8 @@ def run_wash(source: Path | str, out_dir: Path | str, *, min_psnr: float = 29.0,
         result = scores.get(item.pair.id)
         records.append(_record(item, result, pairs, min_psnr=min_psnr, min_ssim=min_ssim, max_shift=max_shift,
                                max_misalignment=max_misalignment, drop_unmeasurable=drop_unmeasurable))
-    def unverified(r: dict[str, Any]) -> bool:
-        return drop_unmeasurable and r["verification"]["verdict"] == "unmeasurable"
-
     sweep = tuple((round(min_psnr + d, 2), sum(1 for r in records if r["status"] == "ok" and not r["misaligned"]
-                                               and not unverified(r)
+                                               and not any(x.startswith("unmeasurable: ") for x in r["reasons"])
                                                and not verdict(_as_score(r), min_psnr=min_psnr + d,
                                                                min_ssim=min_ssim, max_shift=max_shift)))
                   for d in DRY_RUN_OFFSETS)
@@ -487,8 +484,6 @@ def _fit(args: tuple[PairRef, int]) -> PairFit | None:
 def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verification] | str:
     """The wash PSNR (against the dataset's degradation) and the independent verifier's displacement field (LR
     against the HR area-downscaled to the LR grid: no fitted kernel can absorb a shift common to the dataset)."""
-    import cv2
-
     from ..verification import verify
 
     pair, model = args
@@ -498,9 +493,15 @@ def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verific
         lr, hr, _ = _read(pair, model.scale, "manifest")
     except RealsrError as exc:
         return str(exc)
-    on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
-    return score_pair(lr, hr, model), verify(lr, on_lr, limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
+    return score_pair(lr, hr, model), verify(lr, _on_lr_grid(hr, lr), limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
                                              p95_factor=DEFAULT_P95_FACTOR)
+
+
+def _on_lr_grid(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """The HR area-downscaled to the LR grid: what the verifier compares the LR with (no fitted kernel)."""
+    import cv2
+
+    return cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -565,16 +566,16 @@ def _verifier_sheet(path: Path, rows: list[tuple[dict[str, Any], PairRef]]) -> N
 
     from ..imaging import read_image, to_integer, write_image
     from ..previews import preview_image
-    from ..verification import measure_tiles, summarise
+    from ..verification import measure_tiles
 
     sheet = []
     for record, pair in rows:
-        lr, hr = read_image(pair.lr), read_image(pair.hr)
-        on_lr = cv2.resize(hr, lr.shape[1::-1], interpolation=cv2.INTER_AREA)
-        # Measured again as _score did (same images, same settings): the tiles are not kept in the cache.
-        tiles, tile, blur = measure_tiles(lr, on_lr)
-        verification = summarise(tiles, tile, lr.shape[:2], limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
-                                 p95_factor=DEFAULT_P95_FACTOR, blur=blur)
+        lr = read_image(pair.lr)
+        on_lr = _on_lr_grid(read_image(pair.hr), lr)
+        # The tiles are measured again as _score did (the cache keeps the verdict, not the tiles); the verdict drawn
+        # is the record's, judged against this run's --max-misalignment.
+        tiles, _, _ = measure_tiles(lr, on_lr)
+        verification = Verification.from_dict(record["verification"])
         preview = to_integer(preview_image(lr, on_lr, tiles=tiles, verification=verification))
         banner = np.full((22, preview.shape[1], 3), 235, np.uint8)
         text = f"{record['id']}: {verification.reason}"
