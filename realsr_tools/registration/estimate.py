@@ -30,14 +30,6 @@ CORRELATION_TIE = 0.005  # correlation within which the coarse start whose refin
 # realsr's simulated building, 68 % saturated, is 3.3 px off at 0.17 px, and a chart registered to a wrong patch
 # 35 px off at 0.28 px (the verifier and the magnification check refuse both). docs/align.md, step 7.
 MAX_UNCERTAINTY = 0.15
-# LR px: corner standard deviation from the overlap's structure alone (``registration.structure_uncertainty``: the
-# image noise's share of the fit's information taken out) above which the structure does not pin the geometry. The
-# plain uncertainty counts the HR's gradients on flat patches as information, and what pins a direction that only
-# noise informs is whatever the flat patches' residuals carry (vignetting and gain left by the photometric model):
-# generator chart close-ups were written `ok` 0.59 and 0.95 LR px off at plain uncertainties of 0.07 and 0.14, and
-# 0.70 and 1.30 without the noise. The limit is the verifier's (align refuses a field over 0.5 LR px): a pair whose
-# structure cannot pin its corners that closely cannot be shown aligned. docs/align.md, step 7.
-MAX_STRUCTURE_UNCERTAINTY = 0.5
 # Relative channel gain (|log|) of the two captures' colour balance above which registration balances the HR's
 # channels before the grey is formed (:func:`register_captures`); below it the grey stays the plain luma.
 BALANCE_TOLERANCE = 0.02
@@ -77,7 +69,6 @@ class Registration:
     distortion: RadialDistortion | None = None  # LR radial distortion relative to the HR (None: not modelled)
     model: ModelChoice | None = None  # the geometric model fitted, and the evidence for it
     hr_channel_gains: tuple[float, ...] | None = None  # R, G, B gains balancing the HR's grey (None: plain luma)
-    structure_uncertainty: float | None = None  # LR px: ``uncertainty`` from the structure's information alone
 
     def map(self, points: np.ndarray) -> np.ndarray:
         """The complete LR -> HR mapping of ``N x 2`` LR points."""
@@ -87,7 +78,7 @@ class Registration:
         return {"zoom": _round(self.zoom), "coarse": self.coarse, "coarse_agreement": _round(self.coarse_agreement),
                 "search_score": _round(self.search_score), "feature_inliers": self.feature_inliers,
                 "correlation": _round(self.correlation), "iterations": self.iterations,
-                "uncertainty": _round(self.uncertainty), "structure_uncertainty": _round(self.structure_uncertainty),
+                "uncertainty": _round(self.uncertainty),
                 "model": None if self.model is None else self.model.to_dict(),
                 "hr_channel_gains": None if self.hr_channel_gains is None else list(self.hr_channel_gains)}
 
@@ -187,7 +178,7 @@ def refine_starts(lr: np.ndarray, hr: np.ndarray | Sequence[np.ndarray], coarse:
     zoom = local_zoom(best.lr_to_hr, ((roi[0] + roi[2] - 1) / 2, (roi[1] + roi[3] - 1) / 2))
     return Registration(best.lr_to_hr, zoom, name, coarse.agreement, coarse.search_score, coarse.inliers,
                         best.correlation, best.iterations, best.corner_sigma, best.distortion,
-                        best.model, structure_uncertainty=best.structure_corner_sigma)
+                        best.model)
 
 
 def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
@@ -244,13 +235,11 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
 
 def check_registration(registration: Registration, *, ratio: float, window: Sequence[int],
                        lr_shape: tuple[int, int], hr_shape: tuple[int, int],
-                       max_uncertainty: float = MAX_UNCERTAINTY,
-                       max_structure_uncertainty: float = MAX_STRUCTURE_UNCERTAINTY) -> None:
+                       max_uncertainty: float = MAX_UNCERTAINTY) -> None:
     """Refuse registrations that cannot be right; raises :class:`RegistrationError` naming the failed check.
 
     ``max_uncertainty``: LR px of corner standard deviation (``registration.uncertainty``) above which the overlap
-    is taken to have too little texture to fix the geometry; ``max_structure_uncertainty``: the same for the
-    standard deviation from the structure's information alone (``registration.structure_uncertainty``).
+    is taken to have too little texture to fix the geometry.
     """
     zoom = registration.zoom
     zoom_error = abs(zoom / ratio - 1)
@@ -277,12 +266,6 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
                                 f"{area / expected:.0%} of the HR field (need {MIN_OVERLAP:.0%})")
     if registration.uncertainty > max_uncertainty:
         raise too_little_texture()
-    structure = registration.structure_uncertainty
-    if structure is not None and structure > max_structure_uncertainty:
-        raise RegistrationError(f"the overlap's structure does not pin the geometry: counting only what its edges and "
-                                f"texture (not the image noise) tell the fit, the corners are uncertain by "
-                                f"{structure:.2f} LR px > {max_structure_uncertainty:g} "
-                                "(flat patches with too few edges, or edges in one direction)")
     if registration.correlation < MIN_CORRELATION:
         raise RegistrationError(f"no reliable match: luma correlation {registration.correlation:.2f} after "
                                 f"refinement < {MIN_CORRELATION}")

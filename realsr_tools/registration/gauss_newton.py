@@ -98,12 +98,7 @@ class _Refined:
     iterations: int
     corner_sigma: float  # LR px: standard deviation of the ROI corners' positions (Gauss-Newton covariance)
     model: ModelChoice
-    structure_corner_sigma: float  # LR px: the same with the gradient noise's information taken out
 
-# Floor of the share of a whitened direction's information that the errors-in-variables correction leaves
-# (:func:`_noise_corrected_inverse`): caps its inflation of a standard deviation at 1 / sqrt(NOISE_FLOOR) = 10x, where
-# the gradient-noise estimate says a direction holds nothing but noise.
-NOISE_FLOOR = 0.01
 MIN_TEMPLATE = 16  # LR px: the smallest side of the LR region the HR field covers that refine accepts
 
 
@@ -166,7 +161,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         finest += 1
     levels = max(levels, finest)
     total = 0
-    correlation = spread = structure_spread = 0.0
+    correlation = spread = 0.0
     for level in range(levels, finest - 1, -1):
         f = 2**level
         if level:
@@ -207,7 +202,6 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
                                                fit_distortion=fit_distortion, tolerance=tolerance)
             total += extra
         h_level, ks, correlation, spread = fit.h, fit.ks, fit.correlation, fit.spread * fx_t
-        structure_spread = fit.structure_spread * fx_t
         h = c_i @ h_level @ np.linalg.inv(c_t)
         h /= h[2, 2]
     distortion = None
@@ -215,7 +209,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         frames = distortion_frames(h, lr.shape, hr.shape)
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
     choice = replace(choice, corner_bend=_corner_bend(h, distortion, roi, prior))
-    return _Refined(h, distortion, correlation, total, spread, choice, structure_spread)
+    return _Refined(h, distortion, correlation, total, spread, choice)
 
 
 MAX_AREA_CHANGE = 4.0  # factor by which one pyramid level's fit may change the mapped template's area
@@ -249,13 +243,10 @@ def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[
                                        axis=1)) / zoom)
 
 
-def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p: int, sigma: float,
-                   noise: np.ndarray | None = None) -> float:
+def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p: int, sigma: float) -> float:
     """Largest standard deviation (level px) of the template corners for a model with normal matrix ``normal`` whose
-    first ``p`` parameters move the homography increment by ``basis`` (8 x p); with ``noise`` (the part of
-    ``normal`` that gradient noise contributes, :func:`_noise_corrected_inverse`), the errors-in-variables one."""
-    inverse = np.linalg.pinv(normal) if noise is None else _noise_corrected_inverse(normal, noise)
-    covariance = inverse[:p, :p] * sigma**2
+    first ``p`` parameters move the homography increment by ``basis`` (8 x p)."""
+    covariance = np.linalg.pinv(normal)[:p, :p] * sigma**2
     spread = 0.0
     s = problem.s
     for cu, cv in problem.corners:
@@ -263,37 +254,6 @@ def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p
         ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s @ basis
         spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
     return spread
-
-
-def _noise_corrected_inverse(normal: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """(normal - noise)^-1 on the range of ``normal``, each whitened direction's information floored at
-    :data:`NOISE_FLOOR` of its plain value.
-
-    Why: the Gauss-Newton matrix counts the warped HR's gradients as exact, and on a flat patch they are the image's
-    noise, so it reports information the content does not hold (a chart close-up's corners looked pinned to 0.1 px
-    while the fit was 1 px off). Noise adds ``noise`` to E[J'WJ] (errors in variables); what is left is the
-    information the structure holds. Computed in the whitened coordinates of ``normal``: S = N^-1/2 noise N^-1/2 has
-    eigenvalues mu (the share of a direction's information that noise alone would give) and the inverse is
-    N^-1/2 V diag(1 / max(1 - mu, floor)) V' N^-1/2.
-    """
-    values, vectors = np.linalg.eigh((normal + normal.T) / 2)
-    kept = values > max(float(values.max()), 0.0) * 1e-12
-    root = vectors[:, kept] / np.sqrt(values[kept])
-    share = root.T @ noise @ root
-    mu, basis = np.linalg.eigh((share + share.T) / 2)
-    root = root @ basis
-    return (root / np.maximum(1 - mu, NOISE_FLOOR)) @ root.T
-
-
-def _gradient_noise(gradient_sq: np.ndarray, structure: np.ndarray) -> float:
-    """Variance per component of the warped HR's gradient noise: the median squared gradient over the pixels whose
-    template is least structured (the lower half of ``structure``), over its value for pure Gaussian noise (2 ln 2
-    variances: |g|^2 is a variance times chi-squared with 2 degrees of freedom). The template's structure, not the
-    HR's, picks the pixels, so the HR's noise does not choose its own sample."""
-    if gradient_sq.size == 0:
-        return 0.0
-    flat = structure <= np.median(structure)
-    return float(np.median(gradient_sq[flat])) / (2 * np.log(2))
 
 
 def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np.ndarray, prior: np.ndarray | None,
@@ -304,7 +264,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     th, tw = problem.template.shape
     fit_k = fit_distortion
     geometry = 10 if fit_k else 8
-    lin = problem.linearize(fit.h, np.zeros(2), fit.params, fit_k, noise=True)
+    lin = problem.linearize(fit.h, np.zeros(2), fit.params, fit_k)
     labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
               + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
     systems = BlockSystems.from_pixels(lin.jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
@@ -398,7 +358,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             """The Gauss-Newton fit from the homography with these radial terms (``None``: both)."""
             return _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
                                  frames=problem.frames, fit_k=True, usable=None, problem=problem,
-                                 fitted_terms=fitted_terms, noise=True)
+                                 fitted_terms=fitted_terms)
 
         with_k = with_terms()
         extra += with_k.iterations
@@ -427,15 +387,13 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         h = problem.compose(fit.h, z[:8])
         params = fit.params + full[geometry:, p:] @ z[p:]
         lin_final = problem.linearize(h, np.zeros(2), params, False)
-        noise_source = lin
         extra += 1
     else:
         phi = phi + z[:p]
         params = fit.params + full[geometry:, p:] @ z[p:]
         for _ in range(POLISH_STEPS):
             h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
-            lin_final = problem.linearize(h, np.zeros(2), params, fit_k, noise=True)
-            noise_source = lin_final
+            lin_final = problem.linearize(h, np.zeros(2), params, fit_k)
             extra += 1
             offset, basis, zoom_prior = linear_model(name, h, phi)
             single = BlockSystems.from_pixels(lin_final.jac, lin_final.residual, lin_final.weights,
@@ -457,23 +415,12 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     # its own covariance would hide a magnification the data cannot pin (an overlap that is mostly saturated or
     # flat): the similarity's, which estimates it (under the weak prior), says whether the data confirm it.
     spread = _corner_spread(problem, total_h, full[:8, :p], p, lin_final.sigma)
-    structure_spread = _corner_spread(problem, total_h, full[:8, :p], p, lin_final.sigma,
-                                  noise=_model_noise(noise_source, full))
     if "similarity" in fitted and PARAMETERS[name] < PARAMETERS["similarity"]:
         _, _, similarity_h, similarity_full = fitted["similarity"]
         spread = max(spread, _corner_spread(problem, similarity_h, similarity_full[:8, :4], 4, lin.sigma))
-        structure_spread = max(structure_spread, _corner_spread(problem, similarity_h, similarity_full[:8, :4], 4,
-                                                                lin.sigma, noise=_model_noise(lin, similarity_full)))
     step = _Step(h, np.zeros(2), correlation, 0, spread, float(np.mean(lin_final.weights * lin_final.residual**2)),
-                 int(lin_final.residual.size), params, structure_spread)
+                 int(lin_final.residual.size), params)
     return step, choice, extra
-
-
-def _model_noise(lin: "_Linear", full: np.ndarray) -> np.ndarray:
-    """The gradient noise's part of a model's normal matrix: ``lin``'s noise information (geometric block) in the
-    coordinates of the model whose steps are ``full`` (parameters x model coordinates)."""
-    g = lin.noise_information.shape[0]
-    return full[:g].T @ lin.noise_information @ full[:g] * lin.gradient_noise
 
 
 def _clipped(image: np.ndarray) -> np.ndarray:
@@ -506,7 +453,6 @@ class _Step:
     cost: float  # mean Huber-weighted squared residual
     count: int  # pixels used
     params: np.ndarray  # photometric parameters
-    structure_spread: float = 0.0  # level px: ``spread`` with the gradient noise's information taken out (0: not computed)
 
 
 @dataclass(frozen=True)
@@ -523,8 +469,6 @@ class _Linear:
     target: np.ndarray  # template values (float32)
     x: np.ndarray  # template coordinates of the pixels used
     y: np.ndarray
-    noise_information: np.ndarray | None = None  # geometric block of E[J'WJ] per unit gradient-noise variance
-    gradient_noise: float = 0.0  # variance of the warped image's gradient noise per component (level units)
 
 
 class _Problem:
@@ -547,7 +491,6 @@ class _Problem:
         # Pixel selection at fine levels: the highest template gradients carry the geometric information.
         gty, gtx = np.gradient(template)
         strength = (gtx * gtx + gty * gty).ravel()
-        self.strength = strength
         self.select = None
         if self.t.size > FINE_PIXELS:
             threshold = np.partition(strength, self.t.size - FINE_PIXELS)[self.t.size - FINE_PIXELS]
@@ -556,11 +499,9 @@ class _Problem:
         local_mean = cv2.GaussianBlur(template, (0, 0), RELATIVE_SMOOTHING)
         self.relative = (1.0 / (np.maximum(local_mean, 0.0) + RELATIVE_FLOOR)).ravel().astype(np.float64)
 
-    def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool,
-                  noise: bool = False) -> _Linear:
+    def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool) -> _Linear:
         """Residual and Jacobian at ``h`` (template px -> image px), radial coefficients ``ks`` and photometric
-        ``params`` (``None``: a robust fit of them first); with ``noise``, also what the image's gradient noise adds
-        to the geometric block of J'WJ (:func:`_noise_information`)."""
+        ``params`` (``None``: a robust fit of them first)."""
         import cv2
 
         th, tw = self.template.shape
@@ -622,7 +563,6 @@ class _Problem:
         residual = phot @ a - tt
         # Gradient with respect to the undistorted coordinates: g_y = J_D^-T g_x (J_D symmetric 2x2 per pixel).
         gxs, gys = gx.ravel()[idx], gy.ravel()[idx]
-        raw_gradient_sq = gxs * gxs + gys * gys
         if np.any(ks):
             jxx = np.ones(idx.size, np.float32)
             jyy = np.ones(idx.size, np.float32)
@@ -635,21 +575,14 @@ class _Problem:
                 jxy += kk * 2 * inv_r2 * ddx * ddy
             det = jxx * jyy - jxy * jxy
             gxs, gys = (jyy * gxs - jxy * gys) / det, (jxx * gys - jxy * gxs) / det
-            undistort = (jyy / det, -jxy / det, jxx / det)  # J_D^-T: (xx, xy, yy)
-        else:
-            undistort = None
-        def geometric_columns(gx_: np.ndarray, gy_: np.ndarray) -> np.ndarray:
-            """Jacobian columns of the homography increment (and the radial terms) for image gradients gx_, gy_
-            with respect to the undistorted coordinates, times the gain: linear in (gx_, gy_)."""
-            k_ = uu * gx_ + vv * gy_
-            columns = [uu * gx_, vv * gx_, gx_, uu * gy_, vv * gy_, gy_, -uu * k_, -vv * k_]
-            columns = [c * np.float32(s) for c in columns]
-            if fit_k:
-                for dx_k, dy_k, rho_k, _ in terms:
-                    columns.append((gx_ * dx_k[idx] + gy_ * dy_k[idx]) * rho_k[idx])
-            return np.stack(columns, 1)
-
-        jac = np.concatenate([geometric_columns(gxs * gain, gys * gain), phot], axis=1).astype(np.float64)
+        gxs, gys = gxs * gain, gys * gain
+        k = uu * gxs + vv * gys
+        columns = [uu * gxs, vv * gxs, gxs, uu * gys, vv * gys, gys, -uu * k, -vv * k]
+        columns = [c * np.float32(s) for c in columns]
+        if fit_k:
+            for dx_k, dy_k, rho_k, _ in terms:
+                columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
+        jac = np.concatenate([np.stack(columns, 1), phot], axis=1).astype(np.float64)
         # Huber weights on the relative residuals, times the relative weights normalised to mean 1; sigma is the
         # robust scale of the weighted residual (it sets the covariance and the priors' strength).
         relative = self.relative[idx]
@@ -658,22 +591,8 @@ class _Problem:
         huber, sigma_relative = _huber_weights(np.abs(residual) * relative)
         weights = huber * (relative_sq / relative_sq_mean)
         sigma = sigma_relative / np.sqrt(relative_sq_mean)
-        noise_information, gradient_noise = None, 0.0
-        if noise:
-            # White gradient noise n (variance gradient_noise per component) enters each geometric row as
-            # columns(J_D^-T n) * gain, so E[J'WJ] = truth + gradient_noise * sum_i w_i (c_x c_x' + c_y c_y') with
-            # c_x, c_y the columns of the unit gradients.
-            if undistort is None:
-                unit_x, unit_y = (gain, np.zeros_like(gain)), (np.zeros_like(gain), gain)
-            else:
-                xx, xy, yy = undistort
-                unit_x, unit_y = (xx * gain, xy * gain), (xy * gain, yy * gain)
-            noise_information = sum(c.T @ (c * weights[:, None]) for c in
-                                    (geometric_columns(*unit_x).astype(np.float64),
-                                     geometric_columns(*unit_y).astype(np.float64)))
-            gradient_noise = _gradient_noise(raw_gradient_sq, self.strength[idx])
         return _Linear(jac, residual.astype(np.float64), weights, float(sigma), params, phot, tt, x_all[idx],
-                       y_all[idx], noise_information, gradient_noise)
+                       y_all[idx])
 
     def compose(self, h: np.ndarray, d: np.ndarray) -> np.ndarray:
         """``h`` after the compositional increment ``d`` (8 terms, normalised template coordinates)."""
@@ -694,10 +613,7 @@ def _increment_matrix(d: np.ndarray) -> np.ndarray:
 
 def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
                   ks: np.ndarray, frames: np.ndarray, fit_k: bool, usable: np.ndarray,
-                  problem: _Problem | None = None, fitted_terms: Sequence[int] | None = None,
-                  noise: bool = False) -> _Step:
-    """Gauss-Newton steps from ``h`` (see :func:`refine`); with ``noise``, the result's ``structure_spread`` too (one
-    more linearisation, at the final state)."""
+                  problem: _Problem | None = None, fitted_terms: Sequence[int] | None = None) -> _Step:
     problem = problem or _Problem(template, image, frames, usable)
     terms, corners, s = problem.terms, problem.corners, problem.s
     ks = np.array(ks, np.float64)
@@ -723,16 +639,15 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         except np.linalg.LinAlgError:
             return False
 
-    geometric_columns = [*range(8), *(8 + i for i in fitted)]
-
-    def normal_equations(lin: _Linear) -> tuple[np.ndarray, np.ndarray]:
-        """J'WJ and J'Wr of a linearisation with the priors, over the fitted parameters."""
-        jac, sigma = lin.jac, lin.sigma
+    visited: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last steps
+    for used in range(1, iterations + 1):
+        lin = problem.linearize(h, ks, params, fit_k)
+        params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
         if fit_k and len(fitted) < len(terms):  # only these radial terms are fitted; the others stay at ks
-            jac = jac[:, [*geometric_columns, *range(8 + len(terms), jac.shape[1])]]
-        jw = jac * lin.weights[:, None]
+            jac = jac[:, [*range(8), *(8 + i for i in fitted), *range(8 + len(terms), jac.shape[1])]]
+        jw = jac * weights[:, None]
         hessian = jw.T @ jac
-        gradient = jw.T @ lin.residual
+        gradient = jw.T @ residual
         if fit_k:
             # Gaussian prior k ~ N(0, DISTORTION_PRIOR^2) in the residuals' units: keeps a term that the overlap
             # cannot see (the LR lens at x4 sees only its centre) from wandering.
@@ -742,14 +657,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         vignetting_params = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
         prior = sigma**2 * SAMPLE_AREA / VIGNETTING_PRIOR**2
         hessian[vignetting_params, vignetting_params] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
-        gradient[vignetting_params] += prior * lin.params[SELECTION_PHOTOMETRIC_TERMS:]
-        return hessian, gradient
-
-    visited: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last steps
-    for used in range(1, iterations + 1):
-        lin = problem.linearize(h, ks, params, fit_k)
-        params, sigma, weights, residual = lin.params, lin.sigma, lin.weights, lin.residual
-        hessian, gradient = normal_equations(lin)
+        gradient[vignetting_params] += prior * params[SELECTION_PHOTOMETRIC_TERMS:]
         step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
         ks_before = ks
@@ -768,18 +676,14 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     a, b = lin.phot @ params.astype(np.float32), lin.target
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
     # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block).
-    spread = _corner_spread(problem, hessian, np.eye(8), 8, sigma)
-    structure_spread = 0.0
-    if noise:
-        final = problem.linearize(h, ks, params, fit_k, noise=True)
-        final_hessian, _ = normal_equations(final)
-        information = np.zeros_like(final_hessian)
-        g = len(geometric_columns)
-        information[:g, :g] = final.noise_information[np.ix_(geometric_columns, geometric_columns)]
-        structure_spread = _corner_spread(problem, final_hessian, np.eye(8), 8, final.sigma,
-                                      noise=information * final.gradient_noise)
+    covariance = np.linalg.pinv(hessian)[:8, :8] * sigma**2
+    spread = 0.0
+    for cu, cv in corners:
+        ex = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s
+        ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s
+        spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
     return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual ** 2)), int(residual.size),
-                 params, structure_spread)
+                 params)
 
 
 def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3,
