@@ -11,7 +11,7 @@ from ..errors import RegistrationError
 from ..geometry import RadialDistortion, local_zoom, map_lr_to_hr
 from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
 from .gauss_newton import _roi, refine
-from .luma import channel_balance, linear_thumbnail, registration_grey, weighted_grey
+from .luma import channel_balance, linear_thumbnail, registration_grey, saturated_channels, weighted_grey
 from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
@@ -142,16 +142,18 @@ def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
 
 
 def refine_starts(lr: np.ndarray, hr: np.ndarray | Sequence[np.ndarray], coarse: CoarseStarts, *,
-                  ratio: float) -> Registration:
+                  ratio: float, saturated: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+                  ) -> Registration:
     """Refine every coarse start (:func:`.gauss_newton.refine`) and keep the best (below); raises
     :class:`RegistrationError` when none converges. ``hr``: the HR grey, or one per start (balanced where that
-    start puts the overlap: :func:`register_captures`)."""
+    start puts the overlap: :func:`register_captures`); ``saturated``: LR and HR pixels to treat as clipped
+    (:func:`.luma.saturated_channels`)."""
     hr_greys = [hr] * len(coarse.starts) if isinstance(hr, np.ndarray) else list(hr)
     results = []
     errors = []
     for (name, start), hr_grey in zip(coarse.starts, hr_greys):
         try:
-            results.append((name, refine(lr, hr_grey, start, ratio=ratio)))
+            results.append((name, refine(lr, hr_grey, start, ratio=ratio, saturated=saturated)))
         except RegistrationError as exc:
             errors.append(f"{name}: {exc}")
     if not results:
@@ -228,7 +230,8 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
         # thresholds stay where they are).
         scaled = np.asarray(applied, np.float64)
         greys[applied] = weighted_grey(hr, curves[1], np.asarray(weights) * (scaled / float(np.dot(weights, scaled))))
-    registration = refine_starts(lr_grey, [greys[g] for g in gains], coarse, ratio=ratio)
+    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    registration = refine_starts(lr_grey, [greys[g] for g in gains], coarse, ratio=ratio, saturated=saturated)
     applied = dict(zip((name for name, _ in coarse.starts), gains))[registration.coarse]
     return replace(registration, hr_channel_gains=applied and tuple(round(g, 4) for g in applied)), weights
 

@@ -114,7 +114,7 @@ def _roi(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, i
 
 
 def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float | None = None,
-           fit_distortion: bool = True,
+           fit_distortion: bool = True, saturated: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
            min_size: int = 48, start_size: int = 320, max_iterations: int | None = None,
            tolerance: float = 0.005) -> _Refined:
     """Robust coarse-to-fine Gauss-Newton refinement of ``lr_to_hr`` (grey float32 images).
@@ -142,8 +142,10 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     ks = np.zeros(2)
     roi = _roi(h, lr.shape, hr.shape)
     template_full = lr[roi[1]:roi[3], roi[0]:roi[2]]
-    template_clipped = _clipped(template_full)
-    image_clipped = _clipped(hr)
+    lr_saturated, hr_saturated = saturated
+    template_clipped = _clipped(template_full, None if lr_saturated is None
+                                else lr_saturated[roi[1]:roi[3], roi[0]:roi[2]])
+    image_clipped = _clipped(hr, hr_saturated)
     to_roi = translation(roi[0], roi[1])
     th, tw = template_full.shape
     if min(th, tw) < MIN_TEMPLATE:
@@ -423,9 +425,13 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     return step, choice, extra
 
 
-def _clipped(image: np.ndarray) -> np.ndarray:
-    """uint8 mask (255 = saturated) of raw values above :data:`CLIP_HIGH`."""
-    return ((image > CLIP_HIGH) * np.uint8(255)).astype(np.uint8)
+def _clipped(image: np.ndarray, saturated: np.ndarray | None = None) -> np.ndarray:
+    """uint8 mask (255 = saturated) of raw values above :data:`CLIP_HIGH`, and of the ``saturated`` pixels (a
+    channel of the grey clipped: :func:`.luma.saturated_channels`)."""
+    clipped = image > CLIP_HIGH
+    if saturated is not None:
+        clipped |= saturated
+    return (clipped * np.uint8(255)).astype(np.uint8)
 
 
 def _contaminated(clipped: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

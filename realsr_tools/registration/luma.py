@@ -147,6 +147,23 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
             LUMA if every else tuple(float(w) for w in weights))
 
 
+def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:
+    """Pixels where a channel the grey uses (``weights`` > 0) is at or above :data:`ENCODED_CLIP_HIGH` of the
+    format's range (``None`` where there is none).
+
+    Why: a grey whose channels clip in one capture and not in the other has the wrong value there while the grey
+    itself stays far below the clipping threshold (a blue chart patch with its blue channel clipped), and the fit
+    moves the geometry to explain it; the refinement treats these pixels as clipped.
+    """
+    peak = 1.0 if image.dtype.kind == "f" else float(np.iinfo(image.dtype).max)
+    level = image.dtype.type(ENCODED_CLIP_HIGH * peak) if image.dtype.kind == "f" else np.ceil(ENCODED_CLIP_HIGH * peak)
+    out = None
+    for c in np.flatnonzero(np.asarray(weights) > 0):
+        clipped = image[..., c] >= level
+        out = clipped if out is None else np.logical_or(out, clipped, out=out)
+    return out if out is not None and out.any() else None
+
+
 def weighted_grey(image: np.ndarray, curve: str, weights) -> np.ndarray:
     """Linear-light grey of ``image``: each channel decoded with ``curve`` (:func:`linear`), weighted by ``weights``
     (R, G, B; a channel of weight 0 is not decoded)."""
