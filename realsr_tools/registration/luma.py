@@ -46,14 +46,18 @@ def bt709_to_linear(value):
 DECODE = {"srgb": srgb_to_linear, "bt709": bt709_to_linear, "linear": lambda value: np.asarray(value, np.float64)}
 
 
+def _peak(dtype: np.dtype) -> float:
+    """The format's top value: 1.0 for float32 images, 255 / 65535 for uint8 / uint16."""
+    return 1.0 if dtype.kind == "f" else float(np.iinfo(dtype).max)
+
+
 def grey(image: np.ndarray) -> np.ndarray:
     """BT.601 luma as float32 in [0, 1] from uint8/uint16/float32 RGB (encoded values, no decoding)."""
     import cv2
 
     if image.dtype == np.float32:
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    peak = 255.0 if image.dtype == np.uint8 else 65535.0
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) * np.float32(1 / peak)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) * np.float32(1 / _peak(image.dtype))
 
 
 _TABLES: dict = {}
@@ -77,7 +81,7 @@ def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
             out[top:top + rows] = DECODE[curve](np.clip(image[top:top + rows], 0.0, 1.0))
         return out
     if (curve, image.dtype) not in _TABLES:
-        peak = 255 if image.dtype == np.uint8 else 65535
+        peak = int(_peak(image.dtype))
         _TABLES[curve, image.dtype] = DECODE[curve](np.arange(peak + 1) / peak).astype(np.float32)
     table = _TABLES[curve, image.dtype]
     if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] <= 4)):
@@ -137,9 +141,8 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
     keep = np.ones(3, bool)
     for image in (lr, hr):
         sample = np.ascontiguousarray(image[::8, ::8])
-        peak = 1.0 if image.dtype == np.float32 else (255 if image.dtype == np.uint8 else 65535)
         unsaturated_luma = grey(sample) < ENCODED_CLIP_HIGH
-        alone = (sample >= peak) & unsaturated_luma[..., None]
+        alone = (sample >= _peak(image.dtype)) & unsaturated_luma[..., None]
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
     every = keep.all() or not keep.any()
     weights = np.asarray(LUMA) if every else np.where(keep, LUMA, 0.0) / np.sum(np.where(keep, LUMA, 0.0))
@@ -155,8 +158,7 @@ def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:
     itself stays far below the clipping threshold (a blue chart patch with its blue channel clipped), and the fit
     moves the geometry to explain it; the refinement treats these pixels as clipped.
     """
-    peak = 1.0 if image.dtype.kind == "f" else float(np.iinfo(image.dtype).max)
-    level = image.dtype.type(ENCODED_CLIP_HIGH * peak) if image.dtype.kind == "f" else np.ceil(ENCODED_CLIP_HIGH * peak)
+    level = ENCODED_CLIP_HIGH * _peak(image.dtype)
     out = None
     for c in np.flatnonzero(np.asarray(weights) > 0):
         clipped = image[..., c] >= level
