@@ -15,7 +15,7 @@ from realsr_tools.registration import estimate, luma
 from realsr_tools.stages import align
 from realsr_tools.cli import app
 from realsr_tools.errors import ConfigError, InputError
-from realsr_tools.imaging import read_pixels, to_float, to_integer
+from realsr_tools.imaging import read_pixels, to_float, to_integer, write_image
 from realsr_tools.pipeline.manifest import read_manifest
 from realsr_tools.photometric import PhotometricModel
 from realsr_tools.previews import GAP, PREVIEW_SIZE
@@ -101,6 +101,24 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
     with pytest.raises(RegistrationError, match="too little texture"):
         check_registration(registration, ratio=truth["skimage_UNIS_EV0/f25.png"]["scale"], window=window,
                            lr_shape=lr_shape, hr_shape=hr.shape[:2])
+
+
+def test_a_saturated_pair_that_registration_gets_wrong_is_not_written(tmp_path, data_dir):
+    """The building above brightened in RGB (each channel clips) and run through align itself: neither of its pairs
+    is written. The texture gate and the independent verifier both stand in the way; either may refuse."""
+    root = tmp_path / "captures"
+    make_capture_folder([data_dir / "photos" / "skimage_UNIS_EV0.jpg"], root, scales=(2, 4), seed=11,
+                        lr_size=(480, 360))
+    hr_path = root / "skimage_UNIS_EV0" / "f100.png"
+    brightened = np.minimum(to_float(read_pixels(hr_path)) * np.float32(1.5), 1)
+    assert np.mean(brightened.min(axis=-1) >= 1) > 0.6
+    write_image(hr_path, to_integer(brightened, 8))
+    align.run_align(root, tmp_path / "out", show_progress=False, workers=1)
+    records = {r["lr_source"]: r for r in read_manifest(tmp_path / "out", stage="align").records}
+    for name in ("skimage_UNIS_EV0/f25.png", "skimage_UNIS_EV0/f50.png"):
+        assert records[name]["status"] == "failed", name
+        assert records[name]["error"].startswith(("verified misalignment", "too little texture")), records[name]
+    assert not list((tmp_path / "out").rglob("*.png"))
 
 
 def _srgb_decode(value):
