@@ -682,12 +682,7 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     a, b = lin.phot @ params.astype(np.float32), lin.target
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
     # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block).
-    covariance = np.linalg.pinv(hessian)[:8, :8] * sigma**2
-    spread = 0.0
-    for cu, cv in corners:
-        ex = np.array([cu, cv, 1, 0, 0, 0, -cu * cu, -cu * cv]) * s
-        ey = np.array([0, 0, 0, cu, cv, 1, -cu * cv, -cv * cv]) * s
-        spread = max(spread, float(np.sqrt(max(ex @ covariance @ ex + ey @ covariance @ ey, 0.0))))
+    spread = _corner_spread(problem, hessian, np.eye(8), 8, sigma)
     return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual ** 2)), int(residual.size),
                  params)
 
