@@ -1,83 +1,65 @@
-"""Probe: would agreement between the captures of one scene catch the registrations the texture gate cannot?
+"""Probe: align's scene check (:mod:`realsr_tools.registration.consistency`) on the harness's outputs, beside the truth.
 
-Every LR capture of a scene is registered to the same HR. For two of them written `ok` (a narrower LR ``a``, a wider
-LR ``b``), register ``b`` to ``a`` directly (both are whole frames of the scene, with far more structure than the HR
-field shows) and compare, over ``b``'s output window, where ``b``'s own mapping puts each pixel in the HR with where
-the chain ``b -> a -> HR`` puts it. A pair matched to the wrong patch of a chart, or with a magnification its flat
-window cannot pin, disagrees with its scene's other captures by whole pixels. Radial distortion terms are ignored
-(homographies only), which leaves a few tenths of a pixel of disagreement on lenses that have them.
+Reads an output folder of ``benchmarks/independent/bench_generalise.py`` (captures, realsr's manifest and the
+harness's per-pair truth errors) and runs :func:`realsr_tools.stages.align.check_scene` on every scene's written
+pairs as they stand in the manifest (so a set aligned before the check existed, or with ``--no-scene-check``, can be
+judged without aligning again). Prints each comparison's disagreement (median and max over the wider capture's
+window, LR px) and each pair's verdict beside its truth error; with ``--json``, writes them. The truth is read only
+here, never by realsr.
 
-Reads an output folder of ``benchmarks/independent/bench_generalise.py`` (captures, truth, realsr's manifest and the
-harness's per-pair results) and prints, per pair of captures, the disagreement's median and maximum (LR px of ``b``)
-beside each capture's truth error. A probe for a check realsr does not have yet (2026-12-02, session 11), not a
-benchmark of realsr.
-
-    python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal]
+    python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import json
 from pathlib import Path
 
-import numpy as np
-
-from realsr_tools import geometry
-from realsr_tools.imaging import read_pixels
-from realsr_tools.registration import register_captures
+from realsr_tools.stages.align import _Settings, check_scene
 
 
-def disagreement(a_to_hr, b_to_hr, b_to_a, window, zoom_b) -> np.ndarray:
-    """``|a_to_hr(b_to_a(p)) - b_to_hr(p)|`` over a 4-px grid of ``window`` (x, y, w, h in ``b``), in LR px of ``b``."""
-    x0, y0, w, h = window
-    gy, gx = np.mgrid[y0:y0 + h:4, x0:x0 + w:4].astype(np.float64)
-    points = np.column_stack([gx.ravel(), gy.ravel()])
-    chained = geometry.apply_homography(np.asarray(a_to_hr), geometry.apply_homography(np.asarray(b_to_a), points))
-    direct = geometry.apply_homography(np.asarray(b_to_hr), points)
-    return np.hypot(*(chained - direct).T) / zoom_b
-
-
-def probe(out: Path, condition: str) -> None:
+def probe(out: Path, condition: str, max_uncertainty: float | None = None) -> list[dict]:
     captures = out / f"captures_{condition}"
-    truth = json.loads((out / f"captures_{condition}.truth.json").read_text())
-    with open(captures / "captures.csv", newline="") as stream:
-        focal = {row["path"]: float(row["focal_mm"]) for row in csv.DictReader(stream)}
-    records = {}
+    scenes: dict[str, list[dict]] = {}
     with open(out / f"aligned_{condition}" / "manifest.jsonl") as stream:
+        next(stream)
         for line in stream:
             record = json.loads(line)
-            if record.get("lr_source"):
-                records[record["lr_source"]] = record
+            # A pair written above a texture gate tighter than the one it was aligned with would not be written.
+            if record.get("status") == "ok" and (max_uncertainty is None
+                                                 or record["registration"]["uncertainty"] <= max_uncertainty):
+                scenes.setdefault(record["scene"], []).append(record)
     errors = {row["lr"]: row.get("error_rms") for row in
               json.loads((out / "results.json").read_text())[condition]["pairs"]}
-    for name, scene in truth["scenes"].items():
-        written = [key for key in scene["captures"]
-                   if key != scene["hr"] and records.get(key, {}).get("status") == "ok"]
-        for a, b in itertools.combinations(sorted(written, key=lambda key: -focal[key]), 2):
-            wide, narrow = read_pixels(captures / b), read_pixels(captures / a)
-            try:
-                b_to_a, _ = register_captures(wide, narrow, ratio=focal[a] / focal[b])
-            except Exception as exc:  # a probe: report and go on
-                print(f"{condition} {name} {a} {b}: direct registration failed: {exc}")
-                continue
-            d = disagreement(records[a]["lr_to_hr"], records[b]["lr_to_hr"], b_to_a.lr_to_hr,
-                             records[b]["lr_window"], records[b]["registration"]["zoom"])
-            print(f"{condition} {name} {Path(a).name:10s} {Path(b).name:10s} disagreement median {np.median(d):7.3f} "
-                  f"max {d.max():7.3f} LR px (direct corner uncertainty {b_to_a.uncertainty:.3f}); truth "
-                  f"{errors.get(a, float('nan')):.3f} / {errors.get(b, float('nan')):.3f}", flush=True)
+    settings = _Settings(captures, out / f"aligned_{condition}", preview=False, bit_depth=8, photometric=True)
+    rows = []
+    for scene, members in sorted(scenes.items()):
+        for record, field in zip(members, check_scene(members, settings)):
+            truth = errors.get(record["lr_source"])
+            rows.append({"condition": condition, "id": record["id"], "truth": truth, "verdict": field["verdict"],
+                         "comparisons": field["comparisons"]})
+            summary = "; ".join(f"{c['narrow'] if c['wide'] == record['id'] else c['wide']}: "
+                                + (f"{c['median']:.3f} / {c['max']:.3f} ({c['start']})" if c["median"] is not None
+                                   else f"failed ({c['error'][:60]})") for c in field["comparisons"])
+            print(f"{condition} {record['id']:28s} truth {truth if truth is not None else float('nan'):7.3f} "
+                  f"{field['verdict']:12s} {summary}", flush=True)
+    return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="a bench_generalise.py --out folder")
     parser.add_argument("--conditions", default="normal,hard")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--max-uncertainty", type=float, help="leave out pairs written above this texture gate")
     args = parser.parse_args(argv)
+    rows = []
     for condition in args.conditions.split(","):
         if (args.out / f"aligned_{condition}").exists():
-            probe(args.out, condition)
+            rows += probe(args.out, condition, args.max_uncertainty)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

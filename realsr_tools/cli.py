@@ -185,6 +185,9 @@ def align(
     max_uncertainty: float = typer.Option(0.15, "--max-uncertainty",
                                           help="Refuse a pair whose window corners the overlap's texture pins to "
                                           "worse than this, LR px (one standard deviation)."),
+    scene_check: bool = typer.Option(True, "--scene-check/--no-scene-check",
+                                     help="Register each scene's LR captures to each other and refuse a pair that "
+                                     "disagrees with all the others (about one more registration per pair)."),
     scheduler: Scheduler = None,
     scheduler_file: SchedulerFile = None,
 ) -> None:
@@ -203,7 +206,7 @@ def align(
     summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
                         overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
                         raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), max_uncertainty=max_uncertainty,
-                        show_progress=not options.quiet,
+                        show_progress=not options.quiet, scene_check=scene_check,
                         scheduler=scheduler, scheduler_file=scheduler_file)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)

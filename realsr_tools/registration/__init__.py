@@ -35,6 +35,9 @@ Pipeline per pair (:func:`register` on grey images, :func:`register_captures` on
    :data:`MAX_ZOOM_ERROR` from the focal ratio, too little overlap, low correlation after refinement, residual
    tile misalignment too large. A radial pattern of residual tile shifts (lens distortion that a homography cannot
    absorb) is measured and reported by :func:`distortion_check`.
+
+Per scene (:mod:`.consistency`): the scene's LR captures registered to each other must put each pair's window where
+its own mapping does; align refuses a pair every other capture contradicts.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
 
 
 def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str] = ("srgb", "srgb"),
-                      ) -> tuple[Registration, tuple[float, ...]]:
+                      hypothesis: np.ndarray | None = None) -> tuple[Registration, tuple[float, ...]]:
     """Register RGB captures (any dtype :func:`.luma.registration_grey` reads): the grey images, the coarse
     estimate (its pyramid search on colour thumbnails: two chart patches of one luma are told apart by their hue),
     the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
@@ -204,6 +204,9 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     The balance is measured where the coarse estimate puts the overlap (a colour start: where it puts it), before
     any refinement: a second refinement from a finished fit (tried) can settle in another model (a radial pair
     0.06 LR px off came back a homography 0.63 px off), and it would double the cost.
+
+    ``hypothesis``: an LR -> HR homography known from elsewhere, refined as one more grey start (named
+    ``"hypothesis"``) that wins only by the better fit, as the search's starts do (:mod:`.consistency`).
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
     # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
@@ -212,6 +215,8 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
                   *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
     coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
     del thumbnails
+    if hypothesis is not None:
+        coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", np.asarray(hypothesis, np.float64))])
 
     def gains_at(start: np.ndarray) -> tuple[float, ...] | None:
         gains, _ = channel_balance(lr, hr, start, curves)

@@ -68,7 +68,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
               workers: int | None = None, preview: bool = False, overwrite: bool = False, bit_depth: int = 8,
               photometric: bool = True, raw: RawRendering = DEFAULT_RAW, max_uncertainty: float = MAX_UNCERTAINTY,
               show_progress: bool = True, scheduler: str | None = None,
-              scheduler_file: Path | str | None = None) -> AlignSummary:
+              scheduler_file: Path | str | None = None, scene_check: bool = True) -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
@@ -91,6 +91,9 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     show_progress : draw a progress bar.
     scheduler, scheduler_file : run the pairs on this Dask cluster instead
         (:func:`realsr_tools.pipeline.runner.open_runner`).
+    scene_check : once a scene's pairs are written, register its LR captures to each other and refuse a pair that
+        disagrees with every other capture of its scene (:mod:`realsr_tools.registration.consistency`; about one
+        more registration per pair in scenes of three LR captures).
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
@@ -114,7 +117,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     header = make_header("align", params={
         "capture_root": str(capture_dir.resolve()), "scales": list(scales), "bit_depth": bit_depth,
         "photometric": photometric, "preview": preview, "mask": None, "raw_rendering": asdict(raw),
-        "max_uncertainty": max_uncertainty,
+        "max_uncertainty": max_uncertainty, "scene_check": scene_check,
         "convention": "lr_to_hr maps LR source px to HR source px; (x, y), pixel centres at integers, (0, 0) the "
                       "top-left pixel centre, images as decoded (EXIF orientation applied)",
     }, path_keys=PATH_KEYS)
@@ -150,8 +153,93 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
             else:
                 failed += 1
                 failures.append((record["id"], record["error"]))
-    return AlignSummary(ok, failed, len(pairs) - len(todo), out_dir / "manifest.jsonl", tuple(failures),
-                        unmeasurable)
+        skipped = len(pairs) - len(todo)
+        if scene_check:
+            new = {pair.id for pair in todo}
+            for record in _check_scenes(runner, writer.records, settings, show_progress):
+                writer.add(record)
+                if record["status"] != "ok":
+                    failures.append((record["id"], record["error"]))
+                    failed += 1
+                    if record["id"] in new:
+                        ok -= 1
+                        unmeasurable -= record["verification"]["verdict"] == "unmeasurable"
+                    else:
+                        skipped -= 1
+    return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures), unmeasurable)
+
+
+def _check_scenes(runner, records: list[dict[str, Any]], settings: _Settings,
+                  show_progress: bool) -> list[dict[str, Any]]:
+    """The scene check (:mod:`realsr_tools.registration.consistency`) of every scene with a written pair not checked
+    yet (this run's, or one a killed run wrote before its check): returns the scene's ok records with their
+    ``consistency`` field, the refused ones ``failed`` with their outputs removed."""
+    from ..pipeline.runner import run_items
+
+    scenes: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["status"] == "ok":
+            scenes.setdefault(record["scene"], []).append(record)
+    todo = [members for members in scenes.values() if any(r.get("consistency") is None for r in members)]
+    checked = []
+    for index, result in run_items(runner, functools.partial(check_scene, settings=settings), todo, name="scenes",
+                                   labels=[members[0]["scene"] for members in todo], show_progress=show_progress):
+        members = todo[index]
+        if isinstance(result, TaskLost):
+            # Unchecked rather than refused: the pairs passed every check of their own.
+            result = [{"verdict": "unchecked", "error": result.reason, "comparisons": []}] * len(members)
+        for record, consistency in zip(members, result):
+            record = dict(record, consistency=consistency)
+            if consistency["verdict"] == "inconsistent":
+                for key in OUTPUT_KEYS:
+                    (settings.out_dir / record[key]).unlink(missing_ok=True)
+                record.update(status="failed", lr=None, hr=None, error=consistency["reason"])
+            checked.append(record)
+    return checked
+
+
+def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict[str, Any]]:
+    """Register a scene's written LR captures to each other and judge each pair by them (a worker task); returns
+    each member's ``consistency`` record field."""
+    import cv2
+
+    from ..errors import RealsrError
+    from ..geometry import RadialDistortion, map_lr_to_hr
+    from ..imaging import is_raw, read_pixels
+    from ..pipeline.runner import one_blas_thread
+    from ..registration import consistency
+
+    def mapping(record):
+        distortion = RadialDistortion.from_dict(record["distortion"])
+        return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]), distortion)
+
+    def curve(record):
+        return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
+
+    plan = consistency.comparison_plan([r["focal_ratio"] for r in members])
+    comparisons = []
+    pixels: dict[int, np.ndarray] = {}
+    with one_blas_thread():
+        for wide, narrow in plan:
+            # Only the two captures this comparison needs are held (24-MP frames).
+            pixels = {i: pixels[i] if i in pixels else read_pixels(settings.capture_dir / members[i]["lr_source"],
+                                                                   raw=settings.raw) for i in (wide, narrow)}
+            a, b = members[narrow], members[wide]
+            ratio = b["focal_ratio"] / a["focal_ratio"]
+            try:
+                direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
+                                              hypothesis=consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"]))
+                window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
+                                       distortion=direct.distortion)
+                check_registration(direct, ratio=ratio, window=window, lr_shape=pixels[wide].shape[:2],
+                                   hr_shape=pixels[narrow].shape[:2])
+            except (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error) as exc:
+                comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
+                continue
+            comparisons.append(consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"],
+                                                   b["registration"]["zoom"], wide=wide, narrow=narrow,
+                                                   start=direct.coarse))
+    return consistency.consistency_fields([r["id"] for r in members], comparisons)
 
 
 def _new_record(pair) -> dict[str, Any]:
@@ -161,6 +249,7 @@ def _new_record(pair) -> dict[str, Any]:
         "error": None, "lr_source": pair.lr, "hr_source": pair.hr, "focal_ratio": pair.focal_ratio,
         "lr_to_hr": None, "lr_window": None, "lr": None, "hr": None, "mask": None, "preview": None,
         "photometric": None, "quality": None, "registration": None, "distortion": None, "verification": None,
+        "consistency": None,
     }
 
 

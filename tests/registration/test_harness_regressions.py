@@ -26,52 +26,16 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
 
 from __future__ import annotations
 
-import json
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
-from conftest import PROJECT
-from realsr_tools.captures import discover
+from harness import focal_ratio, harness_pair, truth_rms
 from realsr_tools.errors import RegistrationError
-from realsr_tools.geometry import map_lr_to_hr, output_window
-from realsr_tools.imaging import read_pixels
+from realsr_tools.geometry import output_window
 from realsr_tools.pipeline.runner import one_blas_thread
 from realsr_tools.registration import check_registration, register_captures
-
-sys.path.insert(0, str(PROJECT / "benchmarks" / "independent"))
-import generator  # noqa: E402
-
-
-def harness_pair(root, data_dir, *, seed: int, scene: str, photo: str, scale: int = 2):
-    """The x``scale`` pair of ``scene`` of the harness's hard ``seed`` (generator seed 1000 + seed): LR, HR, truth,
-    key."""
-    generator.DATA = data_dir
-    index = int(scene.split("_")[1])
-    truth = json.loads(generator.generate(root, n_scenes=index + 1, seed=1000 + seed, hard=True,
-                                          verbose=False).read_text())
-    record = truth["scenes"][scene]
-    assert record["photo"].endswith(photo)
-    key = f"{scene}/lr_x{scale}.tif"
-    return read_pixels(root / key), read_pixels(root / record["hr"]), record, key
-
-
-def truth_rms(registration, lr, hr, scene: dict, key: str) -> float:
-    """RMS (LR px) over the output window of the recorded mapping against the generator's true one."""
-    x0, y0, w, h = output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
-    xs, ys = np.meshgrid(np.linspace(x0, x0 + w - 1, 15), np.linspace(y0, y0 + h - 1, 15))
-    points = np.stack([xs.ravel(), ys.ravel()], 1)
-    true_x, true_y = generator.lr_to_hr(scene, key, points[:, 0], points[:, 1])
-    error = (map_lr_to_hr(registration.lr_to_hr, registration.distortion, points)
-             - np.stack([true_x, true_y], 1)) / scene["captures"][key]["true_zoom"]
-    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
-
-
-def focal_ratio(root, key: str) -> float:
-    """The focal ratio align takes from the captures' metadata (the generator writes 4 % off the true zoom)."""
-    return next(pair.focal_ratio for pair in discover(root).pairs if pair.lr == key)
 
 
 @pytest.fixture(scope="module")

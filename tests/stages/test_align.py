@@ -352,6 +352,29 @@ def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes
     assert summary.ok == len(records) - 2 > 0
 
 
+def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path, captures, monkeypatch):
+    # The scene check's direct registration of two LR captures can fail (a chart at a small focal ratio): that
+    # comparison counts neither way, the pairs stay written, unchecked, and the run goes on.
+    from realsr_tools.errors import RegistrationError
+
+    real_register = align.register_captures
+
+    def failing_between_lr_captures(lr, hr, *, ratio, curves, hypothesis=None):
+        if hypothesis is not None:  # only the scene check passes the chain of the two pairs' mappings
+            raise RegistrationError("estimated magnification 1.670 is 10% off the focal ratio 1.515")
+        return real_register(lr, hr, ratio=ratio, curves=curves)
+
+    monkeypatch.setattr(align, "register_captures", failing_between_lr_captures)
+    out = tmp_path / "unchecked"
+    summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
+    records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
+    assert summary.ok == len(records) == 4
+    for record in records:
+        assert record["status"] == "ok" and record["consistency"]["verdict"] == "unchecked"
+        (comparison,) = record["consistency"]["comparisons"]
+        assert comparison["median"] is None and "off the focal ratio" in comparison["error"]
+
+
 def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifier(tmp_path, captures, monkeypatch):
     # A registration error that bends only the corners (a roll about the window centre): the registration's own
     # median tile gate does not see it, the verifier's field over the whole window does.

@@ -1,0 +1,128 @@
+"""Agreement between the LR captures of one scene: a check on pairs that no single pair can check itself.
+
+Every LR capture of a scene is registered to the same HR. Two of them, a wider ``b`` and a narrower ``a``, can also
+be registered to each other directly: whole frames with all the scene's structure, where their windows onto the HR
+field may hold only a flat chart. The chain ``b -> a -> HR`` must then put each pixel of ``b``'s window where ``b``'s
+own mapping puts it. A pair matched to the wrong patch of a chart, or given a magnification its window cannot pin,
+disagrees with its scene's other captures by whole pixels; the texture gate and the verifier see neither (they judge
+a pair by its own window). Measured on the independent generator (benchmarks/independent/README.md): correct pairs
+disagree by 0.004-0.31 LR px (median over the window), a 0.95-px and a 0.72-px error by 0.47-0.82, wrong-patch
+matches by 3.6-5.2.
+
+The direct registration can fail too (a chart scene at a focal ratio of 1.33 once fitted a 23 % scale error that
+passed every check of :func:`.estimate.check_registration`), so it is given the chain as one more start
+(:func:`.estimate.register_captures`: the better fit wins), and a capture is refused only when every comparison it
+has disagrees and none agrees (:func:`judge_scene`): in a scene of three captures one failed direct registration
+costs nothing. Errors the captures share (the HR side of every pair) are not seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+GRID_STEP = 4  # LR px between the points of a window at which the two mappings are compared
+# LR px of the wider capture: median disagreement above which two captures of a scene disagree. Correct pairs of the
+# independent generator reach 0.31 (hard conditions; normal 0.15), the smallest error that must be caught 0.47.
+MAX_DISAGREEMENT = 0.4
+
+PointMap = Callable[[np.ndarray], np.ndarray]  # N x 2 points -> N x 2 points
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two captures of a scene (indices into the scene's list, ``wide`` the wider) and how far they disagree.
+
+    ``median``, ``p95`` and ``max``: LR px of the wider capture over its window; ``None`` with ``error`` when the
+    direct registration failed (the comparison then counts neither way)."""
+
+    wide: int
+    narrow: int
+    median: float | None = None
+    p95: float | None = None
+    max: float | None = None
+    start: str | None = None  # which start the direct registration kept ("hypothesis": the chain itself)
+    error: str | None = None
+
+    def agrees(self, limit: float = MAX_DISAGREEMENT) -> bool | None:
+        return None if self.median is None else self.median <= limit
+
+    def to_dict(self) -> dict:
+        return {"wide": self.wide, "narrow": self.narrow, "median": _round(self.median), "p95": _round(self.p95),
+                "max": _round(self.max), "start": self.start, "error": self.error}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def comparison_plan(focal_ratios: Sequence[float], *, neighbours: int = 2) -> list[tuple[int, int]]:
+    """Which captures to register to each other: each with its ``neighbours`` nearest in focal length (three
+    captures: all three pairs, so that one failed comparison is outvoted). Returns ``(wide, narrow)`` indices."""
+    order = sorted(range(len(focal_ratios)), key=lambda i: -focal_ratios[i])  # widest (largest ratio to HR) first
+    plan = []
+    for position, wide in enumerate(order):
+        for narrow in order[position + 1:position + 1 + neighbours]:
+            plan.append((wide, narrow))
+    return plan
+
+
+def chain_hypothesis(wide_to_hr: np.ndarray, narrow_to_hr: np.ndarray) -> np.ndarray:
+    """The wide -> narrow homography that the two pairs' homographies imply (a start for the direct registration)."""
+    chain = np.linalg.inv(np.asarray(narrow_to_hr, np.float64)) @ np.asarray(wide_to_hr, np.float64)
+    return chain / chain[2, 2]
+
+
+def disagreement(wide_to_hr: PointMap, narrow_to_hr: PointMap, wide_to_narrow: PointMap, window: Sequence[int],
+                 zoom: float) -> np.ndarray:
+    """``|narrow_to_hr(wide_to_narrow(p)) - wide_to_hr(p)|`` on a :data:`GRID_STEP` grid of ``window`` (x, y, w, h
+    in the wide capture), in LR px of the wide capture (``zoom``: its HR px per LR px)."""
+    x0, y0, w, h = window
+    gy, gx = np.mgrid[y0:y0 + h:GRID_STEP, x0:x0 + w:GRID_STEP].astype(np.float64)
+    points = np.column_stack([gx.ravel(), gy.ravel()])
+    chained = narrow_to_hr(wide_to_narrow(points))
+    return np.hypot(*(chained - wide_to_hr(points)).T) / zoom
+
+
+def compare(wide_to_hr: PointMap, narrow_to_hr: PointMap, wide_to_narrow: PointMap, window: Sequence[int],
+            zoom: float, *, wide: int, narrow: int, start: str | None = None) -> Comparison:
+    """A :class:`Comparison` from the :func:`disagreement` over the wide capture's window."""
+    d = disagreement(wide_to_hr, narrow_to_hr, wide_to_narrow, window, zoom)
+    return Comparison(wide, narrow, float(np.median(d)), float(np.percentile(d, 95)), float(d.max()), start)
+
+
+def judge_scene(count: int, comparisons: Sequence[Comparison], *, limit: float = MAX_DISAGREEMENT) -> list[str]:
+    """Each capture's verdict: ``"consistent"`` (agrees with another capture), ``"inconsistent"`` (disagrees with
+    every capture it was measured against: refuse it; two captures that disagree are both refused, since nothing
+    tells which is wrong) or ``"unchecked"`` (alone in its scene, or every direct registration failed)."""
+    agreed = [0] * count
+    disagreed = [0] * count
+    for comparison in comparisons:
+        verdict = comparison.agrees(limit)
+        if verdict is None:
+            continue
+        for index in (comparison.wide, comparison.narrow):
+            (agreed if verdict else disagreed)[index] += 1
+    return ["consistent" if agreed[i] else "inconsistent" if disagreed[i] else "unchecked" for i in range(count)]
+
+
+
+def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *,
+                       limit: float = MAX_DISAGREEMENT) -> list[dict]:
+    """Each capture's record of the check (align's ``consistency`` field): its verdict (:func:`judge_scene`), the
+    comparisons it took part in (captures named by ``ids``) and, for an inconsistent one, the ``reason``."""
+    fields = []
+    for index, verdict in enumerate(judge_scene(len(ids), comparisons, limit=limit)):
+        mine = [c for c in comparisons if index in (c.wide, c.narrow)]
+        field = {"verdict": verdict, "limit": limit,
+                 "comparisons": [c.to_dict() | {"wide": ids[c.wide], "narrow": ids[c.narrow]} for c in mine]}
+        if verdict == "inconsistent":
+            others = ", ".join(f"{ids[c.narrow if c.wide == index else c.wide]} by {c.median:.2f}"
+                               for c in mine if c.median is not None)
+            field["reason"] = (f"inconsistent with its scene's other captures: registered to it directly, they put "
+                               f"its window elsewhere in the HR ({others} LR px, median over the window; limit "
+                               f"{limit}); a wrong match or scale that its own window cannot show")
+        fields.append(field)
+    return fields

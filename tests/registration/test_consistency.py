@@ -1,0 +1,75 @@
+"""The scene check's pure parts (realsr_tools.registration.consistency): which captures are compared, what a
+disagreement measures, and who is refused."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from realsr_tools.geometry import apply_homography, scaling, translation
+from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, Comparison, chain_hypothesis, compare,
+                                                   comparison_plan, consistency_fields, judge_scene)
+
+
+def test_three_captures_are_all_compared_and_more_only_with_their_nearest_focal_lengths():
+    # Focal ratios to the HR: x2, x4, x3 in input order; pairs are (wider, narrower).
+    assert sorted(comparison_plan([2.0, 4.0, 3.0])) == [(1, 0), (1, 2), (2, 0)]
+    plan = comparison_plan([2.0, 2.5, 3.0, 4.0, 5.0])
+    assert len(plan) == 7 and (4, 0) not in plan and (3, 0) not in plan
+    assert comparison_plan([4.0]) == []
+
+
+def _hr_maps(zoom_wide=4.0, zoom_narrow=2.0, offset=(100.0, 80.0)):
+    """Two LR captures of one HR: the wider at ``zoom_wide`` HR px per LR px, the narrower at ``zoom_narrow``."""
+    wide_to_hr = translation(-offset[0] * zoom_wide, -offset[1] * zoom_wide) @ scaling(zoom_wide)
+    narrow_to_hr = translation(-2 * offset[0] * zoom_narrow, -2 * offset[1] * zoom_narrow) @ scaling(zoom_narrow)
+    return wide_to_hr, narrow_to_hr
+
+
+def test_the_chain_of_two_correct_mappings_agrees_and_a_scale_error_shows_in_wide_px():
+    wide_to_hr, narrow_to_hr = _hr_maps()
+    truth = chain_hypothesis(wide_to_hr, narrow_to_hr)  # wide -> narrow implied by the two
+    assert np.allclose(apply_homography(narrow_to_hr, apply_homography(truth, np.array([[150.0, 120.0]]))),
+                       apply_homography(wide_to_hr, np.array([[150.0, 120.0]])))
+    window = (100, 80, 160, 120)
+
+    def as_map(matrix):
+        return functools.partial(apply_homography, matrix)
+
+    same = compare(as_map(wide_to_hr), as_map(narrow_to_hr), as_map(truth), window, 4.0, wide=0, narrow=1)
+    assert same.median == pytest.approx(0, abs=1e-9) and same.agrees()
+    # The narrow pair's mapping 1 % too large about the window's centre: zero at the centre, 0.01 x the distance
+    # (in narrow px, half as many wide px) at the edges.
+    centre = apply_homography(narrow_to_hr, apply_homography(truth, np.array([[179.5, 139.5]])))[0]
+    scaled = translation(*centre) @ scaling(1.01) @ translation(*-centre) @ narrow_to_hr
+    off = compare(as_map(wide_to_hr), as_map(scaled), as_map(truth), window, 4.0, wide=0, narrow=1)
+    corner = np.hypot(80, 60) * 4 * 0.01 / 4  # HR px at the wide window's corner, in wide LR px
+    assert off.max == pytest.approx(corner, rel=0.05) and 0 < off.median < off.max
+
+
+def test_a_capture_is_refused_only_when_every_comparison_disagrees():
+    agree, disagree = 0.1, MAX_DISAGREEMENT + 0.3
+    # One capture off: it disagrees with both others, which agree with each other.
+    assert judge_scene(3, [Comparison(0, 1, disagree), Comparison(0, 2, disagree), Comparison(1, 2, agree)]) == [
+        "inconsistent", "consistent", "consistent"]
+    # One direct registration wrong: outvoted by the two that agree.
+    assert judge_scene(3, [Comparison(0, 1, disagree), Comparison(0, 2, agree), Comparison(1, 2, agree)]) == [
+        "consistent"] * 3
+    # Two captures that disagree: nothing tells which is wrong, both go.
+    assert judge_scene(2, [Comparison(0, 1, disagree)]) == ["inconsistent"] * 2
+    # A failed direct registration counts neither way; a capture alone is unchecked.
+    assert judge_scene(2, [Comparison(0, 1, error="no reliable match")]) == ["unchecked"] * 2
+    assert judge_scene(1, []) == ["unchecked"]
+
+
+def test_the_record_of_a_refused_capture_names_the_captures_it_disagrees_with():
+    comparisons = [Comparison(0, 1, 0.82, 1.9, 2.0, "search"), Comparison(0, 2, 0.78, 1.8, 2.1, "search"),
+                   Comparison(1, 2, 0.08, 0.3, 0.5, "hypothesis")]
+    fields = consistency_fields(["s__x4", "s__x3", "s__x2"], comparisons)
+    assert [f["verdict"] for f in fields] == ["inconsistent", "consistent", "consistent"]
+    assert "s__x3 by 0.82, s__x2 by 0.78 LR px" in fields[0]["reason"] and "reason" not in fields[1]
+    assert [c["narrow"] for c in fields[0]["comparisons"]] == ["s__x3", "s__x2"]
+    assert fields[1]["comparisons"][1] == {"wide": "s__x3", "narrow": "s__x2", "median": 0.08, "p95": 0.3,
+                                           "max": 0.5, "start": "hypothesis", "error": None}
