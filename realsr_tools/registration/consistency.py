@@ -7,13 +7,13 @@ own mapping puts it. A pair matched to the wrong patch of a chart, or given a ma
 disagrees with its scene's other captures by whole pixels; the texture gate and the verifier see neither (they judge
 a pair by its own window). Measured on the independent generator (benchmarks/independent/README.md): correct pairs
 disagree by 0.004-0.31 LR px (median over the window), a 0.95-px and a 0.72-px error by 0.47-0.82, wrong-patch
-matches by 3.6-5.2.
+matches by 3.6-5.2 (homographies only; docs/align.md, "The scene check", has the measurements with every term).
 
-The direct registration can fail too (a chart scene at a focal ratio of 1.33 once fitted a 23 % scale error that
-passed every check of :func:`.estimate.check_registration`), so it is given the chain as one more start
-(:func:`.estimate.register_captures`: the better fit wins), and a capture is refused only when every comparison it
-has disagrees and none agrees (:func:`judge_scene`): in a scene of three captures one failed direct registration
-costs nothing. Errors the captures share (the HR side of every pair) are not seen.
+The direct registration can fail too (at a focal ratio of 1.32 one fitted a bent mapping, magnification 1.231,
+104 LR px from both pairs' mappings, that passed every check of :func:`.estimate.check_registration`), so it is given
+the chain as one more start (:func:`.estimate.register_captures`: the better fit wins), and a capture is refused only
+when every comparison it has disagrees and none agrees (:func:`judge_scene`): in a scene of three captures one
+failed direct registration costs nothing. Errors the captures share (the HR side of every pair) are not seen.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 GRID_STEP = 4  # LR px between the points of a window at which the two mappings are compared
-# LR px of the wider capture: median disagreement above which two captures of a scene disagree. Correct pairs of the
-# independent generator reach 0.31 (hard conditions; normal 0.15), the smallest error that must be caught 0.47.
+# LR px of the wider capture: median disagreement above which two captures of a scene disagree. Set from a probe
+# that ignored distortion terms (correct pairs up to 0.31); with them, over 57 sets of the independent harness,
+# captures both within 0.25 px of the truth disagree by at most 0.21 (once 0.45, outvoted by the third capture),
+# a pair 0.72-0.95 px off from its siblings by 0.44-0.78 (docs/align.md, "The scene check").
 MAX_DISAGREEMENT = 0.4
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # N x 2 points -> N x 2 points
