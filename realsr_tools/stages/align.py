@@ -221,12 +221,12 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
     pixels: dict[int, np.ndarray] = {}
     with one_blas_thread():
         for wide, narrow in plan:
-            # Only the two captures this comparison needs are held (24-MP frames).
-            pixels = {i: pixels[i] if i in pixels else read_pixels(settings.capture_dir / members[i]["lr_source"],
-                                                                   raw=settings.raw) for i in (wide, narrow)}
             a, b = members[narrow], members[wide]
             ratio = b["focal_ratio"] / a["focal_ratio"]
             try:
+                # Only the two captures this comparison needs are held (24-MP frames).
+                pixels = {i: pixels[i] if i in pixels else read_pixels(
+                    settings.capture_dir / members[i]["lr_source"], raw=settings.raw) for i in (wide, narrow)}
                 direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
                                               hypothesis=consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"]))
                 window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,

@@ -375,6 +375,26 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
         assert comparison["median"] is None and "off the focal ratio" in comparison["error"]
 
 
+def test_a_capture_unreadable_by_the_time_of_the_scene_check_leaves_its_scene_unchecked(tmp_path, captures):
+    # One bad item is not the batch's failure: a capture damaged after its pair was written (here between a run
+    # without the check and the resumed run that checks) makes that scene's comparison fail, and the run goes on.
+    root = tmp_path / "captures"
+    shutil.copytree(captures, root)
+    out = tmp_path / "aligned"
+    first = align.run_align(root, out, scales=(2, 4), workers=1, show_progress=False, scene_check=False)
+    damaged = root / "skimage_UNIS_EV0" / "f25.png"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    summary = align.run_align(root, out, scales=(2, 4), workers=1, show_progress=False)
+    assert summary.ok == 0 and summary.skipped == first.ok == 4  # the pairs are not aligned again
+    assert [key for key, _ in summary.failures] == ["unrelated__f50"]  # the unrelated pair, retried: nothing else
+    records = {r["id"]: r for r in read_manifest(out, stage="align").records if r["status"] == "ok"}
+    for key, record in records.items():
+        expected = "unchecked" if key.startswith("skimage_UNIS_EV0") else "consistent"
+        assert record["consistency"]["verdict"] == expected, (key, record["consistency"])
+    (comparison,) = records["skimage_UNIS_EV0__f25"]["consistency"]["comparisons"]
+    assert comparison["median"] is None and "f25.png" in comparison["error"]
+
+
 def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifier(tmp_path, captures, monkeypatch):
     # A registration error that bends only the corners (a roll about the window centre): the registration's own
     # median tile gate does not see it, the verifier's field over the whole window does.
