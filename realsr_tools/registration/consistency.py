@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .estimate import _round
+
 GRID_STEP = 4  # LR px between the points of a window at which the two mappings are compared
 # LR px of the wider capture: median disagreement above which two captures of a scene disagree. Set from a probe
 # that ignored distortion terms (correct pairs up to 0.31); with them, over 57 sets of the independent harness,
@@ -54,10 +56,6 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"wide": self.wide, "narrow": self.narrow, "median": _round(self.median), "p95": _round(self.p95),
                 "max": _round(self.max), "start": self.start, "error": self.error}
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
 
 
 def comparison_plan(focal_ratios: Sequence[float], *, neighbours: int = 2) -> list[tuple[int, int]]:
@@ -108,7 +106,6 @@ def judge_scene(count: int, comparisons: Sequence[Comparison], *, limit: float =
         for index in (comparison.wide, comparison.narrow):
             (agreed if verdict else disagreed)[index] += 1
     return ["consistent" if agreed[i] else "inconsistent" if disagreed[i] else "unchecked" for i in range(count)]
-
 
 
 def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *,
