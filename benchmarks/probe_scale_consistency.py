@@ -7,7 +7,7 @@ judged without aligning again). Prints each comparison's disagreement (median an
 window, LR px) and each pair's verdict beside its truth error; with ``--json``, writes them. The truth is read only
 here, never by realsr.
 
-    python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal] [--json FILE]
+    python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal] [--json FILE] [--scenes a,b]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from realsr_tools.stages.align import _Settings, check_scene
 
 
-def probe(out: Path, condition: str, max_uncertainty: float | None = None) -> list[dict]:
+def probe(out: Path, condition: str, max_uncertainty: float | None = None,
+          only: set[str] | None = None) -> list[dict]:
     captures = out / f"captures_{condition}"
     scenes: dict[str, list[dict]] = {}
     with open(out / f"aligned_{condition}" / "manifest.jsonl") as stream:
@@ -27,7 +28,7 @@ def probe(out: Path, condition: str, max_uncertainty: float | None = None) -> li
         for line in stream:
             record = json.loads(line)
             # A pair written above a texture gate tighter than the one it was aligned with would not be written.
-            if record.get("status") == "ok" and (max_uncertainty is None
+            if record.get("status") == "ok" and (only is None or record["scene"] in only) and (max_uncertainty is None
                                                  or record["registration"]["uncertainty"] <= max_uncertainty):
                 scenes.setdefault(record["scene"], []).append(record)
     errors = {row["lr"]: row.get("error_rms") for row in
@@ -53,11 +54,13 @@ def main(argv=None) -> None:
     parser.add_argument("--conditions", default="normal,hard")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--max-uncertainty", type=float, help="leave out pairs written above this texture gate")
+    parser.add_argument("--scenes", help="judge only these scenes (comma-separated names, e.g. scene_03,scene_07)")
     args = parser.parse_args(argv)
     rows = []
     for condition in args.conditions.split(","):
         if (args.out / f"aligned_{condition}").exists():
-            rows += probe(args.out, condition, args.max_uncertainty)
+            rows += probe(args.out, condition, args.max_uncertainty,
+                          set(args.scenes.split(",")) if args.scenes else None)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -220,12 +220,29 @@ MAX_AREA_CHANGE = 4.0  # factor by which one pyramid level's fit may change the 
 def _check_not_degenerate(h: np.ndarray, start: np.ndarray, shape: tuple[int, int]) -> None:
     """Raise :class:`RegistrationError` when a level's fit collapsed or blew up the template (a wrong start whose
     iterations diverged: measured, a mapped area 1e-12 of the start's, with correlation 0.13), so that the caller
-    tries its other start instead of failing on a singular matrix."""
-    area = abs(float(np.linalg.det(h[:2, :2] / h[2, 2]))) if np.all(np.isfinite(h)) else 0.0
-    before = abs(float(np.linalg.det(start[:2, :2] / start[2, 2])))
-    if not before or not area or not 1 / MAX_AREA_CHANGE < area / before < MAX_AREA_CHANGE:
-        raise RegistrationError(f"the refinement diverged at a {shape[1]}x{shape[0]} pyramid level (mapped area "
-                                f"x{area / before if before else float('nan'):.2g}): no reliable match")
+    tries its other start instead of failing on a singular matrix.
+
+    The area is the mapping's local one at each template corner (perspective included): a diverged fit can keep a
+    sensible upper-left 2 x 2 block while its rows became proportional (a rank-1 homography, seen on a whole-frame
+    x4 -> x2 registration of two LR captures; model selection then raised ``LinAlgError``), or put a corner past the
+    horizon line."""
+    th, tw = shape
+    corners = ((0.0, 0.0), (tw - 1.0, 0.0), (0.0, th - 1.0), (tw - 1.0, th - 1.0))
+
+    def areas(m: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(m)) or not m[2, 2]:
+            return np.zeros(len(corners))
+        m = m / m[2, 2]
+        if any(m[2, 0] * x + m[2, 1] * y + 1 <= 0 for x, y in corners):
+            return np.zeros(len(corners))
+        return np.array([local_zoom(m, corner) ** 2 for corner in corners])
+
+    with np.errstate(all="ignore"):
+        change = areas(h) / areas(start)
+    if not np.all((1 / MAX_AREA_CHANGE < change) & (change < MAX_AREA_CHANGE)):
+        worst = change[np.argmax(np.abs(np.log(np.where(change > 0, change, 1e-300))))]
+        raise RegistrationError(f"the refinement diverged at a {tw}x{th} pyramid level (mapped area "
+                                f"x{worst:.2g}): no reliable match")
 
 
 def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],

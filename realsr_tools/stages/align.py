@@ -227,12 +227,14 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
                 # Only the two captures this comparison needs are held (24-MP frames).
                 pixels = {i: pixels[i] if i in pixels else read_pixels(
                     settings.capture_dir / members[i]["lr_source"], raw=settings.raw) for i in (wide, narrow)}
+                chain = consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"])
                 direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
-                                              hypothesis=consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"]))
+                                              hypothesis=chain)
                 window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
                                        distortion=direct.distortion)
-                check_registration(direct, ratio=ratio, window=window, lr_shape=pixels[wide].shape[:2],
-                                   hr_shape=pixels[narrow].shape[:2])
+                centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
+                check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
+                                   window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
             except (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error) as exc:
                 comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
                 continue

@@ -10,7 +10,9 @@ import pytest
 
 from realsr_tools.geometry import apply_homography, scaling, translation
 from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, Comparison, chain_hypothesis, compare,
-                                                   comparison_plan, consistency_fields, judge_scene)
+                                                   comparison_plan, consistency_fields, expected_magnification,
+                                                   judge_scene)
+from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
 
 
 def test_three_captures_are_all_compared_and_more_only_with_their_nearest_focal_lengths():
@@ -47,6 +49,20 @@ def test_the_chain_of_two_correct_mappings_agrees_and_a_scale_error_shows_in_wid
     off = compare(as_map(wide_to_hr), as_map(scaled), as_map(truth), window, 4.0, wide=0, narrow=1)
     corner = np.hypot(80, 60) * 4 * 0.01 / 4  # HR px at the wide window's corner, in wide LR px
     assert off.max == pytest.approx(corner, rel=0.05) and 0 < off.median < off.max
+
+
+def test_a_direct_registration_is_checked_against_the_chains_magnification_when_they_agree():
+    # Nominal focal lengths x4 and x2 (ratio 2.0); true zooms 4.19 and 1.90, as the independent generator draws them,
+    # make the captures 2.205 apart (normal seed 17's scene 8 was measured at 2.207 and refused).
+    wide_to_hr, narrow_to_hr = _hr_maps(zoom_wide=4.19, zoom_narrow=1.9)
+    chain = chain_hypothesis(wide_to_hr, narrow_to_hr)
+    centre = (180.0, 140.0)
+    assert abs(2.207 / 2.0 - 1) > MAX_ZOOM_ERROR  # what the focal lengths alone refuse
+    assert expected_magnification(2.207, 2.0, chain, centre) == pytest.approx(4.19 / 1.9)
+    # A direct estimate that neither the chain nor the focal lengths confirm is checked against the focal lengths,
+    # as any pair is (and refused by check_registration).
+    assert expected_magnification(2.6, 2.0, chain, centre) == 2.0
+    assert expected_magnification(1.95, 2.0, chain, centre) == 2.0
 
 
 def test_a_capture_is_refused_only_when_every_comparison_disagrees():

@@ -37,3 +37,25 @@ def test_a_level_fit_that_collapses_the_template_is_that_starts_failure():
         _check_not_degenerate(collapsed, start, (120, 160))
     with pytest.raises(RegistrationError, match="diverged"):
         _check_not_degenerate(np.full((3, 3), np.nan), start, (120, 160))
+
+
+def test_a_level_fit_whose_rows_became_proportional_is_that_starts_failure():
+    """A diverged fit found on the independent generator (normal seed 11, a whole-frame x4 -> x2 registration of two
+    LR captures): its upper-left 2 x 2 block still maps the template to 0.63 of the start's area, but the homography
+    is rank 1 (condition number 4e19), so model selection raised ``LinAlgError: Singular matrix`` and took the
+    registration's other starts down with it. The mapped area at the template corners is what says it collapsed."""
+    from realsr_tools.registration.gauss_newton import _check_not_degenerate
+
+    start = geometry.translation(300.0, 80.0) @ np.diag([1.45, 1.45, 1.0])
+    rank_one = np.array([[127.951437, 289.084077, 1166.15651],
+                         [31.9809519, 72.2658423, 291.508802],
+                         [0.109716029, 0.247897765, 1.0]])
+    assert 0.25 < abs(np.linalg.det(rank_one[:2, :2])) / 1.45**2 < 4  # what the check used to measure
+    with pytest.raises(RegistrationError, match="diverged"):
+        _check_not_degenerate(rank_one, start, (60, 80))
+    past_horizon = start.copy()
+    past_horizon[2, :2] = (-0.02, 0.0)  # the template's right-hand corners (x = 79) map past the horizon line
+    with pytest.raises(RegistrationError, match="diverged"):
+        _check_not_degenerate(past_horizon, start, (60, 80))
+    _check_not_degenerate(start @ geometry.translation(3.0, -2.0), start, (60, 80))
+
