@@ -8,6 +8,7 @@ window, LR px) and each pair's verdict beside its truth error; with ``--json``, 
 here, never by realsr.
 
     python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal] [--json FILE] [--scenes a,b]
+        [--max-uncertainty 0.15 [--provisional]] [--extra MANIFEST --extra-truth ROWS.json]
 """
 
 from __future__ import annotations
@@ -16,29 +17,47 @@ import argparse
 import json
 from pathlib import Path
 
+from realsr_tools.registration.estimate import MAX_CONFIRMED_UNCERTAINTY
 from realsr_tools.stages.align import _Settings, check_scene
 
 
 def probe(out: Path, condition: str, max_uncertainty: float | None = None,
-          only: set[str] | None = None) -> list[dict]:
+          only: set[str] | None = None, provisional: bool = False, extra: Path | None = None,
+          extra_truth: Path | None = None) -> list[dict]:
     captures = out / f"captures_{condition}"
     scenes: dict[str, list[dict]] = {}
-    with open(out / f"aligned_{condition}" / "manifest.jsonl") as stream:
-        next(stream)
-        for line in stream:
-            record = json.loads(line)
-            # A pair written above a texture gate tighter than the one it was aligned with would not be written.
-            if record.get("status") == "ok" and (only is None or record["scene"] in only) and (max_uncertainty is None
-                                                 or record["registration"]["uncertainty"] <= max_uncertainty):
-                scenes.setdefault(record["scene"], []).append(record)
+    # A pair written above a texture gate tighter than the one it was aligned with would not be written, or (with
+    # ``provisional``, as align writes it since session 13) written up to MAX_CONFIRMED_UNCERTAINTY for the check to
+    # confirm.
+    written = max_uncertainty and (max(max_uncertainty, MAX_CONFIRMED_UNCERTAINTY) if provisional else max_uncertainty)
+    records: dict[str, dict] = {}
+    for manifest in [out / f"aligned_{condition}" / "manifest.jsonl", *([extra] if extra else [])]:
+        with open(manifest) as stream:
+            next(stream)
+            for line in stream:
+                record = json.loads(line)
+                if record.get("status") == "ok":  # a pair written by the extra run replaces its refusal here
+                    records[record["id"]] = record
+    for record in records.values():
+        if only is not None and record["scene"] not in only:
+            continue
+        uncertainty = record["registration"]["uncertainty"]
+        if written and uncertainty > written:
+            continue
+        if provisional and max_uncertainty:
+            record["registration"]["needs_confirmation"] = uncertainty > max_uncertainty
+        scenes.setdefault(record["scene"], []).append(record)
     errors = {row["lr"]: row.get("error_rms") for row in
-              json.loads((out / "results.json").read_text())[condition]["pairs"]}
+              json.loads((out / "results.json").read_text())[condition]["pairs"]
+              + (json.loads(extra_truth.read_text()) if extra_truth else [])}
     settings = _Settings(captures, out / f"aligned_{condition}", preview=False, bit_depth=8, photometric=True)
     rows = []
     for scene, members in sorted(scenes.items()):
         for record, field in zip(members, check_scene(members, settings)):
             truth = errors.get(record["lr_source"])
             rows.append({"condition": condition, "id": record["id"], "truth": truth, "verdict": field["verdict"],
+                         "uncertainty": record["registration"]["uncertainty"],
+                         "provisional": bool(record["registration"].get("needs_confirmation")),
                          "comparisons": field["comparisons"]})
             summary = "; ".join(f"{c['narrow'] if c['wide'] == record['id'] else c['wide']}: "
                                 + (f"{c['median']:.3f} / {c['max']:.3f} ({c['start']})" if c["median"] is not None
@@ -55,12 +74,19 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--max-uncertainty", type=float, help="leave out pairs written above this texture gate")
     parser.add_argument("--scenes", help="judge only these scenes (comma-separated names, e.g. scene_03,scene_07)")
+    parser.add_argument("--extra", type=Path, help="an align manifest of the same captures (e.g. the pairs this set "
+                        "refused, aligned again at a looser gate): its written pairs join their scenes")
+    parser.add_argument("--extra-truth", type=Path, help="the harness's per-pair rows (lr, error_rms) for --extra")
+    parser.add_argument("--provisional", action="store_true",
+                        help="with --max-uncertainty: pairs above it (up to align's MAX_CONFIRMED_UNCERTAINTY) "
+                        "are judged as align writes them, provisionally, kept only if their scene confirms them")
     args = parser.parse_args(argv)
     rows = []
     for condition in args.conditions.split(","):
         if (args.out / f"aligned_{condition}").exists():
             rows += probe(args.out, condition, args.max_uncertainty,
-                          set(args.scenes.split(",")) if args.scenes else None)
+                          set(args.scenes.split(",")) if args.scenes else None, args.provisional, args.extra,
+                          args.extra_truth)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -184,10 +184,12 @@ def align(
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
     max_uncertainty: float = typer.Option(0.15, "--max-uncertainty",
                                           help="Refuse a pair whose window corners the overlap's texture pins to "
-                                          "worse than this, LR px (one standard deviation)."),
+                                          "worse than this, LR px (one standard deviation), unless the scene check "
+                                          "confirms it (docs/align.md, \"The scene check\")."),
     scene_check: bool = typer.Option(True, "--scene-check/--no-scene-check",
                                      help="Register each scene's LR captures to each other and refuse a pair that "
-                                     "disagrees with all the others (about one more registration per pair)."),
+                                     "disagrees with all the others (about one more registration per pair); a pair "
+                                     "above --max-uncertainty is kept only if they confirm it."),
     scheduler: Scheduler = None,
     scheduler_file: SchedulerFile = None,
 ) -> None:

@@ -19,7 +19,7 @@ failed direct registration costs nothing. Errors the captures share (the HR side
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -109,35 +109,57 @@ def compare(wide_to_hr: PointMap, narrow_to_hr: PointMap, wide_to_narrow: PointM
     return Comparison(wide, narrow, float(np.median(d)), float(np.percentile(d, 95)), float(d.max()), start)
 
 
-def judge_scene(count: int, comparisons: Sequence[Comparison], *, limit: float = MAX_DISAGREEMENT) -> list[str]:
+def judge_scene(count: int, comparisons: Sequence[Comparison], *, provisional: Collection[int] = (),
+                limit: float = MAX_DISAGREEMENT) -> list[str]:
     """Each capture's verdict: ``"consistent"`` (agrees with another capture), ``"inconsistent"`` (disagrees with
     every capture it was measured against: refuse it; two captures that disagree are both refused, since nothing
-    tells which is wrong) or ``"unchecked"`` (alone in its scene, or every direct registration failed)."""
+    tells which is wrong) or ``"unchecked"`` (alone in its scene, or every direct registration failed).
+
+    ``provisional``: captures whose pairs the texture gate alone would refuse (corner uncertainty between
+    :data:`.estimate.MAX_UNCERTAINTY` and :data:`.estimate.MAX_CONFIRMED_UNCERTAINTY`). Such a capture is
+    ``"consistent"`` only when a capture that passed the gate on its own agrees with it and none disagrees, else
+    ``"unconfirmed"`` (refuse it). Its comparisons count for no other capture, either way: its own evidence is the
+    weaker (charts matched to the wrong patch lay just above the gate), and two provisional captures that agree may
+    share their error."""
+    provisional = set(provisional)
     agreed = [0] * count
     disagreed = [0] * count
     for comparison in comparisons:
         verdict = comparison.agrees(limit)
         if verdict is None:
             continue
-        for index in (comparison.wide, comparison.narrow):
-            (agreed if verdict else disagreed)[index] += 1
-    return ["consistent" if agreed[i] else "inconsistent" if disagreed[i] else "unchecked" for i in range(count)]
+        pair = (comparison.wide, comparison.narrow)
+        for index, other in (pair, pair[::-1]):
+            if other not in provisional:  # a provisional capture neither confirms nor contradicts another
+                (agreed if verdict else disagreed)[index] += 1
+    verdicts = []
+    for i in range(count):
+        if i in provisional:
+            verdicts.append("consistent" if agreed[i] and not disagreed[i] else "unconfirmed")
+        else:
+            verdicts.append("consistent" if agreed[i] else "inconsistent" if disagreed[i] else "unchecked")
+    return verdicts
 
 
-def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *,
+def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *, provisional: Collection[int] = (),
                        limit: float = MAX_DISAGREEMENT) -> list[dict]:
     """Each capture's record of the check (align's ``consistency`` field): its verdict (:func:`judge_scene`), the
-    comparisons it took part in (captures named by ``ids``) and, for an inconsistent one, the ``reason``."""
+    comparisons it took part in (captures named by ``ids``) and, for a refused one, the ``reason``."""
     fields = []
-    for index, verdict in enumerate(judge_scene(len(ids), comparisons, limit=limit)):
+    for index, verdict in enumerate(judge_scene(len(ids), comparisons, provisional=provisional, limit=limit)):
         mine = [c for c in comparisons if index in (c.wide, c.narrow)]
         field = {"verdict": verdict, "limit": limit,
                  "comparisons": [c.to_dict() | {"wide": ids[c.wide], "narrow": ids[c.narrow]} for c in mine]}
+        measured = ", ".join(f"{ids[c.narrow if c.wide == index else c.wide]} by {c.median:.2f}"
+                             for c in mine if c.median is not None)
         if verdict == "inconsistent":
-            others = ", ".join(f"{ids[c.narrow if c.wide == index else c.wide]} by {c.median:.2f}"
-                               for c in mine if c.median is not None)
             field["reason"] = (f"inconsistent with its scene's other captures: registered to it directly, they put "
-                               f"its window elsewhere in the HR ({others} LR px, median over the window; limit "
+                               f"its window elsewhere in the HR ({measured} LR px, median over the window; limit "
                                f"{limit}); a wrong match or scale that its own window cannot show")
+        elif verdict == "unconfirmed":
+            field["reason"] = ("not confirmed by its scene's other captures, which a pair above the texture gate "
+                               "needs: " + (f"registered to it directly, they put its window {measured} LR px "
+                                            f"elsewhere in the HR (median over the window; limit {limit})"
+                                            if measured else "no other written capture could be registered to it"))
         fields.append(field)
     return fields

@@ -32,6 +32,11 @@ CORRELATION_TIE = 0.005  # correlation within which the coarse start whose refin
 # over 53 sets, returned 24 of the 30 pairs between the gates within target, and on two fresh seeds charts matched
 # to a wrong patch, 21 and 5.8 px off at 0.16 and 0.19 px, that no other check refused. docs/align.md, step 7.
 MAX_UNCERTAINTY = 0.15
+# LR px: corner standard deviation up to which align's scene check may still confirm a pair the texture gate alone
+# refuses (:mod:`.consistency`: it is kept only if a capture of its scene that passed the gate on its own agrees
+# with it). The hard target's tolerance; the two wrong-patch matches above were refused by it (one disagreed with its
+# scene by 3.9 / 5.3 LR px, the other had no written sibling). docs/align.md, "The scene check".
+MAX_CONFIRMED_UNCERTAINTY = 0.25
 # Relative channel gain (|log|) of the two captures' colour balance above which registration balances the HR's
 # channels before the grey is formed (:func:`register_captures`); below it the grey stays the plain luma.
 BALANCE_TOLERANCE = 0.02
@@ -243,21 +248,28 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     return replace(registration, hr_channel_gains=applied and tuple(round(g, 4) for g in applied)), weights
 
 
+def texture_refusal(uncertainty: float, gate: str, note: str = "") -> str:
+    """The reason a pair is refused for too little texture (``gate``: the limit it is above, as text)."""
+    return (f"too little texture in the overlap to fix the geometry: corner uncertainty {uncertainty:.2f} LR px > "
+            f"{gate} (flat or one-directional structure{note})")
+
+
 def check_registration(registration: Registration, *, ratio: float, window: Sequence[int],
                        lr_shape: tuple[int, int], hr_shape: tuple[int, int],
-                       max_uncertainty: float = MAX_UNCERTAINTY) -> None:
+                       max_uncertainty: float = MAX_UNCERTAINTY, confirmable: float | None = None) -> None:
     """Refuse registrations that cannot be right; raises :class:`RegistrationError` naming the failed check.
 
     ``max_uncertainty``: LR px of corner standard deviation (``registration.uncertainty``) above which the overlap
-    is taken to have too little texture to fix the geometry.
+    is taken to have too little texture to fix the geometry. ``confirmable``: the corner uncertainty up to which a
+    pair above it still passes, for its scene's other captures to confirm (align's scene check).
     """
     zoom = registration.zoom
     zoom_error = abs(zoom / ratio - 1)
+    limit = max(max_uncertainty, confirmable or 0.0)
 
     def too_little_texture(note: str = "") -> RegistrationError:
-        return RegistrationError(f"too little texture in the overlap to fix the geometry: corner uncertainty "
-                                 f"{registration.uncertainty:.2f} LR px > {max_uncertainty:g} (flat or "
-                                 f"one-directional structure{note})")
+        gate = f"{max_uncertainty:g}" + (f" ({limit:g} for its scene to confirm)" if limit > max_uncertainty else "")
+        return RegistrationError(texture_refusal(registration.uncertainty, gate, note))
 
     if zoom_error > MAX_ZOOM_ERROR:
         if registration.uncertainty > max_uncertainty:
@@ -274,7 +286,7 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
     if area < MIN_OVERLAP * expected:
         raise RegistrationError(f"too little overlap: the output window {window[2]}x{window[3]} LR px covers "
                                 f"{area / expected:.0%} of the HR field (need {MIN_OVERLAP:.0%})")
-    if registration.uncertainty > max_uncertainty:
+    if registration.uncertainty > limit:
         raise too_little_texture()
     if registration.correlation < MIN_CORRELATION:
         raise RegistrationError(f"no reliable match: luma correlation {registration.correlation:.2f} after "

@@ -20,7 +20,8 @@ from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.estimate import MAX_RESIDUAL_MEDIAN, MAX_UNCERTAINTY, _round
+from ..registration.estimate import (MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN, MAX_UNCERTAINTY, _round,
+                                    texture_refusal)
 from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
@@ -61,6 +62,7 @@ class _Settings:
     photometric: bool
     raw: RawRendering = DEFAULT_RAW
     max_uncertainty: float = MAX_UNCERTAINTY
+    scene_check: bool = False  # with it, pairs above the gate up to MAX_CONFIRMED_UNCERTAINTY are written provisionally
 
 
 @holds_output()
@@ -87,13 +89,16 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         pixels bit-exact (crop only).
     raw : how RAW captures are rendered (:class:`realsr_tools.imaging.RawRendering`; every capture alike).
     max_uncertainty : LR px of corner standard deviation above which a pair is refused for too little texture
-        (:func:`realsr_tools.registration.check_registration`); lower keeps fewer, better pinned pairs.
+        (:func:`realsr_tools.registration.check_registration`) unless the scene check confirms it (up to
+        :data:`MAX_CONFIRMED_UNCERTAINTY`); lower keeps fewer, better pinned pairs.
     show_progress : draw a progress bar.
     scheduler, scheduler_file : run the pairs on this Dask cluster instead
         (:func:`realsr_tools.pipeline.runner.open_runner`).
     scene_check : once a scene's pairs are written, register its LR captures to each other and refuse a pair that
         disagrees with every other capture of its scene (:mod:`realsr_tools.registration.consistency`; about one
-        more registration per pair in scenes of three LR captures).
+        more registration per pair in scenes of three LR captures). A pair above the texture gate, up to
+        :data:`MAX_CONFIRMED_UNCERTAINTY`, is written provisionally and kept only if a capture of its scene that
+        passed the gate agrees with it; without the check the gate alone decides.
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
@@ -130,7 +135,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
-    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty)
+    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check)
     ok = failed = unmeasurable = 0
     failures = []
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
@@ -154,18 +159,18 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                 failed += 1
                 failures.append((record["id"], record["error"]))
         skipped = len(pairs) - len(todo)
-        if scene_check:
-            new = {pair.id for pair in todo}
-            for record in _check_scenes(runner, writer.records, settings, show_progress):
-                writer.add(record)
-                if record["status"] != "ok":
-                    failures.append((record["id"], record["error"]))
-                    failed += 1
-                    if record["id"] in new:
-                        ok -= 1
-                        unmeasurable -= record["verification"]["verdict"] == "unmeasurable"
-                    else:
-                        skipped -= 1
+        new = {pair.id for pair in todo}
+        for record in (_check_scenes(runner, writer.records, settings, show_progress) if scene_check
+                       else _unconfirmed(writer.records, settings)):
+            writer.add(record)
+            if record["status"] != "ok":
+                failures.append((record["id"], record["error"]))
+                failed += 1
+                if record["id"] in new:
+                    ok -= 1
+                    unmeasurable -= record["verification"]["verdict"] == "unmeasurable"
+                else:
+                    skipped -= 1
     return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures), unmeasurable)
 
 
@@ -186,16 +191,47 @@ def _check_scenes(runner, records: list[dict[str, Any]], settings: _Settings,
                                    labels=[members[0]["scene"] for members in todo], show_progress=show_progress):
         members = todo[index]
         if isinstance(result, TaskLost):
-            # Unchecked rather than refused: the pairs passed every check of their own.
-            result = [{"verdict": "unchecked", "error": result.reason, "comparisons": []}] * len(members)
+            # Unchecked rather than refused: the pairs passed every check of their own (but the provisional ones).
+            lost = result.reason
+            result = [{"verdict": "unchecked", "error": lost, "comparisons": []} if not
+                      r["registration"].get("needs_confirmation") else
+                      {"verdict": "unconfirmed", "error": lost, "comparisons": [],
+                       "reason": f"not confirmed by its scene's other captures: the check was lost ({lost})"}
+                      for r in members]
         for record, consistency in zip(members, result):
             record = dict(record, consistency=consistency)
             if consistency["verdict"] == "inconsistent":
-                for key in OUTPUT_KEYS:
-                    (settings.out_dir / record[key]).unlink(missing_ok=True)
-                record.update(status="failed", lr=None, hr=None, error=consistency["reason"])
+                _refuse(record, consistency["reason"], settings)
+            elif consistency["verdict"] == "unconfirmed":
+                _refuse(record, f"{_texture_reason(record, settings)}, and {consistency['reason']}", settings)
             checked.append(record)
     return checked
+
+
+def _unconfirmed(records: list[dict[str, Any]], settings: _Settings) -> list[dict[str, Any]]:
+    """Without the scene check: the pairs a run with it wrote provisionally and was killed before confirming
+    (``registration.needs_confirmation``, no ``consistency``), refused for too little texture as the gate refuses
+    them, their outputs removed."""
+    refused = []
+    for record in records:
+        if record["status"] == "ok" and record["registration"].get("needs_confirmation") \
+                and record.get("consistency") is None:
+            record = dict(record)
+            _refuse(record, f"{_texture_reason(record, settings)}; written provisionally for the scene check, which "
+                    "this run leaves out", settings)
+            refused.append(record)
+    return refused
+
+
+def _texture_reason(record: dict[str, Any], settings: _Settings) -> str:
+    return texture_refusal(record["registration"]["uncertainty"], f"{settings.max_uncertainty:g}")
+
+
+def _refuse(record: dict[str, Any], reason: str, settings: _Settings) -> None:
+    """Turn a written pair's record into a refusal: its outputs removed, ``failed`` with ``reason``."""
+    for key in OUTPUT_KEYS:
+        (settings.out_dir / record[key]).unlink(missing_ok=True)
+    record.update(status="failed", lr=None, hr=None, error=reason)
 
 
 def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict[str, Any]]:
@@ -241,7 +277,8 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
             comparisons.append(consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"],
                                                    b["registration"]["zoom"], wide=wide, narrow=narrow,
                                                    start=direct.coarse))
-    return consistency.consistency_fields([r["id"] for r in members], comparisons)
+    provisional = [i for i, r in enumerate(members) if r["registration"].get("needs_confirmation")]
+    return consistency.consistency_fields([r["id"] for r in members], comparisons, provisional=provisional)
 
 
 def _new_record(pair) -> dict[str, Any]:
@@ -310,7 +347,8 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
-                       hr_shape=hr_pixels.shape[:2], max_uncertainty=s.max_uncertainty)
+                       hr_shape=hr_pixels.shape[:2], max_uncertainty=s.max_uncertainty,
+                       confirmable=MAX_CONFIRMED_UNCERTAINTY if s.scene_check else None)
     x0, y0, w, h = window
     scale = pair.scale
     hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
@@ -391,6 +429,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {
+            "needs_confirmation": bool(registration.uncertainty > s.max_uncertainty),
             "grey_weights": [round(w, 4) for w in grey_weights],
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}},
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},

@@ -80,6 +80,28 @@ def test_a_capture_is_refused_only_when_every_comparison_disagrees():
     assert judge_scene(1, []) == ["unchecked"]
 
 
+def test_a_provisional_capture_is_kept_only_when_a_capture_that_passed_the_gate_confirms_it():
+    agree, disagree = 0.1, MAX_DISAGREEMENT + 0.3
+    # Capture 2 is provisional (above the texture gate). Confirmed by a gate-passed capture and contradicted by none.
+    assert judge_scene(3, [Comparison(0, 1, agree), Comparison(0, 2, agree), Comparison(1, 2, agree)],
+                       provisional=[2]) == ["consistent"] * 3
+    # One gate-passed capture disagrees: not confirmed (a wrong-patch match can agree with one sibling by chance).
+    assert judge_scene(3, [Comparison(0, 1, agree), Comparison(0, 2, agree), Comparison(1, 2, disagree)],
+                       provisional=[2]) == ["consistent", "consistent", "unconfirmed"]
+    # Its disagreement takes no gate-passed capture with it, even in a scene of two ...
+    assert judge_scene(2, [Comparison(0, 1, disagree)], provisional=[1]) == ["unchecked", "unconfirmed"]
+    # ... its agreement confirms none, and two provisional captures do not confirm each other.
+    assert judge_scene(2, [Comparison(0, 1, agree)], provisional=[1]) == ["unchecked", "consistent"]
+    assert judge_scene(2, [Comparison(0, 1, agree)], provisional=[0, 1]) == ["unconfirmed"] * 2
+    # Alone, or with every direct registration failed: unconfirmed.
+    assert judge_scene(1, [], provisional=[0]) == ["unconfirmed"]
+    assert judge_scene(2, [Comparison(0, 1, error="no reliable match")], provisional=[0]) == [
+        "unconfirmed", "unchecked"]
+    fields = consistency_fields(["s__x4", "s__x2"], [Comparison(0, 1, 0.9, 1.5, 2.0, "search")], provisional=[0])
+    assert fields[0]["verdict"] == "unconfirmed" and "s__x2 by 0.90" in fields[0]["reason"]
+    assert "no other written capture" in consistency_fields(["s__x4"], [], provisional=[0])[0]["reason"]
+
+
 def test_the_record_of_a_refused_capture_names_the_captures_it_disagrees_with():
     comparisons = [Comparison(0, 1, 0.82, 1.9, 2.0, "search"), Comparison(0, 2, 0.78, 1.8, 2.1, "search"),
                    Comparison(1, 2, 0.08, 0.3, 0.5, "hypothesis")]

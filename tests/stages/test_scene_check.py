@@ -54,3 +54,68 @@ def test_a_pair_its_own_checks_pass_far_off_is_refused_by_its_scene_even_on_resu
     # The refused pair is retried by the next resume, written, and refused again: the same records.
     align.run_align(root, out, show_progress=False)
     assert _records(out) == records
+
+
+def test_a_pair_above_the_texture_gate_is_kept_only_when_its_scene_confirms_it(tmp_path, chart_scene, monkeypatch):
+    """With the gate at 0.08 LR px the x3 (corner uncertainty 0.095, 0.11 px off the truth) and the x4 (0.139, 0.95 px
+    off) are above it and written provisionally; the x2 (0.052) passes it and judges them: it confirms the x3 and
+    contradicts the x4."""
+    root, truth = chart_scene
+    out = tmp_path / "aligned"
+    gate = 0.08
+    # A run killed after its pairs, before the check: the provisional pairs are on disk, unconfirmed.
+    monkeypatch.setattr(align, "_check_scenes", lambda runner, records, settings, show_progress: [])
+    assert align.run_align(root, out, max_uncertainty=gate, show_progress=False).ok == 3
+    monkeypatch.undo()
+    records = _records(out)
+    assert [records[n]["registration"]["needs_confirmation"] for n in ("lr_x2.png", "lr_x3.png", "lr_x4.png")] == [
+        False, True, True]
+    provisional = [out / records[n][key] for n in ("lr_x3.png", "lr_x4.png") for key in ("lr", "hr")]
+
+    # Resumed without the check, the gate alone decides: both refused for too little texture, their outputs removed.
+    summary = align.run_align(root, out, max_uncertainty=gate, scene_check=False, show_progress=False)
+    assert (summary.ok, summary.failed, summary.skipped) == (0, 2, 1)
+    records = _records(out)
+    for name in ("lr_x3.png", "lr_x4.png"):
+        assert records[name]["status"] == "failed" and "too little texture" in records[name]["error"]
+        assert "provisionally" in records[name]["error"]
+    assert not any(path.exists() for path in provisional) and records["lr_x2.png"]["status"] == "ok"
+
+    # Resumed with the check: both aligned again, provisionally; the x2 confirms the x3 and contradicts the x4.
+    summary = align.run_align(root, out, max_uncertainty=gate, show_progress=False)
+    assert (summary.ok, summary.failed, summary.skipped) == (1, 1, 1)
+    records = _records(out)
+    confirmed, refused = records["lr_x3.png"], records["lr_x4.png"]
+    assert confirmed["status"] == "ok" and confirmed["consistency"]["verdict"] == "consistent"
+    assert record_truth_rms(confirmed, truth) < 0.2 and (out / confirmed["lr"]).exists()
+    assert refused["status"] == "failed" and refused["consistency"]["verdict"] == "unconfirmed"
+    assert refused["error"].startswith("too little texture in the overlap to fix the geometry: corner uncertainty "
+                                       "0.14 LR px > 0.08 (flat or one-directional structure), and not confirmed by "
+                                       "its scene's other captures")
+    # The x2 is judged by no provisional capture: unchecked, and kept.
+    assert records["lr_x2.png"]["status"] == "ok" and records["lr_x2.png"]["consistency"]["verdict"] == "unchecked"
+
+
+def test_a_scene_check_lost_with_its_worker_refuses_only_the_provisional_pairs(tmp_path, monkeypatch):
+    """A worker that died on every try of a scene's check: the pairs that passed the gate stay (unchecked), the
+    provisional one is refused (nothing confirmed it) and its outputs removed."""
+    from realsr_tools.pipeline import runner
+    from realsr_tools.pipeline.runner import TaskLost
+
+    def records():
+        for name, provisional in (("x2", False), ("x4", True)):
+            for kind in ("LR", "HR"):
+                (tmp_path / kind).mkdir(exist_ok=True)
+                (tmp_path / kind / f"{name}.png").write_bytes(b"png")
+            yield {"id": f"s__{name}", "scene": "s", "status": "ok", "lr": f"LR/{name}.png", "hr": f"HR/{name}.png",
+                   "error": None, "consistency": None,
+                   "registration": {"uncertainty": 0.2 if provisional else 0.1, "needs_confirmation": provisional}}
+
+    monkeypatch.setattr(runner, "run_items", lambda runner, fn, items, **kwargs: (
+        (index, TaskLost("worker died 3 times")) for index in range(len(items))))
+    settings = align._Settings(tmp_path, tmp_path, preview=False, bit_depth=8, photometric=True, scene_check=True)
+    kept, refused = align._check_scenes(None, list(records()), settings, show_progress=False)
+    assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "unchecked" and (tmp_path / kept["lr"]).exists()
+    assert refused["status"] == "failed" and refused["consistency"]["verdict"] == "unconfirmed"
+    assert "the check was lost (worker died 3 times)" in refused["error"] and "> 0.15" in refused["error"]
+    assert not (tmp_path / "LR" / "x4.png").exists() and not (tmp_path / "HR" / "x4.png").exists()
