@@ -106,15 +106,25 @@ def prior_homography(lr_shape: tuple[int, int], hr_shape: tuple[int, int], ratio
         -(lw - 1) / 2, -(lh - 1) / 2)
 
 
-def local_zoom(lr_to_hr: np.ndarray, point: tuple[float, float]) -> float:
-    """Magnification (square root of the Jacobian determinant) of the homography at an LR point."""
+def local_jacobian(lr_to_hr: np.ndarray, point: tuple[float, float]) -> np.ndarray:
+    """The 2 x 2 Jacobian of the homography at an LR point (HR px per LR px)."""
     h = np.asarray(lr_to_hr, np.float64)
     x, y = point
     w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
     px, py = apply_homography(h, np.array([[x, y]]))[0]
-    jac = np.array([[h[0, 0] - px * h[2, 0], h[0, 1] - px * h[2, 1]],
-                    [h[1, 0] - py * h[2, 0], h[1, 1] - py * h[2, 1]]]) / w
-    return float(np.sqrt(abs(np.linalg.det(jac))))
+    return np.array([[h[0, 0] - px * h[2, 0], h[0, 1] - px * h[2, 1]],
+                     [h[1, 0] - py * h[2, 0], h[1, 1] - py * h[2, 1]]]) / w
+
+
+def local_zoom(lr_to_hr: np.ndarray, point: tuple[float, float]) -> float:
+    """Magnification (square root of the Jacobian determinant) of the homography at an LR point."""
+    return float(np.sqrt(abs(np.linalg.det(local_jacobian(lr_to_hr, point)))))
+
+
+def local_roll(lr_to_hr: np.ndarray, point: tuple[float, float]) -> float:
+    """Rotation (deg, LR x axis towards y) of the homography at an LR point: that of the closest similarity."""
+    jac = local_jacobian(lr_to_hr, point)
+    return float(np.degrees(np.arctan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1])))
 
 
 def hr_field_in_lr(lr_to_hr: np.ndarray, hr_shape: tuple[int, int]) -> np.ndarray:

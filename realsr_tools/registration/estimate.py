@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import RadialDistortion, local_zoom, map_lr_to_hr
+from ..geometry import RadialDistortion, apply_homography, local_roll, local_zoom, map_lr_to_hr
 from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
 from .gauss_newton import _roi, refine
 from .luma import channel_balance, linear_thumbnail, registration_grey, saturated_channels, weighted_grey
@@ -104,6 +104,30 @@ class CoarseStarts:
     inliers: int
 
 
+HYPOTHESIS_ALONE = "hypothesis alone"  # the start name when the hypothesis was the only start refined
+
+
+def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: np.ndarray | None,
+                      ) -> CoarseStarts | None:
+    """The hypothesis as the only start, where the grey search near its magnification and roll finds its match
+    (:func:`register_captures`); ``None`` otherwise."""
+    if hypothesis is None:
+        return None
+    hh, hw = hr.shape[:2]
+    centre = apply_homography(np.linalg.inv(hypothesis), np.array([[(hw - 1) / 2, (hh - 1) / 2]]))[0]
+    search = search_coarse(lr, hr, ratio,
+                           around=(local_zoom(hypothesis, centre) / ratio, local_roll(hypothesis, centre)))
+    if search is None or search.score < MIN_TEMPLATE_SCORE \
+            or _disagreement(search.lr_to_hr, hypothesis, hr.shape) > _coarse_tolerance(lr.shape):
+        return None
+    return CoarseStarts([(HYPOTHESIS_ALONE, hypothesis)], None, search.score, 0)
+
+
+def _coarse_tolerance(lr_shape: tuple[int, ...]) -> float:
+    """LR px (HR frame corners, :func:`.coarse._disagreement`) within which two coarse estimates found one match."""
+    return COARSE_AGREEMENT * max(1.0, lr_shape[1] / COARSE_WIDTH)
+
+
 def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
                   colour: tuple[np.ndarray, tuple[float, float], np.ndarray, tuple[float, float]] | None = None,
                   ) -> CoarseStarts:
@@ -120,7 +144,7 @@ def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
     search = search_coarse(lr, hr, ratio)
     features, inliers = feature_coarse(lr, hr, ratio)
     search_ok = search is not None and search.score >= MIN_TEMPLATE_SCORE
-    tolerance = COARSE_AGREEMENT * max(1.0, lr.shape[1] / COARSE_WIDTH)
+    tolerance = _coarse_tolerance(lr.shape)
     starts: list[tuple[str, np.ndarray]] = []
     agreement = None
     if search_ok and features is not None:
@@ -199,7 +223,8 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
 
 
 def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str] = ("srgb", "srgb"),
-                      hypothesis: np.ndarray | None = None) -> tuple[Registration, tuple[float, ...]]:
+                      hypothesis: np.ndarray | None = None,
+                      hypothesis_alone_if_found: bool = False) -> tuple[Registration, tuple[float, ...]]:
     """Register RGB captures (any dtype :func:`.luma.registration_grey` reads): the grey images, the coarse
     estimate (its pyramid search on colour thumbnails: two chart patches of one luma are told apart by their hue),
     the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
@@ -211,17 +236,27 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     0.06 LR px off came back a homography 0.63 px off), and it would double the cost.
 
     ``hypothesis``: an LR -> HR homography known from elsewhere, refined as one more grey start (named
-    ``"hypothesis"``) that wins only by the better fit, as the search's starts do (:mod:`.consistency`).
+    ``"hypothesis"``) that wins only by the better fit, as the search's starts do (:mod:`.consistency`). With
+    ``hypothesis_alone_if_found``, the grey pyramid search first runs near the hypothesis' magnification and roll
+    (every position: a sixth of the whole search), and where it finds the hypothesis' own match (within the coarse
+    estimates' agreement), the hypothesis is the only start refined (the registration's ``coarse`` is then
+    :data:`HYPOTHESIS_ALONE`); otherwise the registration runs as without the option. For the scene check, whose
+    direct registrations start from the chain of two pairs that are mostly right: the whole search and refining its
+    starts, which mostly refine to the chain's optimum again, were its cost.
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
-    # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
-    factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
-    thumbnails = (*linear_thumbnail(lr, curves[0], factor),
-                  *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
-    coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
-    del thumbnails
     if hypothesis is not None:
-        coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", np.asarray(hypothesis, np.float64))])
+        hypothesis = np.asarray(hypothesis, np.float64)
+    coarse = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
+    if coarse is None:
+        # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
+        factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
+        thumbnails = (*linear_thumbnail(lr, curves[0], factor),
+                      *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
+        coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
+        del thumbnails
+        if hypothesis is not None:
+            coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
 
     def gains_at(start: np.ndarray) -> tuple[float, ...] | None:
         gains, _ = channel_balance(lr, hr, start, curves)

@@ -20,8 +20,8 @@ from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.estimate import (MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN, MAX_UNCERTAINTY, _round,
-                                    texture_refusal)
+from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
+                                    MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
@@ -253,30 +253,42 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
         return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
 
     plan = consistency.comparison_plan([r["focal_ratio"] for r in members])
+    failures = (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error)
+
+    def compared(wide: int, narrow: int, alone_if_found: bool) -> consistency.Comparison:
+        a, b = members[narrow], members[wide]
+        ratio = b["focal_ratio"] / a["focal_ratio"]
+        try:
+            chain = consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"])
+            direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
+                                          hypothesis=chain, hypothesis_alone_if_found=alone_if_found)
+            window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
+                                   distortion=direct.distortion)
+            centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
+            check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
+                               window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
+        except failures as exc:
+            return consistency.Comparison(wide, narrow, error=str(exc))
+        return consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"], b["registration"]["zoom"],
+                                   wide=wide, narrow=narrow, start=direct.coarse)
+
     comparisons = []
     pixels: dict[int, np.ndarray] = {}
     with one_blas_thread():
         for wide, narrow in plan:
-            a, b = members[narrow], members[wide]
-            ratio = b["focal_ratio"] / a["focal_ratio"]
             try:
                 # Only the two captures this comparison needs are held (24-MP frames).
                 pixels = {i: pixels[i] if i in pixels else read_pixels(
                     settings.capture_dir / members[i]["lr_source"], raw=settings.raw) for i in (wide, narrow)}
-                chain = consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"])
-                direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
-                                              hypothesis=chain)
-                window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
-                                       distortion=direct.distortion)
-                centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
-                check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
-                                   window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
-            except (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error) as exc:
+            except failures as exc:
                 comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
                 continue
-            comparisons.append(consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"],
-                                                   b["registration"]["zoom"], wide=wide, narrow=narrow,
-                                                   start=direct.coarse))
+            # Where the search finds the chain's own match, refining the chain alone decides an agreement; anything
+            # else (a disagreement, a failure) is decided by the registration with every start.
+            comparison = compared(wide, narrow, alone_if_found=True)
+            if not comparison.agrees() and comparison.start in (None, HYPOTHESIS_ALONE):
+                comparison = compared(wide, narrow, alone_if_found=False)
+            comparisons.append(comparison)
     provisional = [i for i, r in enumerate(members) if r["registration"].get("needs_confirmation")]
     return consistency.consistency_fields([r["id"] for r in members], comparisons, provisional=provisional)
 

@@ -359,7 +359,7 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
 
     real_register = align.register_captures
 
-    def failing_between_lr_captures(lr, hr, *, ratio, curves, hypothesis=None):
+    def failing_between_lr_captures(lr, hr, *, ratio, curves, hypothesis=None, **options):
         if hypothesis is not None:  # only the scene check passes the chain of the two pairs' mappings
             raise RegistrationError("estimated magnification 1.670 is 10% off the focal ratio 1.515")
         return real_register(lr, hr, ratio=ratio, curves=curves)
@@ -373,6 +373,40 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
         assert record["status"] == "ok" and record["consistency"]["verdict"] == "unchecked"
         (comparison,) = record["consistency"]["comparisons"]
         assert comparison["median"] is None and "off the focal ratio" in comparison["error"]
+
+
+def test_the_scene_check_refines_the_chain_alone_only_to_agree(tmp_path, captures, aligned, monkeypatch):
+    """Where the search finds the chain's match, the chain refined alone decides an agreement (the simulated scenes:
+    every comparison); a disagreement it finds is decided again with every coarse start refined."""
+    from dataclasses import replace
+
+    from realsr_tools.geometry import translation
+    from realsr_tools.registration.estimate import HYPOTHESIS_ALONE
+
+    out, _ = aligned
+    checked = [r for r in read_manifest(out, stage="align").records if r["consistency"] and r["status"] == "ok"]
+    starts = [c["start"] for r in checked for c in r["consistency"]["comparisons"]]
+    assert starts and set(starts) == {HYPOTHESIS_ALONE}
+    assert all(r["consistency"]["verdict"] == "consistent" for r in checked)
+
+    real_register = align.register_captures
+    calls = []
+
+    def chain_alone_off_by_two_px(lr, hr, **options):
+        registration, weights = real_register(lr, hr, **options)
+        calls.append(registration.coarse)
+        if registration.coarse == HYPOTHESIS_ALONE:  # a chain refined alone to the wrong place
+            registration = replace(registration, lr_to_hr=registration.lr_to_hr @ translation(2.0, 0.0))
+        return registration, weights
+
+    monkeypatch.setattr(align, "register_captures", chain_alone_off_by_two_px)
+    again = tmp_path / "again"
+    align.run_align(captures, again, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
+    records = [r for r in read_manifest(again, stage="align").records if r["consistency"] and r["status"] == "ok"]
+    comparisons = [c for r in records for c in r["consistency"]["comparisons"]]
+    assert comparisons and all(c["start"] != HYPOTHESIS_ALONE and c["median"] < 0.1 for c in comparisons)
+    assert all(r["consistency"]["verdict"] == "consistent" for r in records)
+    assert calls.count(HYPOTHESIS_ALONE) == len({(c["wide"], c["narrow"]) for c in comparisons})
 
 
 def test_a_capture_unreadable_by_the_time_of_the_scene_check_leaves_its_scene_unchecked(tmp_path, captures):
