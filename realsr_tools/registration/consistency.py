@@ -14,6 +14,10 @@ The direct registration can fail too (at a focal ratio of 1.32 one fitted a bent
 the chain as one more start (:func:`.estimate.register_captures`: the better fit wins), and a capture is refused only
 when every comparison it has disagrees and none agrees (:func:`judge_scene`): in a scene of three captures one
 failed direct registration costs nothing. Errors the captures share (the HR side of every pair) are not seen.
+
+A pair the texture gate alone would refuse (corner uncertainty up to :data:`.estimate.MAX_CONFIRMED_UNCERTAINTY`) is
+written provisionally and kept only when a capture that passed the gate confirms it (:func:`judge_scene`): the
+agreement of a sibling is the evidence its own window lacks.
 """
 
 from __future__ import annotations
