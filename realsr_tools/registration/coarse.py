@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import hr_field_in_lr, scaling, translation
+from ..geometry import hr_field_in_lr, local_jacobian, scaling, translation
 from .luma import LUMA
 
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
@@ -18,6 +18,9 @@ COARSE_AGREEMENT = 2.0  # px at the coarse search's scale: both coarse estimates
 # noise, and its NCC would only dilute the grey's. CHROMA_FLOOR: linear light added before the ratios.
 MIN_CHROMA_SPREAD = 0.05
 CHROMA_FLOOR = 1e-3
+# Factor off the focal ratio beyond which a feature homography's magnification at an LR frame corner is no camera's
+# (the same bound as a refinement level's change of the mapped area, 4x: gauss_newton.MAX_AREA_CHANGE).
+MAX_FEATURE_ZOOM_FACTOR = 2.0
 
 
 
@@ -164,7 +167,27 @@ def feature_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *,
     k_x, k_y = lw / lr_small.shape[1], lh / lr_small.shape[0]
     q_x, q_y = hw / hr_small.shape[1], hh / hr_small.shape[0]
     lr_to_hr = scaling(q_x, q_y) @ matrix @ np.linalg.inv(scaling(k_x, k_y))
-    return lr_to_hr / lr_to_hr[2, 2], count
+    lr_to_hr = lr_to_hr / lr_to_hr[2, 2]
+    if not _maps_the_frame(lr_to_hr, (lh, lw), ratio):
+        return None, count
+    return lr_to_hr, count
+
+
+def _maps_the_frame(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], ratio: float) -> bool:
+    """Whether a homography could carry one capture's frame onto the other's: every LR frame corner in front of its
+    horizon, not mirrored, magnified within :data:`MAX_FEATURE_ZOOM_FACTOR` of the focal ratio.
+
+    Why: RANSAC on inliers that lie on one line returns homographies that fold the frame (seen: rows proportional,
+    magnification near 0, the HR centre on the horizon), and a refinement from one divided by zero before it
+    failed."""
+    lh, lw = lr_shape
+    for corner in ((0.0, 0.0), (lw - 1.0, 0.0), (0.0, lh - 1.0), (lw - 1.0, lh - 1.0)):
+        if lr_to_hr[2, 0] * corner[0] + lr_to_hr[2, 1] * corner[1] + lr_to_hr[2, 2] <= 0:
+            return False
+        area = float(np.linalg.det(local_jacobian(lr_to_hr, corner)))
+        if not ratio**2 / MAX_FEATURE_ZOOM_FACTOR**2 <= area <= ratio**2 * MAX_FEATURE_ZOOM_FACTOR**2:
+            return False
+    return True
 
 
 def _disagreement(a: np.ndarray, b: np.ndarray, hr_shape: tuple[int, int]) -> float:

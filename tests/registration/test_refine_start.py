@@ -59,3 +59,22 @@ def test_a_level_fit_whose_rows_became_proportional_is_that_starts_failure():
         _check_not_degenerate(past_horizon, start, (60, 80))
     _check_not_degenerate(start @ geometry.translation(3.0, -2.0), start, (60, 80))
 
+
+
+def test_a_feature_homography_that_folds_the_frame_is_no_start():
+    """SIFT/RANSAC on inliers along one line returned a homography with proportional rows (independent generator, hard
+    seed 36, an x3 chart scene, 1372 x 912 whole frames): magnification near 0, the HR centre on its horizon, and the
+    refinement from it divided by zero before failing. It is no coarse estimate; a perspective one still is."""
+    from realsr_tools.registration.coarse import _maps_the_frame
+
+    folded = np.array([[-7.6692e-01, -6.6765e-01, 1.0884e+03], [-2.0431e-01, -1.7786e-01, 2.8996e+02],
+                       [-7.0461e-04, -6.1341e-04, 1.0]])
+    shape, ratio = (912, 1372), 100 / 33
+    prior = geometry.prior_homography(shape, shape, ratio)
+    assert _maps_the_frame(prior, shape, ratio)
+    tilted = prior @ np.array([[1.0, 0.01, 0.0], [-0.01, 1.0, 0.0], [2e-5, -1e-5, 1.0]])
+    assert _maps_the_frame(tilted, shape, ratio)
+    assert not _maps_the_frame(folded, shape, ratio)
+    assert not _maps_the_frame(prior @ np.diag([-1.0, 1.0, 1.0]), shape, ratio)  # mirrored
+    assert not _maps_the_frame(prior @ np.diag([2.5, 2.5, 1.0]), shape, ratio)  # 2.5x the focal ratio
+    assert not _maps_the_frame(prior @ np.array([[1.0, 0, 0], [0, 1.0, 0], [-1e-3, 0, 1.0]]), shape, ratio)  # horizon
