@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from realsr_tools.pipeline.manifest import read_manifest  # noqa: E402
 from realsr_tools.simulate import make_capture_folder  # noqa: E402
 from realsr_tools.stages import align  # noqa: E402
-from realsr_tools.stages.align import _Settings, check_scene, run_align  # noqa: E402
+from realsr_tools.stages.align import AlignSettings, check_scene, run_align, written_scenes  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     captures, aligned = args.out / "captures", args.out / "aligned"
     if not captures.exists():
         make_capture_folder(sorted(PHOTOS.glob("*.jpg"))[:args.scenes], captures, seed=1)
-    settings = _Settings(captures, aligned, preview=False, bit_depth=8, photometric=True)
+    settings = AlignSettings(captures, aligned, preview=False, bit_depth=8, photometric=True)
     register = align.register_captures
 
     def every_start(*args, **kwargs):
@@ -62,10 +62,7 @@ def main(argv=None) -> None:
     for run in range(args.runs):
         summary, pairs_wall, pairs_cpu = timed(lambda: run_align(captures, aligned, workers=1, overwrite=True,
                                                                  show_progress=False, scene_check=False))
-        scenes: dict[str, list[dict]] = {}
-        for record in read_manifest(aligned, stage="align").records:
-            if record["status"] == "ok":
-                scenes.setdefault(record["scene"], []).append(record)
+        scenes = written_scenes(read_manifest(aligned, stage="align").records)
         fields, check_wall, check_cpu = timed(lambda: [check_scene(m, settings) for m in scenes.values()])
         with mock.patch.object(align, "register_captures", every_start):
             _, every_wall, every_cpu = timed(lambda: [check_scene(m, settings) for m in scenes.values()])

@@ -18,14 +18,13 @@ import json
 from pathlib import Path
 
 from realsr_tools.registration.estimate import MAX_CONFIRMED_UNCERTAINTY
-from realsr_tools.stages.align import _Settings, check_scene
+from realsr_tools.stages.align import AlignSettings, check_scene, written_scenes
 
 
 def probe(out: Path, condition: str, max_uncertainty: float | None = None,
           only: set[str] | None = None, provisional: bool = False, extra: Path | None = None,
           extra_truth: Path | None = None) -> list[dict]:
     captures = out / f"captures_{condition}"
-    scenes: dict[str, list[dict]] = {}
     # A pair written above a texture gate tighter than the one it was aligned with would not be written, or (with
     # ``provisional``, as align writes it since session 13) written up to MAX_CONFIRMED_UNCERTAINTY for the check to
     # confirm.
@@ -38,6 +37,7 @@ def probe(out: Path, condition: str, max_uncertainty: float | None = None,
                 record = json.loads(line)
                 if record.get("status") == "ok":  # a pair written by the extra run replaces its refusal here
                     records[record["id"]] = record
+    judged = []
     for record in records.values():
         if only is not None and record["scene"] not in only:
             continue
@@ -46,11 +46,12 @@ def probe(out: Path, condition: str, max_uncertainty: float | None = None,
             continue
         if provisional and max_uncertainty:
             record["registration"]["needs_confirmation"] = uncertainty > max_uncertainty
-        scenes.setdefault(record["scene"], []).append(record)
+        judged.append(record)
+    scenes = written_scenes(judged)
     errors = {row["lr"]: row.get("error_rms") for row in
               json.loads((out / "results.json").read_text())[condition]["pairs"]
               + (json.loads(extra_truth.read_text()) if extra_truth else [])}
-    settings = _Settings(captures, out / f"aligned_{condition}", preview=False, bit_depth=8, photometric=True)
+    settings = AlignSettings(captures, out / f"aligned_{condition}", preview=False, bit_depth=8, photometric=True)
     rows = []
     for scene, members in sorted(scenes.items()):
         for record, field in zip(members, check_scene(members, settings)):

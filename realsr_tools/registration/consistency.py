@@ -146,24 +146,41 @@ def judge_scene(count: int, comparisons: Sequence[Comparison], *, provisional: C
 
 
 def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *, provisional: Collection[int] = (),
-                       limit: float = MAX_DISAGREEMENT) -> list[dict]:
+                       limit: float = MAX_DISAGREEMENT, lost: str | None = None) -> list[dict]:
     """Each capture's record of the check (align's ``consistency`` field): its verdict (:func:`judge_scene`), the
-    comparisons it took part in (captures named by ``ids``) and, for a refused one, the ``reason``."""
+    comparisons it took part in (captures named by ``ids``) and, for a refused one, the ``reason``. ``lost``: why
+    the check could not run (a worker lost; ``comparisons`` is then empty), recorded as the ``error``."""
+    provisional = set(provisional)
+
+    def measured(index: int, among: Collection[int]) -> str:
+        return ", ".join(f"{ids[other]} by {c.median:.2f}" for c in comparisons if index in (c.wide, c.narrow)
+                         and c.median is not None and (other := c.narrow if c.wide == index else c.wide) in among)
+
+    everyone = range(len(ids))
+    passed = [i for i in everyone if i not in provisional]
     fields = []
     for index, verdict in enumerate(judge_scene(len(ids), comparisons, provisional=provisional, limit=limit)):
         mine = [c for c in comparisons if index in (c.wide, c.narrow)]
         field = {"verdict": verdict, "limit": limit,
                  "comparisons": [c.to_dict() | {"wide": ids[c.wide], "narrow": ids[c.narrow]} for c in mine]}
-        measured = ", ".join(f"{ids[c.narrow if c.wide == index else c.wide]} by {c.median:.2f}"
-                             for c in mine if c.median is not None)
+        if lost is not None:
+            field["error"] = lost
         if verdict == "inconsistent":
             field["reason"] = (f"inconsistent with its scene's other captures: registered to it directly, they put "
-                               f"its window elsewhere in the HR ({measured} LR px, median over the window; limit "
-                               f"{limit}); a wrong match or scale that its own window cannot show")
+                               f"its window elsewhere in the HR ({measured(index, everyone)} LR px, median over the "
+                               f"window; limit {limit}); a wrong match or scale that its own window cannot show")
         elif verdict == "unconfirmed":
+            confirming, others = measured(index, passed), measured(index, provisional)
+            if lost is not None:
+                why = f"the check was lost ({lost})"
+            elif confirming:
+                why = (f"registered to it directly, the captures that passed the gate put its window elsewhere in the "
+                       f"HR by {confirming} LR px (median over the window; it needs one within {limit} and none "
+                       f"beyond)")
+            else:
+                why = "no capture that passed the gate could be registered to it" + (
+                    f" (captures above the gate, which confirm nothing: {others} LR px)" if others else "")
             field["reason"] = ("not confirmed by its scene's other captures, which a pair above the texture gate "
-                               "needs: " + (f"registered to it directly, they put its window {measured} LR px "
-                                            f"elsewhere in the HR (median over the window; limit {limit})"
-                                            if measured else "no other written capture could be registered to it"))
+                               f"needs: {why}")
         fields.append(field)
     return fields

@@ -240,23 +240,40 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     ``hypothesis_alone_if_found``, the grey pyramid search first runs near the hypothesis' magnification and roll
     (every position: a sixth of the whole search), and where it finds the hypothesis' own match (within the coarse
     estimates' agreement), the hypothesis is the only start refined (the registration's ``coarse`` is then
-    :data:`HYPOTHESIS_ALONE`); otherwise the registration runs as without the option. For the scene check, whose
+    :data:`HYPOTHESIS_ALONE`); otherwise, or where that refinement fails, the registration runs as without the
+    option (so a failure is always the whole registration's). For the scene check, whose
     direct registrations start from the chain of two pairs that are mostly right: the whole search and refining its
     starts, which mostly refine to the chain's optimum again, were its cost.
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
     if hypothesis is not None:
         hypothesis = np.asarray(hypothesis, np.float64)
-    coarse = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
-    if coarse is None:
-        # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
-        factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
-        thumbnails = (*linear_thumbnail(lr, curves[0], factor),
-                      *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
-        coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
-        del thumbnails
-        if hypothesis is not None:
-            coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
+    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    alone = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
+    if alone is not None:
+        greys, gains = _balanced_greys(lr, hr, hr_grey, alone, weights, curves)
+        try:
+            return _refined(lr_grey, greys, gains, alone, ratio=ratio, saturated=saturated), weights
+        except RegistrationError:
+            pass  # the hypothesis alone did not converge: the registration with every start decides
+        del greys
+    # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
+    factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
+    thumbnails = (*linear_thumbnail(lr, curves[0], factor),
+                  *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
+    coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
+    del thumbnails
+    if hypothesis is not None:
+        coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
+    greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
+    del hr_grey  # a 24-MP frame keeps no grey that no start uses
+    return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
+
+
+def _balanced_greys(lr: np.ndarray, hr: np.ndarray, hr_grey: np.ndarray, coarse: CoarseStarts, weights,
+                    curves: tuple[str, str]) -> tuple[dict, list]:
+    """The HR greys the starts refine on (keyed by the HR channel gains applied, ``None``: the plain grey) and each
+    start's key (:func:`register_captures`)."""
 
     def gains_at(start: np.ndarray) -> tuple[float, ...] | None:
         gains, _ = channel_balance(lr, hr, start, curves)
@@ -271,16 +288,20 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     shared = gains_at(grey_starts[0]) if grey_starts else None
     gains = [gains_at(start) if name == "colour" else shared for name, start in coarse.starts]
     greys = {None: hr_grey} if None in gains else {}
-    del hr_grey  # a 24-MP frame keeps no grey that no start uses
     for applied in set(gains) - {None}:
         # Only the HR's grey changes; the gains are normalised so that white keeps its grey value (the clipping
         # thresholds stay where they are).
         scaled = np.asarray(applied, np.float64)
         greys[applied] = weighted_grey(hr, curves[1], np.asarray(weights) * (scaled / float(np.dot(weights, scaled))))
-    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    return greys, gains
+
+
+def _refined(lr_grey: np.ndarray, greys: dict, gains: list, coarse: CoarseStarts, *, ratio: float,
+             saturated: tuple[np.ndarray | None, np.ndarray | None]) -> Registration:
+    """:func:`refine_starts` on the balanced greys, with the winning start's HR channel gains recorded."""
     registration = refine_starts(lr_grey, [greys[g] for g in gains], coarse, ratio=ratio, saturated=saturated)
     applied = dict(zip((name for name, _ in coarse.starts), gains))[registration.coarse]
-    return replace(registration, hr_channel_gains=applied and tuple(round(g, 4) for g in applied)), weights
+    return replace(registration, hr_channel_gains=applied and tuple(round(g, 4) for g in applied))
 
 
 def texture_refusal(uncertainty: float, gate: str, note: str = "") -> str:

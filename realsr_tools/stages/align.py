@@ -54,7 +54,9 @@ class AlignSummary:
 
 
 @dataclass(frozen=True)
-class _Settings:
+class AlignSettings:
+    """What every pair and scene task of one ``run_align`` call needs to know (workers receive it pickled)."""
+
     capture_dir: Path
     out_dir: Path
     preview: bool
@@ -135,7 +137,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
-    settings = _Settings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check)
+    settings = AlignSettings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check)
     ok = failed = unmeasurable = 0
     failures = []
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
@@ -174,48 +176,57 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures), unmeasurable)
 
 
-def _check_scenes(runner, records: list[dict[str, Any]], settings: _Settings,
+def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings,
                   show_progress: bool) -> list[dict[str, Any]]:
     """The scene check (:mod:`realsr_tools.registration.consistency`) of every scene with a written pair not checked
     yet (this run's, or one a killed run wrote before its check): returns the scene's ok records with their
     ``consistency`` field, the refused ones ``failed`` with their outputs removed."""
     from ..pipeline.runner import run_items
+    from ..registration import consistency
 
-    scenes: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        if record["status"] == "ok":
-            scenes.setdefault(record["scene"], []).append(record)
-    todo = [members for members in scenes.values() if any(r.get("consistency") is None for r in members)]
+    todo = [members for members in written_scenes(records).values()
+            if any(r.get("consistency") is None for r in members)]
     checked = []
     for index, result in run_items(runner, functools.partial(check_scene, settings=settings), todo, name="scenes",
                                    labels=[members[0]["scene"] for members in todo], show_progress=show_progress):
         members = todo[index]
         if isinstance(result, TaskLost):
             # Unchecked rather than refused: the pairs passed every check of their own (but the provisional ones).
-            lost = result.reason
-            result = [{"verdict": "unchecked", "error": lost, "comparisons": []} if not
-                      r["registration"].get("needs_confirmation") else
-                      {"verdict": "unconfirmed", "error": lost, "comparisons": [],
-                       "reason": f"not confirmed by its scene's other captures: the check was lost ({lost})"}
-                      for r in members]
-        for record, consistency in zip(members, result):
-            record = dict(record, consistency=consistency)
-            if consistency["verdict"] == "inconsistent":
-                _refuse(record, consistency["reason"], settings)
-            elif consistency["verdict"] == "unconfirmed":
-                _refuse(record, f"{_texture_reason(record, settings)}, and {consistency['reason']}", settings)
+            result = consistency.consistency_fields([r["id"] for r in members], [], provisional=[
+                i for i, r in enumerate(members) if is_provisional(r)], lost=result.reason)
+        for record, judged in zip(members, result):
+            record = dict(record, consistency=judged)
+            if judged["verdict"] == "inconsistent":
+                _refuse(record, judged["reason"], settings)
+            elif judged["verdict"] == "unconfirmed":
+                _refuse(record, f"{_texture_reason(record, settings)}, and {judged['reason']}", settings)
             checked.append(record)
     return checked
 
 
-def _unconfirmed(records: list[dict[str, Any]], settings: _Settings) -> list[dict[str, Any]]:
+def written_scenes(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The written (``ok``) pair records of an align manifest by scene, in manifest order: what the scene check
+    judges together."""
+    scenes: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["status"] == "ok":
+            scenes.setdefault(record["scene"], []).append(record)
+    return scenes
+
+
+def is_provisional(record: dict[str, Any]) -> bool:
+    """Whether a written pair is above the texture gate, kept only if its scene confirms it
+    (``registration.needs_confirmation``)."""
+    return bool(record["registration"].get("needs_confirmation"))
+
+
+def _unconfirmed(records: list[dict[str, Any]], settings: AlignSettings) -> list[dict[str, Any]]:
     """Without the scene check: the pairs a run with it wrote provisionally and was killed before confirming
     (``registration.needs_confirmation``, no ``consistency``), refused for too little texture as the gate refuses
     them, their outputs removed."""
     refused = []
     for record in records:
-        if record["status"] == "ok" and record["registration"].get("needs_confirmation") \
-                and record.get("consistency") is None:
+        if record["status"] == "ok" and is_provisional(record) and record.get("consistency") is None:
             record = dict(record)
             _refuse(record, f"{_texture_reason(record, settings)}; written provisionally for the scene check, which "
                     "this run leaves out", settings)
@@ -223,18 +234,18 @@ def _unconfirmed(records: list[dict[str, Any]], settings: _Settings) -> list[dic
     return refused
 
 
-def _texture_reason(record: dict[str, Any], settings: _Settings) -> str:
+def _texture_reason(record: dict[str, Any], settings: AlignSettings) -> str:
     return texture_refusal(record["registration"]["uncertainty"], f"{settings.max_uncertainty:g}")
 
 
-def _refuse(record: dict[str, Any], reason: str, settings: _Settings) -> None:
+def _refuse(record: dict[str, Any], reason: str, settings: AlignSettings) -> None:
     """Turn a written pair's record into a refusal: its outputs removed, ``failed`` with ``reason``."""
     for key in OUTPUT_KEYS:
         (settings.out_dir / record[key]).unlink(missing_ok=True)
     record.update(status="failed", lr=None, hr=None, error=reason)
 
 
-def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict[str, Any]]:
+def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[dict[str, Any]]:
     """Register a scene's written LR captures to each other and judge each pair by them (a worker task); returns
     each member's ``consistency`` record field."""
     import cv2
@@ -262,13 +273,16 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
             chain = consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"])
             direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
                                           hypothesis=chain, hypothesis_alone_if_found=alone_if_found)
+        except failures as exc:  # the registration with every start failed (register_captures falls back to it)
+            return consistency.Comparison(wide, narrow, error=str(exc))
+        try:
             window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
                                    distortion=direct.distortion)
             centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
             check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
                                window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
         except failures as exc:
-            return consistency.Comparison(wide, narrow, error=str(exc))
+            return consistency.Comparison(wide, narrow, start=direct.coarse, error=str(exc))
         return consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"], b["registration"]["zoom"],
                                    wide=wide, narrow=narrow, start=direct.coarse)
 
@@ -286,10 +300,10 @@ def check_scene(members: list[dict[str, Any]], settings: _Settings) -> list[dict
             # Where the search finds the chain's own match, refining the chain alone decides an agreement; anything
             # else (a disagreement, a failure) is decided by the registration with every start.
             comparison = compared(wide, narrow, alone_if_found=True)
-            if not comparison.agrees() and comparison.start in (None, HYPOTHESIS_ALONE):
+            if not comparison.agrees() and comparison.start == HYPOTHESIS_ALONE:
                 comparison = compared(wide, narrow, alone_if_found=False)
             comparisons.append(comparison)
-    provisional = [i for i, r in enumerate(members) if r["registration"].get("needs_confirmation")]
+    provisional = [i for i, r in enumerate(members) if is_provisional(r)]
     return consistency.consistency_fields([r["id"] for r in members], comparisons, provisional=provisional)
 
 
@@ -304,7 +318,7 @@ def _new_record(pair) -> dict[str, Any]:
     }
 
 
-def align_pair(pair, settings: _Settings) -> dict[str, Any]:
+def align_pair(pair, settings: AlignSettings) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record.
 
     Runs on a worker (:mod:`realsr_tools.pipeline.runner`): it writes only this pair's files, atomically."""
@@ -331,7 +345,7 @@ def align_pair(pair, settings: _Settings) -> dict[str, Any]:
     return record
 
 
-def _align_pair(pair, s: _Settings) -> dict[str, Any]:
+def _align_pair(pair, s: AlignSettings) -> dict[str, Any]:
     # Decoding and PNG encoding release the GIL and are the slowest single steps on large frames: the two reads run
     # at once, and the HR output is encoded while the photometric fit and the quality measures run.
     from ..pipeline.runner import one_blas_thread
@@ -340,7 +354,7 @@ def _align_pair(pair, s: _Settings) -> dict[str, Any]:
         return _align_pair_with(pair, s, io_pool)
 
 
-def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[str, Any]:
+def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dict[str, Any]:
     import cv2
 
     from ..imaging import is_raw, read_pixels, to_float, write_image
@@ -448,7 +462,7 @@ def _align_pair_with(pair, s: _Settings, io_pool: ThreadPoolExecutor) -> dict[st
     }
 
 
-def _write_preview(s: _Settings, pair, lr: np.ndarray, hr_on_lr: np.ndarray, tiles, verification) -> str | None:
+def _write_preview(s: AlignSettings, pair, lr: np.ndarray, hr_on_lr: np.ndarray, tiles, verification) -> str | None:
     """With ``--preview``: write ``preview/<id>.png`` (:func:`realsr_tools.previews.preview_image`) and return its
     path for the record; without, remove one an earlier run wrote for this pair (its record is being replaced)."""
     from ..imaging import write_image

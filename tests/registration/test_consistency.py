@@ -98,8 +98,18 @@ def test_a_provisional_capture_is_kept_only_when_a_capture_that_passed_the_gate_
     assert judge_scene(2, [Comparison(0, 1, error="no reliable match")], provisional=[0]) == [
         "unconfirmed", "unchecked"]
     fields = consistency_fields(["s__x4", "s__x2"], [Comparison(0, 1, 0.9, 1.5, 2.0, "search")], provisional=[0])
-    assert fields[0]["verdict"] == "unconfirmed" and "s__x2 by 0.90" in fields[0]["reason"]
-    assert "no other written capture" in consistency_fields(["s__x4"], [], provisional=[0])[0]["reason"]
+    assert fields[0]["verdict"] == "unconfirmed" and "passed the gate put its window elsewhere in the HR by s__x2 by " \
+        "0.90 LR px" in fields[0]["reason"]
+    assert "no capture that passed the gate could be registered to it" in consistency_fields(
+        ["s__x4"], [], provisional=[0])[0]["reason"]
+    # Compared only with another provisional capture: the reason says that this comparison did not count.
+    (x4, x3) = consistency_fields(["s__x4", "s__x3"], [Comparison(0, 1, 0.7, 1.0, 1.2, "search")], provisional=[0, 1])
+    assert x4["reason"].endswith("no capture that passed the gate could be registered to it (captures above the "
+                                 "gate, which confirm nothing: s__x3 by 0.70 LR px)")
+    # A lost check: unchecked or unconfirmed, with why.
+    kept, refused = consistency_fields(["s__x2", "s__x4"], [], provisional=[1], lost="worker died")
+    assert kept == {"verdict": "unchecked", "limit": MAX_DISAGREEMENT, "comparisons": [], "error": "worker died"}
+    assert refused["verdict"] == "unconfirmed" and refused["reason"].endswith("the check was lost (worker died)")
 
 
 def test_the_record_of_a_refused_capture_names_the_captures_it_disagrees_with():

@@ -358,9 +358,11 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
     from realsr_tools.errors import RegistrationError
 
     real_register = align.register_captures
+    calls = []
 
     def failing_between_lr_captures(lr, hr, *, ratio, curves, hypothesis=None, **options):
         if hypothesis is not None:  # only the scene check passes the chain of the two pairs' mappings
+            calls.append(ratio)
             raise RegistrationError("estimated magnification 1.670 is 10% off the focal ratio 1.515")
         return real_register(lr, hr, ratio=ratio, curves=curves)
 
@@ -373,6 +375,39 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
         assert record["status"] == "ok" and record["consistency"]["verdict"] == "unchecked"
         (comparison,) = record["consistency"]["comparisons"]
         assert comparison["median"] is None and "off the focal ratio" in comparison["error"]
+    # A failure is the whole registration's (register_captures falls back to it itself): registered once, not again.
+    assert len(calls) == 2  # two scenes, one comparison each
+
+
+def test_a_chain_that_fails_alone_is_decided_by_every_start_in_the_same_call(tmp_path, captures, monkeypatch):
+    """Where the search finds the chain's match but the chain refined alone fails, register_captures goes on with
+    every start: the comparison is the whole registration's, and check_scene does not register the pair again."""
+    from realsr_tools.errors import RegistrationError
+    from realsr_tools.registration import estimate
+    from realsr_tools.registration.estimate import HYPOTHESIS_ALONE
+
+    real_refine, real_register = estimate.refine_starts, align.register_captures
+    calls = []
+
+    def chain_alone_fails(lr, hr, coarse, **options):
+        if coarse.starts[0][0] == HYPOTHESIS_ALONE:
+            raise RegistrationError("hypothesis alone: did not converge")
+        return real_refine(lr, hr, coarse, **options)
+
+    def counted(lr, hr, **options):
+        calls.append(options.get("hypothesis") is not None)
+        return real_register(lr, hr, **options)
+
+    monkeypatch.setattr(estimate, "refine_starts", chain_alone_fails)
+    monkeypatch.setattr(align, "register_captures", counted)
+    out = tmp_path / "fallback"
+    align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
+    records = [r for r in read_manifest(out, stage="align").records if r["consistency"] and r["status"] == "ok"]
+    comparisons = {(c["wide"], c["narrow"]): c for r in records for c in r["consistency"]["comparisons"]}
+    assert comparisons and all(c["start"] not in (None, HYPOTHESIS_ALONE) and c["median"] < 0.1
+                               for c in comparisons.values())
+    assert all(r["consistency"]["verdict"] == "consistent" for r in records)
+    assert calls.count(True) == len(comparisons)
 
 
 def test_the_scene_check_refines_the_chain_alone_only_to_agree(tmp_path, captures, aligned, monkeypatch):

@@ -102,20 +102,22 @@ def test_a_scene_check_lost_with_its_worker_refuses_only_the_provisional_pairs(t
     from realsr_tools.pipeline import runner
     from realsr_tools.pipeline.runner import TaskLost
 
-    def records():
+    def records(scene):
         for name, provisional in (("x2", False), ("x4", True)):
             for kind in ("LR", "HR"):
                 (tmp_path / kind).mkdir(exist_ok=True)
-                (tmp_path / kind / f"{name}.png").write_bytes(b"png")
-            yield {"id": f"s__{name}", "scene": "s", "status": "ok", "lr": f"LR/{name}.png", "hr": f"HR/{name}.png",
-                   "error": None, "consistency": None,
+                (tmp_path / kind / f"{scene}{name}.png").write_bytes(b"png")
+            yield {"id": f"{scene}__{name}", "scene": scene, "status": "ok", "lr": f"LR/{scene}{name}.png",
+                   "hr": f"HR/{scene}{name}.png", "error": None, "consistency": None,
                    "registration": {"uncertainty": 0.2 if provisional else 0.1, "needs_confirmation": provisional}}
 
     monkeypatch.setattr(runner, "run_items", lambda runner, fn, items, **kwargs: (
         (index, TaskLost("worker died 3 times")) for index in range(len(items))))
-    settings = align._Settings(tmp_path, tmp_path, preview=False, bit_depth=8, photometric=True, scene_check=True)
-    kept, refused = align._check_scenes(None, list(records()), settings, show_progress=False)
-    assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "unchecked" and (tmp_path / kept["lr"]).exists()
-    assert refused["status"] == "failed" and refused["consistency"]["verdict"] == "unconfirmed"
-    assert "the check was lost (worker died 3 times)" in refused["error"] and "> 0.15" in refused["error"]
-    assert not (tmp_path / "LR" / "x4.png").exists() and not (tmp_path / "HR" / "x4.png").exists()
+    settings = align.AlignSettings(tmp_path, tmp_path, preview=False, bit_depth=8, photometric=True, scene_check=True)
+    checked = align._check_scenes(None, [*records("s"), *records("t")], settings, show_progress=False)
+    for kept, refused in (checked[:2], checked[2:]):
+        assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "unchecked"
+        assert (tmp_path / kept["lr"]).exists() and kept["consistency"]["error"] == "worker died 3 times"
+        assert refused["status"] == "failed" and refused["consistency"]["verdict"] == "unconfirmed"
+        assert "the check was lost (worker died 3 times)" in refused["error"] and "> 0.15" in refused["error"]
+    assert not any((tmp_path / kind / f"{scene}x4.png").exists() for kind in ("LR", "HR") for scene in "st")
