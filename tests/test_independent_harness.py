@@ -48,3 +48,25 @@ def test_a_displacement_in_a_flat_area_is_invisible(photo_row):
     field = lambda x, y: np.column_stack([np.where(np.asarray(x) < 248, 0.1, 2.0), np.zeros(np.size(x))])  # noqa: E731
     assert visible_error(image, 1, field)["rms"] == pytest.approx(0.1, abs=0.02)
     assert visible_error(image, 1, constant(0.0, 0.0))["rms"] == 0.0
+
+
+def test_a_model_familys_floor_is_zero_only_for_mappings_it_can_represent():
+    """model_floors.py: the least-squares floor of each family over a window, on mappings of known form."""
+    from model_floors import family_floor
+
+    gy, gx = np.mgrid[100:240:2, 50:250:2].astype(np.float64)
+    points = np.column_stack([gx.ravel(), gy.ravel()])
+
+    def through(h):
+        p = np.column_stack([points, np.ones(len(points))]) @ np.asarray(h, np.float64).T
+        return p[:, :2] / p[:, 2:]
+
+    similarity = [[2.9, -0.05, 10.0], [0.05, 2.9, -20.0], [0, 0, 1]]
+    affine = [[2.9, 0.02, 10.0], [-0.03, 2.95, -20.0], [0, 0, 1]]
+    homography = [[2.9, 0.0, 10.0], [0.0, 2.9, -20.0], [2e-5, 1.5e-5, 1]]
+    floors = {name: {f: family_floor(points, through(h), f) for f in ("similarity", "affine", "homography")}
+              for name, h in (("similarity", similarity), ("affine", affine), ("homography", homography))}
+    assert max(floors["similarity"].values()) < 1e-6
+    assert floors["affine"]["similarity"] > 0.5 and max(floors["affine"]["affine"], floors["affine"]["homography"]) < 1e-6
+    assert min(floors["homography"]["similarity"], floors["homography"]["affine"]) > 0.05
+    assert floors["homography"]["homography"] < 1e-6

@@ -174,9 +174,9 @@ def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *,
             if lost is not None:
                 why = f"the check was lost ({lost})"
             elif confirming:
-                why = (f"registered to it directly, the captures that passed the gate put its window elsewhere in the "
-                       f"HR by {confirming} LR px (median over the window; it needs one within {limit} and none "
-                       f"beyond)")
+                why = (f"the captures that passed the gate, registered to it directly, put its window this far from "
+                       f"where its own mapping does: {confirming} LR px (median over the window; it needs one within "
+                       f"{limit} and none beyond)")
             else:
                 why = "no capture that passed the gate could be registered to it" + (
                     f" (captures above the gate, which confirm nothing: {others} LR px)" if others else "")

@@ -98,8 +98,8 @@ def test_a_provisional_capture_is_kept_only_when_a_capture_that_passed_the_gate_
     assert judge_scene(2, [Comparison(0, 1, error="no reliable match")], provisional=[0]) == [
         "unconfirmed", "unchecked"]
     fields = consistency_fields(["s__x4", "s__x2"], [Comparison(0, 1, 0.9, 1.5, 2.0, "search")], provisional=[0])
-    assert fields[0]["verdict"] == "unconfirmed" and "passed the gate put its window elsewhere in the HR by s__x2 by " \
-        "0.90 LR px" in fields[0]["reason"]
+    assert fields[0]["verdict"] == "unconfirmed" and "where its own mapping does: s__x2 by 0.90 LR px" in fields[0][
+        "reason"]
     assert "no capture that passed the gate could be registered to it" in consistency_fields(
         ["s__x4"], [], provisional=[0])[0]["reason"]
     # Compared only with another provisional capture: the reason says that this comparison did not count.

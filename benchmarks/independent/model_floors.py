@@ -1,0 +1,114 @@
+"""Could the chosen model have reached the truth? The floor of each model family over each written pair's window.
+
+For every pair a ``bench_generalise.py`` run wrote, the generator's exact LR -> HR mapping is sampled over the pair's
+output window and fitted by least squares with a similarity, an affine map and a homography: the fit's RMS residual
+(LR px) is the smallest error that family can have there, whatever the data. A miss whose chosen family has a floor
+above the target is the model's limit (model selection chose too simple a model); a miss whose floor is far below it
+is the fit's. Reads only the truth JSON, ``results.json`` and the align manifest (no realsr code).
+
+    python model_floors.py OUT [OUT ...] [--json FILE]     # OUT: bench_generalise.py --out folders
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generator as G  # noqa: E402
+from common import read_manifest  # noqa: E402
+
+TARGET = {"normal": 0.1, "hard": 0.25}  # issue 10's per-condition tolerances, LR px
+FAMILIES = ("similarity", "affine", "homography")
+GRID = 2  # LR px between the window's sample points
+
+
+def family_floor(points: np.ndarray, mapped: np.ndarray, family: str) -> float:
+    """RMS residual (in the units of ``mapped``) of the least-squares ``family`` fit of ``points -> mapped``."""
+    x, y = points[:, 0], points[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    if family == "similarity":  # (a, b, tx, ty): X = a x - b y + tx, Y = b x + a y + ty
+        design = np.concatenate([np.column_stack([x, -y, one, zero]), np.column_stack([y, x, zero, one])])
+        coef, *_ = np.linalg.lstsq(design, np.concatenate([mapped[:, 0], mapped[:, 1]]), rcond=None)
+        fitted = (design @ coef).reshape(2, -1).T
+    elif family == "affine":
+        design = np.column_stack([x, y, one])
+        coef, *_ = np.linalg.lstsq(design, mapped, rcond=None)
+        fitted = design @ coef
+    else:  # homography: the normalised direct linear transform (an algebraic fit: a close upper bound of the floor)
+        fitted = _homography_fit(points, mapped)
+    return float(np.sqrt(np.mean(np.sum((fitted - mapped) ** 2, axis=1))))
+
+
+def _homography_fit(points: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    def normaliser(p):
+        c, s = p.mean(0), math.sqrt(2) / max(np.sqrt(((p - p.mean(0)) ** 2).sum(1)).mean(), 1e-12)
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
+
+    a, b = normaliser(points), normaliser(mapped)
+    p = np.column_stack([points, np.ones(len(points))]) @ a.T
+    q = np.column_stack([mapped, np.ones(len(mapped))]) @ b.T
+    zero = np.zeros_like(p)
+    design = np.concatenate([np.column_stack([-p, zero, q[:, :1] * p]), np.column_stack([zero, -p, q[:, 1:2] * p])])
+    h = np.linalg.svd(design.T @ design)[2][-1].reshape(3, 3)
+    h = np.linalg.inv(b) @ h @ a
+    out = np.column_stack([points, np.ones(len(points))]) @ h.T
+    return out[:, :2] / out[:, 2:]
+
+
+def floors(out: Path) -> list[dict]:
+    rows = []
+    for condition in ("normal", "hard"):
+        manifest = out / f"aligned_{condition}" / "manifest.jsonl"
+        if not manifest.exists():
+            continue
+        truth = json.loads((out / f"captures_{condition}.truth.json").read_text())
+        results = {r["lr"]: r for r in json.loads((out / "results.json").read_text())[condition]["pairs"]}
+        _, records = read_manifest(manifest)
+        latest = {r["lr_source"]: r for r in records if r.get("lr_source")}
+        for key, result in results.items():
+            record = latest.get(key)
+            if result["status"] != "ok" or record is None:
+                continue
+            scene = G.scene_truth(truth, key.split("/")[0])
+            x0, y0, w, h = record["lr_window"]
+            gy, gx = np.mgrid[y0:y0 + h:GRID, x0:x0 + w:GRID].astype(np.float64)
+            tx, ty = G.lr_to_hr(scene, key, gx, gy)
+            points, mapped = np.column_stack([gx.ravel(), gy.ravel()]), np.column_stack([tx.ravel(), ty.ravel()])
+            zoom = record["registration"]["zoom"]  # HR px per LR px: floors in LR px
+            rows.append({"set": str(out), "condition": condition, "lr": key, "model": record["registration"]["model"]["name"],
+                         "error_rms": result["error_rms"], "miss": result["error_rms"] > TARGET[condition],
+                         "floors": {f: family_floor(points, mapped, f) / zoom for f in FAMILIES}})
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("outs", nargs="+", type=Path, help="bench_generalise.py --out folders")
+    parser.add_argument("--json", type=Path, help="write every pair's row here")
+    args = parser.parse_args(argv)
+    rows = [row for out in args.outs for row in floors(out)]
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    for condition, target in TARGET.items():
+        chosen = [r for r in rows if r["condition"] == condition]
+        if not chosen:
+            continue
+        misses = [r for r in chosen if r["miss"]]
+        limited = [r for r in chosen if r["model"] in r["floors"] and r["floors"][r["model"]] > target]
+        print(f"{condition}: {len(chosen)} written pairs, {len(misses)} over {target} LR px; chosen family's floor "
+              f"over the target: {len(limited)} pairs ({sum(r['miss'] for r in limited)} of them misses)")
+        for r in misses:
+            own = r["floors"].get(r["model"])
+            print(f"  {Path(r['set']).name:12s} {r['lr']:22s} {r['model']:11s} error {r['error_rms']:.3f}  floor of "
+                  f"its family {'-' if own is None else f'{own:.3f}'}  (similarity {r['floors']['similarity']:.3f}, "
+                  f"affine {r['floors']['affine']:.3f}, homography {r['floors']['homography']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
