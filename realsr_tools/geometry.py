@@ -121,6 +121,21 @@ def local_zoom(lr_to_hr: np.ndarray, point: tuple[float, float]) -> float:
     return float(np.sqrt(abs(np.linalg.det(local_jacobian(lr_to_hr, point)))))
 
 
+def corner_areas(lr_to_hr: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """Signed local area scale (Jacobian determinant, HR px^2 per LR px^2) of the homography at the four corner pixels
+    of an LR region of ``shape`` (height, width) whose top-left pixel is at (0, 0); ``None`` where the matrix is not
+    finite or a corner lies on or past its horizon line (the mapping folds the region: no camera's)."""
+    m = np.asarray(lr_to_hr, np.float64)
+    if not np.all(np.isfinite(m)) or not m[2, 2]:
+        return None
+    m = m / m[2, 2]
+    h, w = shape
+    corners = ((0.0, 0.0), (w - 1.0, 0.0), (0.0, h - 1.0), (w - 1.0, h - 1.0))
+    if any(m[2, 0] * x + m[2, 1] * y + 1 <= 0 for x, y in corners):
+        return None
+    return np.array([np.linalg.det(local_jacobian(m, corner)) for corner in corners])
+
+
 def local_roll(lr_to_hr: np.ndarray, point: tuple[float, float]) -> float:
     """Rotation (deg, LR x axis towards y) of the homography at an LR point: that of the closest similarity."""
     jac = local_jacobian(lr_to_hr, point)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import hr_field_in_lr, local_jacobian, scaling, translation
+from ..geometry import corner_areas, hr_field_in_lr, scaling, translation
 from .luma import LUMA
 
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
@@ -180,14 +180,9 @@ def _maps_the_frame(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], ratio: floa
     Why: RANSAC on inliers that lie on one line returns homographies that fold the frame (seen: rows proportional,
     magnification near 0, the HR centre on the horizon), and a refinement from one divided by zero before it
     failed."""
-    lh, lw = lr_shape
-    for corner in ((0.0, 0.0), (lw - 1.0, 0.0), (0.0, lh - 1.0), (lw - 1.0, lh - 1.0)):
-        if lr_to_hr[2, 0] * corner[0] + lr_to_hr[2, 1] * corner[1] + lr_to_hr[2, 2] <= 0:
-            return False
-        area = float(np.linalg.det(local_jacobian(lr_to_hr, corner)))
-        if not ratio**2 / MAX_FEATURE_ZOOM_FACTOR**2 <= area <= ratio**2 * MAX_FEATURE_ZOOM_FACTOR**2:
-            return False
-    return True
+    areas = corner_areas(lr_to_hr, lr_shape)
+    low, high = ratio**2 / MAX_FEATURE_ZOOM_FACTOR**2, ratio**2 * MAX_FEATURE_ZOOM_FACTOR**2
+    return areas is not None and bool(np.all((low <= areas) & (areas <= high)))
 
 
 def _disagreement(a: np.ndarray, b: np.ndarray, hr_shape: tuple[int, int]) -> float:

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import (RadialDistortion, apply_homography, distortion_frames, hr_field_in_lr, local_zoom,
-                        map_lr_to_hr, prior_homography, radial_basis, radial_shift, scaling, translation,
+from ..geometry import (RadialDistortion, apply_homography, corner_areas, distortion_frames, hr_field_in_lr,
+                        local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift, scaling, translation,
                         unabsorbed_displacement)
 from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
                      model_matrix)
@@ -227,15 +227,10 @@ def _check_not_degenerate(h: np.ndarray, start: np.ndarray, shape: tuple[int, in
     x4 -> x2 registration of two LR captures; model selection then raised ``LinAlgError``), or put a corner past the
     horizon line."""
     th, tw = shape
-    corners = ((0.0, 0.0), (tw - 1.0, 0.0), (0.0, th - 1.0), (tw - 1.0, th - 1.0))
 
     def areas(m: np.ndarray) -> np.ndarray:
-        if not np.all(np.isfinite(m)) or not m[2, 2]:
-            return np.zeros(len(corners))
-        m = m / m[2, 2]
-        if any(m[2, 0] * x + m[2, 1] * y + 1 <= 0 for x, y in corners):
-            return np.zeros(len(corners))
-        return np.array([local_zoom(m, corner) ** 2 for corner in corners])
+        signed = corner_areas(m, shape)
+        return np.zeros(4) if signed is None else np.abs(signed)
 
     with np.errstate(all="ignore"):
         change = areas(h) / areas(start)

@@ -182,7 +182,6 @@ def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings
     yet (this run's, or one a killed run wrote before its check): returns the scene's ok records with their
     ``consistency`` field, the refused ones ``failed`` with their outputs removed."""
     from ..pipeline.runner import run_items
-    from ..registration import consistency
 
     todo = [members for members in written_scenes(records).values()
             if any(r.get("consistency") is None for r in members)]
@@ -192,8 +191,7 @@ def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings
         members = todo[index]
         if isinstance(result, TaskLost):
             # Unchecked rather than refused: the pairs passed every check of their own (but the provisional ones).
-            result = consistency.consistency_fields([r["id"] for r in members], [], provisional=[
-                i for i, r in enumerate(members) if is_provisional(r)], lost=result.reason)
+            result = _scene_fields(members, [], lost=result.reason)
         for record, judged in zip(members, result):
             record = dict(record, consistency=judged)
             if judged["verdict"] == "inconsistent":
@@ -303,8 +301,16 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             if not comparison.agrees() and comparison.start == HYPOTHESIS_ALONE:
                 comparison = compared(wide, narrow, alone_if_found=False)
             comparisons.append(comparison)
-    provisional = [i for i, r in enumerate(members) if is_provisional(r)]
-    return consistency.consistency_fields([r["id"] for r in members], comparisons, provisional=provisional)
+    return _scene_fields(members, comparisons)
+
+
+def _scene_fields(members: list[dict[str, Any]], comparisons, lost: str | None = None) -> list[dict[str, Any]]:
+    """Each member's ``consistency`` field from the scene's comparisons (:func:`.consistency.consistency_fields`),
+    its provisional pairs named."""
+    from ..registration import consistency
+
+    return consistency.consistency_fields([r["id"] for r in members], comparisons, lost=lost,
+                                          provisional=[i for i, r in enumerate(members) if is_provisional(r)])
 
 
 def _new_record(pair) -> dict[str, Any]:
