@@ -8,7 +8,12 @@ window, LR px) and each pair's verdict beside its truth error; with ``--json``, 
 here, never by realsr.
 
     python benchmarks/probe_scale_consistency.py OUT [--conditions hard,normal] [--json FILE] [--scenes a,b]
-        [--max-uncertainty 0.15 [--provisional]] [--extra MANIFEST --extra-truth ROWS.json]
+        [--max-uncertainty 0.53 [--provisional]] [--old-units] [--extra MANIFEST --extra-truth ROWS.json]
+
+``--old-units``: the manifests were written before 2026-12-03, when ``registration.uncertainty`` took each smoothed
+pixel for an independent sample and read sqrt(``SAMPLE_AREA``) = 3.54 times smaller (docs/align.md, "Corner
+uncertainty"); their figures are converted on reading, so ``--max-uncertainty`` and align's
+``MAX_CONFIRMED_UNCERTAINTY`` are in today's units either way.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import argparse
 import json
 from pathlib import Path
 
+import math
+
 from realsr_tools.registration.estimate import MAX_CONFIRMED_UNCERTAINTY
+from realsr_tools.registration.gauss_newton import SAMPLE_AREA
 from realsr_tools.stages.align import AlignSettings, check_scene, written_scenes
 
 
 def probe(out: Path, condition: str, max_uncertainty: float | None = None,
           only: set[str] | None = None, provisional: bool = False, extra: Path | None = None,
-          extra_truth: Path | None = None) -> list[dict]:
+          extra_truth: Path | None = None, old_units: bool = False) -> list[dict]:
     captures = out / f"captures_{condition}"
     # A pair written above a texture gate tighter than the one it was aligned with would not be written, or (with
     # ``provisional``, as align writes it since session 13) written up to MAX_CONFIRMED_UNCERTAINTY for the check to
@@ -36,6 +44,8 @@ def probe(out: Path, condition: str, max_uncertainty: float | None = None,
             for line in stream:
                 record = json.loads(line)
                 if record.get("status") == "ok":  # a pair written by the extra run replaces its refusal here
+                    if old_units:
+                        record["registration"]["uncertainty"] *= math.sqrt(SAMPLE_AREA)
                     records[record["id"]] = record
     judged = []
     for record in records.values():
@@ -81,13 +91,15 @@ def main(argv=None) -> None:
     parser.add_argument("--provisional", action="store_true",
                         help="with --max-uncertainty: pairs above it (up to align's MAX_CONFIRMED_UNCERTAINTY) "
                         "are judged as align writes them, provisionally, kept only if their scene confirms them")
+    parser.add_argument("--old-units", action="store_true",
+                        help="the manifests' corner uncertainties are in the units before 2026-12-03 (3.54x smaller)")
     args = parser.parse_args(argv)
     rows = []
     for condition in args.conditions.split(","):
         if (args.out / f"aligned_{condition}").exists():
             rows += probe(args.out, condition, args.max_uncertainty,
                           set(args.scenes.split(",")) if args.scenes else None, args.provisional, args.extra,
-                          args.extra_truth)
+                          args.extra_truth, args.old_units)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

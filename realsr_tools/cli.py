@@ -182,7 +182,7 @@ def align(
                                      "off: the LR is a bit-exact crop."),
     raw_gamma: str = typer.Option("bt709", "--raw-gamma", help="RAW rendering curve: bt709 or linear."),
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
-    max_uncertainty: float = typer.Option(0.15, "--max-uncertainty",
+    max_uncertainty: float = typer.Option(0.53, "--max-uncertainty",
                                           help="Refuse a pair whose window corners the overlap's texture pins to "
                                           "worse than this, LR px (one standard deviation), unless the scene check "
                                           "confirms it (docs/align.md, \"The scene check\")."),

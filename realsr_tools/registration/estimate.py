@@ -25,18 +25,20 @@ MAX_RESIDUAL_MEDIAN = 0.5
 SAME_MATCH = 1.0  # LR px: refinements whose HR frames' corners lie within this of each other found one match
 CORRELATION_TIE = 0.005  # correlation within which the coarse start whose refinement chose the simpler model wins
 # LR px: corner standard deviation above which the overlap has too little texture to fix the geometry (align
-# --max-uncertainty sets it). What a looser gate would let through, measured 2026-12-02: on the independent
-# generator's hard seeds 8 and 9 four pairs refused at 0.16-0.24 px registered 0.09-0.18 px RMS off the truth; but
-# realsr's simulated building, 68 % saturated, is 3.3 px off at 0.17 px, and a chart registered to a wrong patch
-# 35 px off at 0.28 px (the verifier and the magnification check refuse both). A 0.25 gate, tried later that day
-# over 53 sets, returned 24 of the 30 pairs between the gates within target, and on two fresh seeds charts matched
-# to a wrong patch, 21 and 5.8 px off at 0.16 and 0.19 px, that no other check refused. docs/align.md, step 7.
-MAX_UNCERTAINTY = 0.15
+# --max-uncertainty sets it). Figures in today's units (before 2026-12-03 the uncertainty took each smoothed pixel for
+# an independent sample and read 3.54 times smaller; the gate was 0.15 then, the same decisions). What a looser gate
+# would let through, measured 2026-12-02: on the independent generator's hard seeds 8 and 9 four pairs refused at
+# 0.57-0.85 px registered 0.09-0.18 px RMS off the truth; but realsr's simulated building, 68 % saturated, is 3.3 px
+# off at 0.60 px, and a chart registered to a wrong patch 35 px off at 0.99 px (the verifier and the magnification
+# check refuse both). A gate of 0.89, tried later that day over 53 sets, returned 24 of the 30 pairs between the gates
+# within target, and on two fresh seeds charts matched to a wrong patch, 21 and 5.8 px off at 0.57 and 0.67 px, that
+# no other check refused. docs/align.md, step 7 and "Corner uncertainty".
+MAX_UNCERTAINTY = 0.53
 # LR px: corner standard deviation up to which align's scene check may still confirm a pair the texture gate alone
 # refuses (:mod:`.consistency`: it is kept only if a capture of its scene that passed the gate on its own agrees
-# with it). The hard target's tolerance; the two wrong-patch matches above were refused by it (one disagreed with its
-# scene by 3.9 / 5.3 LR px, the other had no written sibling). docs/align.md, "The scene check".
-MAX_CONFIRMED_UNCERTAINTY = 0.25
+# with it; 0.25 in the units before 2026-12-03). The two wrong-patch matches above were refused by it (one disagreed
+# with its scene by 3.9 / 5.3 LR px, the other had no written sibling). docs/align.md, "The scene check".
+MAX_CONFIRMED_UNCERTAINTY = 0.89
 # Relative channel gain (|log|) of the two captures' colour balance above which registration balances the HR's
 # channels before the grey is formed (:func:`register_captures`); below it the grey stays the plain luma.
 BALANCE_TOLERANCE = 0.02

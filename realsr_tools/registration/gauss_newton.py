@@ -259,8 +259,13 @@ def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[
 
 def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p: int, sigma: float) -> float:
     """Largest standard deviation (level px) of the template corners for a model with normal matrix ``normal`` whose
-    first ``p`` parameters move the homography increment by ``basis`` (8 x p)."""
-    covariance = np.linalg.pinv(normal)[:p, :p] * sigma**2
+    first ``p`` parameters move the homography increment by ``basis`` (8 x p).
+
+    The residuals are those of smoothed images, correlated over :data:`SAMPLE_AREA` pixels, so the covariance is
+    ``sigma^2 * SAMPLE_AREA * (J'WJ)^-1``, not the textbook ``sigma^2 (J'WJ)^-1`` that takes each pixel for an
+    independent sample: that one understated the spread of the fit over noise realisations 3.2-4.5 times
+    (docs/align.md, "Corner uncertainty")."""
+    covariance = np.linalg.pinv(normal)[:p, :p] * (sigma**2 * SAMPLE_AREA)
     spread = 0.0
     s = problem.s
     for cu, cv in problem.corners:

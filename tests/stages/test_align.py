@@ -86,9 +86,9 @@ def test_saturated_highlights_do_not_pull_the_registration(captures):
     registration, error, hr = register_saturated("exif_samples_35-empty/f50.png", 1.5)
     assert np.mean(hr >= 1) > 0.15 and error < 0.2
     # Building, x4, 68 % saturated: what remains cannot fix the geometry; the corner uncertainty says so.
-    # (Deterministic: simulation seed 11. Its geometry is 3.3 LR px off; the corner uncertainty, 0.17 LR px, flags
+    # (Deterministic: simulation seed 11. Its geometry is 3.3 LR px off; the corner uncertainty, 0.60 LR px, flags
     # it and align refuses the pair, so it is never written as aligned. Measured 2026-12-02; it was 2.1 px off at
-    # 1.08 px when this test was written: the margin over the gate is now small, and the verifier refuses the pair
+    # 3.8 px when this test was written: the margin over the gate is now small, and the verifier refuses the pair
     # in align as well, with 13 of 20 textured tiles mismatched.)
     registration, error, hr = register_saturated("skimage_UNIS_EV0/f25.png", 1.5)
     assert np.mean(hr >= 1) > 0.6
