@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 from realsr_tools.registration.estimate import MAX_CONFIRMED_UNCERTAINTY
 from realsr_tools.registration.gauss_newton import SAMPLE_AREA
