@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,25 +40,11 @@ def family_floor(points: np.ndarray, mapped: np.ndarray, family: str) -> float:
         design = np.column_stack([x, y, one])
         coef, *_ = np.linalg.lstsq(design, mapped, rcond=None)
         fitted = design @ coef
-    else:  # homography: the normalised direct linear transform (an algebraic fit: a close upper bound of the floor)
-        fitted = _homography_fit(points, mapped)
+    else:  # homography: OpenCV's least-squares fit over all points (normalised DLT, then Levenberg-Marquardt)
+        matrix, _ = cv2.findHomography(points, mapped, 0)
+        out = np.column_stack([points, np.ones(len(points))]) @ matrix.T
+        fitted = out[:, :2] / out[:, 2:]
     return float(np.sqrt(np.mean(np.sum((fitted - mapped) ** 2, axis=1))))
-
-
-def _homography_fit(points: np.ndarray, mapped: np.ndarray) -> np.ndarray:
-    def normaliser(p):
-        c, s = p.mean(0), math.sqrt(2) / max(np.sqrt(((p - p.mean(0)) ** 2).sum(1)).mean(), 1e-12)
-        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
-
-    a, b = normaliser(points), normaliser(mapped)
-    p = np.column_stack([points, np.ones(len(points))]) @ a.T
-    q = np.column_stack([mapped, np.ones(len(mapped))]) @ b.T
-    zero = np.zeros_like(p)
-    design = np.concatenate([np.column_stack([-p, zero, q[:, :1] * p]), np.column_stack([zero, -p, q[:, 1:2] * p])])
-    h = np.linalg.svd(design.T @ design)[2][-1].reshape(3, 3)
-    h = np.linalg.inv(b) @ h @ a
-    out = np.column_stack([points, np.ones(len(points))]) @ h.T
-    return out[:, :2] / out[:, 2:]
 
 
 def floors(out: Path) -> list[dict]:
