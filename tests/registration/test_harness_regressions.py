@@ -97,6 +97,23 @@ def test_a_magnification_refusal_names_the_causes_that_fit_it():
         check_registration(unpinned, **kwargs)
 
 
+def test_a_window_from_a_fit_nothing_holds_is_a_texture_refusal_not_an_overlap_one():
+    # Generator normal seed 28's canon_g2 chart x4, as registered: 128 LR px off the truth (which puts 94 %
+    # of the HR field inside the LR frame), 8.7 % off in magnification, corners 1.1 LR px uncertain, and a 130 x 32
+    # px window: it was refused for "too little overlap", which would send the user to reframe the captures.
+    from realsr_tools.registration import Registration
+
+    lr_to_hr = np.array([[4.348, 0, -400.0], [0, 4.348, -960.0], [0, 0, 1]])
+    kwargs = dict(ratio=4.0, window=(95, 222, 130, 32), lr_shape=(384, 576), hr_shape=(384, 576))
+    unpinned = Registration(lr_to_hr, 4.348, "search", None, 0.9, 0, 0.95, 12, uncertainty=1.096)
+    with pytest.raises(RegistrationError, match=r"too little texture.*the window it implies covers 36% of the HR"):
+        check_registration(unpinned, **kwargs)
+    # Pinned to a tenth of a pixel, the same window is what it says: the captures overlap too little.
+    pinned = Registration(lr_to_hr, 4.348, "search", None, 0.9, 0, 0.95, 12, uncertainty=0.1)
+    with pytest.raises(RegistrationError, match=r"^too little overlap: the output window 130x32 LR px covers 36%"):
+        check_registration(pinned, **kwargs)
+
+
 def test_a_fit_that_slides_off_a_flat_chart_says_the_content_did_not_hold_it(tmp_path, data_dir):
     root = tmp_path / "captures"
     lr, hr, _, key = harness_pair(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", scale=3)
