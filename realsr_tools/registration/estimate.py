@@ -341,13 +341,14 @@ def check_registration(registration: Registration, *, ratio: float, window: Sequ
                                 "lengths, or the match locked onto the wrong part of a repetitive scene")
     expected = (hr_shape[0] / zoom) * (hr_shape[1] / zoom)
     area = window[2] * window[3]
+    too_small = area < MIN_OVERLAP * expected
     if registration.uncertainty > limit:
         # Named before the overlap: a fit that nothing holds implies any window (generator normal seed 28's canon_g2
         # chart x4: 128 LR px off, corners 1.1 LR px uncertain, a 130 x 32 px window), and "too little overlap"
         # would send the user to reframe captures that do overlap.
-        implied = f"; the window it implies covers {area / expected:.0%} of the HR field"
-        raise too_little_texture(implied if area < MIN_OVERLAP * expected else "")
-    if area < MIN_OVERLAP * expected:
+        raise too_little_texture(f"; the window it implies covers {area / expected:.0%} of the HR field"
+                                 if too_small else "")
+    if too_small:
         raise RegistrationError(f"too little overlap: the output window {window[2]}x{window[3]} LR px covers "
                                 f"{area / expected:.0%} of the HR field (need {MIN_OVERLAP:.0%})")
     if registration.correlation < MIN_CORRELATION:
