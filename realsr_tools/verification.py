@@ -18,6 +18,15 @@ Method
    stride) cover the *whole* window, the first and last tile of each row and column flush with the window's edges
    so the corners are measured. On large windows at most :data:`MAX_TILES_PER_AXIS` tiles per axis are taken,
    evenly spread (a 20-MP pair costs a fraction of a second).
+   *Clipped channels* (``clipped``, given by the caller who knows the captures): a colour channel saturated in one
+   capture and not the other changes the grey of that colour's patches only, so a tile holding several patches sees
+   no single gain and offset between the two and reads the edges between them as displacement (a generator chart
+   whose LR red clipped on 54 % of the window, registered to 0.05 px: tiles 0.3-0.7 px, refused). A channel clipped
+   where the two images disagree (by more than :data:`CLIP_TOLERANCE`: clipped in both at equal exposure biases
+   nothing) on more than :data:`CLIP_SHARE` of a tile's reach (its smoothing and drift) is left out of that tile's
+   grey (BT.601 weights of the others renormalised, the flatness threshold raised by the noise that adds); where
+   every channel clips that much the least clipped are kept, so a white highlight, which clips all alike, keeps all
+   (leaving its pixels out instead emptied whole windows of speckled highlights).
 3. *Measurability* of each tile from the structure tensor ``J = sum(grad grad^T)`` of the LR tile: its smaller
    eigenvalue per pixel below :data:`MIN_EIGEN` is **flat**, a ratio of smaller to larger eigenvalue below
    :data:`MIN_ISOTROPY` is **one-dimensional** (a straight edge or stripes pin the displacement across them only: the
@@ -68,7 +77,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-VERSION = 3  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
+VERSION = 4  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
 SMOOTH_SIGMA = 1.0  # LR px, both images
 SMALL_WINDOW = 256  # windows whose shorter side is under this get SMALL_TILE tiles
 SMALL_TILE = 32
@@ -98,6 +107,14 @@ SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile i
 # area, or the tile p95 beyond noise exceed DEFAULT_P95_FACTOR x DEFAULT_LIMIT. A 0.3 deg roll or a 0.5 % scale
 # error moves a 128-px window's corners by 0.45-0.47 px; the confidence bound lets the limit sit well below that
 # without dropping untouched pairs whose corner is extrapolated from a few noisy tiles.
+CLIP_LEVEL = 1.0  # share of a format's range at or above which a channel counts as saturated
+CLIP_TOLERANCE = 0.05  # relative difference of the two images at a clipped pixel above which clipping biases it
+CLIP_FLOOR = 0.05  # linear-light level below which CLIP_TOLERANCE is taken of this instead
+# Share of a tile's reach a channel may have clipped (and disagreeing) and still be measured on: a few clipped pixels
+# bias a tile little, and leaving a channel out costs signal (RealSR Nikon_049, 1-6 % of red in its tiles: measured
+# without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR half of the real
+# pairs (wash's tuning half); the chart tiles the mask is for are 10-60 % clipped.
+CLIP_SHARE = 0.10
 DEFAULT_LIMIT = 0.30
 DEFAULT_SIGMAS = 1.5
 DEFAULT_P95_FACTOR = 2.0
@@ -210,11 +227,16 @@ class TileMeasure:
     sigma: float = float("nan")  # LR px: standard deviation of the displacement from the fit's residual
 
 
-def grey(image: np.ndarray) -> np.ndarray:
-    """BT.601 luma of an RGB image (float32); a 2-D image is returned as float32."""
+LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
+
+
+def grey(image: np.ndarray, channels: tuple[bool, bool, bool] = (True, True, True)) -> np.ndarray:
+    """BT.601 luma of an RGB image (float32) over ``channels`` (weights renormalised); a 2-D image is returned as
+    float32."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
-        weights = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+        kept = LUMA if all(channels) else np.where(channels, LUMA, 0.0) / np.dot(channels, LUMA)
+        weights = [np.float32(w) for w in kept]
         image = image[..., 0] * weights[0] + image[..., 1] * weights[1] + image[..., 2] * weights[2]
     return image
 
@@ -259,18 +281,57 @@ def match_blur(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, flo
         value = correlation(cv2.GaussianBlur(test[region], (0, 0), sigma))
         if value > best:
             best, chosen = value, sigma
-    return (cv2.GaussianBlur(test, (0, 0), chosen) if chosen else test), chosen
+    return _blurred(test, chosen), chosen
+
+
+def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVEL) -> np.ndarray | None:
+    """``H x W x 3`` bool on the LR grid: channels at or above ``level`` of their format's range in the LR or
+    anywhere in the HR's area of that LR pixel; ``None`` where none is. ``lr`` and ``hr`` are the captures' own
+    values (before any photometric correction), ``hr`` an integer multiple of ``lr``'s size."""
+
+    def saturated(image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        top = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+        return image >= level * top
+
+    h, w = lr.shape[:2]
+    factor = hr.shape[0] // h
+    if hr.shape[:2] != (h * factor, w * factor):
+        raise ValueError(f"HR {hr.shape[:2]} is not an integer multiple of LR {lr.shape[:2]}")
+    on_lr = saturated(hr).reshape(h, factor, w, factor, -1).any(axis=(1, 3))
+    clipped = saturated(lr) | on_lr
+    return clipped if clipped.any() else None
+
+
+def _disagreeing(clipped: np.ndarray, reference: np.ndarray, test: np.ndarray, blur: float) -> np.ndarray:
+    """The clipped pixels' channels where the two images disagree by more than :data:`CLIP_TOLERANCE` (relative).
+    A channel clipped in both captures at the same level (equal exposure) leaves them agreeing: no bias, nothing
+    to leave out."""
+    reference = np.asarray(reference, np.float32)
+    test = _blurred(np.asarray(test, np.float32), blur)
+    scale = np.maximum(np.maximum(reference, test), CLIP_FLOOR)
+    return clipped & (np.abs(reference - test) > CLIP_TOLERANCE * scale)
+
+
+def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma else image
 
 
 def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None = None,
-                  max_tiles: int = MAX_TILES_PER_AXIS) -> tuple[list[TileMeasure], int, float]:
+                  max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None,
+                  ) -> tuple[list[TileMeasure], int, float]:
     """Every tile's class and displacement (see the module docstring), the tile side used and the blur matched
-    (:func:`match_blur`)."""
+    (:func:`match_blur`). ``clipped``: ``H x W x 3`` bool, a channel saturated in either capture at that pixel (RGB
+    inputs only; ``None``: none is)."""
     import cv2
 
     ref, tst = grey(reference), grey(test)
     if ref.shape != tst.shape:
         raise ValueError(f"images differ in shape: reference {ref.shape}, test {tst.shape}")
+    if clipped is not None and clipped.shape != (*ref.shape, 3):
+        raise ValueError(f"clipped mask {clipped.shape} does not match the images {reference.shape}")
     h, w = ref.shape
     tile = tile or tile_size((h, w))
     if tile < MIN_TILE:
@@ -281,12 +342,33 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
     margin = tile // 2 + int(np.ceil(MAX_DRIFT)) + 2  # how far the HR tile may be displaced while being measured
     ys, xs = tile_origins(h, tile, max_tiles=max_tiles), tile_origins(w, tile, max_tiles=max_tiles)
     local_y, local_x = np.mgrid[0:tile, 0:tile].astype(np.float64)
+    greys = {(True, True, True): (ref, tst)}  # the pair's grey over each set of unclipped channels, made when needed
+    if clipped is not None:
+        clipped = _disagreeing(clipped, reference, test, blur)
+    if clipped is not None and clipped.any():
+        # Clipped pixels per channel in each tile's neighbourhood (what its smoothing and displacement can reach).
+        count = cv2.integral(clipped.astype(np.uint8))
+    else:
+        count = None
+    reach = pad + int(np.ceil(MAX_DRIFT))
     out = []
     for y in ys:
         for x in xs:
             centre = (x + (tile - 1) / 2, y + (tile - 1) / 2)
+            channels = (True, True, True)
+            if count is not None:
+                y0, x0 = max(0, y - reach), max(0, x - reach)
+                y1, x1 = min(h, y + tile + reach), min(w, x + tile + reach)
+                share = (count[y1, x1] - count[y0, x1] - count[y1, x0] + count[y0, x0]) / ((y1 - y0) * (x1 - x0))
+                channels = tuple(bool(v <= max(CLIP_SHARE, share.min())) for v in share)
+                if channels not in greys:
+                    greys[channels] = (grey(reference, channels),
+                                       _blurred(grey(test, channels), blur))
+            ref, tst = greys[channels]
             a = _smoothed(ref, x, y, tile, pad)
-            kind = _structure(a)
+            # Fewer channels, more noise: the flatness threshold rises with it (a flat red patch measured on green and
+            # blue alone read as texture, and its noise as 28 mismatched tiles).
+            kind = _structure(a) if all(channels) else _structure(a, MIN_EIGEN * _noise_gain(channels))
             if kind is not None:
                 out.append(TileMeasure(*centre, kind))
                 continue
@@ -307,7 +389,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
 
 def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LIMIT,
            sigmas: float = DEFAULT_SIGMAS, p95_factor: float = DEFAULT_P95_FACTOR, tile: int | None = None,
-           max_tiles: int = MAX_TILES_PER_AXIS) -> Verification:
+           max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None) -> Verification:
     """Measure the residual displacement field of ``test`` against ``reference`` and judge it against ``limit``.
 
     Parameters
@@ -323,8 +405,10 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     The defaults are wash's calibration (module docstring).
     tile : tile side in LR px (default :func:`tile_size`).
     max_tiles : tiles per axis at most (evenly spread over the window).
+    clipped : ``H x W x 3`` bool, a channel saturated in either capture (:func:`clipped_channels`); tiles near one
+        are measured without that channel.
     """
-    measures, tile, blur = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles)
+    measures, tile, blur = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles, clipped=clipped)
     return summarise(measures, tile, np.asarray(reference).shape[:2], limit=limit, sigmas=sigmas,
                      p95_factor=p95_factor, blur=blur)
 
@@ -432,14 +516,20 @@ def _smoothed(image: np.ndarray, x: int, y: int, size: int, pad: int) -> np.ndar
     return np.ascontiguousarray(blurred[pad:pad + size, pad:pad + size])
 
 
-def _structure(a: np.ndarray) -> str | None:
+def _noise_gain(channels: tuple[bool, bool, bool]) -> float:
+    """Noise variance of :func:`grey` over ``channels`` relative to the full luma's (independent channel noise)."""
+    kept = np.where(channels, LUMA, 0.0)
+    return float(np.sum(kept**2) / np.sum(kept) ** 2 / np.sum(np.square(LUMA)))
+
+
+def _structure(a: np.ndarray, min_eigen: float = MIN_EIGEN) -> str | None:
     """``"flat"``, ``"one-dimensional"`` or ``None`` (measurable) from the tile's structure tensor."""
     gy, gx = np.gradient(a.astype(np.float64))
     sxx, syy, sxy = np.mean(gx * gx), np.mean(gy * gy), np.mean(gx * gy)
     root = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
     small, large = (sxx + syy) / 2 - root, (sxx + syy) / 2 + root
-    if small < MIN_EIGEN:
-        return "flat" if large < MIN_EIGEN / MIN_ISOTROPY else "one-dimensional"
+    if small < min_eigen:
+        return "flat" if large < min_eigen / MIN_ISOTROPY else "one-dimensional"
     if small < MIN_ISOTROPY * large:
         return "one-dimensional"
     return None

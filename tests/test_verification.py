@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from realsr_tools.imaging import read_image
+from realsr_tools.registration.luma import linear
 from realsr_tools.verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, MIN_TILES, Verification,
-                                       measure_tiles, tile_origins, verify)
+                                       clipped_channels, measure_tiles, tile_origins, verify)
 from washdata import misalign_hr
 
 TEXTURED = [("realsr_x4", "Canon_033_LR4.png"), ("drealsr_x4", "panasonic_145_x1.png"),
@@ -211,6 +212,50 @@ def test_noise_is_not_misalignment(data_dir):
     # ... while the same noise on a pair shifted by 1 LR px still shows the shift.
     shifted = verify(noisy, _on_lr(misalign_hr(hr, "shift", 1.0, angle=0.5), lr))
     assert shifted.verdict == "misaligned", shifted.reason
+
+
+def test_a_channel_clipped_in_one_capture_is_not_misalignment(data_dir):
+    # A brighter LR exposure clips the red of a chart's red and pink patches while the HR does not; after the
+    # photometric gain those patches' grey is off, a tile holding several of them has no single gain and offset, and
+    # the edges between them read as displacement. Exactly aligned here (a real chart photograph as the HR, the LR its
+    # area-downscale blurred by 0.7 px in linear light, exposed 1.6 x and corrected back).
+    photo = read_image(data_dir / "exif_jpeg" / "digicam_corpus" / "olympus_c5050_PB180005.JPG")[200:1000, 300:1300]
+    on_lr = cv2.resize(linear(photo, "srgb"), (500, 400), interpolation=cv2.INTER_AREA)
+    captured = np.clip(cv2.GaussianBlur(on_lr, (0, 0), 0.7) * 1.6, 0, 1)
+    as_written = np.round(captured ** (1 / 2.2) * 65535).astype(np.uint16)  # the LR capture's own values
+    corrected = captured / 1.6
+    clipped = clipped_channels(as_written, (photo * 255).round().astype(np.uint8))
+    assert clipped is not None and 0.3 < clipped[..., 0].mean() < 0.35 and clipped.all(axis=-1).mean() < 0.01
+    # Measured while writing this test: tile median 0.089 and max 0.56 LR px without the mask; 0.006 and 0.19 with
+    # it, 43 of the 45 tiles still measured (the largest where a white patch clips every channel).
+    blind = verify(corrected, on_lr, limit=0.5, sigmas=0.0, p95_factor=2.5)
+    assert blind.max > 0.4 and blind.median > 0.05, (blind.max, blind.median)
+    masked = verify(corrected, on_lr, limit=0.5, sigmas=0.0, p95_factor=2.5, clipped=clipped)
+    assert masked.verdict == "aligned" and masked.median < 0.02 and masked.max < 0.3, masked.reason
+    assert masked.tiles >= 0.9 * blind.tiles
+    # ... and the mask does not hide a real misalignment: the same pair with the HR shifted by 0.8 LR px.
+    shifted = cv2.warpAffine(on_lr, np.float32([[1, 0, 0.8], [0, 1, 0]]), (500, 400), flags=cv2.INTER_CUBIC,
+                             borderMode=cv2.BORDER_REFLECT)
+    moved = verify(corrected, shifted, limit=0.5, sigmas=0.0, p95_factor=2.5, clipped=clipped)
+    assert moved.verdict == "misaligned" and abs(moved.median - 0.8) < 0.1, moved.reason
+    # Clipped alike in both captures (equal exposure and blur), the two agree there: no channel is left out.
+    equal = np.clip(on_lr * 1.6, 0, 1)
+    assert measure_tiles(equal, equal.copy(), clipped=clipped) == measure_tiles(equal, equal.copy())
+
+
+def test_clipped_channels_are_read_from_the_captures_own_values():
+    lr = np.full((4, 6, 3), 1000, np.uint16)
+    hr = np.full((8, 12, 3), 100, np.uint8)
+    assert clipped_channels(lr, hr) is None
+    lr[1, 2, 0] = 65535  # LR red at the top of its range
+    hr[5, 9, 2] = 255  # HR blue inside LR pixel (x 4, y 2)
+    mask = clipped_channels(lr, hr)
+    assert mask.shape == (4, 6, 3) and mask.sum() == 2 and mask[1, 2, 0] and mask[2, 4, 2]
+    assert clipped_channels(lr.astype(np.float32) / 65535, hr)[1, 2, 0]  # float images: 1.0 is the top
+    with pytest.raises(ValueError, match="integer multiple"):
+        clipped_channels(lr, hr[:7])
+    with pytest.raises(ValueError, match="does not match"):
+        measure_tiles(lr.astype(np.float32), lr.astype(np.float32), clipped=mask[:3])
 
 
 def test_the_verifier_shares_no_code_with_what_it_judges():

@@ -367,7 +367,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dic
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
-    from ..verification import measure_tiles, summarise
+    from ..verification import clipped_channels, measure_tiles, summarise
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
@@ -410,7 +410,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dic
         # The independent verifier over the whole window: refuse a pair whose displacement field exceeds the limit
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
-        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr)
+        # Channels saturated in either capture, from their own values (the correction moves the LR's top value).
+        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr, clipped=clipped_channels(lr_crop, hr_out))
         verification = summarise(tiles, tile, lr_light.shape[:2], limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
                                  p95_factor=FIELD_P95_FACTOR, blur=blur)
         # A refused pair's preview is the picture of why (its outputs are not written).

@@ -483,8 +483,9 @@ def _fit(args: tuple[PairRef, int]) -> PairFit | None:
 
 def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verification] | str:
     """The wash PSNR (against the dataset's degradation) and the independent verifier's displacement field (LR
-    against the HR area-downscaled to the LR grid: no fitted kernel can absorb a shift common to the dataset)."""
-    from ..verification import verify
+    against the HR area-downscaled to the LR grid: no fitted kernel can absorb a shift common to the dataset; the
+    channels either file holds at its top value measured around, not read as displacement)."""
+    from ..verification import clipped_channels, verify
 
     pair, model = args
     if model is None:
@@ -494,7 +495,7 @@ def _score(args: tuple[PairRef, Degradation | None]) -> tuple[PairScore, Verific
     except RealsrError as exc:
         return str(exc)
     return score_pair(lr, hr, model), verify(lr, _on_lr_grid(hr, lr), limit=DEFAULT_LIMIT, sigmas=DEFAULT_SIGMAS,
-                                             p95_factor=DEFAULT_P95_FACTOR)
+                                             p95_factor=DEFAULT_P95_FACTOR, clipped=clipped_channels(lr, hr))
 
 
 def _on_lr_grid(hr: np.ndarray, lr: np.ndarray) -> np.ndarray:
