@@ -288,18 +288,23 @@ def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVE
     """``H x W x 3`` bool on the LR grid: channels at or above ``level`` of their format's range in the LR or
     anywhere in the HR's area of that LR pixel; ``None`` where none is. ``lr`` and ``hr`` are the captures' own
     values (before any photometric correction), ``hr`` an integer multiple of ``lr``'s size."""
+    import cv2
 
     def saturated(image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)
-        top = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
-        return image >= level * top
+        if image.dtype.kind in "ui":  # an integer threshold: a float one would convert every pixel first
+            return image >= image.dtype.type(min(np.ceil(level * np.iinfo(image.dtype).max), np.iinfo(image.dtype).max))
+        return image >= level
 
     h, w = lr.shape[:2]
     factor = hr.shape[0] // h
     if hr.shape[:2] != (h * factor, w * factor):
         raise ValueError(f"HR {hr.shape[:2]} is not an integer multiple of LR {lr.shape[:2]}")
-    on_lr = saturated(hr).reshape(h, factor, w, factor, -1).any(axis=(1, 3))
-    clipped = saturated(lr) | on_lr
+    if factor <= 16:  # an area mean of 0 / 255 over the block is >= 1 where any pixel is 255 (0.01 s on 20 MP)
+        on_lr = cv2.resize(saturated(hr).view(np.uint8) * np.uint8(255), (w, h), interpolation=cv2.INTER_AREA) > 0
+    else:  # numpy's block reduction: the same, 0.6 s on 20 MP
+        on_lr = saturated(hr).reshape(h, factor, w, factor, -1).any(axis=(1, 3))
+    clipped = saturated(lr) | on_lr.reshape(h, w, -1)
     return clipped if clipped.any() else None
 
 
