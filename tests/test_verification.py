@@ -252,6 +252,11 @@ def test_clipped_channels_are_read_from_the_captures_own_values():
     mask = clipped_channels(lr, hr)
     assert mask.shape == (4, 6, 3) and mask.sum() == 2 and mask[1, 2, 0] and mask[2, 4, 2]
     assert clipped_channels(lr.astype(np.float32) / 65535, hr)[1, 2, 0]  # float images: 1.0 is the top
+    for factor in (4, 17):  # one saturated HR pixel in a block marks its LR pixel, at any scale
+        large = np.zeros((4 * factor, 6 * factor, 3), np.uint8)
+        large[3 * factor - 1, 5 * factor - 1, 1] = 255
+        mask = clipped_channels(lr // 100, large)
+        assert mask.sum() == 1 and mask[2, 4, 1], factor
     with pytest.raises(ValueError, match="integer multiple"):
         clipped_channels(lr, hr[:7])
     with pytest.raises(ValueError, match="does not match"):
