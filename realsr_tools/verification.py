@@ -291,11 +291,14 @@ def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVE
     import cv2
 
     def saturated(image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
         if image.dtype.kind in "ui":  # an integer threshold: a float one would convert every pixel first
-            return image >= image.dtype.type(min(np.ceil(level * np.iinfo(image.dtype).max), np.iinfo(image.dtype).max))
+            top = np.iinfo(image.dtype).max
+            return image >= image.dtype.type(min(np.ceil(level * top), top))
         return image >= level
 
+    lr, hr = np.asarray(lr), np.asarray(hr)
+    if lr.ndim != 3 or hr.ndim != 3 or lr.shape[2] != 3 or hr.shape[2] != 3:
+        raise ValueError(f"clipped channels need RGB images, got LR {lr.shape} and HR {hr.shape}")
     h, w = lr.shape[:2]
     factor = hr.shape[0] // h
     if hr.shape[:2] != (h * factor, w * factor):
@@ -304,7 +307,7 @@ def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVE
         on_lr = cv2.resize(saturated(hr).view(np.uint8) * np.uint8(255), (w, h), interpolation=cv2.INTER_AREA) > 0
     else:  # numpy's block reduction: the same, 0.6 s on 20 MP
         on_lr = saturated(hr).reshape(h, factor, w, factor, -1).any(axis=(1, 3))
-    clipped = saturated(lr) | on_lr.reshape(h, w, -1)
+    clipped = saturated(lr) | on_lr.reshape(h, w, 3)
     return clipped if clipped.any() else None
 
 

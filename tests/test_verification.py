@@ -259,6 +259,8 @@ def test_clipped_channels_are_read_from_the_captures_own_values():
         assert mask.sum() == 1 and mask[2, 4, 1], factor
     with pytest.raises(ValueError, match="integer multiple"):
         clipped_channels(lr, hr[:7])
+    with pytest.raises(ValueError, match="need RGB"):
+        clipped_channels(lr[..., 0], hr[..., 0])
     with pytest.raises(ValueError, match="does not match"):
         measure_tiles(lr.astype(np.float32), lr.astype(np.float32), clipped=mask[:3])
 

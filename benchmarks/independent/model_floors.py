@@ -4,9 +4,9 @@ For every pair a ``bench_generalise.py`` run wrote, the generator's exact LR -> 
 output window and fitted by least squares with a similarity, an affine map, a homography and the radial model (a
 homography after two radial terms about realsr's documented centres, docs/align.md, written here from that text):
 the fit's RMS residual (LR px) is the smallest error that family can have there, whatever the data. The generator's
-lens centres are off the frame centres by up to 2 %; realsr's are not, and the radial floor says what that costs. A miss whose chosen family has a floor
-above the target is the model's limit (model selection chose too simple a model); a miss whose floor is far below it
-is the fit's. Reads only the truth JSON, ``results.json`` and the align manifest (no realsr code).
+lens centres are off the frame centres by up to 2 %; realsr's are not, and the radial floor says what that costs. A
+miss whose chosen family has a floor above the target is the model's limit (model selection chose too simple a
+model); a miss whose floor is far below it is the fit's. Reads only the truth JSON, ``results.json`` and the align manifest (no realsr code).
 
     python model_floors.py OUT [OUT ...] [--json FILE]     # OUT: bench_generalise.py --out folders
 """
