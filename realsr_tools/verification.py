@@ -109,7 +109,7 @@ SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile i
 # without dropping untouched pairs whose corner is extrapolated from a few noisy tiles.
 CLIP_LEVEL = 1.0  # share of a format's range at or above which a channel counts as saturated
 CLIP_TOLERANCE = 0.05  # relative difference of the two images at a clipped pixel above which clipping biases it
-CLIP_FLOOR = 0.05  # linear-light level below which CLIP_TOLERANCE is taken of this instead
+CLIP_FLOOR = 0.05  # level (in the images' own units) below which CLIP_TOLERANCE is taken of this instead
 # Share of a tile's reach a channel may have clipped (and disagreeing) and still be measured on: a few clipped pixels
 # bias a tile little, and leaving a channel out costs signal (RealSR Nikon_049, 1-6 % of red in its tiles: measured
 # without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR half of the real
