@@ -351,14 +351,12 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
     ys, xs = tile_origins(h, tile, max_tiles=max_tiles), tile_origins(w, tile, max_tiles=max_tiles)
     local_y, local_x = np.mgrid[0:tile, 0:tile].astype(np.float64)
     greys = {(True, True, True): (ref, tst)}  # the pair's grey over each set of unclipped channels, made when needed
+    count = None  # integral image of the disagreeing clipped pixels per channel, when there are any
     if clipped is not None:
-        clipped = _disagreeing(clipped, reference, test, blur)
-    if clipped is not None and clipped.any():
-        # Clipped pixels per channel in each tile's neighbourhood (what its smoothing and displacement can reach).
-        count = cv2.integral(clipped.astype(np.uint8))
-    else:
-        count = None
-    reach = pad + int(np.ceil(MAX_DRIFT))
+        disagreeing = _disagreeing(clipped, reference, test, blur)
+        if disagreeing.any():
+            count = cv2.integral(disagreeing.astype(np.uint8))
+    reach = pad + int(np.ceil(MAX_DRIFT))  # what a tile's smoothing and displacement can reach beyond it
     out = []
     for y in ys:
         for x in xs:

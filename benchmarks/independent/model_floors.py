@@ -6,7 +6,8 @@ homography after two radial terms about realsr's documented centres, docs/align.
 the fit's RMS residual (LR px) is the smallest error that family can have there, whatever the data. The generator's
 lens centres are off the frame centres by up to 2 %; realsr's are not, and the radial floor says what that costs. A
 miss whose chosen family has a floor above the target is the model's limit (model selection chose too simple a
-model); a miss whose floor is far below it is the fit's. Reads only the truth JSON, ``results.json`` and the align manifest (no realsr code).
+model); a miss whose floor is far below it is the fit's. Reads only the truth JSON, ``results.json`` and the align
+manifest (no realsr code).
 
     python model_floors.py OUT [OUT ...] [--json FILE]     # OUT: bench_generalise.py --out folders
 """
@@ -27,7 +28,8 @@ import generator as G  # noqa: E402
 from common import read_manifest  # noqa: E402
 
 TARGET = {"normal": 0.1, "hard": 0.25}  # issue 10's per-condition tolerances, LR px
-FAMILIES = ("similarity", "affine", "homography", "radial")
+CLOSED_FORM = ("similarity", "affine", "homography")  # family_floor's families; the radial one is radial_floor's
+FAMILIES = CLOSED_FORM + ("radial",)
 GRID = 2  # LR px between the window's sample points
 RADIAL_STRIDE = 2  # the radial fit (iterative) uses every RADIAL_STRIDE-th sample point along each axis
 
@@ -100,7 +102,7 @@ def floors(out: Path) -> list[dict]:
             tx, ty = G.lr_to_hr(scene, key, gx, gy)
             points, mapped = np.column_stack([gx.ravel(), gy.ravel()]), np.column_stack([tx.ravel(), ty.ravel()])
             zoom = record["registration"]["zoom"]  # HR px per LR px: floors in LR px
-            found = {f: family_floor(points, mapped, f) / zoom for f in FAMILIES[:3]}
+            found = {f: family_floor(points, mapped, f) / zoom for f in CLOSED_FORM}
             lr_cap, hr_cap = scene["captures"][key], scene["captures"][scene["hr"]]
             sparse = (slice(None, None, RADIAL_STRIDE),) * 2
             found["radial"] = radial_floor(np.column_stack([gx[sparse].ravel(), gy[sparse].ravel()]),
