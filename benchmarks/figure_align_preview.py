@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     rolled = cv2.warpAffine(hr, turn, hr.shape[1::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     lr_light = linear(lr)
     on_lr = cv2.resize(linear(rolled), (w, h), interpolation=cv2.INTER_AREA)
-    tiles, tile, blur = measure_tiles(lr_light, on_lr)
+    tiles, tile, blur = measure_tiles(lr_light, on_lr, linear_light=True)
     verdict = summarise(tiles, tile, (h, w), limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
                         p95_factor=FIELD_P95_FACTOR, blur=blur)
     on_lr_encoded = cv2.resize(rolled, (w, h), interpolation=cv2.INTER_AREA)

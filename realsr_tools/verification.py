@@ -28,9 +28,14 @@ Method
    every channel clips that much the least clipped are kept, so a white highlight, which clips all alike, keeps all
    (leaving its pixels out instead emptied whole windows of speckled highlights).
 3. *Measurability* of each tile from the structure tensor ``J = sum(grad grad^T)`` of the LR tile: its smaller
-   eigenvalue per pixel below :data:`MIN_EIGEN` is **flat**, a ratio of smaller to larger eigenvalue below
+   eigenvalue per pixel below the flatness threshold is **flat**, a ratio of smaller to larger eigenvalue below
    :data:`MIN_ISOTROPY` is **one-dimensional** (a straight edge or stripes pin the displacement across them only: the
-   aperture problem). Both are *unmeasurable*, never *aligned*.
+   aperture problem). Both are *unmeasurable*, never *aligned*. The threshold is :data:`MIN_EIGEN` (set on encoded
+   values: wash's). In linear light (``linear_light``: align's) a dark scene or an under-exposed capture keeps a
+   fraction of its encoded gradients, and with that one threshold generator frames of 4000-6000 px and the 20-MP
+   speed pair measured no tile at all; there the threshold falls with the window's bright level (the reference
+   grey's :data:`BRIGHT_PERCENTILE`) squared, so the same content exposed lower is the same measurement, but never
+   below :data:`NOISE_MARGIN` times what the tile's own noise makes (:func:`_flat_threshold`).
 4. *Displacement* of each measurable tile: phase correlation (Hann window) for the start, then Lucas-Kanade
    iterations of a translation with a per-tile gain and offset (exposure and colour differences left by the
    photometric correction do not bias it), the HR resampled with a cubic B-spline at exact positions. A tile whose iterations do not converge,
@@ -73,11 +78,12 @@ centres at integer coordinates and ``(0, 0)`` the centre of the window's top-lef
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-VERSION = 4  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
+VERSION = 5  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
 SMOOTH_SIGMA = 1.0  # LR px, both images
 SMALL_WINDOW = 256  # windows whose shorter side is under this get SMALL_TILE tiles
 SMALL_TILE = 32
@@ -85,6 +91,12 @@ LARGE_TILE = 64
 MIN_TILE = 16  # a window shorter than this on a side cannot be measured
 MAX_TILES_PER_AXIS = 16
 MIN_EIGEN = 2e-5  # smaller structure-tensor eigenvalue per pixel (grey levels^2 per px^2) below which a tile is flat
+# In linear light MIN_EIGEN holds for a window whose bright level (BRIGHT_PERCENTILE of the reference's grey) is full
+# scale. A darker window (a capture 0.7 EV under, a dark scene) has the same structure at a lower level: its threshold
+# falls with the level squared, never below NOISE_MARGIN times the eigenvalue the tile's own noise makes (noise-only
+# tiles would mismatch, and most tiles mismatching is a refusal). See :func:`_flat_threshold`.
+BRIGHT_PERCENTILE = 99
+NOISE_MARGIN = 4.0
 MIN_ISOTROPY = 0.04  # smaller / larger eigenvalue below which a tile has one edge direction only
 MIN_MATCH = 0.6  # correlation of the LR tile with the displaced HR tile below which the content does not match
 # LR px: a tile whose displacement has a larger standard deviation (noise, motion blur) is "noisy": at two sigma it
@@ -329,10 +341,11 @@ def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None = None,
                   max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None,
-                  ) -> tuple[list[TileMeasure], int, float]:
+                  linear_light: bool = False) -> tuple[list[TileMeasure], int, float]:
     """Every tile's class and displacement (see the module docstring), the tile side used and the blur matched
     (:func:`match_blur`). ``clipped``: ``H x W x 3`` bool, a channel saturated in either capture at that pixel (RGB
-    inputs only; ``None``: none is)."""
+    inputs only; ``None``: none is). ``linear_light``: the images are linear light, whose flatness threshold
+    follows the window's bright level (:func:`_flat_threshold`); encoded values keep :data:`MIN_EIGEN`."""
     import cv2
 
     ref, tst = grey(reference), grey(test)
@@ -357,6 +370,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
         if disagreeing.any():
             count = cv2.integral(disagreeing.astype(np.uint8))
     reach = pad + int(np.ceil(MAX_DRIFT))  # what a tile's smoothing and displacement can reach beyond it
+    bright = float(np.clip(np.percentile(ref, BRIGHT_PERCENTILE), 0.0, 1.0)) if linear_light else 1.0
     out = []
     for y in ys:
         for x in xs:
@@ -372,9 +386,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
                                        _blurred(grey(test, channels), blur))
             ref, tst = greys[channels]
             a = _smoothed(ref, x, y, tile, pad)
-            # Fewer channels, more noise: the flatness threshold rises with it (a flat red patch measured on green and
-            # blue alone read as texture, and its noise as 28 mismatched tiles).
-            kind = _structure(a) if all(channels) else _structure(a, MIN_EIGEN * _noise_gain(channels))
+            kind = _structure(a, _flat_threshold(ref[y:y + tile, x:x + tile], bright, channels))
             if kind is not None:
                 out.append(TileMeasure(*centre, kind))
                 continue
@@ -395,7 +407,8 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
 
 def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LIMIT,
            sigmas: float = DEFAULT_SIGMAS, p95_factor: float = DEFAULT_P95_FACTOR, tile: int | None = None,
-           max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None) -> Verification:
+           max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None,
+           linear_light: bool = False) -> Verification:
     """Measure the residual displacement field of ``test`` against ``reference`` and judge it against ``limit``.
 
     Parameters
@@ -413,8 +426,10 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     max_tiles : tiles per axis at most (evenly spread over the window).
     clipped : ``H x W x 3`` bool, a channel saturated in either capture (:func:`clipped_channels`); tiles near one
         are measured without that channel.
+    linear_light : the images are linear light (align's): the flatness threshold follows the window's bright level.
     """
-    measures, tile, blur = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles, clipped=clipped)
+    measures, tile, blur = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles, clipped=clipped,
+                                         linear_light=linear_light)
     return summarise(measures, tile, np.asarray(reference).shape[:2], limit=limit, sigmas=sigmas,
                      p95_factor=p95_factor, blur=blur)
 
@@ -526,6 +541,48 @@ def _noise_gain(channels: tuple[bool, bool, bool]) -> float:
     """Noise variance of :func:`grey` over ``channels`` relative to the full luma's (independent channel noise)."""
     kept = np.where(channels, LUMA, 0.0)
     return float(np.sum(kept**2) / np.sum(kept) ** 2 / np.sum(np.square(LUMA)))
+
+
+def _flat_threshold(raw: np.ndarray, bright: float, channels: tuple[bool, bool, bool]) -> float:
+    """The smaller structure-tensor eigenvalue (per px) below which the tile ``raw`` (grey, before smoothing) is
+    flat, in a window whose bright level is ``bright``.
+
+    :data:`MIN_EIGEN` scaled by the level squared (the same scene exposed lower has the same tiles), but not below
+    :data:`NOISE_MARGIN` times what the tile's noise alone makes, nor above :data:`MIN_EIGEN` (a window at full
+    scale keeps exactly the old threshold). Fewer channels, more noise: the threshold rises with it (a flat red
+    patch measured on green and blue alone read as texture, and its noise as 28 mismatched tiles).
+    """
+    floor = MIN_EIGEN if all(channels) else MIN_EIGEN * _noise_gain(channels)
+    if bright >= 1.0:
+        return floor
+    noise = NOISE_MARGIN * _smoothed_gradient_gain() * _noise_sigma(raw) ** 2
+    return max(floor * bright**2, min(floor, noise))
+
+
+def _noise_sigma(raw: np.ndarray) -> float:
+    """Standard deviation of white noise in ``raw``: the median absolute response of Immerkaer's mask (it cancels
+    planes and ramps; its response to noise has 6 sigma), so the few pixels on an edge do not count as noise. Dense
+    texture still adds to it: it errs towards more noise, the safe side here."""
+    import cv2
+
+    if min(raw.shape) < 3:
+        return 0.0
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = cv2.filter2D(np.asarray(raw, np.float32), -1, mask)[1:-1, 1:-1]
+    return float(1.4826 / 6 * np.median(np.abs(response)))
+
+
+@functools.cache
+def _smoothed_gradient_gain() -> float:
+    """Variance of ``np.gradient`` (per axis) of unit white noise smoothed as :func:`_smoothed` smooths: the
+    structure tensor's eigenvalues of a noise-only tile per unit noise variance (the sum of the squared impulse
+    response)."""
+    import cv2
+
+    impulse = np.zeros((33, 33), np.float32)
+    impulse[16, 16] = 1.0
+    _, gx = np.gradient(cv2.GaussianBlur(impulse, (0, 0), SMOOTH_SIGMA).astype(np.float64))
+    return float(np.sum(gx**2))
 
 
 def _structure(a: np.ndarray, min_eigen: float = MIN_EIGEN) -> str | None:

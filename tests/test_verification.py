@@ -159,6 +159,35 @@ def test_flat_and_one_directional_content_is_unmeasurable_never_aligned(data_dir
     assert f"measured on {half.measurable:.0%} of the window" in half.reason  # the verdict says what it rests on
 
 
+def test_a_darker_exposure_of_the_same_pair_is_measured_on_the_same_tiles(data_dir):
+    # align measures in linear light, where a capture 3 EV under (or a dark scene) has an eighth of the gradients:
+    # with one absolute flatness threshold, generator captures of 4000-6000 px measured no tile at all. There the
+    # threshold follows the window's bright level, so the same content at any exposure is the same measurement.
+    lr, hr = _pair(data_dir, "drealsr_x4", "panasonic_145_x1.png")
+    lr, hr_lr = linear(lr), linear(_on_lr(hr, lr))
+    bright = measure_tiles(lr, hr_lr, linear_light=True)[0]
+    dark = measure_tiles(lr / 8, hr_lr / 8, linear_light=True)[0]
+    assert [t.kind for t in dark] == [t.kind for t in bright]
+    assert sum(t.kind == "measured" for t in bright) >= 40  # 49 of its tiles
+    shifts = np.array([(t.dx, t.dy) for t in bright if t.kind == "measured"])
+    # float32 rounding at an eighth of the level: 0.0004 LR px at most when this was written
+    assert np.allclose([(t.dx, t.dy) for t in dark if t.kind == "measured"], shifts, atol=2e-3)
+    # Encoded values (wash's) keep the absolute threshold their calibration was made with: darker, fewer tiles.
+    encoded = measure_tiles(lr / 8, hr_lr / 8)[0]
+    assert sum(t.kind == "measured" for t in encoded) < sum(t.kind == "measured" for t in bright) / 2
+
+
+def test_a_dark_flat_window_stays_unmeasurable_under_its_noise(data_dir):
+    # The threshold falls with the bright level only down to what the tile's own noise makes: a dark, out-of-focus
+    # wall with sensor noise is flat, not a field of tiles whose noise does not match (that would be "misaligned").
+    lr, hr = _pair(data_dir, "realsr_x4", "Canon_033_LR4.png")
+    rng = np.random.default_rng(2)
+    wall = 0.02 * cv2.GaussianBlur(linear(lr), (0, 0), 25) / linear(lr).mean()
+    noisy = [np.clip(wall + rng.normal(0, 0.002, wall.shape), 0, 1).astype(np.float32) for _ in range(2)]
+    result = verify(noisy[0], noisy[1], linear_light=True)
+    assert result.verdict == "unmeasurable" and result.mismatched == 0, result.reason
+
+
 def test_another_scene_is_misaligned_not_unmeasurable(data_dir):
     lr, _ = _pair(data_dir, "realsr_x4", "Canon_033_LR4.png")
     _, other = _pair(data_dir, "drealsr_x4", "sony_169_x1.png")
@@ -276,4 +305,4 @@ def test_the_verifier_shares_no_code_with_what_it_judges():
     tree = ast.parse(Path(module.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {("." * node.level) + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "dataclasses", "numpy", "cv2", "scipy"}, imported
+    assert imported <= {"__future__", "dataclasses", "functools", "numpy", "cv2", "scipy"}, imported

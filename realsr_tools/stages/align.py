@@ -411,7 +411,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dic
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
         # Channels saturated in either capture, from their own values (the correction moves the LR's top value).
-        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr, clipped=clipped_channels(lr_crop, hr_out))
+        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr, clipped=clipped_channels(lr_crop, hr_out),
+                                          linear_light=True)
         verification = summarise(tiles, tile, lr_light.shape[:2], limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
                                  p95_factor=FIELD_P95_FACTOR, blur=blur)
         # A refused pair's preview is the picture of why (its outputs are not written).
