@@ -16,8 +16,11 @@ Method
    whole rows of tiles read 0.25-0.49 LR px on a pair registered to 0.05 px, and the pair was refused).
 2. Overlapping square tiles (side :func:`tile_size`: 32 px on windows under 256 px, 64 px otherwise; half-tile
    stride) cover the *whole* window, the first and last tile of each row and column flush with the window's edges
-   so the corners are measured. On large windows at most :data:`MAX_TILES_PER_AXIS` tiles per axis are taken,
-   evenly spread (a 20-MP pair costs a fraction of a second).
+   so the corners are measured; at most :data:`MAX_TILES_PER_AXIS` tiles per axis, evenly spread. A window whose
+   longer side exceeds that many tiles end to end (1024 px) is measured on its area-downscaled copy (by 2, 4, ...:
+   :func:`pyramid_factor`) where they touch, and the tiles are reported in window pixels: spread with gaps, 64-px
+   tiles fell inside the flat patches of a chart photographed at 20 MP (0 of 256 measured), 256-px tiles at a
+   quarter of the size hold its corners (112 of 208).
    *Clipped channels* (``clipped``, given by the caller who knows the captures): a colour channel saturated in one
    capture and not the other changes the grey of that colour's patches only, so a tile holding several patches sees
    no single gain and offset between the two and reads the edges between them as displacement (a generator chart
@@ -339,22 +342,58 @@ def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma else image
 
 
+def pyramid_factor(shape: tuple[int, int]) -> int:
+    """Area-downscaling factor (a power of two) at which :data:`MAX_TILES_PER_AXIS` tiles of :data:`LARGE_TILE` px
+    span the window's longer side: beyond it, tiles spread evenly over the window would leave gaps between them."""
+    factor = 1
+    while max(shape[:2]) > factor * MAX_TILES_PER_AXIS * LARGE_TILE:
+        factor *= 2
+    return factor
+
+
 def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None = None,
                   max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None,
                   linear_light: bool = False) -> tuple[list[TileMeasure], int, float]:
     """Every tile's class and displacement (see the module docstring), the tile side used and the blur matched
-    (:func:`match_blur`). ``clipped``: ``H x W x 3`` bool, a channel saturated in either capture at that pixel (RGB
-    inputs only; ``None``: none is). ``linear_light``: the images are linear light, whose flatness threshold
-    follows the window's bright level (:func:`_flat_threshold`); encoded values keep :data:`MIN_EIGEN`."""
+    (:func:`match_blur`), all in the window's pixels. ``clipped``: ``H x W x 3`` bool, a channel saturated in either
+    capture at that pixel (RGB inputs only; ``None``: none is). ``linear_light``: the images are linear light, whose
+    flatness threshold follows the window's bright level (:func:`_flat_threshold`); encoded values keep
+    :data:`MIN_EIGEN`. A window too large for the tile grid (:func:`pyramid_factor`) is measured on its
+    area-downscaled copy (the last rows and columns that do not fill a block left out), unless ``tile`` is given."""
+    shape = np.asarray(reference).shape
+    if shape[:2] != np.asarray(test).shape[:2]:
+        raise ValueError(f"images differ in shape: reference {shape}, test {np.asarray(test).shape}")
+    if clipped is not None and clipped.shape != (*shape[:2], 3):
+        raise ValueError(f"clipped mask {clipped.shape} does not match the images {shape}")
+    factor = 1 if tile else pyramid_factor(shape)
+    if factor == 1:
+        return _measure_level(reference, test, tile or tile_size(shape), max_tiles, clipped, linear_light, 1)
+    import cv2
+
+    h, w = shape[0] // factor, shape[1] // factor
+
+    def down(image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, np.float32)[:h * factor, :w * factor]
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+    if clipped is not None:  # a block holding a clipped pixel is clipped
+        clipped = clipped[:h * factor, :w * factor].reshape(h, factor, w, factor, 3).any(axis=(1, 3))
+    level_tile = min(LARGE_TILE, min(h, w) - min(h, w) % 2)
+    measures, level_tile, blur = _measure_level(down(reference), down(test), level_tile, max_tiles, clipped,
+                                                linear_light, factor)
+    offset = (factor - 1) / 2  # a block's centre in window pixels
+    return ([replace(m, x=m.x * factor + offset, y=m.y * factor + offset, dx=m.dx * factor, dy=m.dy * factor,
+                     sigma=m.sigma * factor) for m in measures], level_tile * factor, blur * factor)
+
+
+def _measure_level(reference: np.ndarray, test: np.ndarray, tile: int, max_tiles: int, clipped: np.ndarray | None,
+                   linear_light: bool, unit: int) -> tuple[list[TileMeasure], int, float]:
+    """:func:`measure_tiles` on one pyramid level whose pixel is ``unit`` window pixels (tile side, drift, smoothing
+    and the blur returned in the level's pixels; a tile is noisy above :data:`MAX_TILE_SIGMA` window pixels)."""
     import cv2
 
     ref, tst = grey(reference), grey(test)
-    if ref.shape != tst.shape:
-        raise ValueError(f"images differ in shape: reference {ref.shape}, test {tst.shape}")
-    if clipped is not None and clipped.shape != (*ref.shape, 3):
-        raise ValueError(f"clipped mask {clipped.shape} does not match the images {reference.shape}")
     h, w = ref.shape
-    tile = tile or tile_size((h, w))
     if tile < MIN_TILE:
         return [], tile, 0.0
     tst, blur = match_blur(ref, tst)
@@ -400,7 +439,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
                 out.append(TileMeasure(*centre, "mismatched"))
                 continue
             (dx, dy), match, sigma = result
-            kind = "mismatched" if match < MIN_MATCH else "noisy" if sigma > MAX_TILE_SIGMA else "measured"
+            kind = "mismatched" if match < MIN_MATCH else "noisy" if sigma * unit > MAX_TILE_SIGMA else "measured"
             out.append(TileMeasure(*centre, kind, dx, dy, match, sigma))
     return out, tile, blur
 

@@ -188,6 +188,28 @@ def test_a_dark_flat_window_stays_unmeasurable_under_its_noise(data_dir):
     assert result.verdict == "unmeasurable" and result.mismatched == 0, result.reason
 
 
+def test_a_20_megapixel_window_is_measured_over_its_whole_area(data_dir):
+    # A colour chart photographed at 5760 px: on its 2600 px window 64-px tiles (16 a side, spread with gaps) fall
+    # inside flat patches, and the speed benchmark's 20-MP pair measured 0 of 256. Beyond 16 x 64 px the verifier
+    # measures on the area-downscaled copy where 16 tiles a side touch, so the chart's corners are measured.
+    photo = linear(read_image(data_dir / "exif_jpeg" / "digicam_corpus" / "canon_5dmk3_K6A7942_5760.JPG"))
+    photo = cv2.resize(photo, (2600, 1734), interpolation=cv2.INTER_AREA)
+    noise = np.random.default_rng(3).normal(0, 0.002, photo.shape).astype(np.float32)
+    lr = np.clip(photo + noise, 0, 1)
+    gate = dict(limit=0.5, sigmas=0.0, p95_factor=2.5, linear_light=True)  # align's
+    result = verify(lr, photo, **gate)
+    # 38 % measured when this was written: the chart, not the plain wall around it
+    assert result.verdict == "aligned" and result.tile == 4 * 64 and result.measurable > 0.3, result.reason
+    assert result.corner < 0.05
+    full = verify(lr, photo, tile=64, **gate)  # the full-resolution grid: nearly blind on this window
+    assert full.measurable < 0.05, full.reason  # 1 % when this was written
+    # A roll of 0.05 deg about the centre moves the window's corners by 1.4 px: caught from the whole field.
+    turn = cv2.getRotationMatrix2D((1299.5, 866.5), 0.05, 1.0)
+    rolled = cv2.warpAffine(photo, turn, (2600, 1734), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    moved = verify(lr, rolled, **gate)
+    assert moved.verdict == "misaligned" and abs(abs(moved.roll_deg) - 0.05) < 0.005, moved.reason
+
+
 def test_another_scene_is_misaligned_not_unmeasurable(data_dir):
     lr, _ = _pair(data_dir, "realsr_x4", "Canon_033_LR4.png")
     _, other = _pair(data_dir, "drealsr_x4", "sony_169_x1.png")
