@@ -344,9 +344,11 @@ def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def pyramid_factor(shape: tuple[int, int]) -> int:
     """Area-downscaling factor (a power of two) at which :data:`MAX_TILES_PER_AXIS` tiles of :data:`LARGE_TILE` px
-    span the window's longer side: beyond it, tiles spread evenly over the window would leave gaps between them."""
+    span the window's longer side: beyond it, tiles spread evenly over the window would leave gaps between them. It
+    stops where the shorter side would no longer hold a whole tile (a long, thin window)."""
     factor = 1
-    while max(shape[:2]) > factor * MAX_TILES_PER_AXIS * LARGE_TILE:
+    while (max(shape[:2]) > factor * MAX_TILES_PER_AXIS * LARGE_TILE
+           and min(shape[:2]) >= 2 * factor * LARGE_TILE):
         factor *= 2
     return factor
 

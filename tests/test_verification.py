@@ -13,7 +13,7 @@ import pytest
 from realsr_tools.imaging import read_image
 from realsr_tools.registration.luma import linear
 from realsr_tools.verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, MIN_TILES, Verification,
-                                       clipped_channels, measure_tiles, tile_origins, verify)
+                                       clipped_channels, measure_tiles, pyramid_factor, tile_origins, verify)
 from washdata import misalign_hr
 
 TEXTURED = [("realsr_x4", "Canon_033_LR4.png"), ("drealsr_x4", "panasonic_145_x1.png"),
@@ -231,6 +231,11 @@ def test_limit_record_and_invalid_input(data_dir):
     with pytest.raises(ValueError, match="differ in shape"):
         verify(lr, lr[:-1])
     assert list(tile_origins(124, 32)) == [0, 15, 31, 46, 61, 77, 92]
+    # Windows up to 16 tiles of 64 px are measured as they are; larger ones where 16 tiles a side touch, unless the
+    # shorter side would no longer hold a tile.
+    assert [pyramid_factor(s) for s in [(124, 124), (700, 1024), (700, 1025), (1730, 2609), (4000, 6000)]] == [
+        1, 1, 2, 4, 8]
+    assert pyramid_factor((100, 3000)) == 1 and pyramid_factor((200, 3000)) == 2
 
 
 def test_a_blur_difference_is_not_misalignment(data_dir):
