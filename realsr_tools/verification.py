@@ -463,7 +463,8 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
         gate uses 0 with its limit 0.5 and ``p95_factor`` 2.5).
     p95_factor : the single tiles' limit as a multiple of ``limit``.
     The defaults are wash's calibration (module docstring).
-    tile : tile side in LR px (default :func:`tile_size`).
+    tile : tile side in LR px (default :func:`tile_size`, on the level :func:`pyramid_factor` picks; given, the
+        window is measured at full resolution).
     max_tiles : tiles per axis at most (evenly spread over the window).
     clipped : ``H x W x 3`` bool, a channel saturated in either capture (:func:`clipped_channels`); tiles near one
         are measured without that channel.
