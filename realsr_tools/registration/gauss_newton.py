@@ -216,6 +216,10 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     return _Refined(h, distortion, correlation, total, spread, choice)
 
 
+# Why a start that the content does not hold ends: it slides off the frame or collapses (which of the two depends
+# on the last bits of OpenCV's resampling: generator hard seed 15's canon_g2 x3 slid off with OpenCV 5.0 and collapses
+# with 5.1); either way the user reads the same cause.
+UNHELD = "nothing in the content held the fit (flat or one-directional structure, or not the same scene)"
 MAX_AREA_CHANGE = 4.0  # factor by which one pyramid level's fit may change the mapped template's area
 
 
@@ -239,7 +243,7 @@ def _check_not_degenerate(h: np.ndarray, start: np.ndarray, shape: tuple[int, in
     if not np.all((1 / MAX_AREA_CHANGE < change) & (change < MAX_AREA_CHANGE)):
         worst = change[np.argmax(np.abs(np.log(np.where(change > 0, change, 1e-300))))]
         raise RegistrationError(f"the refinement diverged at a {tw}x{th} pyramid level (mapped area "
-                                f"x{worst:.2g}): no reliable match")
+                                f"x{worst:.2g}): no reliable match (a wrong start, or {UNHELD})")
 
 
 def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],
@@ -560,8 +564,7 @@ class _Problem:
             # A start the content does not hold slides off the frame (a chart's one flat patch and a single
             # straight border: generator hard seed 15's canon_g2 x3); say so, or it reads as a bug.
             raise RegistrationError(f"refinement lost the overlap ({idx.size} usable pixels at a {tw}x{th} pyramid "
-                                    "level): nothing in the content held the fit (flat or one-directional "
-                                    "structure, or not the same scene)")
+                                    f"level): {UNHELD}")
         uu = (yx[idx] - np.float32(cx)) / np.float32(s)
         vv = (yy[idx] - np.float32(cy)) / np.float32(s)
         ww, tt = w_[idx], self.t[idx]

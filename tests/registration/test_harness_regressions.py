@@ -117,7 +117,9 @@ def test_a_window_from_a_fit_nothing_holds_is_a_texture_refusal_not_an_overlap_o
 def test_a_fit_that_slides_off_a_flat_chart_says_the_content_did_not_hold_it(tmp_path, data_dir):
     root = tmp_path / "captures"
     lr, hr, _, key = harness_pair(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", scale=3)
-    with one_blas_thread(), pytest.raises(RegistrationError, match="lost the overlap.*nothing in the content held"):
+    # The fit slides off the frame (OpenCV 5.0) or collapses (5.1): either way the message names the cause.
+    held = "(lost the overlap|diverged).*nothing in the content held"
+    with one_blas_thread(), pytest.raises(RegistrationError, match=held):
         register_captures(lr, hr, ratio=focal_ratio(root, key))
 
 
