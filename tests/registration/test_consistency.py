@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from realsr_tools.geometry import apply_homography, scaling, translation
-from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, Comparison, chain_hypothesis, compare,
-                                                   comparison_plan, consistency_fields, expected_magnification,
-                                                   judge_scene)
+from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, MAX_DISAGREEMENT_P95, Comparison,
+                                                   chain_hypothesis, compare, comparison_plan, consistency_fields,
+                                                   expected_magnification, judge_scene)
 from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
 
 
@@ -78,6 +78,22 @@ def test_a_capture_is_refused_only_when_every_comparison_disagrees():
     # A failed direct registration counts neither way; a capture alone is unchecked.
     assert judge_scene(2, [Comparison(0, 1, error="no reliable match")]) == ["unchecked"] * 2
     assert judge_scene(1, []) == ["unchecked"]
+
+
+def test_a_fit_bent_at_one_side_disagrees_though_its_median_is_under_the_limit():
+    # Generator hard geometry, 4000-6000 px frames, seed 7 with neutral photometry: a nikon_d3100 chart x2 written
+    # 4.3 LR px RMS off (17 px at a corner) against its x4 (0.02 px off) by a median 0.39, p95 5.6, max 8.8; its x3,
+    # matched elsewhere, disagreed with both by 18-19 px. The median alone kept the x2 and the x4.
+    bent = Comparison(0, 2, median=0.3895, p95=5.6402, max=8.8069)
+    assert bent.agrees() is False
+    assert Comparison(0, 2, median=0.3895, p95=MAX_DISAGREEMENT_P95, max=8.8).agrees()
+    assert Comparison(0, 2, median=0.1842, p95=0.667, max=1.09).agrees()  # the largest p95 of a correct pair seen
+    scene = [bent, Comparison(0, 1, median=17.99, p95=109.0, max=151.8), Comparison(1, 2, median=19.30, p95=106.5,
+                                                                                   max=146.5)]
+    # Nothing tells which of three disagreeing captures is right: all are refused, none written 17 px off.
+    assert judge_scene(3, scene) == ["inconsistent"] * 3
+    reason = consistency_fields(["x4", "x3", "x2"], scene)[2]["reason"]
+    assert "x4 by 0.39 (p95 5.64), x3 by 19.30 (p95 106.50) LR px" in reason
 
 
 def test_a_provisional_capture_is_kept_only_when_a_capture_that_passed_the_gate_confirms_it():
