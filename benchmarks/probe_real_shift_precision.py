@@ -19,16 +19,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from realsr_tools.geometry import apply_homography
 from realsr_tools.imaging.files import read_pixels
 from realsr_tools.registration import register_captures
+from realsr_tools.registration.luma import srgb_to_linear
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pairs"
 FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 SCALE = 4
-
-
-def srgb_decode(a: np.ndarray) -> np.ndarray:
-    return np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4)
 
 
 def srgb_encode(a: np.ndarray) -> np.ndarray:
@@ -63,16 +61,16 @@ def main(argv=None):
         hr16 = np.round(hr * 65535).astype(np.uint16)
         for f in FRACTIONS:
             dx, dy = f, 0.3
-            lr = shifted_lr(srgb_decode(hr), dx, dy, args.noise, rng)
+            lr = shifted_lr(srgb_to_linear(hr), dx, dy, args.noise, rng)
             try:
                 registration, _ = register_captures(lr, hr16, ratio=float(SCALE))
             except Exception as error:  # a refusal is reported, not hidden
                 print(f"{path.name} shift {f}: refused: {error}")
                 continue
             cx, cy = (lr.shape[1] - 1) / 2, (lr.shape[0] - 1) / 2
-            q = registration.lr_to_hr @ [cx, cy, 1.0]
+            mapped = apply_homography(registration.lr_to_hr, np.array([[cx, cy]]))[0]
             truth = np.array([SCALE * (cx - dx) + (SCALE - 1) / 2, SCALE * (cy - dy) + (SCALE - 1) / 2])
-            errors[f].append((q[:2] / q[2] - truth) / SCALE)
+            errors[f].append((mapped - truth) / SCALE)
     print(f"{len(files)} published HRs, LR {SCALE}x smaller, noise {args.noise}; error at the window centre, LR px")
     print("| x shift (LR px) | pairs | median x error | median y error (y shift 0.3) | median |error| | max |error| |")
     print("|---|---|---|---|---|---|")

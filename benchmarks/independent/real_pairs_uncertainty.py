@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimator as E  # noqa: E402
+import generator as G  # noqa: E402
 from common import read_manifest  # noqa: E402
 
 
@@ -34,8 +35,7 @@ def correction_at_centre(record: dict) -> tuple[np.ndarray, tuple[int, int, int,
     s = record["scale"]
     x0, y0, w, h = record["lr_window"]
     cx, cy = x0 + (w - 1) / 2, y0 + (h - 1) / 2
-    p = np.asarray(record["lr_to_hr"], float) @ [cx, cy, 1.0]
-    mapped = p[:2] / p[2]
+    mapped = np.array(G.apply_h(np.asarray(record["lr_to_hr"], float), cx, cy))
     identity = np.array([s * cx + (s - 1) / 2, s * cy + (s - 1) / 2])
     return (mapped - identity) / s, (x0, y0, w, h)
 

@@ -62,10 +62,13 @@ class Comparison:
     start: str | None = None  # which start the direct registration kept ("hypothesis": the chain itself)
     error: str | None = None
 
+    @property
+    def p95_over(self) -> bool:
+        """Its p95 exceeds :data:`MAX_DISAGREEMENT_P95` (a disagreement whatever the median)."""
+        return self.p95 is not None and self.p95 > MAX_DISAGREEMENT_P95
+
     def agrees(self, limit: float = MAX_DISAGREEMENT) -> bool | None:
-        if self.median is None:
-            return None
-        return self.median <= limit and (self.p95 is None or self.p95 <= MAX_DISAGREEMENT_P95)
+        return None if self.median is None else self.median <= limit and not self.p95_over
 
     def to_dict(self) -> dict:
         return {"wide": self.wide, "narrow": self.narrow, "median": _round(self.median), "p95": _round(self.p95),
@@ -162,8 +165,7 @@ def consistency_fields(ids: Sequence[str], comparisons: Sequence[Comparison], *,
     provisional = set(provisional)
 
     def measured(index: int, among: Collection[int]) -> str:
-        return ", ".join(f"{ids[other]} by {c.median:.2f}" + (f" (p95 {c.p95:.2f})" if (c.p95 or 0) > MAX_DISAGREEMENT_P95
-                                                                else "")
+        return ", ".join(f"{ids[other]} by {c.median:.2f}" + (f" (p95 {c.p95:.2f})" if c.p95_over else "")
                          for c in comparisons if index in (c.wide, c.narrow)
                          and c.median is not None and (other := c.narrow if c.wide == index else c.wide) in among)
 
