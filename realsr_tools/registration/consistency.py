@@ -15,6 +15,10 @@ the chain as one more start (:func:`.estimate.register_captures`: the better fit
 when every comparison it has disagrees and none agrees (:func:`judge_scene`): in a scene of three captures one
 failed direct registration costs nothing. Errors the captures share (the HR side of every pair) are not seen.
 
+A pair that two captures agreeing with each other outvote is registered once more from where they put it
+(:func:`scene_start`; align's ``_realign_from_scene``) before it is refused: a chart matched to another of its
+patches is then found where it belongs, and kept only if it now agrees with every capture it is compared with.
+
 A pair the texture gate alone would refuse (corner uncertainty up to :data:`.estimate.MAX_CONFIRMED_UNCERTAINTY`) is
 written provisionally and kept only when a capture that passed the gate confirms it (:func:`judge_scene`): the
 agreement of a sibling is the evidence its own window lacks.
@@ -73,6 +77,35 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"wide": self.wide, "narrow": self.narrow, "median": _round(self.median), "p95": _round(self.p95),
                 "max": _round(self.max), "start": self.start, "error": self.error}
+
+
+def scene_start(wide_to_narrow: PointMap, sibling_to_hr: PointMap, sibling_window: Sequence[int], *,
+                sibling_is_wide: bool, wide_shape: tuple[int, int], narrow_shape: tuple[int, int],
+                samples: int = 128) -> np.ndarray | None:
+    """The LR -> HR homography of a capture that a sibling's pair and their direct registration imply (``b -> a
+    -> HR`` with the sibling on either side), fitted over the sibling's window: a start for registering the
+    capture's pair again where its scene's captures agree its window lies. ``None`` when the two frames share too
+    little of that window to fit it (fewer than 16 points of a ``samples`` x ``samples`` grid on the wide frame).
+
+    A homography, not the chain itself: the chain passes through two radial terms, and refinement fits the
+    capture's own from this start."""
+    import cv2
+
+    height, width = wide_shape[:2]
+    gy, gx = np.mgrid[0:height - 1:samples * 1j, 0:width - 1:samples * 1j]
+    wide = np.column_stack([gx.ravel(), gy.ravel()])
+    narrow = wide_to_narrow(wide)
+    x0, y0, w, h = sibling_window
+    on_sibling = wide if sibling_is_wide else narrow
+    keep = ((on_sibling[:, 0] >= x0) & (on_sibling[:, 0] <= x0 + w - 1)
+            & (on_sibling[:, 1] >= y0) & (on_sibling[:, 1] <= y0 + h - 1)
+            & (narrow[:, 0] >= 0) & (narrow[:, 0] <= narrow_shape[1] - 1)
+            & (narrow[:, 1] >= 0) & (narrow[:, 1] <= narrow_shape[0] - 1))
+    if np.count_nonzero(keep) < 16:
+        return None
+    own = (narrow if sibling_is_wide else wide)[keep]
+    matrix, _ = cv2.findHomography(own, sibling_to_hr(on_sibling[keep]), 0)
+    return None if matrix is None else matrix / matrix[2, 2]
 
 
 def comparison_plan(focal_ratios: Sequence[float], *, neighbours: int = 2) -> list[tuple[int, int]]:

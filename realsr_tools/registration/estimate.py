@@ -68,7 +68,7 @@ class Registration:
 
     lr_to_hr: np.ndarray
     zoom: float  # magnification at the centre of the HR field (HR px per LR px)
-    coarse: str  # which coarse estimate seeded the refinement: "search", "features", "colour"
+    coarse: str  # which start seeded the refinement: "search", "features", "colour", "hypothesis", SCENE_START
     coarse_agreement: float | None  # LR px between the two coarse estimates (None: one of them failed)
     search_score: float | None
     feature_inliers: int
@@ -107,6 +107,7 @@ class CoarseStarts:
 
 
 HYPOTHESIS_ALONE = "hypothesis alone"  # the start name when the hypothesis was the only start refined
+SCENE_START = "scene"  # the start name of a pair registered again from where its scene's other captures put it
 
 
 def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: np.ndarray | None,
@@ -226,7 +227,8 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
 
 def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str] = ("srgb", "srgb"),
                       hypothesis: np.ndarray | None = None,
-                      hypothesis_alone_if_found: bool = False) -> tuple[Registration, tuple[float, ...]]:
+                      hypothesis_alone_if_found: bool = False,
+                      scene_start: np.ndarray | None = None) -> tuple[Registration, tuple[float, ...]]:
     """Register RGB captures (any dtype :func:`.luma.registration_grey` reads): the grey images, the coarse
     estimate (its pyramid search on colour thumbnails: two chart patches of one luma are told apart by their hue),
     the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
@@ -246,11 +248,20 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     option (so a failure is always the whole registration's). For the scene check, whose
     direct registrations start from the chain of two pairs that are mostly right: the whole search and refining its
     starts, which mostly refine to the chain's optimum again, were its cost.
+
+    ``scene_start``: an LR -> HR homography that is refined as the only start, no search (the registration's
+    ``coarse`` is then :data:`SCENE_START`). For a pair the scene check found matched elsewhere than its scene's
+    other captures put it (:func:`.consistency.scene_start`): its window alone could not tell the two matches
+    apart, so searching it again would find the same one.
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
+    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    if scene_start is not None:
+        coarse = CoarseStarts([(SCENE_START, np.asarray(scene_start, np.float64))], None, None, 0)
+        greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
+        return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
     if hypothesis is not None:
         hypothesis = np.asarray(hypothesis, np.float64)
-    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
     alone = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
     if alone is not None:
         greys, gains = _balanced_greys(lr, hr, hr_grey, alone, weights, curves)

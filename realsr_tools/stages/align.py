@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import output_window, warp_hr
+from ..geometry import RadialDistortion, map_lr_to_hr, output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
@@ -162,9 +162,14 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                 failures.append((record["id"], record["error"]))
         skipped = len(pairs) - len(todo)
         new = {pair.id for pair in todo}
+        verified = {record["id"]: record["verification"] and record["verification"]["verdict"]
+                    for record in writer.records}
         for record in (_check_scenes(runner, writer.records, settings, show_progress) if scene_check
                        else _unconfirmed(writer.records, settings)):
             writer.add(record)
+            if record["status"] == "ok" and record["id"] in new:  # registered again by the scene check
+                unmeasurable += ((record["verification"]["verdict"] == "unmeasurable")
+                                 - (verified[record["id"]] == "unmeasurable"))
             if record["status"] != "ok":
                 failures.append((record["id"], record["error"]))
                 failed += 1
@@ -191,9 +196,9 @@ def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings
         members = todo[index]
         if isinstance(result, TaskLost):
             # Unchecked rather than refused: the pairs passed every check of their own (but the provisional ones).
-            result = _scene_fields(members, [], lost=result.reason)
-        for record, judged in zip(members, result):
-            record = dict(record, consistency=judged)
+            result = [(field, None) for field in _scene_fields(members, [], lost=result.reason)]
+        for record, (judged, realigned) in zip(members, result):
+            record = dict(realigned or record, consistency=judged)
             if judged["verdict"] == "inconsistent":
                 _refuse(record, judged["reason"], settings)
             elif judged["verdict"] == "unconfirmed":
@@ -243,20 +248,16 @@ def _refuse(record: dict[str, Any], reason: str, settings: AlignSettings) -> Non
     record.update(status="failed", lr=None, hr=None, error=reason)
 
 
-def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[dict[str, Any]]:
-    """Register a scene's written LR captures to each other and judge each pair by them (a worker task); returns
-    each member's ``consistency`` record field."""
+def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[tuple[dict[str, Any], dict | None]]:
+    """Register a scene's written LR captures to each other, judge each pair by them, and register a pair they
+    outvote again from where they put it (a worker task; :func:`_realign_from_scene`). Returns each member's
+    ``consistency`` record field with, for a pair registered again, its new record (else ``None``)."""
     import cv2
 
     from ..errors import RealsrError
-    from ..geometry import RadialDistortion, map_lr_to_hr
     from ..imaging import is_raw, read_pixels
     from ..pipeline.runner import one_blas_thread
     from ..registration import consistency
-
-    def mapping(record):
-        distortion = RadialDistortion.from_dict(record["distortion"])
-        return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]), distortion)
 
     def curve(record):
         return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
@@ -264,7 +265,7 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
     plan = consistency.comparison_plan([r["focal_ratio"] for r in members])
     failures = (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error)
 
-    def compared(wide: int, narrow: int, alone_if_found: bool) -> consistency.Comparison:
+    def compared(wide: int, narrow: int, alone_if_found: bool):
         a, b = members[narrow], members[wide]
         ratio = b["focal_ratio"] / a["focal_ratio"]
         try:
@@ -272,7 +273,7 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
                                           hypothesis=chain, hypothesis_alone_if_found=alone_if_found)
         except failures as exc:  # the registration with every start failed (register_captures falls back to it)
-            return consistency.Comparison(wide, narrow, error=str(exc))
+            return consistency.Comparison(wide, narrow, error=str(exc)), None
         try:
             window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
                                    distortion=direct.distortion)
@@ -280,11 +281,12 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
                                window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
         except failures as exc:
-            return consistency.Comparison(wide, narrow, start=direct.coarse, error=str(exc))
-        return consistency.compare(mapping(b), mapping(a), direct.map, b["lr_window"], b["registration"]["zoom"],
-                                   wide=wide, narrow=narrow, start=direct.coarse)
+            return consistency.Comparison(wide, narrow, start=direct.coarse, error=str(exc)), None
+        return _compared(members, wide, narrow, direct.map, start=direct.coarse), direct.map
 
     comparisons = []
+    directs: dict[tuple[int, int], Any] = {}  # (wide, narrow) -> the direct registration's point map
+    shapes: dict[int, tuple[int, int]] = {}
     pixels: dict[int, np.ndarray] = {}
     with one_blas_thread():
         for wide, narrow in plan:
@@ -295,13 +297,99 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             except failures as exc:
                 comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
                 continue
+            shapes.update({i: pixels[i].shape[:2] for i in (wide, narrow)})
             # Where the search finds the chain's own match, refining the chain alone decides an agreement; anything
             # else (a disagreement, a failure) is decided by the registration with every start.
-            comparison = compared(wide, narrow, alone_if_found=True)
+            comparison, direct = compared(wide, narrow, alone_if_found=True)
             if not comparison.agrees() and comparison.start == HYPOTHESIS_ALONE:
-                comparison = compared(wide, narrow, alone_if_found=False)
+                comparison, direct = compared(wide, narrow, alone_if_found=False)
             comparisons.append(comparison)
-    return _scene_fields(members, comparisons)
+            if direct is not None:
+                directs[(wide, narrow)] = direct
+        pixels.clear()
+        verdicts = consistency.judge_scene(len(members), comparisons,
+                                           provisional=[i for i, r in enumerate(members) if is_provisional(r)])
+        members = list(members)
+        realigned: dict[int, dict[str, Any]] = {}
+        for index in [i for i, verdict in enumerate(verdicts) if verdict == "inconsistent"]:
+            outcome = _realign_from_scene(index, members, verdicts, comparisons, directs, shapes, settings)
+            if outcome is not None:
+                realigned[index], record, comparisons = outcome
+                if record is not None:
+                    members[index] = record
+    fields = _scene_fields(members, comparisons)
+    for index, note in realigned.items():
+        fields[index]["realigned"] = note
+        if fields[index]["verdict"] == "inconsistent":
+            fields[index]["reason"] += f"; registered again from where {note['from']} puts it: {note['outcome']}"
+    return [(field, members[i] if i in realigned and members[i]["status"] == "ok" else None)
+            for i, field in enumerate(fields)]
+
+
+def _compared(members: list[dict[str, Any]], wide: int, narrow: int, direct, start: str | None):
+    """:func:`.consistency.compare` of two members' mappings through their direct registration ``direct``."""
+    from ..registration import consistency
+
+    def mapping(record):
+        return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]),
+                                 RadialDistortion.from_dict(record["distortion"]))
+
+    a, b = members[narrow], members[wide]
+    return consistency.compare(mapping(b), mapping(a), direct, b["lr_window"], b["registration"]["zoom"],
+                               wide=wide, narrow=narrow, start=start)
+
+
+def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Sequence[str], comparisons, directs,
+                        shapes, settings: AlignSettings):
+    """Register pair ``index``, which every capture it was compared with contradicts, again from where one of them
+    that its scene confirms puts it (:func:`.consistency.scene_start`; refined alone, no search), and compare it
+    again through the same direct registrations. Returns ``None`` when no such sibling is measured against it, else
+    ``(note, new record or None, comparisons)``: the comparisons with the new mapping when every one of its own
+    agrees (the pair is kept: the record replaces the old one, its outputs already rewritten), the old ones
+    otherwise (it is refused as before, the note saying what the attempt found).
+
+    The captures that outvote it agree with each other through registrations of whole frames, where the pair's own
+    window (a chart whose patches repeat) let its search take another match that fits it as well; refined from
+    the right one, the same window holds the fit there. Kept only when its comparisons with the sibling it started
+    from and with every other capture agree."""
+    from ..captures import PlannedPair
+    from ..registration import consistency
+
+    def other(c):
+        return c.narrow if c.wide == index else c.wide
+
+    sources = [c for c in comparisons if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs
+               and verdicts[other(c)] == "consistent" and not is_provisional(members[other(c)])]
+    if not sources:
+        return None
+    source = min(sources, key=lambda c: c.median)
+    sibling = other(source)
+    start = consistency.scene_start(
+        directs[(source.wide, source.narrow)], functools.partial(
+            map_lr_to_hr, np.asarray(members[sibling]["lr_to_hr"]),
+            RadialDistortion.from_dict(members[sibling]["distortion"])),
+        members[sibling]["lr_window"], sibling_is_wide=sibling == source.wide, wide_shape=shapes[source.wide],
+        narrow_shape=shapes[source.narrow])
+    if start is None:
+        return None
+    old = members[index]
+    note = {"from": members[sibling]["id"], "before": {members[other(c)]["id"]: c.median for c in comparisons
+                                                       if index in (c.wide, c.narrow) and c.median is not None}}
+    pair = PlannedPair(old["scene"], old["lr_source"], old["hr_source"], old["scale"], old["focal_ratio"],
+                       old["camera"])
+    record = align_pair(pair, settings, scene_start=start)
+    if record["status"] != "ok":
+        return note | {"outcome": f"refused ({record['error']})"}, None, comparisons
+    trial = [*members[:index], record, *members[index + 1:]]
+    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)], c.start)
+             if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
+    mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
+    medians = ", ".join(f"{trial[other(c)]['id']} by {c.median:.2f}" for c in mine)
+    if all(c.agrees() for c in mine):
+        return note | {"outcome": f"agrees ({medians} LR px)"}, record, again
+    for path in OUTPUT_KEYS:  # refused as before: the outputs it wrote go
+        (settings.out_dir / record[path]).unlink(missing_ok=True)
+    return note | {"outcome": f"still disagrees ({medians} LR px)"}, None, comparisons
 
 
 def _scene_fields(members: list[dict[str, Any]], comparisons, lost: str | None = None) -> list[dict[str, Any]]:
@@ -324,8 +412,9 @@ def _new_record(pair) -> dict[str, Any]:
     }
 
 
-def align_pair(pair, settings: AlignSettings) -> dict[str, Any]:
+def align_pair(pair, settings: AlignSettings, scene_start: np.ndarray | None = None) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record.
+    ``scene_start``: register from this LR -> HR homography alone (:func:`_realign_from_scene`).
 
     Runs on a worker (:mod:`realsr_tools.pipeline.runner`): it writes only this pair's files, atomically."""
     import cv2
@@ -334,7 +423,7 @@ def align_pair(pair, settings: AlignSettings) -> dict[str, Any]:
 
     record = _new_record(pair)
     try:
-        record.update(_align_pair(pair, settings))
+        record.update(_align_pair(pair, settings, scene_start))
         record["status"] = "ok"
     except OutputLocationError:
         raise  # a full disk or read-only --out stops the run; it is not this pair's failure
@@ -351,16 +440,17 @@ def align_pair(pair, settings: AlignSettings) -> dict[str, Any]:
     return record
 
 
-def _align_pair(pair, s: AlignSettings) -> dict[str, Any]:
+def _align_pair(pair, s: AlignSettings, scene_start: np.ndarray | None = None) -> dict[str, Any]:
     # Decoding and PNG encoding release the GIL and are the slowest single steps on large frames: the two reads run
     # at once, and the HR output is encoded while the photometric fit and the quality measures run.
     from ..pipeline.runner import one_blas_thread
 
     with one_blas_thread(), ThreadPoolExecutor(max_workers=2) as io_pool:
-        return _align_pair_with(pair, s, io_pool)
+        return _align_pair_with(pair, s, io_pool, scene_start)
 
 
-def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dict[str, Any]:
+def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
+                     scene_start: np.ndarray | None) -> dict[str, Any]:
     import cv2
 
     from ..imaging import is_raw, read_pixels, to_float, write_image
@@ -375,7 +465,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor) -> dic
     # Registration compares linear light (blur acts there): raster captures are sRGB-decoded, RAW files by the curve
     # they were rendered with (BT.709 or linear).
     curves = tuple(s.raw.gamma if is_raw(path) else "srgb" for path in (pair.lr, pair.hr))
-    registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves)
+    registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
+                                                   scene_start=scene_start)
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],

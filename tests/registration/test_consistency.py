@@ -11,7 +11,7 @@ import pytest
 from realsr_tools.geometry import apply_homography, scaling, translation
 from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, MAX_DISAGREEMENT_P95, Comparison,
                                                    chain_hypothesis, compare, comparison_plan, consistency_fields,
-                                                   expected_magnification, judge_scene)
+                                                   expected_magnification, judge_scene, scene_start)
 from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
 
 
@@ -49,6 +49,23 @@ def test_the_chain_of_two_correct_mappings_agrees_and_a_scale_error_shows_in_wid
     off = compare(as_map(wide_to_hr), as_map(scaled), as_map(truth), window, 4.0, wide=0, narrow=1)
     corner = np.hypot(80, 60) * 4 * 0.01 / 4  # HR px at the wide window's corner, in wide LR px
     assert off.max == pytest.approx(corner, rel=0.05) and 0 < off.median < off.max
+
+
+def test_a_capture_is_given_the_mapping_its_sibling_and_their_direct_registration_imply():
+    wide_to_hr, narrow_to_hr = _hr_maps(zoom_wide=4.19, zoom_narrow=1.9)
+    wide_to_narrow = functools.partial(apply_homography, chain_hypothesis(wide_to_hr, narrow_to_hr))
+    shapes = {"wide_shape": (480, 640), "narrow_shape": (480, 640)}
+    # The sibling is the wide capture, its window where the HR field lies in it: the narrow capture's mapping.
+    start = scene_start(wide_to_narrow, functools.partial(apply_homography, wide_to_hr), (100, 80, 160, 120),
+                        sibling_is_wide=True, **shapes)
+    assert np.allclose(start, narrow_to_hr / narrow_to_hr[2, 2], atol=1e-6)
+    # The sibling is the narrow capture: the wide capture's.
+    start = scene_start(wide_to_narrow, functools.partial(apply_homography, narrow_to_hr), (200, 160, 320, 240),
+                        sibling_is_wide=False, **shapes)
+    assert np.allclose(start, wide_to_hr / wide_to_hr[2, 2], atol=1e-6)
+    # A window the two frames do not share: no start.
+    assert scene_start(wide_to_narrow, functools.partial(apply_homography, wide_to_hr), (600, 0, 30, 30),
+                       sibling_is_wide=True, **shapes) is None
 
 
 def test_a_direct_registration_is_checked_against_the_chains_magnification_when_they_agree():

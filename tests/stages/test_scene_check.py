@@ -1,7 +1,8 @@
 """align's scene check on the capture it was built for: the independent generator's normal seed 9, scene 7, a
 nikon_d3100 ColorChecker whose x4 window holds a few flat patches. The x4 pair's own checks pass it 0.95 LR px off
 the truth (texture gate, verifier: `unmeasurable`); its scene's x2 and x3 captures, registered to it directly, put
-its window 0.75-0.78 LR px elsewhere."""
+its window 0.75-0.78 LR px elsewhere. And normal seed 30's scene 1, the same chart, whose x3 its own search matches
+20 LR px off (another patch), registered again from where its x4 puts it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def test_a_pair_its_own_checks_pass_far_off_is_refused_by_its_scene_even_on_resu
     assert refused["error"].startswith("inconsistent with its scene's other captures")
     assert refused["consistency"]["verdict"] == "inconsistent"
     assert all(c["median"] > MAX_DISAGREEMENT for c in refused["consistency"]["comparisons"])
+    # Registered again from where its x3 puts it, its own window pulls the fit back to the same optimum.
+    assert refused["consistency"]["realigned"]["from"] == "scene_07__lr_x3"
+    assert refused["consistency"]["realigned"]["outcome"].startswith("still disagrees")
+    assert "registered again from where scene_07__lr_x3 puts it: still disagrees" in refused["error"]
     assert not any(path.exists() for path in x4_outputs)
     for name in ("lr_x2.png", "lr_x3.png"):
         kept = records[name]
@@ -52,6 +57,36 @@ def test_a_pair_its_own_checks_pass_far_off_is_refused_by_its_scene_even_on_resu
         assert (out / kept["lr"]).exists()
 
     # The refused pair is retried by the next resume, written, and refused again: the same records.
+    align.run_align(root, out, show_progress=False)
+    assert _records(out) == records
+
+
+def test_a_chart_matched_to_another_patch_is_registered_again_where_its_scene_puts_it(tmp_path, data_dir):
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=30, scene="scene_01", photo="nikon_d3100_DSC_0008.JPG", hard=False)
+    out = tmp_path / "aligned"
+    # Without the check (a run killed before it): the x3's own search takes another patch of the chart.
+    assert align.run_align(root, out, scene_check=False, show_progress=False).ok == 3
+    wrong = _records(out)["lr_x3.png"]
+    assert wrong["status"] == "ok" and record_truth_rms(wrong, truth) > 5  # measured 20 LR px
+
+    # The resumed run's check: the x4 and x2 agree with each other and put the x3's window 20-25 px elsewhere; it
+    # is registered again from where the x4 puts it, agrees with both, and its record and outputs are replaced.
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed, summary.skipped) == (0, 0, 3)
+    records = _records(out)
+    realigned = records["lr_x3.png"]
+    assert realigned["status"] == "ok" and realigned["registration"]["coarse"] == "scene"
+    note = realigned["consistency"]["realigned"]
+    assert note["from"] == "scene_01__lr_x4" and min(note["before"].values()) > 10
+    assert note["outcome"].startswith("agrees") and realigned["consistency"]["verdict"] == "consistent"
+    assert all(c["median"] <= MAX_DISAGREEMENT for c in realigned["consistency"]["comparisons"])
+    assert record_truth_rms(realigned, truth) < 0.1  # measured 0.018 LR px
+    assert (out / realigned["lr"]).exists() and (out / realigned["hr"]).exists()
+    for name in ("lr_x2.png", "lr_x4.png"):
+        assert records[name]["status"] == "ok" and record_truth_rms(records[name], truth) < 0.1
+
+    # Resumed once more: nothing to do, the same records.
     align.run_align(root, out, show_progress=False)
     assert _records(out) == records
 
