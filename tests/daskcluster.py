@@ -136,7 +136,7 @@ class Misbehave(WorkerPlugin):
         if self.die_on is not None or self.hold is not None:
             real_align = align._align_pair
 
-            def misbehaving_align(pair, settings):
+            def misbehaving_align(pair, settings, *rest):
                 if pair.id == self.die_on:
                     os._exit(18)
                 if pair.id == self.hold:
@@ -145,10 +145,10 @@ class Misbehave(WorkerPlugin):
                     while not Path(self.release).exists() and time.monotonic() < deadline:
                         time.sleep(0.1)
                     try:
-                        return real_align(pair, settings)
+                        return real_align(pair, settings, *rest)
                     finally:
                         Path(self.release + ".done").touch()
-                return real_align(pair, settings)
+                return real_align(pair, settings, *rest)
 
             align._align_pair = misbehaving_align
 

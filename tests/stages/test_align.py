@@ -338,10 +338,10 @@ def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes
                                                                                      monkeypatch):
     real_register = align.register_captures
 
-    def failing_on_x4(lr, hr, *, ratio, curves):
+    def failing_on_x4(lr, hr, *, ratio, curves, **options):
         if ratio > 3:
             raise np.linalg.LinAlgError("SVD did not converge in Linear Least Squares")
-        return real_register(lr, hr, ratio=ratio, curves=curves)
+        return real_register(lr, hr, ratio=ratio, curves=curves, **options)
 
     monkeypatch.setattr(align, "register_captures", failing_on_x4)
     out = tmp_path / "failing"
@@ -473,8 +473,8 @@ def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifie
 
     real_register = align.register_captures
 
-    def rolled(lr, hr, *, ratio, curves):
-        result, weights = real_register(lr, hr, ratio=ratio, curves=curves)
+    def rolled(lr, hr, *, ratio, curves, **options):
+        result, weights = real_register(lr, hr, ratio=ratio, curves=curves, **options)
         h, w = lr.shape[:2]
         c, s = np.cos(np.radians(0.3)), np.sin(np.radians(0.3))
         centre = np.array([(w - 1) / 2, (h - 1) / 2])
