@@ -326,16 +326,18 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             for i, field in enumerate(fields)]
 
 
+def _mapping(record: dict[str, Any]):
+    """A written pair's complete LR -> HR mapping (its record's homography and radial terms) as a point map."""
+    return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]),
+                             RadialDistortion.from_dict(record["distortion"]))
+
+
 def _compared(members: list[dict[str, Any]], wide: int, narrow: int, direct, start: str | None):
     """:func:`.consistency.compare` of two members' mappings through their direct registration ``direct``."""
     from ..registration import consistency
 
-    def mapping(record):
-        return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]),
-                                 RadialDistortion.from_dict(record["distortion"]))
-
     a, b = members[narrow], members[wide]
-    return consistency.compare(mapping(b), mapping(a), direct, b["lr_window"], b["registration"]["zoom"],
+    return consistency.compare(_mapping(b), _mapping(a), direct, b["lr_window"], b["registration"]["zoom"],
                                wide=wide, narrow=narrow, start=start)
 
 
@@ -365,11 +367,8 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     source = min(sources, key=lambda c: c.median)
     sibling = other(source)
     start = consistency.scene_start(
-        directs[(source.wide, source.narrow)], functools.partial(
-            map_lr_to_hr, np.asarray(members[sibling]["lr_to_hr"]),
-            RadialDistortion.from_dict(members[sibling]["distortion"])),
-        members[sibling]["lr_window"], sibling_is_wide=sibling == source.wide, wide_shape=shapes[source.wide],
-        narrow_shape=shapes[source.narrow])
+        directs[(source.wide, source.narrow)], _mapping(members[sibling]), members[sibling]["lr_window"],
+        sibling_is_wide=sibling == source.wide, wide_shape=shapes[source.wide], narrow_shape=shapes[source.narrow])
     if start is None:
         return None
     old = members[index]
