@@ -108,6 +108,7 @@ class CoarseStarts:
 
 HYPOTHESIS_ALONE = "hypothesis alone"  # the start name when the hypothesis was the only start refined
 SCENE_START = "scene"  # the start name of a pair registered again from where its scene's other captures put it
+SCENE_CHAIN = "scene chain"  # a pair written with the mapping its scene's narrowest capture implies (align)
 
 
 def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: np.ndarray | None,

@@ -212,7 +212,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     if np.any(ks):
         frames = distortion_frames(h, lr.shape, hr.shape)
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
-    choice = replace(choice, corner_bend=_corner_bend(h, distortion, roi, prior))
+    choice = replace(choice, corner_bend=corner_bend(h, distortion, roi, prior))
     return _Refined(h, distortion, correlation, total, spread, choice)
 
 
@@ -246,7 +246,7 @@ def _check_not_degenerate(h: np.ndarray, start: np.ndarray, shape: tuple[int, in
                                 f"x{worst:.2g}): no reliable match (a wrong start, or {UNHELD})")
 
 
-def _corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],
+def corner_bend(h: np.ndarray, distortion: RadialDistortion | None, roi: tuple[int, int, int, int],
                  prior: np.ndarray | None) -> float:
     """LR px by which the mapping at the ROI's corners departs from the closest shift at the focal ratio (the
     closest similarity without a prior)."""

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import RadialDistortion, map_lr_to_hr, output_window, warp_hr
+from ..geometry import RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
@@ -282,10 +282,10 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
                                window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
         except failures as exc:
             return consistency.Comparison(wide, narrow, start=direct.coarse, error=str(exc)), None
-        return _compared(members, wide, narrow, direct.map, start=direct.coarse), direct.map
+        return _compared(members, wide, narrow, direct.map, start=direct.coarse), direct
 
     comparisons = []
-    directs: dict[tuple[int, int], Any] = {}  # (wide, narrow) -> the direct registration's point map
+    directs: dict[tuple[int, int], Any] = {}  # (wide, narrow) -> the direct registration
     shapes: dict[int, tuple[int, int]] = {}
     pixels: dict[int, np.ndarray] = {}
     with one_blas_thread():
@@ -317,12 +317,29 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
                 realigned[index], record, comparisons = outcome
                 if record is not None:
                     members[index] = record
+        verdicts = consistency.judge_scene(len(members), comparisons,
+                                           provisional=[i for i, r in enumerate(members) if is_provisional(r)])
+        transferred: dict[int, dict[str, Any]] = {}
+        # The pairs the scene outvotes first: once one is written with the chain, its siblings' chains are measured
+        # against its new mapping.
+        for index in sorted(range(len(members)), key=lambda i: verdicts[i] != "inconsistent"):
+            outcome = _transfer_from_scene(index, members, verdicts, comparisons, directs, shapes, settings,
+                                           registered_again=set(realigned))
+            if outcome is not None:
+                transferred[index], record, comparisons = outcome
+                if record is not None:
+                    members[index] = record
     fields = _scene_fields(members, comparisons)
     for index, note in realigned.items():
         fields[index]["realigned"] = note
         if fields[index]["verdict"] == "inconsistent":
             fields[index]["reason"] += f"; registered again from where {note['from']} puts it: {note['outcome']}"
-    return [(field, members[i] if i in realigned and members[i]["status"] == "ok" else None)
+    for index, note in transferred.items():
+        fields[index]["transferred"] = note
+        if fields[index]["verdict"] == "inconsistent":
+            fields[index]["reason"] += f"; the chain through {note['from']} was {note['outcome']}"
+    replaced = set(realigned) | set(transferred)
+    return [(field, members[i] if i in replaced and members[i]["status"] == "ok" else None)
             for i, field in enumerate(fields)]
 
 
@@ -367,7 +384,7 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     source = min(sources, key=lambda c: c.median)
     sibling = other(source)
     start = consistency.scene_start(
-        directs[(source.wide, source.narrow)], _mapping(members[sibling]), members[sibling]["lr_window"],
+        directs[(source.wide, source.narrow)].map, _mapping(members[sibling]), members[sibling]["lr_window"],
         sibling_is_wide=sibling == source.wide, wide_shape=shapes[source.wide], narrow_shape=shapes[source.narrow])
     if start is None:
         return None
@@ -380,7 +397,7 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     if record["status"] != "ok":
         return note | {"outcome": f"refused ({record['error']})"}, None, comparisons
     trial = [*members[:index], record, *members[index + 1:]]
-    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)], c.start)
+    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
              if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
     mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
     medians = ", ".join(f"{trial[other(c)]['id']} by {c.median:.2f}" for c in mine)
@@ -389,6 +406,104 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     for path in OUTPUT_KEYS:  # refused as before: the outputs it wrote go
         (settings.out_dir / record[path]).unlink(missing_ok=True)
     return note | {"outcome": f"still disagrees ({medians} LR px)"}, None, comparisons
+
+
+def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Sequence[str], comparisons, directs,
+                         shapes, settings: AlignSettings, registered_again: set[int]):
+    """Write pair ``index`` with the mapping its scene's narrowest capture implies for it, where that chain is the
+    better pinned (:func:`.consistency.chain_source`): the source's written mapping composed with their direct
+    registration, fitted as the record's model over the pair's window (:func:`.consistency.fit_chain`), the
+    pair's own registration kept in the record. Returns ``None`` when no source qualifies, else ``(note, new
+    record or None, comparisons)``: the pair is written with the chain (its outputs replaced) only when every
+    comparison it has, measured again through the same direct registrations, agrees and it passes every check of
+    its own (the verifier on its window); otherwise it keeps its own mapping and outputs, the note saying why.
+
+    A pair its scene outvotes (``inconsistent``, not saved by :func:`_realign_from_scene`) is given the chain too,
+    and kept only by the same test: a chart x4 whose own window pulls every fit 0.95 LR px off (generator normal
+    seed 9) is within 0.08 px of the truth through its x2."""
+    from ..captures import PlannedPair
+    from ..registration import ModelChoice, Registration, consistency
+    from ..registration.estimate import SCENE_CHAIN, SCENE_START
+    from ..registration.gauss_newton import corner_bend
+
+    own = members[index]
+    sources = [j for j, r in enumerate(members) if j != index and j not in registered_again
+               and not is_provisional(r) and r["registration"]["coarse"] not in (SCENE_START, SCENE_CHAIN)]
+    found = consistency.chain_source(
+        index, [r["focal_ratio"] for r in members], verdicts, comparisons,
+        [r["registration"]["uncertainty"] for r in members], [r["registration"]["zoom"] for r in members],
+        sources=sources)
+    if found is None or (index, found[0]) not in directs:
+        return None
+    source, carried = found
+    direct = directs[(index, source)]
+
+    def chain(points):
+        return _mapping(members[source])(direct.map(points))
+
+    frames = _chain_frames(own, members[source], shapes[index])
+    lr_to_hr, distortion, residual = consistency.fit_chain(chain, own["lr_window"], own["registration"]["zoom"],
+                                                           frames)
+    note = {"from": members[source]["id"], "uncertainty": {"own": own["registration"]["uncertainty"],
+                                                           "chain": _round(carried),
+                                                           "direct": _round(direct.uncertainty)},
+            "fit_residual": _round(residual)}
+    if residual > consistency.CHAIN_FIT_TOLERANCE:
+        return note | {"outcome": f"not written with the chain (no record model fits the chain within "
+                                  f"{consistency.CHAIN_FIT_TOLERANCE} LR px)"}, None, comparisons
+    trial_record = own | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict()}
+    trial = [*members[:index], trial_record, *members[index + 1:]]
+    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
+             if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
+
+    def other(c):
+        return c.narrow if c.wide == index else c.wide
+
+    mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
+    medians = ", ".join(f"{members[other(c)]['id']} by {c.median:.2f}" for c in mine)
+    if not all(c.agrees() for c in mine):
+        return note | {"outcome": f"not written with the chain (it disagrees: {medians} LR px)"}, None, comparisons
+    old = own["registration"]
+    x0, y0, w, h = own["lr_window"]
+    centre = (x0 + (w - 1) / 2, y0 + (h - 1) / 2)
+    # The model is the chain's, fitted to it rather than chosen by the pair's window (no evidence); its corner bend
+    # is measured against the closest similarity.
+    model = ModelChoice("radial" if distortion else "homography", {}, 0,
+                        corner_bend(lr_to_hr, distortion, (x0, y0, x0 + w, y0 + h), None), {})
+    registration = Registration(lr_to_hr, local_zoom(lr_to_hr, centre), SCENE_CHAIN, None, None, 0,
+                                old["correlation"], 0, carried, distortion, model,
+                                old["hr_channel_gains"] and tuple(old["hr_channel_gains"]))
+    pair = PlannedPair(own["scene"], own["lr_source"], own["hr_source"], own["scale"], own["focal_ratio"],
+                       own["camera"])
+    mapped = {"registration": registration, "grey_weights": tuple(old["grey_weights"]),
+              "own": {key: own[key] for key in ("lr_to_hr", "distortion")} | {
+                  key: old[key] for key in ("uncertainty", "zoom", "coarse", "model")}}
+    record = align_pair(pair, settings, fixed=mapped)
+    if record["status"] == "ok":
+        return note | {"outcome": f"written with the chain ({medians} LR px)"}, record, again
+    # Refused with the chain (the verifier on its window): written again with its own registration, as before
+    # (a pair its scene outvotes is refused anyway).
+    if verdicts[index] != "inconsistent":
+        align_pair(pair, settings)
+    return note | {"outcome": f"not written with the chain ({record['error']})"}, None, comparisons
+
+
+def _chain_frames(own: dict[str, Any], source: dict[str, Any], lr_shape: tuple[int, int]) -> np.ndarray | None:
+    """The radial terms' frames (rows ``cx, cy, R`` in the pair's LR px) a chain is fitted with: the pair's own
+    where it has radial terms, else those of :func:`.geometry.distortion_frames` where the source has them (the HR
+    lens' frame carried from the source's), else ``None`` (a homography)."""
+    if own["distortion"]:
+        return np.array([t[1:] for t in RadialDistortion.from_dict(own["distortion"]).terms])
+    if not source["distortion"]:
+        return None
+    _, cx, cy, radius = RadialDistortion.from_dict(source["distortion"]).terms[1]
+    hr_centre = apply_homography(np.asarray(source["lr_to_hr"]), np.array([[cx, cy]]))
+    own_h = np.asarray(own["lr_to_hr"])
+    centre = apply_homography(np.linalg.inv(own_h), hr_centre)[0]
+    height, width = lr_shape[:2]
+    return np.array([[(width - 1) / 2, (height - 1) / 2, np.hypot(width, height) / 2],
+                     [centre[0], centre[1],
+                      radius * source["registration"]["zoom"] / own["registration"]["zoom"]]])
 
 
 def _scene_fields(members: list[dict[str, Any]], comparisons, lost: str | None = None) -> list[dict[str, Any]]:
@@ -411,9 +526,12 @@ def _new_record(pair) -> dict[str, Any]:
     }
 
 
-def align_pair(pair, settings: AlignSettings, scene_start: np.ndarray | None = None) -> dict[str, Any]:
+def align_pair(pair, settings: AlignSettings, scene_start: np.ndarray | None = None,
+               fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Align one :class:`~realsr_tools.captures.PlannedPair` and write its outputs; returns its manifest record.
-    ``scene_start``: register from this LR -> HR homography alone (:func:`_realign_from_scene`).
+    ``scene_start``: register from this LR -> HR homography alone (:func:`_realign_from_scene`). ``fixed``: write
+    with this registration instead of registering (:func:`_transfer_from_scene`: ``registration``, the
+    ``grey_weights`` and the pair's ``own`` registration, recorded beside it).
 
     Runs on a worker (:mod:`realsr_tools.pipeline.runner`): it writes only this pair's files, atomically."""
     import cv2
@@ -422,7 +540,7 @@ def align_pair(pair, settings: AlignSettings, scene_start: np.ndarray | None = N
 
     record = _new_record(pair)
     try:
-        record.update(_align_pair(pair, settings, scene_start))
+        record.update(_align_pair(pair, settings, scene_start, fixed))
         record["status"] = "ok"
     except OutputLocationError:
         raise  # a full disk or read-only --out stops the run; it is not this pair's failure
@@ -439,17 +557,18 @@ def align_pair(pair, settings: AlignSettings, scene_start: np.ndarray | None = N
     return record
 
 
-def _align_pair(pair, s: AlignSettings, scene_start: np.ndarray | None = None) -> dict[str, Any]:
+def _align_pair(pair, s: AlignSettings, scene_start: np.ndarray | None = None,
+                fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     # Decoding and PNG encoding release the GIL and are the slowest single steps on large frames: the two reads run
     # at once, and the HR output is encoded while the photometric fit and the quality measures run.
     from ..pipeline.runner import one_blas_thread
 
     with one_blas_thread(), ThreadPoolExecutor(max_workers=2) as io_pool:
-        return _align_pair_with(pair, s, io_pool, scene_start)
+        return _align_pair_with(pair, s, io_pool, scene_start, fixed)
 
 
 def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
-                     scene_start: np.ndarray | None) -> dict[str, Any]:
+                     scene_start: np.ndarray | None, fixed: dict[str, Any] | None) -> dict[str, Any]:
     import cv2
 
     from ..imaging import is_raw, read_pixels, to_float, write_image
@@ -464,8 +583,11 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     # Registration compares linear light (blur acts there): raster captures are sRGB-decoded, RAW files by the curve
     # they were rendered with (BT.709 or linear).
     curves = tuple(s.raw.gamma if is_raw(path) else "srgb" for path in (pair.lr, pair.hr))
-    registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
-                                                   scene_start=scene_start)
+    if fixed is None:
+        registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
+                                                       scene_start=scene_start)
+    else:
+        registration, grey_weights = fixed["registration"], fixed["grey_weights"]
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
@@ -553,9 +675,12 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         "photometric": model.to_dict() | {"applied": s.photometric},
         "quality": quality,
         "registration": registration.to_dict() | {
-            "needs_confirmation": bool(registration.uncertainty > s.max_uncertainty),
+            # A pair written with its scene's chain keeps its own window's verdict (and its own registration).
+            "needs_confirmation": bool((fixed["own"]["uncertainty"] if fixed else registration.uncertainty)
+                                       > s.max_uncertainty),
             "grey_weights": [round(w, 4) for w in grey_weights],
-            "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}},
+            "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}}
+        | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
 

@@ -8,10 +8,11 @@ import functools
 import numpy as np
 import pytest
 
-from realsr_tools.geometry import apply_homography, scaling, translation
-from realsr_tools.registration.consistency import (MAX_DISAGREEMENT, MAX_DISAGREEMENT_P95, Comparison,
-                                                   chain_hypothesis, compare, comparison_plan, consistency_fields,
-                                                   expected_magnification, judge_scene, scene_start)
+from realsr_tools.geometry import RadialDistortion, apply_homography, map_lr_to_hr, scaling, translation
+from realsr_tools.registration.consistency import (CHAIN_FIT_TOLERANCE, MAX_DISAGREEMENT, MAX_DISAGREEMENT_P95,
+                                                   TRANSFER_MARGIN, Comparison, chain_hypothesis, chain_source,
+                                                   compare, comparison_plan, consistency_fields,
+                                                   expected_magnification, fit_chain, judge_scene, scene_start)
 from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
 
 
@@ -154,3 +155,55 @@ def test_the_record_of_a_refused_capture_names_the_captures_it_disagrees_with():
     assert [c["narrow"] for c in fields[0]["comparisons"]] == ["s__x3", "s__x2"]
     assert fields[1]["comparisons"][1] == {"wide": "s__x3", "narrow": "s__x2", "median": 0.08, "p95": 0.3,
                                            "max": 0.5, "start": "hypothesis", "error": None}
+
+
+def test_a_pair_takes_the_chain_only_through_its_scenes_narrowest_capture_and_only_when_better_pinned():
+    # x2, x3, x4 captures (focal ratios), all consistent and agreeing; zooms = HR px per LR px.
+    ratios, zooms = [2.0, 3.0, 4.0], [2.0, 3.0, 4.0]
+    agree = [Comparison(2, 0, 0.02, 0.1, 0.2), Comparison(2, 1, 0.05, 0.1, 0.2), Comparison(1, 0, 0.03, 0.1, 0.2)]
+    verdicts = ["consistent"] * 3
+    sigmas = [0.06, 0.02, 0.1]  # the x3 the best pinned by its own measure: still never the source
+
+    def source(index, **changes):
+        args = dict(verdicts=verdicts, comparisons=agree, uncertainties=sigmas, sources=[0, 1, 2]) | changes
+        return chain_source(index, ratios, args["verdicts"], args["comparisons"], args["uncertainties"], zooms,
+                            sources=args["sources"])
+
+    # x4: the x2's 0.06 carried to x4 px is 0.03, under half its own 0.1.
+    assert source(2) == (0, pytest.approx(0.03))
+    # x3: 0.06 * 2 / 3 = 0.04 is more than half its own 0.02: it keeps its own.
+    assert source(1) is None
+    # Nothing takes a chain to the narrowest, nor from a capture the scene did not confirm or that is not a source.
+    assert source(0) is None
+    assert source(2, verdicts=["unchecked", "consistent", "consistent"]) is None
+    assert source(2, sources=[1, 2]) is None  # the x3 is not the scene's narrowest capture: no fallback to it
+    # A pair that disagrees with the narrowest capture, or is itself not confirmed, keeps its own mapping.
+    disagree = [Comparison(2, 0, MAX_DISAGREEMENT + 0.1, 0.5, 0.6), *agree[1:]]
+    assert source(2, comparisons=disagree) is None
+    assert source(2, verdicts=["consistent", "consistent", "inconsistent"]) is None
+    # The margin: carried uncertainty exactly at TRANSFER_MARGIN x its own still moves it.
+    assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN])[0] == 0
+    assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN - 0.001]) is None
+
+
+def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():
+    window, zoom = (40, 30, 300, 220), 3.9
+    lr_to_hr = (translation(-120.0, -95.0) @ np.array([[3.9, 0.05, 0], [-0.04, 3.88, 0], [1e-5, -2e-5, 1.0]]))
+    frames = np.array([[319.5, 239.5, 400.0], [190.0, 140.0, 170.0]])
+    # A homography alone: recovered exactly, no radial terms.
+    matrix, distortion, residual = fit_chain(functools.partial(apply_homography, lr_to_hr), window, zoom, frames)
+    assert distortion is None and residual < 1e-6
+    assert np.allclose(matrix, lr_to_hr / lr_to_hr[2, 2], rtol=1e-6, atol=1e-6)
+    # With radial terms of both lenses (0.4 LR px at the window's corners): the homography alone misses them, the
+    # model with the frames' terms holds them.
+    lens = RadialDistortion(((-0.01, *frames[0]), (0.012, *frames[1])))
+    chain = functools.partial(map_lr_to_hr, lr_to_hr, lens)
+    matrix, distortion, residual = fit_chain(chain, window, zoom, frames)
+    assert distortion is not None and residual < 1e-4
+    assert [k for k, *_ in distortion.terms] == pytest.approx([-0.01, 0.012], abs=1e-5)
+    # Without frames only a homography is fitted, and the radial terms show in the residual.
+    assert fit_chain(chain, window, zoom, None)[2] > CHAIN_FIT_TOLERANCE
+    # Two mappings composed (a direct registration to another capture, then its record): within the tolerance.
+    direct = translation(5.0, -3.0) @ scaling(0.5)
+    composed = fit_chain(lambda p: apply_homography(lr_to_hr, apply_homography(direct, p)), window, zoom, frames)
+    assert composed[2] < CHAIN_FIT_TOLERANCE

@@ -188,6 +188,9 @@ def test_manifest_contract(captures, aligned):
         assert quality["psnr"] > 25 and quality["ssim"] > 0.75  # LR blur and noise against the HR
         assert record["registration"]["grey_weights"] == pytest.approx(list(luma.LUMA), abs=1e-4)  # nothing clipped
         model = record["registration"]["model"]  # the geometric model fitted, and the evidence for it
+        if record["registration"]["coarse"] == "scene chain":  # written with its scene's chain: the model of that
+            assert model["name"] in ("homography", "radial") and model["evidence"] == {}
+            model = record["registration"]["own"]["model"]  # and its own registration's choice, kept beside it
         assert model["name"] in ("similarity", "affine", "homography", "radial")  # the true zoom is a few % off
         assert set(model["evidence"]) == {"translation", "similarity", "affine", "homography", "radial"}
         assert model["evidence"]["translation"] > 100  # a shift at the focal ratio is far worse on held-out blocks

@@ -1,8 +1,10 @@
 """align's scene check on the capture it was built for: the independent generator's normal seed 9, scene 7, a
 nikon_d3100 ColorChecker whose x4 window holds a few flat patches. The x4 pair's own checks pass it 0.95 LR px off
 the truth (texture gate, verifier: `unmeasurable`); its scene's x2 and x3 captures, registered to it directly, put
-its window 0.75-0.78 LR px elsewhere. And normal seed 30's scene 1, the same chart, whose x3 its own search matches
-20 LR px off (another patch), registered again from where its x4 puts it."""
+its window 0.75-0.78 LR px elsewhere, and the mapping its x2 implies is 0.08 px from the truth. And normal seed 30's scene 1, the same chart, whose x3 its own search matches
+20 LR px off (another patch), registered again from where its x4 puts it. And normal seed 21's scene 1 (a canon_eosrp
+photograph), whose x4 takes the mapping its x2 implies: 0.052 LR px off the truth by its own window, 0.006 by the
+chain."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def _records(out):
     return {record["lr_source"].split("/")[-1]: record for record in read_manifest(out, stage="align").records}
 
 
-def test_a_pair_its_own_checks_pass_far_off_is_refused_by_its_scene_even_on_resume(tmp_path, chart_scene):
+def test_a_pair_its_own_checks_pass_far_off_is_outvoted_by_its_scene_and_written_with_its_chain(tmp_path,
+                                                                                                  chart_scene):
     root, truth = chart_scene
     out = tmp_path / "aligned"
     # Without the check (as a run killed before it, or --no-scene-check): every pair written, the x4 far off.
@@ -33,28 +36,56 @@ def test_a_pair_its_own_checks_pass_far_off_is_refused_by_its_scene_even_on_resu
     records = _records(out)
     assert all(record["consistency"] is None for record in records.values())
     assert record_truth_rms(records["lr_x4.png"], truth) > 0.5  # measured 0.95 LR px
-    assert (out / records["lr_x4.png"]["lr"]).exists()
+    own_outputs = {key: (out / records["lr_x4.png"][key]).read_bytes() for key in ("lr", "hr")}
 
-    # The resumed run checks the scene its pairs were written without: the x4 is refused and its outputs removed.
-    x4_outputs = [out / records["lr_x4.png"][key] for key in ("lr", "hr")]
+    # The resumed run checks the scene its pairs were written without: its x2 and x3 contradict the x4.
     summary = align.run_align(root, out, show_progress=False)
-    assert (summary.ok, summary.failed, summary.skipped) == (0, 1, 2)
+    assert (summary.ok, summary.failed, summary.skipped) == (0, 0, 3)
+    records = _records(out)
+    x4 = records["lr_x4.png"]
+    # Registered again from where its x3 puts it, its own window pulls the fit back to the same optimum ...
+    assert x4["consistency"]["realigned"]["from"] == "scene_07__lr_x3"
+    assert x4["consistency"]["realigned"]["outcome"].startswith("still disagrees")
+    assert min(x4["consistency"]["realigned"]["before"].values()) > MAX_DISAGREEMENT
+    # ... so it is written with the mapping its x2 implies, which every capture of the scene agrees with.
+    note = x4["consistency"]["transferred"]
+    assert note["from"] == "scene_07__lr_x2" and note["outcome"].startswith("written with the chain")
+    assert x4["status"] == "ok" and x4["registration"]["coarse"] == "scene chain"
+    assert x4["consistency"]["verdict"] == "consistent"
+    assert all(c["median"] <= MAX_DISAGREEMENT for c in x4["consistency"]["comparisons"])
+    assert record_truth_rms(x4, truth) < 0.15  # measured 0.076 LR px
+    assert {key: (out / x4[key]).read_bytes() for key in ("lr", "hr")} != own_outputs
+    for name in ("lr_x2.png", "lr_x3.png"):
+        kept = records[name]
+        assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "consistent"
+        assert record_truth_rms(kept, truth) < 0.2  # measured 0.16 and 0.09 LR px
+        assert (out / kept["lr"]).exists()
+
+    # Resumed once more: nothing to do, the same records.
+    align.run_align(root, out, show_progress=False)
+    assert _records(out) == records
+
+
+def test_a_pair_its_scene_outvotes_is_refused_when_no_chain_holds(tmp_path, chart_scene, monkeypatch):
+    """Without a chain that holds (here none fits the record's model), the outvoted x4 is refused, its outputs
+    removed, its reason naming both attempts; the next resume aligns it again and refuses it again."""
+    from realsr_tools.registration import consistency
+
+    root, truth = chart_scene
+    out = tmp_path / "aligned"
+    fitted = consistency.fit_chain
+    monkeypatch.setattr(consistency, "fit_chain", lambda *args, **kwargs: (*fitted(*args, **kwargs)[:2], 1.0))
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed) == (2, 1)
     records = _records(out)
     refused = records["lr_x4.png"]
     assert refused["status"] == "failed" and refused["lr"] is None and refused["hr"] is None
     assert refused["error"].startswith("inconsistent with its scene's other captures")
     assert refused["consistency"]["verdict"] == "inconsistent"
     assert all(c["median"] > MAX_DISAGREEMENT for c in refused["consistency"]["comparisons"])
-    # Registered again from where its x3 puts it, its own window pulls the fit back to the same optimum.
-    assert refused["consistency"]["realigned"]["from"] == "scene_07__lr_x3"
-    assert refused["consistency"]["realigned"]["outcome"].startswith("still disagrees")
     assert "registered again from where scene_07__lr_x3 puts it: still disagrees" in refused["error"]
-    assert not any(path.exists() for path in x4_outputs)
-    for name in ("lr_x2.png", "lr_x3.png"):
-        kept = records[name]
-        assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "consistent"
-        assert record_truth_rms(kept, truth) < 0.2  # measured 0.14 and 0.11 LR px
-        assert (out / kept["lr"]).exists()
+    assert "the chain through scene_07__lr_x2 was not written with the chain (no record model fits" in refused["error"]
+    assert not any(path.name == "scene_07__lr_x4.png" for path in out.rglob("*.png"))
 
     # The refused pair is retried by the next resume, written, and refused again: the same records.
     align.run_align(root, out, show_progress=False)
@@ -156,3 +187,94 @@ def test_a_scene_check_lost_with_its_worker_refuses_only_the_provisional_pairs(t
         assert refused["status"] == "failed" and refused["consistency"]["verdict"] == "unconfirmed"
         assert "the check was lost (worker died 3 times)" in refused["error"] and "> 0.53" in refused["error"]
     assert not any((tmp_path / kind / f"{scene}x4.png").exists() for kind in ("LR", "HR") for scene in "st")
+
+
+@pytest.fixture(scope="module")
+def chain_scene(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("seed21") / "captures"
+    return root, harness_scene(root, data_dir, seed=21, scene="scene_01", photo="canon_eosrp_MG_0635.JPG", hard=False)
+
+
+def test_a_pair_takes_the_mapping_its_scenes_narrowest_capture_implies_where_that_is_better_pinned(tmp_path,
+                                                                                                   chain_scene):
+    root, truth = chain_scene
+    out = tmp_path / "aligned"
+    assert align.run_align(root, out, show_progress=False).ok == 3
+    records = _records(out)
+    x4 = records["lr_x4.png"]
+    note = x4["consistency"]["transferred"]
+    assert x4["status"] == "ok" and x4["registration"]["coarse"] == "scene chain"
+    assert note["from"] == "scene_01__lr_x2" and note["outcome"].startswith("written with the chain")
+    assert note["uncertainty"]["chain"] <= 0.5 * note["uncertainty"]["own"]
+    # Its own registration, kept in the record, is the worse one: 0.052 LR px off the truth, the chain 0.006.
+    own = x4["registration"]["own"]
+    assert record_truth_rms(x4 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > 0.04
+    assert record_truth_rms(x4, truth) < 0.02
+    assert x4["registration"]["uncertainty"] == note["uncertainty"]["chain"]
+    assert (out / x4["lr"]).exists() and (out / x4["hr"]).exists()
+    # The x3 (0.28 LR px off, a corner uncertainty of 0.04 by its own window) would carry the x2's 0.06 as 0.04:
+    # not better pinned, it keeps its own mapping; the x2, the narrowest, takes from no one.
+    for name in ("lr_x2.png", "lr_x3.png"):
+        assert records[name]["registration"]["coarse"] != "scene chain"
+        assert "transferred" not in records[name]["consistency"]
+    # Resumed: nothing to do, the same records.
+    align.run_align(root, out, show_progress=False)
+    assert _records(out) == records
+
+
+def test_a_chain_its_scene_contradicts_is_not_written_and_the_pair_keeps_its_outputs(tmp_path, chain_scene,
+                                                                                    monkeypatch):
+    """A chain that does not hold (here the fitted model moved 1.5 LR px) disagrees with the captures it is compared
+    with: the pair keeps its own mapping, record and outputs byte for byte."""
+    from realsr_tools.geometry import translation
+    from realsr_tools.registration import consistency
+
+    root, truth = chain_scene
+    out = tmp_path / "aligned"
+    align.run_align(root, out, scene_check=False, show_progress=False)
+    before = _records(out)["lr_x4.png"]
+    written = {key: (out / before[key]).read_bytes() for key in ("lr", "hr")}
+    fitted = consistency.fit_chain
+
+    def moved(*args, **kwargs):
+        matrix, distortion, residual = fitted(*args, **kwargs)
+        return matrix @ translation(1.5, 0.0), distortion, residual
+
+    monkeypatch.setattr(consistency, "fit_chain", moved)
+    align.run_align(root, out, show_progress=False)
+    x4 = _records(out)["lr_x4.png"]
+    assert x4["consistency"]["transferred"]["outcome"].startswith("not written with the chain (it disagrees")
+    assert {key: x4[key] for key in ("lr_to_hr", "distortion", "lr_window", "registration")} == {
+        key: before[key] for key in ("lr_to_hr", "distortion", "lr_window", "registration")}
+    assert {key: (out / x4[key]).read_bytes() for key in ("lr", "hr")} == written
+
+
+def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_registration(tmp_path, chain_scene,
+                                                                                       monkeypatch):
+    """The chain is written through every check of the pair's own; one the verifier finds misaligned on the pair's
+    window (here moved 1 LR px after the scene's comparisons accepted it) is not kept: the pair is written again
+    with its own registration, the same bytes as before."""
+    import dataclasses
+
+    from realsr_tools.geometry import translation
+
+    root, truth = chain_scene
+    out = tmp_path / "aligned"
+    align.run_align(root, out, scene_check=False, show_progress=False)
+    before = _records(out)["lr_x4.png"]
+    written = {key: (out / before[key]).read_bytes() for key in ("lr", "hr")}
+    original = align._align_pair_with
+
+    def off_by_one(pair, s, io_pool, scene_start, fixed):
+        if fixed is not None:
+            moved = fixed["registration"].lr_to_hr @ translation(1.0, 0.0)
+            fixed = fixed | {"registration": dataclasses.replace(fixed["registration"], lr_to_hr=moved)}
+        return original(pair, s, io_pool, scene_start, fixed)
+
+    monkeypatch.setattr(align, "_align_pair_with", off_by_one)
+    align.run_align(root, out, show_progress=False)
+    x4 = _records(out)["lr_x4.png"]
+    assert x4["consistency"]["transferred"]["outcome"].startswith(
+        "not written with the chain (verified misalignment")
+    assert x4["status"] == "ok" and x4["lr_to_hr"] == before["lr_to_hr"]
+    assert {key: (out / x4[key]).read_bytes() for key in ("lr", "hr")} == written
