@@ -189,7 +189,8 @@ def align(
     scene_check: bool = typer.Option(True, "--scene-check/--no-scene-check",
                                      help="Register each scene's LR captures to each other and refuse a pair that "
                                      "disagrees with all the others (about one more registration per pair); a pair "
-                                     "above --max-uncertainty is kept only if they confirm it."),
+                                     "above --max-uncertainty is kept only if they confirm it; a pair takes the "
+                                     "mapping the scene's narrowest capture implies where that is better pinned."),
     scheduler: Scheduler = None,
     scheduler_file: SchedulerFile = None,
 ) -> None:

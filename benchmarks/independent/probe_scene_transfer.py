@@ -11,6 +11,8 @@ focal ratio (its window holds the HR field in more LR px), agrees with the pair 
 is not a contradiction), and the sibling's corner uncertainty carried to the pair's LR px
 (``sigma_j * zoom_j / zoom_i``) is at most half the pair's own. Of several, the smallest carried uncertainty.
 The same rule is also shown for pairs the scene check refused as inconsistent (what a transfer would write there).
+realsr builds a stricter rule since session 21 (docs/align.md, "The scene check", step 5: only the scene's narrowest
+capture is a source); this probe keeps the session-20 rule it was run with, so its recorded figures stay reproducible.
 
     python benchmarks/independent/probe_scene_transfer.py DIR [DIR ...] [--json OUT]
 

@@ -100,7 +100,9 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         disagrees with every other capture of its scene (:mod:`realsr_tools.registration.consistency`; about one
         more registration per pair in scenes of three LR captures). A pair above the texture gate, up to
         :data:`MAX_CONFIRMED_UNCERTAINTY`, is written provisionally and kept only if a capture of its scene that
-        passed the gate agrees with it; without the check the gate alone decides.
+        passed the gate agrees with it; without the check the gate alone decides. With it, a pair is written with
+        the mapping its scene's narrowest capture implies where that is the better pinned (docs/align.md, "The
+        scene check", step 5).
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
