@@ -177,10 +177,14 @@ def test_a_pair_takes_the_chain_only_through_its_scenes_narrowest_capture_and_on
     assert source(0) is None
     assert source(2, verdicts=["unchecked", "consistent", "consistent"]) is None
     assert source(2, sources=[1, 2]) is None  # the x3 is not the scene's narrowest capture: no fallback to it
-    # A pair that disagrees with the narrowest capture, or is itself not confirmed, keeps its own mapping.
+    # A pair that disagrees with the narrowest capture, or that its scene did not confirm, keeps its own mapping ...
     disagree = [Comparison(2, 0, MAX_DISAGREEMENT + 0.1, 0.5, 0.6), *agree[1:]]
     assert source(2, comparisons=disagree) is None
-    assert source(2, verdicts=["consistent", "consistent", "inconsistent"]) is None
+    assert source(2, verdicts=["consistent", "consistent", "unconfirmed"]) is None
+    assert source(2, verdicts=["consistent", "consistent", "unchecked"]) is None
+    # ... but a pair its scene outvotes is offered the chain though its own mapping disagrees (align keeps it only
+    # if the chain then agrees with every capture).
+    assert source(2, comparisons=disagree, verdicts=["consistent", "consistent", "inconsistent"])[0] == 0
     # The margin: carried uncertainty exactly at TRANSFER_MARGIN x its own still moves it.
     assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN])[0] == 0
     assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN - 0.001]) is None
