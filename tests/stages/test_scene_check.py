@@ -222,6 +222,13 @@ def test_a_pair_takes_the_mapping_its_scenes_narrowest_capture_implies_where_tha
     assert _records(out) == records
 
 
+def _x4_written_without_the_check(root, out):
+    """The x4's record and output bytes as a run without the scene check writes them (its own registration)."""
+    align.run_align(root, out, scene_check=False, show_progress=False)
+    record = _records(out)["lr_x4.png"]
+    return record, {key: (out / record[key]).read_bytes() for key in ("lr", "hr")}
+
+
 def test_a_chain_its_scene_contradicts_is_not_written_and_the_pair_keeps_its_outputs(tmp_path, chain_scene,
                                                                                     monkeypatch):
     """A chain that does not hold (here the fitted model moved 1.5 LR px) disagrees with the captures it is compared
@@ -229,11 +236,9 @@ def test_a_chain_its_scene_contradicts_is_not_written_and_the_pair_keeps_its_out
     from realsr_tools.geometry import translation
     from realsr_tools.registration import consistency
 
-    root, truth = chain_scene
+    root, _ = chain_scene
     out = tmp_path / "aligned"
-    align.run_align(root, out, scene_check=False, show_progress=False)
-    before = _records(out)["lr_x4.png"]
-    written = {key: (out / before[key]).read_bytes() for key in ("lr", "hr")}
+    before, written = _x4_written_without_the_check(root, out)
     fitted = consistency.fit_chain
 
     def moved(*args, **kwargs):
@@ -258,11 +263,9 @@ def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_regis
 
     from realsr_tools.geometry import translation
 
-    root, truth = chain_scene
+    root, _ = chain_scene
     out = tmp_path / "aligned"
-    align.run_align(root, out, scene_check=False, show_progress=False)
-    before = _records(out)["lr_x4.png"]
-    written = {key: (out / before[key]).read_bytes() for key in ("lr", "hr")}
+    before, written = _x4_written_without_the_check(root, out)
     original = align._align_pair_with
 
     def off_by_one(pair, s, io_pool, scene_start, fixed):
