@@ -309,8 +309,11 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             if direct is not None:
                 directs[(wide, narrow)] = direct
         pixels.clear()
-        verdicts = consistency.judge_scene(len(members), comparisons,
+        def judged():
+            return consistency.judge_scene(len(members), comparisons,
                                            provisional=[i for i, r in enumerate(members) if is_provisional(r)])
+
+        verdicts = judged()
         members = list(members)
         realigned: dict[int, dict[str, Any]] = {}
         for index in [i for i, verdict in enumerate(verdicts) if verdict == "inconsistent"]:
@@ -319,8 +322,7 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
                 realigned[index], record, comparisons = outcome
                 if record is not None:
                     members[index] = record
-        verdicts = consistency.judge_scene(len(members), comparisons,
-                                           provisional=[i for i, r in enumerate(members) if is_provisional(r)])
+        verdicts = judged()  # after the pairs registered again
         transferred: dict[int, dict[str, Any]] = {}
         # The pairs the scene outvotes first: once one is written with the chain, its siblings' chains are measured
         # against its new mapping.
@@ -360,6 +362,26 @@ def _compared(members: list[dict[str, Any]], wide: int, narrow: int, direct, sta
                                wide=wide, narrow=narrow, start=start)
 
 
+def _compared_again(members: list[dict[str, Any]], index: int, record: dict[str, Any], comparisons, directs):
+    """Pair ``index``'s comparisons measured again with ``record``'s mapping in its place, through the same direct
+    registrations (the others as they were). Returns the scene's comparisons so updated, whether every measured one
+    of the pair's agrees, and those medians as text for a note."""
+    trial = [*members[:index], record, *members[index + 1:]]
+    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
+             if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
+    mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
+    medians = ", ".join(f"{members[c.narrow if c.wide == index else c.wide]['id']} by {c.median:.2f}" for c in mine)
+    return again, all(c.agrees() for c in mine), medians
+
+
+def _planned(record: dict[str, Any]):
+    """The :class:`~realsr_tools.captures.PlannedPair` a pair record was aligned from (to align it again)."""
+    from ..captures import PlannedPair
+
+    return PlannedPair(record["scene"], record["lr_source"], record["hr_source"], record["scale"],
+                       record["focal_ratio"], record["camera"])
+
+
 def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Sequence[str], comparisons, directs,
                         shapes, settings: AlignSettings):
     """Register pair ``index``, which every capture it was compared with contradicts, again from where one of them
@@ -373,7 +395,6 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     window (a chart whose patches repeat) let its search take another match that fits it as well; refined from
     the right one, the same window holds the fit there. Kept only when its comparisons with the sibling it started
     from and with every other capture agree."""
-    from ..captures import PlannedPair
     from ..registration import consistency
 
     def other(c):
@@ -390,20 +411,13 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
         sibling_is_wide=sibling == source.wide, wide_shape=shapes[source.wide], narrow_shape=shapes[source.narrow])
     if start is None:
         return None
-    old = members[index]
     note = {"from": members[sibling]["id"], "before": {members[other(c)]["id"]: c.median for c in comparisons
                                                        if index in (c.wide, c.narrow) and c.median is not None}}
-    pair = PlannedPair(old["scene"], old["lr_source"], old["hr_source"], old["scale"], old["focal_ratio"],
-                       old["camera"])
-    record = align_pair(pair, settings, scene_start=start)
+    record = align_pair(_planned(members[index]), settings, scene_start=start)
     if record["status"] != "ok":
         return note | {"outcome": f"refused ({record['error']})"}, None, comparisons
-    trial = [*members[:index], record, *members[index + 1:]]
-    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
-             if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
-    mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
-    medians = ", ".join(f"{trial[other(c)]['id']} by {c.median:.2f}" for c in mine)
-    if all(c.agrees() for c in mine):
+    again, agrees, medians = _compared_again(members, index, record, comparisons, directs)
+    if agrees:
         return note | {"outcome": f"agrees ({medians} LR px)"}, record, again
     for path in OUTPUT_KEYS:  # refused as before: the outputs it wrote go
         (settings.out_dir / record[path]).unlink(missing_ok=True)
@@ -423,7 +437,6 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     A pair its scene outvotes (``inconsistent``, not saved by :func:`_realign_from_scene`) is given the chain too,
     and kept only by the same test: a chart x4 whose own window pulls every fit 0.95 LR px off (generator normal
     seed 9) is within 0.08 px of the truth through its x2."""
-    from ..captures import PlannedPair
     from ..registration import ModelChoice, Registration, consistency
     from ..registration.estimate import SCENE_CHAIN, SCENE_START
     from ..registration.gauss_newton import corner_bend
@@ -453,17 +466,9 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     if residual > consistency.CHAIN_FIT_TOLERANCE:
         return note | {"outcome": f"not written with the chain (no record model fits the chain within "
                                   f"{consistency.CHAIN_FIT_TOLERANCE} LR px)"}, None, comparisons
-    trial_record = own | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict()}
-    trial = [*members[:index], trial_record, *members[index + 1:]]
-    again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
-             if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
-
-    def other(c):
-        return c.narrow if c.wide == index else c.wide
-
-    mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
-    medians = ", ".join(f"{members[other(c)]['id']} by {c.median:.2f}" for c in mine)
-    if not all(c.agrees() for c in mine):
+    trial = own | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict()}
+    again, agrees, medians = _compared_again(members, index, trial, comparisons, directs)
+    if not agrees:
         return note | {"outcome": f"not written with the chain (it disagrees: {medians} LR px)"}, None, comparisons
     old = own["registration"]
     x0, y0, w, h = own["lr_window"]
@@ -475,8 +480,7 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     registration = Registration(lr_to_hr, local_zoom(lr_to_hr, centre), SCENE_CHAIN, None, None, 0,
                                 old["correlation"], 0, carried, distortion, model,
                                 old["hr_channel_gains"] and tuple(old["hr_channel_gains"]))
-    pair = PlannedPair(own["scene"], own["lr_source"], own["hr_source"], own["scale"], own["focal_ratio"],
-                       own["camera"])
+    pair = _planned(own)
     mapped = {"registration": registration, "grey_weights": tuple(old["grey_weights"]),
               "own": {key: own[key] for key in ("lr_to_hr", "distortion")} | {
                   key: old[key] for key in ("uncertainty", "zoom", "coarse", "model")}}
