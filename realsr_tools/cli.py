@@ -190,7 +190,8 @@ def align(
                                      help="Register each scene's LR captures to each other and refuse a pair that "
                                      "disagrees with all the others (about one more registration per pair); a pair "
                                      "above --max-uncertainty is kept only if they confirm it; a pair takes the "
-                                     "mapping the scene's narrowest capture implies where that is better pinned."),
+                                     "mapping the scene's narrowest capture implies where that is better pinned, "
+                                     "and a pair refused on its own is offered it."),
     scheduler: Scheduler = None,
     scheduler_file: SchedulerFile = None,
 ) -> None:

@@ -133,11 +133,17 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
     """Linear-light grey images of an LR/HR pair for :func:`register` and the channel weights used (R, G, B; sum 1).
 
     Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`)
-    and weighted with the BT.601 luma weights
-    unless a channel is saturated alone (at the format's top value while the encoded luma is below
-    :data:`ENCODED_CLIP_HIGH`) on more than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of
-    the other channels, renormalised, for both images alike. The shares are measured on every 8th pixel.
+    and weighted with :func:`grey_weights`.
     """
+    weights = grey_weights(lr, hr)
+    return weighted_grey(lr, curves[0], weights), weighted_grey(hr, curves[1], weights), weights
+
+
+def grey_weights(lr: np.ndarray, hr: np.ndarray) -> tuple[float, ...]:
+    """The channel weights of a pair's registration grey (R, G, B; sum 1): the BT.601 luma weights unless a channel
+    is saturated alone (at the format's top value while the encoded luma is below :data:`ENCODED_CLIP_HIGH`) on more
+    than :data:`CHANNEL_SATURATION` of either frame: then the luma weights of the other channels, renormalised, for
+    both images alike. The shares are measured on every 8th pixel."""
     keep = np.ones(3, bool)
     for image in (lr, hr):
         sample = np.ascontiguousarray(image[::8, ::8])
@@ -145,9 +151,9 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
         alone = (sample >= _peak(image.dtype)) & unsaturated_luma[..., None]
         keep &= alone.mean(axis=(0, 1)) <= CHANNEL_SATURATION
     every = keep.all() or not keep.any()
-    weights = np.asarray(LUMA) if every else np.where(keep, LUMA, 0.0) / np.sum(np.where(keep, LUMA, 0.0))
-    return (weighted_grey(lr, curves[0], weights), weighted_grey(hr, curves[1], weights),
-            LUMA if every else tuple(float(w) for w in weights))
+    if every:
+        return LUMA
+    return tuple(float(w) for w in np.where(keep, LUMA, 0.0) / np.sum(np.where(keep, LUMA, 0.0)))
 
 
 def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:

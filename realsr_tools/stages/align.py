@@ -22,6 +22,7 @@ from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
+from ..registration.luma import grey_weights as luma_weights
 from ..registration.luma import linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
@@ -101,8 +102,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         more registration per pair in scenes of three LR captures). A pair above the texture gate, up to
         :data:`MAX_CONFIRMED_UNCERTAINTY`, is written provisionally and kept only if a capture of its scene that
         passed the gate agrees with it; without the check the gate alone decides. With it, a pair is written with
-        the mapping its scene's narrowest capture implies where that is the better pinned (docs/align.md, "The
-        scene check", step 5).
+        the mapping its scene's narrowest capture implies where that is the better pinned, and a pair refused on
+        its own is offered that mapping (docs/align.md, "The scene check", steps 5 and 6).
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
@@ -141,7 +142,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     todo = [pair for pair in pairs if pair.id not in done]
     settings = AlignSettings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check)
     ok = failed = unmeasurable = 0
-    failures = []
+    failures: dict[str, str] = {}  # pair id -> why, in the order they failed
+    lost = set()
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
     order = input_order([pair_id for pair_id, _, _ in blocked] + [pair.id for pair in pairs])
     with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
@@ -150,18 +152,19 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
             writer.add({"id": pair_id, "status": "failed", "error": reason, "lr_source": path, "scale": None,
                         "lr": None, "hr": None, "mask": None})
             failed += 1
-            failures.append((pair_id, reason))
+            failures[pair_id] = reason
         for index, record in run_items(runner, functools.partial(align_pair, settings=settings), todo, name="align",
                                        labels=[pair.id for pair in todo], show_progress=show_progress):
             if isinstance(record, TaskLost):
                 record = _new_record(todo[index]) | {"error": record.reason}
+                lost.add(record["id"])
             writer.add(record)
             if record["status"] == "ok":
                 ok += 1
                 unmeasurable += record["verification"]["verdict"] == "unmeasurable"
             else:
                 failed += 1
-                failures.append((record["id"], record["error"]))
+                failures[record["id"]] = record["error"]
         skipped = len(pairs) - len(todo)
         new = {pair.id for pair in todo}
         verified = {record["id"]: record["verification"] and record["verification"]["verdict"]
@@ -173,14 +176,28 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                 unmeasurable += ((record["verification"]["verdict"] == "unmeasurable")
                                  - (verified[record["id"]] == "unmeasurable"))
             if record["status"] != "ok":
-                failures.append((record["id"], record["error"]))
+                failures[record["id"]] = record["error"]
                 failed += 1
                 if record["id"] in new:
                     ok -= 1
                     unmeasurable -= record["verification"]["verdict"] == "unmeasurable"
                 else:
                     skipped -= 1
-    return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures), unmeasurable)
+        if scene_check:
+            # Pairs this run refused on their own or left unconfirmed (not outvoted, not lost): the chain of their
+            # scene's narrowest capture, where one qualifies.
+            refused = {record["id"] for record in writer.records if record["id"] in new and record["status"] != "ok"
+                       and record["id"] not in lost and (record.get("consistency") is None
+                                                         or record["consistency"].get("verdict") == "unconfirmed")}
+            for record in _chain_refused(runner, writer.records, refused, settings, show_progress):
+                writer.add(record)
+                if record["status"] == "ok":
+                    del failures[record["id"]]
+                    ok, failed = ok + 1, failed - 1
+                    unmeasurable += record["verification"]["verdict"] == "unmeasurable"
+                else:
+                    failures[record["id"]] = record["error"]
+    return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures.items()), unmeasurable)
 
 
 def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings,
@@ -254,37 +271,15 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
     """Register a scene's written LR captures to each other, judge each pair by them, and register a pair they
     outvote again from where they put it (a worker task; :func:`_realign_from_scene`). Returns each member's
     ``consistency`` record field with, for a pair registered again, its new record (else ``None``)."""
-    import cv2
-
-    from ..errors import RealsrError
-    from ..imaging import is_raw, read_pixels
+    from ..imaging import read_pixels
     from ..pipeline.runner import one_blas_thread
     from ..registration import consistency
 
-    def curve(record):
-        return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
-
     plan = consistency.comparison_plan([r["focal_ratio"] for r in members])
-    failures = (RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error)
+    failures = _failures()
 
     def compared(wide: int, narrow: int, alone_if_found: bool):
-        a, b = members[narrow], members[wide]
-        ratio = b["focal_ratio"] / a["focal_ratio"]
-        try:
-            chain = consistency.chain_hypothesis(b["lr_to_hr"], a["lr_to_hr"])
-            direct, _ = register_captures(pixels[wide], pixels[narrow], ratio=ratio, curves=(curve(b), curve(a)),
-                                          hypothesis=chain, hypothesis_alone_if_found=alone_if_found)
-        except failures as exc:  # the registration with every start failed (register_captures falls back to it)
-            return consistency.Comparison(wide, narrow, error=str(exc)), None
-        try:
-            window = output_window(direct.lr_to_hr, pixels[wide].shape, pixels[narrow].shape,
-                                   distortion=direct.distortion)
-            centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
-            check_registration(direct, ratio=consistency.expected_magnification(direct.zoom, ratio, chain, centre),
-                               window=window, lr_shape=pixels[wide].shape[:2], hr_shape=pixels[narrow].shape[:2])
-        except failures as exc:
-            return consistency.Comparison(wide, narrow, start=direct.coarse, error=str(exc)), None
-        return _compared(members, wide, narrow, direct.map, start=direct.coarse), direct
+        return _measured(members, pixels, wide, narrow, settings, alone_if_found)
 
     comparisons = []
     directs: dict[tuple[int, int], Any] = {}  # (wide, narrow) -> the direct registration
@@ -347,6 +342,63 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
             for i, field in enumerate(fields)]
 
 
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a registration of two captures of a scene can raise on their content (a failed comparison, not a bug)."""
+    import cv2
+
+    from ..errors import RealsrError
+
+    return RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error
+
+
+def _curve(record: dict[str, Any], settings: AlignSettings) -> str:
+    from ..imaging import is_raw
+
+    return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
+
+
+def _direct_registration(pixels: dict[int, np.ndarray], wide: dict[str, Any], narrow: dict[str, Any], indices,
+                         settings: AlignSettings, hypothesis: np.ndarray | None, alone_if_found: bool):
+    """Register the LR frame of pair ``wide`` to that of the narrower ``narrow`` (``pixels`` by ``indices``) and
+    check it as a pair's registration (magnification against ``hypothesis``'s where it agrees, else the ratio of
+    the focal lengths). Returns ``(registration or None, why it failed or None)``: no registration when it failed,
+    one with the reason when the check refused it."""
+    from ..registration import consistency
+
+    i, j = indices
+    ratio = wide["focal_ratio"] / narrow["focal_ratio"]
+    try:
+        direct, _ = register_captures(pixels[i], pixels[j], ratio=ratio,
+                                      curves=(_curve(wide, settings), _curve(narrow, settings)),
+                                      hypothesis=hypothesis, hypothesis_alone_if_found=alone_if_found)
+    except _failures() as exc:  # the registration with every start failed (register_captures falls back to it)
+        return None, str(exc)
+    try:
+        window = output_window(direct.lr_to_hr, pixels[i].shape, pixels[j].shape, distortion=direct.distortion)
+        centre = (window[0] + (window[2] - 1) / 2, window[1] + (window[3] - 1) / 2)
+        expected = ratio if hypothesis is None else consistency.expected_magnification(direct.zoom, ratio,
+                                                                                       hypothesis, centre)
+        check_registration(direct, ratio=expected, window=window, lr_shape=pixels[i].shape[:2],
+                           hr_shape=pixels[j].shape[:2])
+    except _failures() as exc:
+        return direct, str(exc)
+    return direct, None
+
+
+def _measured(members: list[dict[str, Any]], pixels: dict[int, np.ndarray], wide: int, narrow: int,
+              settings: AlignSettings, alone_if_found: bool):
+    """Members ``wide`` and ``narrow`` compared through their direct registration (:func:`_direct_registration`
+    from the chain of their mappings): ``(Comparison, direct registration or None)``."""
+    from ..registration import consistency
+
+    chain = consistency.chain_hypothesis(members[wide]["lr_to_hr"], members[narrow]["lr_to_hr"])
+    direct, error = _direct_registration(pixels, members[wide], members[narrow], (wide, narrow), settings, chain,
+                                         alone_if_found)
+    if error is not None:
+        return consistency.Comparison(wide, narrow, start=direct and direct.coarse, error=error), None
+    return _compared(members, wide, narrow, direct.map, start=direct.coarse), direct
+
+
 def _mapping(record: dict[str, Any]):
     """A written pair's complete LR -> HR mapping (its record's homography and radial terms) as a point map."""
     return functools.partial(map_lr_to_hr, np.asarray(record["lr_to_hr"]),
@@ -365,13 +417,17 @@ def _compared(members: list[dict[str, Any]], wide: int, narrow: int, direct, sta
 def _compared_again(members: list[dict[str, Any]], index: int, record: dict[str, Any], comparisons, directs):
     """Pair ``index``'s comparisons measured again with ``record``'s mapping in its place, through the same direct
     registrations (the others as they were). Returns the scene's comparisons so updated, whether every measured one
-    of the pair's agrees, and those medians as text for a note."""
+    of the pair's with a capture that passed the gate on its own agrees (a provisional capture neither confirms nor
+    contradicts, as in :func:`.consistency.judge_scene`), and those medians as text for a note."""
+    def other(c):
+        return c.narrow if c.wide == index else c.wide
+
     trial = [*members[:index], record, *members[index + 1:]]
     again = [_compared(trial, c.wide, c.narrow, directs[(c.wide, c.narrow)].map, c.start)
              if index in (c.wide, c.narrow) and (c.wide, c.narrow) in directs else c for c in comparisons]
     mine = [c for c in again if index in (c.wide, c.narrow) and c.median is not None]
-    medians = ", ".join(f"{members[c.narrow if c.wide == index else c.wide]['id']} by {c.median:.2f}" for c in mine)
-    return again, all(c.agrees() for c in mine), medians
+    medians = ", ".join(f"{members[other(c)]['id']} by {c.median:.2f}" for c in mine)
+    return again, all(c.agrees() for c in mine if not is_provisional(members[other(c)])), medians
 
 
 def _planned(record: dict[str, Any]):
@@ -437,9 +493,8 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     A pair its scene outvotes (``inconsistent``, not saved by :func:`_realign_from_scene`) is given the chain too,
     and kept only by the same test: a chart x4 whose own window pulls every fit 0.95 LR px off (generator normal
     seed 9) is within 0.08 px of the truth through its x2."""
-    from ..registration import ModelChoice, Registration, consistency
+    from ..registration import consistency
     from ..registration.estimate import SCENE_CHAIN, SCENE_START
-    from ..registration.gauss_newton import corner_bend
 
     own = members[index]
     sources = [j for j, r in enumerate(members) if j != index and j not in registered_again
@@ -456,7 +511,8 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     def chain(points):
         return _mapping(members[source])(direct.map(points))
 
-    frames = _chain_frames(own, members[source], shapes[index])
+    frames = _chain_frames(own["distortion"], own["lr_to_hr"], own["registration"]["zoom"], members[source],
+                           shapes[index])
     lr_to_hr, distortion, residual = consistency.fit_chain(chain, own["lr_window"], own["registration"]["zoom"],
                                                            frames)
     note = {"from": members[source]["id"], "uncertainty": {"own": own["registration"]["uncertainty"],
@@ -471,20 +527,11 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     if not agrees:
         return note | {"outcome": f"not written with the chain (it disagrees: {medians} LR px)"}, None, comparisons
     old = own["registration"]
-    x0, y0, w, h = own["lr_window"]
-    centre = (x0 + (w - 1) / 2, y0 + (h - 1) / 2)
-    # The model is the chain's, fitted to it rather than chosen by the pair's window (no evidence); its corner bend
-    # is measured against the closest similarity.
-    model = ModelChoice("radial" if distortion else "homography", {}, 0,
-                        corner_bend(lr_to_hr, distortion, (x0, y0, x0 + w, y0 + h), None), {})
-    registration = Registration(lr_to_hr, local_zoom(lr_to_hr, centre), SCENE_CHAIN, None, None, 0,
-                                old["correlation"], 0, carried, distortion, model,
-                                old["hr_channel_gains"] and tuple(old["hr_channel_gains"]))
     pair = _planned(own)
-    mapped = {"registration": registration, "grey_weights": tuple(old["grey_weights"]),
-              "own": {key: own[key] for key in ("lr_to_hr", "distortion")} | {
-                  key: old[key] for key in ("uncertainty", "zoom", "coarse", "model")}}
-    record = align_pair(pair, settings, fixed=mapped)
+    record = _written_with_chain(pair, lr_to_hr, distortion, own["lr_window"], carried, old["correlation"], settings,
+                                 hr_channel_gains=old["hr_channel_gains"], grey_weights=tuple(old["grey_weights"]),
+                                 own={key: own[key] for key in ("lr_to_hr", "distortion")} | {
+                                     key: old[key] for key in ("uncertainty", "zoom", "coarse", "model")})
     if record["status"] == "ok":
         return note | {"outcome": f"written with the chain ({medians} LR px)"}, record, again
     # Refused with the chain (the verifier on its window): written again with its own registration, as before
@@ -494,22 +541,183 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     return note | {"outcome": f"not written with the chain ({record['error']})"}, None, comparisons
 
 
-def _chain_frames(own: dict[str, Any], source: dict[str, Any], lr_shape: tuple[int, int]) -> np.ndarray | None:
+def _written_with_chain(pair, lr_to_hr: np.ndarray, distortion: RadialDistortion | None, window: Sequence[int],
+                        carried: float, correlation: float, settings: AlignSettings, *,
+                        hr_channel_gains: Sequence[float] | None, grey_weights: tuple[float, ...] | None,
+                        own: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`align_pair` with the chain's mapping (fitted over ``window``, corner uncertainty ``carried``) as the
+    pair's registration, recorded with the pair's ``own`` registration (``None``: it has none written)."""
+    from ..registration import ModelChoice, Registration
+    from ..registration.estimate import SCENE_CHAIN
+    from ..registration.gauss_newton import corner_bend
+
+    x0, y0, w, h = window
+    centre = (x0 + (w - 1) / 2, y0 + (h - 1) / 2)
+    # The model is the chain's, fitted to it rather than chosen by the pair's window (no evidence); its corner bend
+    # is measured against the closest similarity.
+    model = ModelChoice("radial" if distortion else "homography", {}, 0,
+                        corner_bend(lr_to_hr, distortion, (x0, y0, x0 + w, y0 + h), None), {})
+    registration = Registration(lr_to_hr, local_zoom(lr_to_hr, centre), SCENE_CHAIN, None, None, 0, correlation, 0,
+                                carried, distortion, model, hr_channel_gains and tuple(hr_channel_gains))
+    return align_pair(pair, settings, fixed={"registration": registration, "grey_weights": grey_weights, "own": own})
+
+
+def _chain_frames(own_distortion: dict | None, own_lr_to_hr, own_zoom: float, source: dict[str, Any],
+                  lr_shape: tuple[int, int]) -> np.ndarray | None:
     """The radial terms' frames (rows ``cx, cy, R`` in the pair's LR px) a chain is fitted with: the pair's own
     where it has radial terms, else those of :func:`.geometry.distortion_frames` where the source has them (the HR
-    lens' frame carried from the source's), else ``None`` (a homography)."""
-    if own["distortion"]:
-        return np.array([t[1:] for t in RadialDistortion.from_dict(own["distortion"]).terms])
+    lens' frame carried from the source's through the pair's homography ``own_lr_to_hr`` and magnification
+    ``own_zoom``), else ``None`` (a homography)."""
+    if own_distortion:
+        return np.array([t[1:] for t in RadialDistortion.from_dict(own_distortion).terms])
     if not source["distortion"]:
         return None
     _, cx, cy, radius = RadialDistortion.from_dict(source["distortion"]).terms[1]
     hr_centre = apply_homography(np.asarray(source["lr_to_hr"]), np.array([[cx, cy]]))
-    own_h = np.asarray(own["lr_to_hr"])
+    own_h = np.asarray(own_lr_to_hr)
     centre = apply_homography(np.linalg.inv(own_h), hr_centre)[0]
     height, width = lr_shape[:2]
     return np.array([[(width - 1) / 2, (height - 1) / 2, np.hypot(width, height) / 2],
-                     [centre[0], centre[1],
-                      radius * source["registration"]["zoom"] / own["registration"]["zoom"]]])
+                     [centre[0], centre[1], radius * source["registration"]["zoom"] / own_zoom]])
+
+
+def _chain_refused(runner, records: list[dict[str, Any]], refused: set[str], settings: AlignSettings,
+                   show_progress: bool) -> list[dict[str, Any]]:
+    """The scene check's step 6: each pair of ``refused`` (refused on its own: too little texture, a verified
+    misalignment, no match) whose scene's narrowest written capture qualifies as a source
+    (:func:`_refused_chain_source`) is offered that capture's chain (:func:`chain_refused_pair`). Returns the new
+    records of the pairs it was offered to (written, or still refused with what the chain found)."""
+    from ..pipeline.runner import run_items
+
+    scenes = written_scenes(records)
+    todo = [(record, scenes[record["scene"]]) for record in records if record["id"] in refused
+            and _refused_chain_source(record, scenes.get(record["scene"], [])) is not None]
+    results = run_items(runner, functools.partial(chain_refused_pair, settings=settings), todo, name="chains",
+                        labels=[record["id"] for record, _ in todo], show_progress=show_progress)
+    # A lost task leaves the pair refused as it was.
+    return [result for _, result in results if not isinstance(result, TaskLost)]
+
+
+def _refused_chain_source(record: dict[str, Any], members: Sequence[dict[str, Any]]) -> int | None:
+    """The index in ``members`` (a scene's written pairs, checked) of the capture whose chain a pair refused on its
+    own is offered: the scene's narrowest, where it is narrower than the pair, ``consistent`` (another capture
+    confirmed it), passed the texture gate on its own and was not itself registered from its scene; else ``None``.
+    The conditions of step 5's source (:func:`.consistency.chain_source`)."""
+    from ..registration.estimate import SCENE_CHAIN, SCENE_START
+
+    if not members:
+        return None
+    index = min(range(len(members)), key=lambda i: members[i]["focal_ratio"])
+    source = members[index]
+    qualifies = (source["focal_ratio"] < record["focal_ratio"] and not is_provisional(source)
+                 and (source.get("consistency") or {}).get("verdict") == "consistent"
+                 and source["registration"]["coarse"] not in (SCENE_START, SCENE_CHAIN))
+    return index if qualifies else None
+
+
+def chain_refused_pair(task: tuple[dict[str, Any], list[dict[str, Any]]], settings: AlignSettings) -> dict[str, Any]:
+    """Offer a pair refused on its own its scene's chain (a worker task; ``task``: its failed record and its scene's
+    written pairs): register its LR frame to the source's (:func:`_refused_chain_source`), fit the source's mapping
+    composed with it as the record's model over the window it implies, compare that mapping with every other
+    written capture of the scene through their direct registrations, and write the pair with it when the chain's
+    corner uncertainty passes the texture gate, no comparison disagrees and every check of the pair's own passes
+    (the verifier on its window). Returns its new record: written (``registration.coarse`` ``"scene chain"``,
+    ``registration.own`` ``None``), or refused with its first reason and what the chain found.
+
+    Its window's own content could not fix the pair (too flat, or it matched wrong); the source's window covers
+    the same HR field at a finer LR scale, and the two LR frames are registered over the whole of their overlap:
+    generator hard seed 40's canon_g2 chart x4, refused for texture (0.89 LR px at the corners), through its x2."""
+    from ..imaging import read_pixels
+    from ..pipeline.runner import one_blas_thread
+    from ..registration import consistency
+
+    record, members = task
+    index = len(members)
+    source = _refused_chain_source(record, members)
+    lender = members[source]
+    note: dict[str, Any] = {"from": lender["id"], "refused_alone": record["error"]}
+
+    def refused(outcome: str, **fields) -> dict[str, Any]:
+        checked = fields.get("consistency") or record.get("consistency") or {}
+        return record | fields | {"error": f"{record['error']}; the chain through {lender['id']} was {outcome}",
+                                  "consistency": checked | {"transferred": note | {"outcome": outcome}}}
+
+    def read(i: int) -> np.ndarray:
+        return read_pixels(settings.capture_dir / ([*members, record][i]["lr_source"]), raw=settings.raw)
+
+    with one_blas_thread():
+        try:
+            pixels = {index: read(index), source: read(source)}
+        except _failures() as exc:
+            return refused(f"not tried (reading failed: {exc})")
+        direct, error = _direct_registration(pixels, record, lender, (index, source), settings, None, False)
+        if error is not None:
+            return refused(f"not written (the LR frames could not be registered to each other: {error})")
+        carried = lender["registration"]["uncertainty"] / direct.zoom
+        zoom = lender["registration"]["zoom"] * direct.zoom
+        note["uncertainty"] = {"own": None, "chain": _round(carried), "direct": _round(direct.uncertainty)}
+        if carried > settings.max_uncertainty:
+            return refused(f"not written (its corner uncertainty {carried:.2f} LR px is above the gate too)")
+
+        def chain(points):
+            return _mapping(lender)(direct.map(points))
+
+        window = _window_through(direct.lr_to_hr, lender["lr_window"], pixels[index].shape)
+        if min(window[2:]) < 2:
+            return refused(f"not written (the source's window falls outside this frame: {window})")
+        try:
+            first, _, _ = consistency.fit_chain(chain, window, zoom)
+            frames = _chain_frames(None, first, zoom, lender, pixels[index].shape)
+            lr_to_hr, distortion, residual = consistency.fit_chain(chain, window, zoom, frames)
+        except _failures() as exc:
+            return refused(f"not written (the chain could not be fitted: {exc})")
+        note["fit_residual"] = _round(residual)
+        if residual > consistency.REFUSED_CHAIN_FIT_TOLERANCE:
+            return refused("not written (no record model fits the chain within "
+                           f"{consistency.REFUSED_CHAIN_FIT_TOLERANCE} LR px)")
+        trial = [*members, record | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict(),
+                                     "lr_window": list(window), "registration": {"zoom": zoom}}]
+        comparisons = []
+        # Every other capture that passed the gate on its own (a provisional one confirms nothing).
+        for other in (j for j, r in enumerate(members) if j != source and not is_provisional(r)):
+            wide, narrow = sorted((index, other), key=lambda i: -trial[i]["focal_ratio"])
+            try:
+                pixels = {index: pixels[index], other: read(other)}
+            except _failures() as exc:
+                comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
+                continue
+            comparison, _ = _measured(trial, pixels, wide, narrow, settings, alone_if_found=True)
+            if not comparison.agrees() and comparison.start == HYPOTHESIS_ALONE:
+                comparison, _ = _measured(trial, pixels, wide, narrow, settings, alone_if_found=False)
+            comparisons.append(comparison)
+        pixels.clear()
+    field = consistency.consistency_fields([r["id"] for r in trial], comparisons)[index]
+    field.pop("reason", None)
+    if any(c.agrees() is False for c in comparisons):
+        medians = ", ".join(f"{trial[c.narrow if c.wide == index else c.wide]['id']} by {c.median:.2f}"
+                            for c in comparisons if c.median is not None)
+        return refused(f"not written (it disagrees with its scene: {medians} LR px)", consistency=field)
+    written = _written_with_chain(_planned(record), lr_to_hr, distortion, window, carried, direct.correlation,
+                                  settings, hr_channel_gains=None, grey_weights=None, own=None)
+    if written["status"] != "ok":
+        return refused(f"not written ({written['error']})", **{key: written[key] for key in
+                                                              ("verification", "preview")}, consistency=field)
+    return written | {"consistency": field | {"transferred": note | {"outcome": "written with the chain"}}}
+
+
+def _window_through(wide_to_narrow: np.ndarray, narrow_window: Sequence[int],
+                    shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest LR window of a wider capture inside a narrower one's ``narrow_window`` (its corners through the
+    inverse of the direct homography ``wide_to_narrow``) and its frame of ``shape``: where a chain is fitted before
+    the pair's own output window is known (the narrower window lies inside the HR field, as the pair's will)."""
+    x0, y0, w, h = narrow_window
+    corners = np.array([[x0, y0], [x0 + w - 1, y0], [x0 + w - 1, y0 + h - 1], [x0, y0 + h - 1]], np.float64)
+    (tl, tr, br, bl) = apply_homography(np.linalg.inv(np.asarray(wide_to_narrow, np.float64)), corners)
+    height, width = shape[:2]
+    left, top = max(0, int(np.ceil(max(tl[0], bl[0])))), max(0, int(np.ceil(max(tl[1], tr[1]))))
+    right = min(width - 1, int(np.floor(min(tr[0], br[0]))))
+    bottom = min(height - 1, int(np.floor(min(bl[1], br[1]))))
+    return left, top, right - left + 1, bottom - top + 1
 
 
 def _scene_fields(members: list[dict[str, Any]], comparisons, lost: str | None = None) -> list[dict[str, Any]]:
@@ -593,7 +801,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
                                                        scene_start=scene_start)
     else:
-        registration, grey_weights = fixed["registration"], fixed["grey_weights"]
+        registration, grey_weights = fixed["registration"], fixed["grey_weights"] or luma_weights(lr_pixels, hr_pixels)
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
@@ -682,8 +890,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         "quality": quality,
         "registration": registration.to_dict() | {
             # A pair written with its scene's chain keeps its own window's verdict (and its own registration).
-            "needs_confirmation": bool((fixed["own"]["uncertainty"] if fixed else registration.uncertainty)
-                                       > s.max_uncertainty),
+            "needs_confirmation": bool((fixed["own"]["uncertainty"] if fixed and fixed["own"]
+                                        else registration.uncertainty) > s.max_uncertainty),
             "grey_weights": [round(w, 4) for w in grey_weights],
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}}
         | ({"own": fixed["own"]} if fixed else {}),

@@ -4,7 +4,8 @@ the truth (texture gate, verifier: `unmeasurable`); its scene's x2 and x3 captur
 its window 0.75-0.78 LR px elsewhere, and the mapping its x2 implies is 0.08 px from the truth. And normal seed 30's scene 1, the same chart, whose x3 its own search matches
 20 LR px off (another patch), registered again from where its x4 puts it. And normal seed 21's scene 1 (a canon_eosrp
 photograph), whose x4 takes the mapping its x2 implies: 0.052 LR px off the truth by its own window, 0.006 by the
-chain."""
+chain. And hard seed 48's scene 7 (the canon_g2 chart), whose x4 is refused alone for too little texture and
+written with its x2's chain; normal seed 36's scene 10 (the nikon_d3100 chart), whose unconfirmed x3 is too."""
 
 from __future__ import annotations
 
@@ -254,18 +255,13 @@ def test_a_chain_its_scene_contradicts_is_not_written_and_the_pair_keeps_its_out
     assert {key: (out / x4[key]).read_bytes() for key in ("lr", "hr")} == written
 
 
-def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_registration(tmp_path, chain_scene,
-                                                                                       monkeypatch):
-    """The chain is written through every check of the pair's own; one the verifier finds misaligned on the pair's
-    window (here moved 1 LR px after the scene's comparisons accepted it) is not kept: the pair is written again
-    with its own registration, the same bytes as before."""
+def _chains_moved_one_pixel(monkeypatch):
+    """Every pair written with a fixed (chained) registration is written 1 LR px off it, after the scene's
+    comparisons accepted the chain: what the verifier on the pair's window must catch."""
     import dataclasses
 
     from realsr_tools.geometry import translation
 
-    root, _ = chain_scene
-    out = tmp_path / "aligned"
-    before, written = _x4_written_without_the_check(root, out)
     original = align._align_pair_with
 
     def off_by_one(pair, s, io_pool, scene_start, fixed):
@@ -275,9 +271,102 @@ def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_regis
         return original(pair, s, io_pool, scene_start, fixed)
 
     monkeypatch.setattr(align, "_align_pair_with", off_by_one)
+
+
+def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_registration(tmp_path, chain_scene,
+                                                                                       monkeypatch):
+    """The chain is written through every check of the pair's own; one the verifier finds misaligned on the pair's
+    window (here moved 1 LR px after the scene's comparisons accepted it) is not kept: the pair is written again
+    with its own registration, the same bytes as before."""
+    root, _ = chain_scene
+    out = tmp_path / "aligned"
+    before, written = _x4_written_without_the_check(root, out)
+    _chains_moved_one_pixel(monkeypatch)
     align.run_align(root, out, show_progress=False)
     x4 = _records(out)["lr_x4.png"]
     assert x4["consistency"]["transferred"]["outcome"].startswith(
         "not written with the chain (verified misalignment")
     assert x4["status"] == "ok" and x4["lr_to_hr"] == before["lr_to_hr"]
     assert {key: (out / x4[key]).read_bytes() for key in ("lr", "hr")} == written
+
+
+@pytest.fixture(scope="module")
+def refused_scene(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("hard48") / "captures"
+    return root, harness_scene(root, data_dir, seed=48, scene="scene_07", photo="canon_g2_IMG_0307.JPG", hard=True)
+
+
+def test_a_pair_refused_for_too_little_texture_is_written_with_its_scenes_chain(tmp_path, refused_scene):
+    """Hard seed 48's canon_g2 chart x4: its window's flat patches leave its corners 1.16 LR px uncertain (refused
+    alone); its x2's mapping, carried through the registration of the two whole LR frames, is 0.03 px off the
+    truth."""
+    root, truth = refused_scene
+    alone = tmp_path / "alone"
+    summary = align.run_align(root, alone, scene_check=False, show_progress=False)
+    assert (summary.ok, summary.failed) == (2, 1)
+    assert _records(alone)["lr_x4.tif"]["error"].startswith("too little texture")
+
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed, summary.failures) == (3, 0, ())
+    records = _records(out)
+    x4 = records["lr_x4.tif"]
+    note = x4["consistency"]["transferred"]
+    assert x4["status"] == "ok" and x4["error"] is None
+    assert x4["registration"]["coarse"] == "scene chain" and x4["registration"]["own"] is None
+    assert note["from"] == "scene_07__lr_x2" and note["outcome"] == "written with the chain"
+    assert note["refused_alone"].startswith("too little texture") and note["uncertainty"]["own"] is None
+    assert x4["registration"]["uncertainty"] == note["uncertainty"]["chain"] <= 0.53
+    assert x4["registration"]["needs_confirmation"] is False
+    # Compared with the scene's x3 (the x2 is where its mapping comes from): they agree.
+    assert [c["narrow"] for c in x4["consistency"]["comparisons"]] == ["scene_07__lr_x3"]
+    assert x4["consistency"]["verdict"] == "consistent"
+    assert record_truth_rms(x4, truth) < 0.1  # measured 0.034 LR px
+    assert (out / x4["lr"]).exists() and (out / x4["hr"]).exists()
+    # Resumed: nothing to do, the same records.
+    assert align.run_align(root, out, show_progress=False).skipped == 3
+    assert _records(out) == records
+
+
+def test_a_chain_the_verifier_refuses_leaves_a_refused_pair_refused_with_both_reasons(tmp_path, refused_scene,
+                                                                                     monkeypatch):
+    """The chain offered to a refused pair passes every check of a pair's own; moved 1 LR px (after the scene's
+    comparisons accepted it), the verifier refuses it: the pair stays refused, no outputs, its reason naming its own
+    refusal and the chain's; a resume aligns it again and records the same."""
+    root, _ = refused_scene
+    out = tmp_path / "aligned"
+    _chains_moved_one_pixel(monkeypatch)
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed) == (2, 1)
+    records = _records(out)
+    x4 = records["lr_x4.tif"]
+    assert x4["status"] == "failed" and x4["lr"] is None
+    assert x4["error"].startswith("too little texture")
+    assert "; the chain through scene_07__lr_x2 was not written (verified misalignment" in x4["error"]
+    assert dict(summary.failures)[x4["id"]] == x4["error"]
+    assert x4["consistency"]["transferred"]["outcome"].startswith("not written (verified misalignment")
+    assert not any((out / kind / "x4" / f"{x4['id']}.png").exists() for kind in ("LR", "HR"))
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed, summary.skipped) == (0, 1, 2)
+    assert _records(out) == records
+
+
+def test_an_unconfirmed_pair_is_offered_the_chain_and_a_provisional_capture_blocks_no_chain(tmp_path, data_dir):
+    """Normal seed 36's nikon_d3100 chart: its x3, above the texture gate (0.57 LR px), matched 308 LR px from
+    where its x2 and x4 put it, is left unconfirmed by the check, then written through its x2's chain (0.03 px
+    off the truth); its x4 takes the x2's chain too, which that provisional x3 neither confirms nor blocks."""
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=36, scene="scene_10", photo="nikon_d3100_DSC_0008.JPG", hard=False)
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed) == (3, 0)
+    records = _records(out)
+    x3, x4 = records["lr_x3.png"], records["lr_x4.png"]
+    note = x3["consistency"]["transferred"]
+    assert note["refused_alone"].startswith("too little texture")
+    assert "not confirmed by its scene's other captures" in note["refused_alone"]
+    assert x3["registration"]["coarse"] == "scene chain" and x3["registration"]["needs_confirmation"] is False
+    assert record_truth_rms(x3, truth) < 0.1  # measured 0.031 LR px
+    assert x4["registration"]["coarse"] == "scene chain"
+    assert x4["consistency"]["transferred"]["outcome"].startswith("written with the chain (scene_10__lr_x3 by 3")
+    assert record_truth_rms(x4, truth) < 0.1  # measured 0.027 LR px (0.034 by its own registration)
