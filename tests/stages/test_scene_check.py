@@ -5,7 +5,8 @@ its window 0.75-0.78 LR px elsewhere, and the mapping its x2 implies is 0.08 px 
 20 LR px off (another patch), registered again from where its x4 puts it. And normal seed 21's scene 1 (a canon_eosrp
 photograph), whose x4 takes the mapping its x2 implies: 0.052 LR px off the truth by its own window, 0.006 by the
 chain. And hard seed 48's scene 7 (the canon_g2 chart), whose x4 is refused alone for too little texture and
-written with its x2's chain; normal seed 36's scene 10 (the nikon_d3100 chart), whose unconfirmed x3 is too."""
+written with its x2's chain; normal seed 36's scene 10 (the nikon_d3100 chart), whose unconfirmed x3 is too. And
+hard seed 54's scene 11, whose x2 and x3 a wrong direct registration made disagree."""
 
 from __future__ import annotations
 
@@ -370,3 +371,24 @@ def test_an_unconfirmed_pair_is_offered_the_chain_and_a_provisional_capture_bloc
     assert x4["registration"]["coarse"] == "scene chain"
     assert x4["consistency"]["transferred"]["outcome"].startswith("written with the chain (scene_10__lr_x3 by 3")
     assert record_truth_rms(x4, truth) < 0.1  # measured 0.027 LR px (0.034 by its own registration)
+
+
+def test_a_disagreement_counts_only_through_a_direct_registration_the_verifier_passes(tmp_path, data_dir):
+    """Hard seed 54's skimage_UNIS_EV0 (clipped plateaus): the x3-to-x2 registration of the two LR frames is 0.54
+    LR px off the truth (corner uncertainty 0.017), so the two pairs, 0.012 and 0.059 px off, disagreed by 0.52 and
+    were both refused (the x4 is refused alone by the verifier). The verifier finds that registration misaligned:
+    the comparison counts neither way and both pairs are written, unchecked."""
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=54, scene="scene_11", photo="skimage_UNIS_EV0.jpg", hard=True)
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, show_progress=False)
+    assert (summary.ok, summary.failed) == (2, 1)
+    records = _records(out)
+    for name in ("lr_x2.tif", "lr_x3.tif"):
+        record = records[name]
+        assert record["status"] == "ok" and record["consistency"]["verdict"] == "unchecked"
+        [comparison] = record["consistency"]["comparisons"]
+        assert comparison["median"] is None
+        assert comparison["error"].startswith("the verifier finds the direct registration misaligned")
+        assert record_truth_rms(record, truth) < 0.1  # measured 0.012 and 0.059 LR px
+    assert records["lr_x4.tif"]["error"].startswith("verified misalignment")
