@@ -350,11 +350,12 @@ def available_cpus() -> int:
 
 def run_items(runner: Runner, fn: Callable[[Any], Any], items: Sequence[Any], *, name: str,
               labels: Sequence[str] | None = None, show_progress: bool = True) -> Iterator[tuple[int, Any]]:
-    """``runner.map`` with the stage's progress bar (``name`` is its description)."""
+    """``runner.map`` with the stage's progress bar (``name`` is its description; none for no items: a resume with
+    nothing left, a scene step with nothing to do)."""
     from .progress import track
 
     yield from track(runner.map(fn, items, name=name, labels=labels), description=name, total=len(items),
-                     enabled=show_progress)
+                     enabled=show_progress and len(items) > 0)
 
 
 def input_order(ids: Sequence[str], *, key: str = "id") -> Callable[[Mapping[str, Any]], int]:
