@@ -352,16 +352,20 @@ def test_a_chain_the_verifier_refuses_leaves_a_refused_pair_refused_with_both_re
     assert _records(out) == records
 
 
+def _aligned_scene(tmp_path, data_dir, **scene):
+    """One harness scene (:func:`harness.harness_scene`) aligned with the check: the summary, records, truth."""
+    truth = harness_scene(tmp_path / "captures", data_dir, **scene)
+    summary = align.run_align(tmp_path / "captures", tmp_path / "aligned", show_progress=False)
+    return summary, _records(tmp_path / "aligned"), truth
+
+
 def test_an_unconfirmed_pair_is_offered_the_chain_and_a_provisional_capture_blocks_no_chain(tmp_path, data_dir):
     """Normal seed 36's nikon_d3100 chart: its x3, above the texture gate (0.57 LR px), matched 308 LR px from
     where its x2 and x4 put it, is left unconfirmed by the check, then written through its x2's chain (0.03 px
     off the truth); its x4 takes the x2's chain too, which that provisional x3 neither confirms nor blocks."""
-    root = tmp_path / "captures"
-    truth = harness_scene(root, data_dir, seed=36, scene="scene_10", photo="nikon_d3100_DSC_0008.JPG", hard=False)
-    out = tmp_path / "aligned"
-    summary = align.run_align(root, out, show_progress=False)
+    summary, records, truth = _aligned_scene(tmp_path, data_dir, seed=36, scene="scene_10",
+                                             photo="nikon_d3100_DSC_0008.JPG", hard=False)
     assert (summary.ok, summary.failed) == (3, 0)
-    records = _records(out)
     x3, x4 = records["lr_x3.png"], records["lr_x4.png"]
     note = x3["consistency"]["transferred"]
     assert note["refused_alone"].startswith("too little texture")
@@ -378,12 +382,9 @@ def test_a_disagreement_counts_only_through_a_direct_registration_the_verifier_p
     LR px off the truth (corner uncertainty 0.017), so the two pairs, 0.012 and 0.059 px off, disagreed by 0.52 and
     were both refused (the x4 is refused alone by the verifier). The verifier finds that registration misaligned:
     the comparison counts neither way and both pairs are written, unchecked."""
-    root = tmp_path / "captures"
-    truth = harness_scene(root, data_dir, seed=54, scene="scene_11", photo="skimage_UNIS_EV0.jpg", hard=True)
-    out = tmp_path / "aligned"
-    summary = align.run_align(root, out, show_progress=False)
+    summary, records, truth = _aligned_scene(tmp_path, data_dir, seed=54, scene="scene_11",
+                                             photo="skimage_UNIS_EV0.jpg", hard=True)
     assert (summary.ok, summary.failed) == (2, 1)
-    records = _records(out)
     for name in ("lr_x2.tif", "lr_x3.tif"):
         record = records[name]
         assert record["status"] == "ok" and record["consistency"]["verdict"] == "unchecked"
