@@ -63,9 +63,9 @@ TRANSFER_MARGIN = 0.5
 # (:func:`fit_chain`); beyond it the chain is not written (it would be a different mapping from the one measured).
 CHAIN_FIT_TOLERANCE = 0.02
 # The same for a pair refused on its own (align's step 6) or outvoted by its scene: there the chain replaces a
-# refusal, not a registration that passed, and need only be good: within the 0.1 LR px the issue asks of a pair. Its chain composes three
-# lenses' terms (its own, the source's, the HR's) that the record's two cannot hold exactly: 0.04-0.05 LR px on the
-# hard generator's x4 charts (seed 40), beyond the 0.02 above.
+# refusal, not a registration that passed, and need only be good: within the 0.1 LR px the issue asks of a pair.
+# Its chain composes three lenses' terms (its own, the source's, the HR's) that the record's two cannot hold
+# exactly: 0.04-0.05 LR px on the hard generator's x4 charts (seed 40), beyond the 0.02 above.
 REFUSED_CHAIN_FIT_TOLERANCE = 0.1
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # N x 2 points -> N x 2 points

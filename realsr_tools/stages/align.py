@@ -144,6 +144,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     ok = failed = unmeasurable = 0
     failures: dict[str, str] = {}  # pair id -> why, in the order they failed
     lost = set()
+    unconfirmed = set()  # left unconfirmed by this run's scene check (a resumed run's earlier pairs too)
     # The runner first: a cluster is refused (unreachable, another realsr) before anything is written.
     order = input_order([pair_id for pair_id, _, _ in blocked] + [pair.id for pair in pairs])
     with open_runner(workers, scheduler=scheduler, scheduler_file=scheduler_file) as runner, \
@@ -176,6 +177,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                 unmeasurable += ((record["verification"]["verdict"] == "unmeasurable")
                                  - (verified[record["id"]] == "unmeasurable"))
             if record["status"] != "ok":
+                if (record.get("consistency") or {}).get("verdict") == "unconfirmed":
+                    unconfirmed.add(record["id"])
                 failures[record["id"]] = record["error"]
                 failed += 1
                 if record["id"] in new:
@@ -186,9 +189,9 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         if scene_check:
             # Pairs this run refused on their own or left unconfirmed (not outvoted, not lost): the chain of their
             # scene's narrowest capture, where one qualifies.
-            refused = {record["id"] for record in writer.records if record["id"] in new and record["status"] != "ok"
-                       and record["id"] not in lost and (record.get("consistency") is None
-                                                         or record["consistency"].get("verdict") == "unconfirmed")}
+            refused = unconfirmed | {record["id"] for record in writer.records if record["id"] in new
+                                     and record["status"] != "ok" and record["id"] not in lost
+                                     and record.get("consistency") is None}
             for record in _chain_refused(runner, writer.records, refused, settings, show_progress):
                 writer.add(record)
                 if record["status"] == "ok":
