@@ -557,10 +557,10 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
             "fit_residual": _round(residual)}
     # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
     tolerance = (consistency.REFUSED_CHAIN_FIT_TOLERANCE if verdicts[index] == "inconsistent"
-                 else consistency.CHAIN_FIT_TOLERANCE)
+                 else consistency.chain_fit_tolerance(own["registration"]["uncertainty"], carried))
     if residual > tolerance:
         return note | {"outcome": f"not written with the chain (no record model fits the chain within "
-                                  f"{tolerance} LR px)"}, None, comparisons
+                                  f"{_round(tolerance)} LR px)"}, None, comparisons
     trial = own | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict()}
     again, agrees, medians = _compared_again(members, index, trial, comparisons, directs)
     if not agrees:

@@ -10,7 +10,8 @@ import pytest
 
 from realsr_tools.geometry import RadialDistortion, apply_homography, map_lr_to_hr, scaling, translation
 from realsr_tools.registration.consistency import (CHAIN_FIT_TOLERANCE, MAX_DISAGREEMENT, MAX_DISAGREEMENT_P95,
-                                                   TRANSFER_MARGIN, Comparison, chain_hypothesis, chain_source,
+                                                   REFUSED_CHAIN_FIT_TOLERANCE, TRANSFER_MARGIN, Comparison,
+                                                   chain_fit_tolerance, chain_hypothesis, chain_source,
                                                    compare, comparison_plan, consistency_fields,
                                                    expected_magnification, fit_chain, judge_scene, scene_start)
 from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
@@ -188,6 +189,15 @@ def test_a_pair_takes_the_chain_only_through_its_scenes_narrowest_capture_and_on
     # The margin: carried uncertainty exactly at TRANSFER_MARGIN x its own still moves it.
     assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN])[0] == 0
     assert source(2, uncertainties=[0.06, 0.02, 0.03 / TRANSFER_MARGIN - 0.001]) is None
+
+
+def test_a_chains_fit_may_take_what_the_margin_leaves_between_the_two_tolerances():
+    # Own corners 0.39 LR px uncertain, the chain's carried 0.13: half the own less the carried leaves 0.064.
+    assert chain_fit_tolerance(0.39, 0.13) == pytest.approx(TRANSFER_MARGIN * 0.39 - 0.13)
+    # A chain carried at exactly half the pair's own leaves nothing: the fixed tolerance still holds.
+    assert chain_fit_tolerance(0.1, 0.05) == CHAIN_FIT_TOLERANCE
+    # Never more than a refused pair's: a pair 0.8 px uncertain is no reason to write a chain no model holds.
+    assert chain_fit_tolerance(0.8, 0.1) == REFUSED_CHAIN_FIT_TOLERANCE
 
 
 def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():

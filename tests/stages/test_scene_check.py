@@ -5,8 +5,9 @@ its window 0.75-0.78 LR px elsewhere, and the mapping its x2 implies is 0.08 px 
 20 LR px off (another patch), registered again from where its x4 puts it. And normal seed 21's scene 1 (a canon_eosrp
 photograph), whose x4 takes the mapping its x2 implies: 0.052 LR px off the truth by its own window, 0.006 by the
 chain. And hard seed 48's scene 7 (the canon_g2 chart), whose x4 is refused alone for too little texture and
-written with its x2's chain; normal seed 36's scene 10 (the nikon_d3100 chart), whose unconfirmed x3 is too. And
-hard seed 54's scene 11, whose x2 and x3 a wrong direct registration made disagree."""
+written with its x2's chain; normal seed 36's scene 10 (the nikon_d3100 chart), whose unconfirmed x3 is too; hard
+seed 2's scene 0 (the canon_g2 chart), whose x4 takes a chain its record's model fits within 0.037 LR px. And hard
+seed 54's scene 11, whose x2 and x3 a wrong direct registration made disagree."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from harness import harness_scene, record_truth_rms
 from realsr_tools.pipeline.manifest import read_manifest
-from realsr_tools.registration.consistency import MAX_DISAGREEMENT
+from realsr_tools.registration.consistency import CHAIN_FIT_TOLERANCE, MAX_DISAGREEMENT, chain_fit_tolerance
 from realsr_tools.stages import align
 
 
@@ -222,6 +223,23 @@ def test_a_pair_takes_the_mapping_its_scenes_narrowest_capture_implies_where_tha
     # Resumed: nothing to do, the same records.
     align.run_align(root, out, show_progress=False)
     assert _records(out) == records
+
+
+def test_a_chain_the_records_model_fits_within_what_the_margin_leaves_is_written(tmp_path, data_dir):
+    """Hard seed 2's canon_g2 chart: its x4 window pins its corners to 0.39 LR px (0.40 px off the truth), its x2's
+    chain carried to it to 0.13; the record's model fits that chain within 0.037 px, more than the fixed 0.02 but
+    within what the margin leaves (0.5 x 0.39 - 0.13 = 0.06): written with it, 0.04 px off the truth."""
+    summary, records, truth = _aligned_scene(tmp_path, data_dir, seed=2, scene="scene_00",
+                                             photo="canon_g2_IMG_0307.JPG", hard=True)
+    assert (summary.ok, summary.failed) == (3, 0)
+    x4 = records["lr_x4.tif"]
+    note = x4["consistency"]["transferred"]
+    assert x4["registration"]["coarse"] == "scene chain" and note["from"] == "scene_00__lr_x2"
+    assert CHAIN_FIT_TOLERANCE < note["fit_residual"] <= chain_fit_tolerance(note["uncertainty"]["own"],
+                                                                              note["uncertainty"]["chain"])
+    own = x4["registration"]["own"]
+    assert record_truth_rms(x4 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > 0.25
+    assert record_truth_rms(x4, truth) < 0.1  # measured 0.038 LR px
 
 
 def _x4_written_without_the_check(root, out):
