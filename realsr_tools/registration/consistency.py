@@ -166,8 +166,8 @@ def chain_fit_tolerance(own_uncertainty: float, carried: float) -> float:
     (:func:`chain_source`); the fit's distance from the chain is one more error of the mapping written, so it may
     take what the margin leaves (``TRANSFER_MARGIN * own - carried``), never less than
     :data:`CHAIN_FIT_TOLERANCE` and never more than :data:`REFUSED_CHAIN_FIT_TOLERANCE`. A hard generator chart x4
-    with corners 0.39 LR px uncertain by its own window (0.35 px off) had a chain carried at 0.13 that the record's
-    model fitted within 0.037 px, 0.04 px from the truth (generator hard seed 2)."""
+    with corners 0.39 LR px uncertain by its own window (0.40 px off the truth) had a chain carried at 0.13 that the
+    record's model fitted within 0.037 px, 0.04 px from the truth (generator hard seed 2)."""
     return max(CHAIN_FIT_TOLERANCE, min(REFUSED_CHAIN_FIT_TOLERANCE, TRANSFER_MARGIN * own_uncertainty - carried))
 
 
