@@ -157,10 +157,11 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
     return source, carried
 
 
-def chain_fit_tolerance(own_uncertainty: float, carried: float) -> float:
-    """LR px: how far the record model fitted to a chain (:func:`fit_chain`) may be from it for a pair whose own
-    registration passed (corner uncertainty ``own_uncertainty``) to be written with it, the chain's carried to the
-    pair being ``carried``.
+def chain_fit_tolerance(own_uncertainty: float | None, carried: float = 0.0) -> float:
+    """LR px: how far the record model fitted to a chain (:func:`fit_chain`) may be from it for the pair to be
+    written with it, the chain's carried to the pair being ``carried``; ``own_uncertainty``: the corner uncertainty
+    of the pair's own registration where it passed, ``None`` where it does not stand (refused on its own, or
+    outvoted by its scene: :data:`REFUSED_CHAIN_FIT_TOLERANCE`).
 
     The chain replaces a registration that passed only where it is pinned at least :data:`TRANSFER_MARGIN` better
     (:func:`chain_source`); the fit's distance from the chain is one more error of the mapping written, so it may
@@ -168,7 +169,14 @@ def chain_fit_tolerance(own_uncertainty: float, carried: float) -> float:
     :data:`CHAIN_FIT_TOLERANCE` and never more than :data:`REFUSED_CHAIN_FIT_TOLERANCE`. A hard generator chart x4
     with corners 0.39 LR px uncertain by its own window (0.40 px off the truth) had a chain carried at 0.13 that the
     record's model fitted within 0.037 px, 0.04 px from the truth (generator hard seed 2)."""
+    if own_uncertainty is None:
+        return REFUSED_CHAIN_FIT_TOLERANCE
     return max(CHAIN_FIT_TOLERANCE, min(REFUSED_CHAIN_FIT_TOLERANCE, TRANSFER_MARGIN * own_uncertainty - carried))
+
+
+def unfitted_chain(tolerance: float) -> str:
+    """Why a chain was not written: no record model fits it within ``tolerance`` LR px (:func:`chain_fit_tolerance`)."""
+    return f"no record model fits the chain within {round(tolerance, 4):g} LR px"
 
 
 def fit_chain(chain: PointMap, window: Sequence[int], zoom: float, frames: np.ndarray | None = None, *,

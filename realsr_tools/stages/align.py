@@ -556,11 +556,11 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
                                                            "direct": _round(direct.uncertainty)},
             "fit_residual": _round(residual)}
     # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
-    tolerance = (consistency.REFUSED_CHAIN_FIT_TOLERANCE if verdicts[index] == "inconsistent"
-                 else consistency.chain_fit_tolerance(own["registration"]["uncertainty"], carried))
+    tolerance = consistency.chain_fit_tolerance(
+        None if verdicts[index] == "inconsistent" else own["registration"]["uncertainty"], carried)
     if residual > tolerance:
-        return note | {"outcome": f"not written with the chain (no record model fits the chain within "
-                                  f"{_round(tolerance)} LR px)"}, None, comparisons
+        return note | {"outcome": f"not written with the chain ({consistency.unfitted_chain(tolerance)})"}, None, \
+            comparisons
     trial = own | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict()}
     again, agrees, medians = _compared_again(members, index, trial, comparisons, directs)
     if not agrees:
@@ -711,9 +711,9 @@ def chain_refused_pair(task: tuple[dict[str, Any], list[dict[str, Any]]], settin
         except _failures() as exc:
             return refused(f"not written (the chain could not be fitted: {exc})")
         note["fit_residual"] = _round(residual)
-        if residual > consistency.REFUSED_CHAIN_FIT_TOLERANCE:
-            return refused("not written (no record model fits the chain within "
-                           f"{consistency.REFUSED_CHAIN_FIT_TOLERANCE} LR px)")
+        tolerance = consistency.chain_fit_tolerance(None)
+        if residual > tolerance:
+            return refused(f"not written ({consistency.unfitted_chain(tolerance)})")
         trial = [*members, record | {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion and distortion.to_dict(),
                                      "lr_window": list(window), "registration": {"zoom": zoom}}]
         comparisons = []

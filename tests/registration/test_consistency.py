@@ -198,6 +198,8 @@ def test_a_chains_fit_may_take_what_the_margin_leaves_between_the_two_tolerances
     assert chain_fit_tolerance(0.1, 0.05) == CHAIN_FIT_TOLERANCE
     # Never more than a refused pair's: a pair 0.8 px uncertain is no reason to write a chain no model holds.
     assert chain_fit_tolerance(0.8, 0.1) == REFUSED_CHAIN_FIT_TOLERANCE
+    # A pair whose own registration does not stand (refused, or outvoted by its scene) gets the refused tolerance.
+    assert chain_fit_tolerance(None) == chain_fit_tolerance(None, 0.13) == REFUSED_CHAIN_FIT_TOLERANCE
 
 
 def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():
