@@ -32,11 +32,6 @@ import bench_generalise as B  # noqa: E402
 import generator as G  # noqa: E402
 
 
-def _srgb_encode(value):
-    value = np.clip(value, 0, 1)
-    return np.where(value <= 0.0031308, value * 12.92, 1.055 * value ** (1 / 2.4) - 0.055)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
@@ -49,9 +44,6 @@ def main(argv=None):
     def decoded(v):  # realsr's sRGB-decoded value of a generator capture's true linear value v
         return luma.srgb_to_linear(np.clip(v, 0, 1) ** (1 / G.GAMMA))
 
-    def undecoded(v):
-        return _srgb_encode(v) ** G.GAMMA
-
     luma.DECODE["generator"] = lambda value: np.asarray(value, np.float64) ** G.GAMMA
     exact = {}
     plain_greys = estimate._balanced_greys
@@ -59,7 +51,7 @@ def main(argv=None):
     def exact_greys(lr, hr, hr_grey, coarse, weights, curves):  # the HR tone-mapped by the truth, one grey
         if not exact:
             return plain_greys(lr, hr, hr_grey, coarse, weights, curves)
-        grey = sum(decoded(exact["r"][c] * undecoded(luma.linear(hr[..., c], curves[1]).astype(np.float64)))
+        grey = sum(decoded(exact["r"][c] * luma.linear(hr[..., c], "generator").astype(np.float64))
                    * weights[c] for c in range(3) if weights[c] > 0).astype(np.float32)
         return {None: grey}, [None] * len(coarse.starts)
 
@@ -74,7 +66,7 @@ def main(argv=None):
         cap, hr_cap = scene["captures"][key], scene["captures"][scene["hr"]]
         lr, hr = read_pixels(captures / key), read_pixels(captures / scene["hr"])
         pl, ph = cap["photometric"], hr_cap["photometric"]
-        ratio = {2: 2.0, 3: 100 / 33, 4: 4.0}[cap["scale"]]
+        ratio = G.FOCAL[1] / G.FOCAL[cap["scale"]]  # the focal ratio align reads from captures.csv
         line = []
         for name, curves, r in (("srgb", ("srgb", "srgb"), None), ("own curve", ("generator", "generator"), None),
                                 ("exact tone", ("srgb", "srgb"),
