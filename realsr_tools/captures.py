@@ -36,6 +36,7 @@ class Capture:
     camera: str | None
     focal_source: str | None  # "exif", "captures.csv" or None
     error: str | None = None
+    curve: str | None = None  # the transfer curve a JPEG/PNG/TIFF states (imaging.transfer); None for RAW files
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,9 @@ def read_captures_csv(root: Path) -> dict[str, dict[str, object]]:
 
 def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
     """Find scenes under ``root``, read each capture's metadata and plan the LR/HR pairs."""
+    from .imaging import is_raw
     from .imaging.exif import read_metadata
+    from .imaging.transfer import stated_curve
     from .errors import RealsrError
 
     root = Path(root)
@@ -165,7 +168,7 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         rel = file.relative_to(root).as_posix()
         override = overrides.get(rel, {})
         error = None
-        focal = camera = source = None
+        focal = camera = source = curve = None
         # A damaged file still takes its place in the scene (its focal length from EXIF, which sits at the start of
         # the file, or from captures.csv): it must never let another capture silently become the HR. Its pairs fail
         # in align with the reason.
@@ -179,11 +182,13 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
             source = "exif" if focal is not None else None
         except RealsrError as exc:
             error = error or str(exc)
+        if not is_raw(file) and error is None:
+            curve = stated_curve(file).curve
         if override.get("focal_mm") is not None:
             focal, source = override["focal_mm"], CAPTURES_CSV
         camera = override.get("camera") or camera
         folder = PurePosixPath(rel).parent.as_posix()
-        by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error))
+        by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error, curve))
     scenes = [_plan_scene(name, captures, tuple(tracks), root) for name, captures in sorted(by_folder.items())]
     missing = sorted(set(overrides) - known)
     if missing:
@@ -235,6 +240,10 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...], roo
     if len(cameras) > 1:
         scene.problems.append(f"mixed cameras in one scene ({', '.join(cameras)}); only captures of the HR "
                               "capture's camera are paired")
+    curves = sorted({c.curve for c in usable if c.curve})
+    if len(curves) > 1:
+        scene.problems.append(f"the captures state different transfer curves ({', '.join(curves)}): each is "
+                              "registered in its own linear light, but the written LR and HR keep their own encodings")
     if len(usable) < 2:
         scene.problems.append(f"only {len(usable)} usable capture(s); a scene needs two focal lengths")
         return scene

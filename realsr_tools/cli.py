@@ -182,6 +182,11 @@ def align(
                                      "off: the LR is a bit-exact crop."),
     raw_gamma: str = typer.Option("bt709", "--raw-gamma", help="RAW rendering curve: bt709 or linear."),
     raw_colour: str = typer.Option("srgb", "--raw-colour", help="RAW output primaries: srgb, adobe, prophoto or raw."),
+    raster_curve: str = typer.Option("auto", "--raster-curve",
+                                     help="Transfer curve of the JPEG/PNG/TIFF captures, decoded to linear light for "
+                                     "registration: auto (what each file states: ICC profile, PNG cICP/sRGB/gAMA, "
+                                     "EXIF colour space; sRGB where none) or one for all: srgb, bt709, linear, "
+                                     "power:G (linear = encoded^G, e.g. power:2.2)."),
     max_uncertainty: float = typer.Option(0.53, "--max-uncertainty",
                                           help="Refuse a pair whose window corners the overlap's texture pins to "
                                           "worse than this, LR px (one standard deviation), unless the scene check "
@@ -210,7 +215,7 @@ def align(
     summary = run_align(capture_dir, out_dir, scales=scale_list, workers=workers, preview=preview,
                         overwrite=overwrite, bit_depth=bit_depth, photometric=photometric,
                         raw=RawRendering(gamma=raw_gamma, color_space=raw_colour), max_uncertainty=max_uncertainty,
-                        show_progress=not options.quiet, scene_check=scene_check,
+                        show_progress=not options.quiet, scene_check=scene_check, raster_curve=raster_curve,
                         scheduler=scheduler, scheduler_file=scheduler_file)
     for pair_id, reason in summary.failures:
         err.print(f"[yellow]failed[/] {pair_id}: {reason}", highlight=False, soft_wrap=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import shutil
+import struct
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,6 +33,13 @@ def srgb16(linear: np.ndarray) -> np.ndarray:
     linear = np.clip(linear, 0, 1)
     encoded = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
     return np.round(np.clip(encoded, 0, 1) * 65535).astype(np.uint16)
+
+
+def with_png_chunks(png: bytes, *chunks: tuple[bytes, bytes]) -> bytes:
+    """``png`` with ``chunks`` inserted after IHDR (where PNG wants colour information: before PLTE and IDAT)."""
+    extra = b"".join(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+                     for kind, data in chunks)
+    return png[:33] + extra + png[33:]
 
 
 @pytest.fixture(scope="module")

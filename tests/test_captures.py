@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from realsr_tools.captures import discover, nominal_scale
@@ -21,6 +23,11 @@ def test_scenes_pairs_and_problems(capture_dir):
     assert any("only 0 usable" in p for p in scenes["lonely"].problems)
     assert all(c.focal_source == "captures.csv" for c in s1.captures)
     assert {c.focal_source for c in scenes["mixed"].captures} == {"exif"}
+    # The Canon JPEG is Adobe RGB by its EXIF (uncalibrated, R03), the Nikon's profile sRGB; the PNGs state nothing.
+    assert {Path(c.path).name: c.curve for c in scenes["mixed"].captures} == {
+        "canon_5dmk3_K6A7946_720.JPG": "power:2.19922", "Nikon_D70.jpg": "srgb"}
+    assert any("state different transfer curves (power:2.19922, srgb)" in p for p in scenes["mixed"].problems)
+    assert {c.curve for c in s1.captures} == {"srgb"}
 
 
 def test_captures_csv_overrides_exif_and_reports_missing_files(capture_dir):

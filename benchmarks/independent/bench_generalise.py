@@ -238,6 +238,9 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true", help="reuse generated captures and align output in --out")
     ap.add_argument("--neutral-photometry", action="store_true",
                     help="diagnosis: same draws, no exposure / white-balance / vignetting differences")
+    ap.add_argument("--raster-curve", default=None,
+                    help="realsr align --raster-curve (the generator's files state no curve; it encodes with a "
+                         "pure power, power:2.2 is what its user would state)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     log = a.out / "realsr.log"
@@ -258,7 +261,9 @@ def main(argv=None):
         tgen = time.time() - t0
         if not (a.reuse and (adir / "manifest.jsonl").exists()):
             shutil.rmtree(adir, ignore_errors=True)
-            rc, dt, text = run_realsr("align", cdir, "--out", adir, "--scales", "2,3,4", "-j", a.workers, log=log)
+            curve = ("--raster-curve", a.raster_curve) if a.raster_curve else ()
+            rc, dt, text = run_realsr("align", cdir, "--out", adir, "--scales", "2,3,4", "-j", a.workers, *curve,
+                                      log=log)
             print(f"[{cond}] realsr align rc {rc} in {dt:.1f} s: {text.strip().splitlines()[-1] if text.strip() else ''}",
                   flush=True)
         truth = __import__("json").loads(tpath.read_text())

@@ -9,6 +9,8 @@ that difference.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..geometry import hr_field_in_lr, local_zoom, scaling, translation
@@ -21,7 +23,8 @@ def srgb_to_linear(value):
 
 
 # Raw values at or beyond these are clipped (dark noise at zero, highlights at the top); stated on the encoded
-# scale (0.005 and 0.99 of full scale) and applied to the linear-light grey that registration_grey returns.
+# scale (0.005 and 0.99 of full scale) through the sRGB curve, and applied to the linear-light grey that
+# registration_grey returns whatever curve decoded it (under a pure 2.2 power the low limit is an encoded 0.028).
 # Saturated pixels (raw values above CLIP_HIGH) have no known true value, and the edge of a plateau that only one
 # capture clips pulls the fit (measured: 0.15 LR px on a simulated pair whose HR is 17 % saturated). After
 # smoothing, a pixel is left out when saturated pixels make up more than CLIP_WEIGHT of its smoothing kernel's
@@ -40,10 +43,41 @@ def bt709_to_linear(value):
     return np.where(value < 0.081, value / 4.5, ((value + 0.099) / 1.099) ** (1 / 0.45))
 
 
-# The transfer curves registration_grey decodes: "srgb" (JPEG/PNG/TIFF captures), "bt709" (RAW files in realsr's
-# default rendering; the sRGB inverse would leave BT.709 values 10-40 % off linear between 5 % and 50 % grey) or
-# "linear" (already linear light: RAW rendered with --raw-gamma linear, taken as it is).
+def power_to_linear(value, exponent: float):
+    """A pure power curve (Adobe RGB (1998): 563/256; ProPhoto: 1.8; a PNG gAMA chunk: 1 / its value), float64."""
+    return np.asarray(value, dtype=np.float64) ** exponent
+
+
+def parametric_to_linear(value, g: float, a: float, b: float, c: float, d: float, e: float, f: float):
+    """ICC parametric curve type 4 (ICC.1:2010, 10.18; types 0-3 are its special cases): ``(a E + b)^g + e`` from
+    ``E >= d``, ``c E + f`` below; float64."""
+    value = np.asarray(value, dtype=np.float64)
+    return np.where(value >= d, np.maximum(a * value + b, 0.0) ** g + e, c * value + f)
+
+
+# The transfer curves realsr decodes, named as the manifest records them: "srgb" (a raster capture that states no
+# other curve), "bt709" (RAW files in realsr's default rendering; the sRGB inverse would leave BT.709 values 10-40 %
+# off linear between 5 % and 50 % grey), "linear" (already linear light: RAW rendered with --raw-gamma linear),
+# "power:G" (value = encoded^G) and "para:g,a,b,c,d,e,f" (an ICC parametric curve that is none of the others).
+# imaging.transfer reads which one a raster file states.
 DECODE = {"srgb": srgb_to_linear, "bt709": bt709_to_linear, "linear": lambda value: np.asarray(value, np.float64)}
+
+
+def decoder(curve: str):
+    """The function from encoded values in [0, 1] to linear light for a curve name (see :data:`DECODE`)."""
+    if curve in DECODE:
+        return DECODE[curve]
+    kind, _, numbers = curve.partition(":")
+    try:
+        values = [float(number) for number in numbers.split(",")] if numbers else []
+    except ValueError:
+        values = []
+    if kind == "power" and len(values) == 1 and 0.1 <= values[0] <= 10:
+        return functools.partial(power_to_linear, exponent=values[0])
+    if kind == "para" and len(values) == 7 and 0.1 <= values[0] <= 10 and all(np.isfinite(values)):
+        return functools.partial(parametric_to_linear, **dict(zip("gabcdef", values)))
+    raise ValueError(f"unknown transfer curve {curve!r}; expected srgb, bt709, linear, power:G (G in 0.1-10, "
+                     "e.g. power:2.2) or para:g,a,b,c,d,e,f")
 
 
 def _peak(dtype: np.dtype) -> float:
@@ -69,20 +103,19 @@ FLOAT_STRIP_VALUES = 1 << 19
 
 def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     """Linear-light float32 copy in [0, 1] of an uint8/uint16/float32 image encoded with ``curve`` (a key of
-    :data:`DECODE`; a lookup table for integer formats, the curve itself in row strips for float32)."""
-    if curve not in DECODE:
-        raise ValueError(f"unknown transfer curve {curve!r}; expected one of {sorted(DECODE)}")
+    :func:`decoder`; a lookup table for integer formats, the curve itself in row strips for float32)."""
+    decode = decoder(curve)
     if image.dtype == np.float32:
         if image.ndim == 0:
-            return DECODE[curve](np.clip(image, 0.0, 1.0)).astype(np.float32)
+            return decode(np.clip(image, 0.0, 1.0)).astype(np.float32)
         out = np.empty(image.shape, np.float32)
         rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
         for top in range(0, image.shape[0], rows):
-            out[top:top + rows] = DECODE[curve](np.clip(image[top:top + rows], 0.0, 1.0))
+            out[top:top + rows] = decode(np.clip(image[top:top + rows], 0.0, 1.0))
         return out
     if (curve, image.dtype) not in _TABLES:
         peak = int(_peak(image.dtype))
-        _TABLES[curve, image.dtype] = DECODE[curve](np.arange(peak + 1) / peak).astype(np.float32)
+        _TABLES[curve, image.dtype] = decode(np.arange(peak + 1) / peak).astype(np.float32)
     table = _TABLES[curve, image.dtype]
     if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] <= 4)):
         import cv2

@@ -17,18 +17,19 @@ import numpy as np
 from ..errors import RegistrationError
 from ..geometry import RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..imaging.transfer import StatedCurve, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
-from ..registration.luma import linear, linear_area_downscale
+from ..registration.luma import decoder, linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
 # A resume with other values of these would mix two datasets.
-RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty")
+RESUME_PARAMS = ("bit_depth", "photometric", "raw_rendering", "max_uncertainty", "raster_curve")
 PATH_KEYS = ("lr", "hr", "mask")
 PNG_COMPRESSION = 1  # zlib level: 1 writes a 20-MP PNG in about half the time of level 3, files ~5 % larger
 # LR px: the verifier's limit on the fitted displacement field anywhere on the measured area (and FIELD_P95_FACTOR x
@@ -66,6 +67,7 @@ class AlignSettings:
     raw: RawRendering = DEFAULT_RAW
     max_uncertainty: float = MAX_UNCERTAINTY
     scene_check: bool = False  # with it, pairs above the gate up to MAX_CONFIRMED_UNCERTAINTY are written provisionally
+    raster_curve: str = "auto"  # JPEG/PNG/TIFF captures: "auto" (each file's own, imaging.transfer) or one curve name
 
 
 @holds_output()
@@ -73,7 +75,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
               workers: int | None = None, preview: bool = False, overwrite: bool = False, bit_depth: int = 8,
               photometric: bool = True, raw: RawRendering = DEFAULT_RAW, max_uncertainty: float = MAX_UNCERTAINTY,
               show_progress: bool = True, scheduler: str | None = None,
-              scheduler_file: Path | str | None = None, scene_check: bool = True) -> AlignSummary:
+              scheduler_file: Path | str | None = None, scene_check: bool = True,
+              raster_curve: str = "auto") -> AlignSummary:
     """Register every planned pair of a capture folder and write aligned LR/HR pairs and the ``align`` manifest.
 
     Parameters
@@ -104,6 +107,10 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         passed the gate agrees with it; without the check the gate alone decides. With it, a pair is written with
         the mapping its scene's narrowest capture implies where that is the better pinned, and a pair refused on
         its own is offered that mapping (docs/align.md, "The scene check", steps 5 and 6).
+    raster_curve : the transfer curve JPEG, PNG and TIFF captures are decoded with for registration: ``"auto"``
+        (the one each file states, :func:`realsr_tools.imaging.transfer.stated_curve`; sRGB where it states none)
+        or one name of :func:`realsr_tools.registration.luma.decoder` for all (``"power:2.2"``). RAW files are
+        decoded with ``raw.gamma``.
     """
     from ..captures import discover
     from ..errors import ConfigError, InputError
@@ -118,6 +125,11 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if not max_uncertainty > 0:
         raise ConfigError(f"--max-uncertainty must be a positive number of LR px, got {max_uncertainty}")
+    if raster_curve != "auto":
+        try:
+            decoder(raster_curve)
+        except ValueError as exc:
+            raise ConfigError(f"--raster-curve: {exc}, or auto") from None
     found = discover(capture_dir)
     pairs = [pair for pair in found.pairs if pair.scale in set(scales)]
     blocked = found.blocked  # unreadable captures that leave their scene without an HR: failed records
@@ -127,7 +139,7 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     header = make_header("align", params={
         "capture_root": str(capture_dir.resolve()), "scales": list(scales), "bit_depth": bit_depth,
         "photometric": photometric, "preview": preview, "mask": None, "raw_rendering": asdict(raw),
-        "max_uncertainty": max_uncertainty, "scene_check": scene_check,
+        "max_uncertainty": max_uncertainty, "scene_check": scene_check, "raster_curve": raster_curve,
         "convention": "lr_to_hr maps LR source px to HR source px; (x, y), pixel centres at integers, (0, 0) the "
                       "top-left pixel centre, images as decoded (EXIF orientation applied)",
     }, path_keys=PATH_KEYS)
@@ -140,7 +152,8 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     wanted = {pair.id for pair in pairs}
     keep = [record for key, record in done.items() if key in wanted]
     todo = [pair for pair in pairs if pair.id not in done]
-    settings = AlignSettings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check)
+    settings = AlignSettings(capture_dir, out_dir, preview, bit_depth, photometric, raw, max_uncertainty, scene_check,
+                             raster_curve)
     ok = failed = unmeasurable = 0
     failures: dict[str, str] = {}  # pair id -> why, in the order they failed
     lost = set()
@@ -347,10 +360,20 @@ def _failures() -> tuple[type[BaseException], ...]:
     return RegistrationError, RealsrError, ArithmeticError, ValueError, IndexError, cv2.error
 
 
-def _curve(record: dict[str, Any], settings: AlignSettings) -> str:
+def capture_curve(path: Path, settings: AlignSettings) -> StatedCurve:
+    """The transfer curve registration decodes the capture at ``path`` with: a RAW file's rendering curve, else
+    ``--raster-curve``, else the one the file states (sRGB where it states none)."""
     from ..imaging import is_raw
 
-    return settings.raw.gamma if is_raw(record["lr_source"]) else "srgb"
+    if is_raw(path):
+        return StatedCurve(settings.raw.gamma, "RAW rendering (--raw-gamma)")
+    if settings.raster_curve != "auto":
+        return StatedCurve(settings.raster_curve, "--raster-curve")
+    return stated_curve(path)
+
+
+def _curve(record: dict[str, Any], settings: AlignSettings) -> str:
+    return capture_curve(settings.capture_dir / record["lr_source"], settings).curve
 
 
 def _direct_registration(pixels: dict[int, np.ndarray], wide: dict[str, Any], narrow: dict[str, Any], indices,
@@ -821,7 +844,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
                      scene_start: np.ndarray | None, fixed: dict[str, Any] | None) -> dict[str, Any]:
     import cv2
 
-    from ..imaging import is_raw, read_pixels, to_float, write_image
+    from ..imaging import read_pixels, to_float, write_image
     from ..metrics import psnr, ssim
     from ..photometric import PhotometricModel, fit_photometric
     from ..quality import residual_shift
@@ -830,9 +853,9 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
     lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
     hr_pixels = hr_read.result()
-    # Registration compares linear light (blur acts there): raster captures are sRGB-decoded, RAW files by the curve
-    # they were rendered with (BT.709 or linear).
-    curves = tuple(s.raw.gamma if is_raw(path) else "srgb" for path in (pair.lr, pair.hr))
+    # Registration compares linear light (blur acts there): each capture is decoded with its own transfer curve.
+    stated = tuple(capture_curve(s.capture_dir / path, s) for path in (pair.lr, pair.hr))
+    curves = tuple(curve.curve for curve in stated)
     if fixed is None:
         registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
                                                        scene_start=scene_start)
@@ -929,7 +952,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
             "needs_confirmation": bool((fixed["own"]["uncertainty"] if fixed and fixed["own"]
                                         else registration.uncertainty) > s.max_uncertainty),
             "grey_weights": [round(w, 4) for w in grey_weights],
-            "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]}}}
+            "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]},
+                     "curve_source": {"lr": stated[0].source, "hr": stated[1].source}}}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }

@@ -241,6 +241,39 @@ def test_invalid_settings_are_refused(tmp_path, captures):
         align.run_align(captures, tmp_path / "b", scales=(3,), show_progress=False)
 
 
+def test_each_capture_is_decoded_with_the_curve_its_file_states(tmp_path, data_dir):
+    """realsr's simulator encodes with a pure 1/2.2 power; written with a PNG gAMA chunk saying so, registration
+    decodes with that power (sRGB where a file states nothing), and --raster-curve states one curve for all."""
+    import struct
+
+    from conftest import with_png_chunks
+    from realsr_tools.errors import OutputExistsError
+
+    root = tmp_path / "caps"
+    make_capture_folder([data_dir / "photos" / "kodak_kodim03.png"], root, scales=(2,), seed=3, hard=True,
+                        lr_size=(360, 240))
+    for png in root.rglob("*.png"):
+        png.write_bytes(with_png_chunks(png.read_bytes(), (b"gAMA", struct.pack(">I", 45455))))
+    truth = json.loads((root / "truth.json").read_text())["pairs"]
+    errors = {}
+    for curve in ("auto", "srgb"):
+        out = tmp_path / curve
+        result = CliRunner().invoke(app, ["--quiet", "align", str(root), "--out", str(out), "--raster-curve", curve])
+        assert result.exit_code == 0, result.output
+        (record,) = read_manifest(out, stage="align").records
+        grey_record = record["registration"]["grey"]
+        stated = ("power:2.19998", "PNG gAMA 0.45455") if curve == "auto" else ("srgb", "--raster-curve")
+        assert grey_record["decoded_curve"] == {"lr": stated[0], "hr": stated[0]}
+        assert grey_record["curve_source"] == {"lr": stated[1], "hr": stated[1]}
+        errors[curve] = registration_error(truth[record["lr_source"]], record["lr_to_hr"], record["lr_window"],
+                                           lr_distortion=record["distortion"])
+    assert errors["auto"] < 0.05, errors
+    with pytest.raises(OutputExistsError, match="raster_curve auto -> srgb"):
+        align.run_align(root, tmp_path / "auto", raster_curve="srgb", show_progress=False)
+    with pytest.raises(ConfigError, match="--raster-curve: unknown transfer curve 'gamma'"):
+        align.run_align(root, tmp_path / "bad", raster_curve="gamma", show_progress=False)
+
+
 def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
     root = tmp_path / "caps"
     make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], root, scales=(3,), seed=2,

@@ -1,0 +1,161 @@
+"""The transfer curve each capture file states: real camera JPEGs (sRGB, Adobe RGB by EXIF, embedded sRGB profiles)
+and files the tests write with each way PNG, TIFF and JPEG state one."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import with_png_chunks
+from realsr_tools.imaging.transfer import ADOBE_RGB_GAMMA, icc_curve, stated_curve
+from realsr_tools.registration.luma import decoder, linear, srgb_to_linear
+
+# Real camera JPEGs of ../shared/data (exiftool: ColorSpace, InteropIndex; ICC_Profile).
+ADOBE_RGB_JPEGS = ["exif_jpeg/digicam_corpus/canon_5dmk3_K6A7942_5760.JPG",  # Uncalibrated, R03
+                   "exif_jpeg/digicam_corpus/sony_slta57_DSC8833.JPG"]
+SRGB_JPEGS = {"exif_jpeg/digicam_corpus/nikon_d90_DSC_0011.JPG": "EXIF colour space sRGB",
+              "exif_jpeg/exif_samples/Canon_40D.jpg": "ICC profile 'sRGB IEC61966-2.1'"}  # a 1024-sample curve
+
+
+def icc_profile(curves: dict[bytes, bytes], description: str = "test profile") -> bytes:
+    """A minimal ICC v2 display profile: header, tag table, a textDescription and the given TRC tags."""
+    text = description.encode("latin-1") + b"\0"
+    tags = {b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79, **curves}
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += struct.pack(">4sII", signature, offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I", size) + b"none" + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def gamma_curve(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def parametric(function: int, *params: float) -> bytes:
+    return b"para\0\0\0\0" + struct.pack(">H2x", function) + b"".join(struct.pack(">i", round(p * 65536))
+                                                                       for p in params)
+
+
+def sampled(values: np.ndarray) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">I", len(values)) + np.round(values * 65535).astype(">u2").tobytes()
+
+
+def rgb(trc: bytes) -> dict[bytes, bytes]:
+    return {b"rTRC": trc, b"gTRC": trc, b"bTRC": trc}
+
+
+def with_jpeg_app2(jpeg: bytes, profile: bytes, size: int = 4000) -> bytes:
+    """``jpeg`` with ``profile`` in APP2 ICC_PROFILE markers of at most ``size`` bytes each, after SOI."""
+    parts = [profile[i:i + size] for i in range(0, len(profile), size)]
+    markers = b"".join(b"\xff\xe2" + struct.pack(">H", 16 + len(part)) + b"ICC_PROFILE\0" + bytes([n + 1, len(parts)])
+                       + part for n, part in enumerate(parts))
+    return jpeg[:2] + markers + jpeg[2:]
+
+
+@pytest.fixture(scope="module")
+def png_bytes():
+    return cv2.imencode(".png", np.full((8, 8, 3), 100, np.uint8))[1].tobytes()
+
+
+@pytest.mark.parametrize("name", ADOBE_RGB_JPEGS)
+def test_a_camera_jpeg_in_adobe_rgb_is_decoded_with_its_power(data_dir, name):
+    stated = stated_curve(data_dir / name)
+    assert stated.curve == f"power:{ADOBE_RGB_GAMMA:.6g}" and "R03" in stated.source and "Adobe RGB" in stated.source
+
+
+@pytest.mark.parametrize("name", sorted(SRGB_JPEGS))
+def test_camera_jpegs_in_srgb_say_so_and_a_png_that_states_nothing_is_srgb(data_dir, name):
+    assert stated_curve(data_dir / name).curve == "srgb"
+    assert stated_curve(data_dir / name).source == SRGB_JPEGS[name]
+    plain = stated_curve(data_dir / "pairs" / "realsr_x4" / "HR" / "Canon_001_LR4.png")
+    assert (plain.curve, plain.source) == ("srgb", "none stated: sRGB assumed")
+
+
+@pytest.mark.parametrize("chunks,curve,source", [
+    ([(b"gAMA", struct.pack(">I", 45455))], "power:2.19998", "PNG gAMA 0.45455"),
+    ([(b"gAMA", struct.pack(">I", 100000))], "linear", "PNG gAMA 1"),
+    ([(b"sRGB", b"\0"), (b"gAMA", struct.pack(">I", 45455))], "srgb", "PNG sRGB chunk"),  # sRGB overrides gAMA
+    ([(b"cICP", bytes([1, 8, 0, 1])), (b"sRGB", b"\0")], "linear", "PNG cICP transfer characteristics 8"),
+    ([(b"cICP", bytes([9, 16, 0, 1]))], "srgb", "PNG cICP transfer characteristics 16 (not a tone curve realsr "
+                                                "decodes): sRGB assumed"),
+    ([(b"iCCP", b"ProPhoto\0\0" + zlib.compress(icc_profile(rgb(gamma_curve(1.8)), "ProPhoto RGB"))),
+      (b"gAMA", struct.pack(">I", 45455))], "power:1.80078", "PNG ICC profile 'ProPhoto' 'ProPhoto RGB'"),
+])
+def test_each_way_a_png_states_its_curve(tmp_path, png_bytes, chunks, curve, source):
+    path = tmp_path / "capture.png"
+    path.write_bytes(with_png_chunks(png_bytes, *chunks))
+    assert cv2.imread(str(path)) is not None  # still a valid PNG
+    stated = stated_curve(path)
+    assert (stated.curve, stated.source) == (curve, source)
+
+
+SRGB_PARAMS = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+
+
+@pytest.mark.parametrize("trc,curve", [
+    (gamma_curve(ADOBE_RGB_GAMMA), "power:2.19922"),
+    (b"curv\0\0\0\0" + struct.pack(">I", 0), "linear"),
+    (parametric(0, 1.8), "power:1.8"),
+    (parametric(3, *SRGB_PARAMS), "srgb"),  # ICC v4 sRGB, Display P3
+    (parametric(3, 1 / 0.45, 1 / 1.099, 0.099 / 1.099, 1 / 4.5, 0.081), "bt709"),  # Rec. 2020
+    (sampled(srgb_to_linear(np.linspace(0, 1, 1024))), "srgb"),  # ICC v2 sRGB
+    (sampled(np.linspace(0, 1, 4096) ** 2.6), "power:2.6"),
+])
+def test_a_tiff_s_icc_profile_gives_its_tone_curve(tmp_path, trc, curve):
+    import tifffile
+
+    path = tmp_path / "capture.tif"
+    tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint16), photometric="rgb", compression="lzw",
+                     iccprofile=icc_profile(rgb(trc)))
+    stated = stated_curve(path)
+    assert stated.curve == curve and stated.source == "ICC profile 'test profile'"
+
+
+def test_a_parametric_curve_of_no_named_family_is_decoded_as_stated(tmp_path):
+    stated = icc_curve(icc_profile(rgb(parametric(4, 2.0, 0.9, 0.1, 0.05, 0.1, 0.01, 0.002))))
+    assert stated.curve.startswith("para:2,0.9")
+    values = np.linspace(0, 1, 11)
+    expected = np.where(values >= 0.1, (0.9 * values + 0.1) ** 2 + 0.01, 0.05 * values + 0.002)
+    np.testing.assert_allclose(decoder(stated.curve)(values), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("curves,why", [
+    ({b"rTRC": gamma_curve(2.2), b"gTRC": gamma_curve(1.8), b"bTRC": gamma_curve(2.2)}, "a different tone curve per "
+                                                                                       "channel"),
+    (rgb(sampled(np.linspace(0, 1, 256) ** 3 * 0.5 + np.linspace(0, 1, 256) * 0.5)), "sampled tone curve is none"),
+    ({}, "no tone curve (TRC) tag"),
+])
+def test_a_profile_whose_curve_realsr_cannot_decode_falls_back_to_srgb_and_says_why(curves, why):
+    stated = icc_curve(icc_profile(curves))
+    assert stated.curve == "srgb" and why in stated.source and "sRGB assumed" in stated.source
+    assert icc_curve(b"not a profile").source.startswith("ICC profile could not be read")
+
+
+def test_a_jpeg_s_icc_profile_in_several_markers_overrides_its_exif(tmp_path, data_dir):
+    source = (data_dir / "exif_jpeg" / "digicam_corpus" / "nikon_d90_DSC_0011.JPG").read_bytes()  # EXIF: sRGB
+    profile = icc_profile(rgb(gamma_curve(ADOBE_RGB_GAMMA)), "Adobe RGB (1998)") + b"\0" * 9000
+    path = tmp_path / "adobe.jpg"
+    path.write_bytes(with_jpeg_app2(source, profile))
+    stated = stated_curve(path)
+    assert (stated.curve, stated.source) == ("power:2.19922", "ICC profile 'Adobe RGB (1998)'")
+    assert cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_8) is not None
+
+
+def test_a_stated_power_decodes_to_its_linear_light():
+    values = np.arange(256, dtype=np.uint8)
+    np.testing.assert_allclose(linear(values, "power:2.2"), (values / 255.0) ** 2.2, atol=1e-6)
+    np.testing.assert_allclose(linear(values.astype(np.float32) / 255, "power:1.8"), (values / 255.0) ** 1.8,
+                               atol=1e-6)
+    for bad in ("power", "power:0", "power:x", "para:1,2", "gamma2.2"):
+        with pytest.raises(ValueError, match="unknown transfer curve"):
+            decoder(bad)
