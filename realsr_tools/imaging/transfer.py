@@ -165,6 +165,8 @@ def _exif_curve(stream) -> StatedCurve:
     if values[0] == 0xFFFF and index == "R03":
         return StatedCurve(_power(ADOBE_RGB_GAMMA), "EXIF colour space uncalibrated, interoperability index R03 "
                                                     "(Adobe RGB)")
+    if values[0] == 2:  # not in the EXIF standard; some cameras and editors write it for Adobe RGB (exiftool)
+        return StatedCurve(_power(ADOBE_RGB_GAMMA), "EXIF colour space 2 (Adobe RGB)")
     if values[0] == 0xFFFF:
         return StatedCurve("srgb", "EXIF colour space uncalibrated, no profile: sRGB assumed")
     return StatedCurve("srgb", "none stated: sRGB assumed")

@@ -141,6 +141,20 @@ def test_a_profile_whose_curve_realsr_cannot_decode_falls_back_to_srgb_and_says_
     assert icc_curve(b"not a profile").source.startswith("ICC profile could not be read")
 
 
+@pytest.mark.parametrize("colour_space,index,curve", [
+    (b"\xff\xff", b"R03", "power:2.19922"),  # DCF's Adobe RGB, as the 5D Mark III and SLT-A57 JPEGs write it
+    (b"\x00\x02", b"R98", "power:2.19922"),  # the non-standard value 2 some software writes for Adobe RGB
+    (b"\xff\xff", b"R98", "srgb"),  # uncalibrated without R03: nothing says which space
+])
+def test_the_exif_colour_space_of_a_real_jpeg_decides_its_curve(tmp_path, data_dir, colour_space, index, curve):
+    source = (data_dir / "exif_jpeg" / "digicam_corpus" / "nikon_d90_DSC_0011.JPG").read_bytes()
+    entry = b"\xa0\x01\x00\x03\x00\x00\x00\x01"  # big-endian EXIF ColorSpace, SHORT x 1; its value follows: 1
+    assert source.count(entry + b"\x00\x01") == 1 and source.count(b"R98\0") == 1
+    path = tmp_path / "edited.jpg"
+    path.write_bytes(source.replace(entry + b"\x00\x01", entry + colour_space).replace(b"R98\0", index + b"\0"))
+    assert stated_curve(path).curve == curve
+
+
 def test_a_jpeg_s_icc_profile_in_several_markers_overrides_its_exif(tmp_path, data_dir):
     source = (data_dir / "exif_jpeg" / "digicam_corpus" / "nikon_d90_DSC_0011.JPG").read_bytes()  # EXIF: sRGB
     profile = icc_profile(rgb(gamma_curve(ADOBE_RGB_GAMMA)), "Adobe RGB (1998)") + b"\0" * 9000
