@@ -62,7 +62,8 @@ def stated_curve(path: str | os.PathLike) -> StatedCurve:
 
 
 def icc_curve(profile: bytes, name: str = "ICC profile") -> StatedCurve:
-    """The tone curve of an RGB or grey ICC profile (its green or grey TRC tag), as a curve name."""
+    """The tone curve of an RGB or grey ICC profile (its red, green and blue TRC tags, which must agree, or its grey
+    one), as a curve name."""
     try:
         tags = _icc_tags(profile)
         description = _icc_description(tags.get(b"desc", b""))
@@ -210,7 +211,9 @@ def _trc_curve(data: bytes) -> str | None:
         return _sampled_curve(samples)
     if kind == b"para":
         function = struct.unpack(">H", data[8:10])[0]
-        arity = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}[function]
+        arity = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(function)
+        if arity is None:
+            raise ValueError(f"parametric curve of function type {function}")
         p = [value / 65536 for value in struct.unpack(f">{arity}i", data[12:12 + 4 * arity])]
         return _parametric_curve(function, p)
     raise ValueError(f"tone curve of type {kind!r}")

@@ -134,6 +134,7 @@ def test_a_parametric_curve_of_no_named_family_is_decoded_as_stated(tmp_path):
                                                                                        "channel"),
     (rgb(sampled(np.linspace(0, 1, 256) ** 3 * 0.5 + np.linspace(0, 1, 256) * 0.5)), "sampled tone curve is none"),
     ({}, "no tone curve (TRC) tag"),
+    (rgb(parametric(7, 2.2)), "could not be read (parametric curve of function type 7)"),
 ])
 def test_a_profile_whose_curve_realsr_cannot_decode_falls_back_to_srgb_and_says_why(curves, why):
     stated = icc_curve(icc_profile(curves))
