@@ -80,7 +80,7 @@ def icc_curve(profile: bytes, name: str = "ICC profile") -> StatedCurve:
     curve = names.pop()
     if curve is None:
         return StatedCurve("srgb", f"{label}: its sampled tone curve is none realsr decodes: sRGB assumed")
-    return StatedCurve(curve, label)
+    return _decodable(curve, label)
 
 
 def _png_curve(stream) -> StatedCurve:
@@ -117,7 +117,7 @@ def _png_curve(stream) -> StatedCurve:
     if b"gAMA" in found and len(found[b"gAMA"]) == 4:
         gamma = struct.unpack(">I", found[b"gAMA"])[0] / 100000
         if gamma > 0:
-            return StatedCurve(_power(1 / gamma), f"PNG gAMA {gamma:g}")
+            return _decodable(_power(1 / gamma), f"PNG gAMA {gamma:g}")
     return StatedCurve("srgb", "none stated: sRGB assumed")
 
 
@@ -171,6 +171,15 @@ def _exif_curve(stream) -> StatedCurve:
     if values[0] == 0xFFFF:
         return StatedCurve("srgb", "EXIF colour space uncalibrated, no profile: sRGB assumed")
     return StatedCurve("srgb", "none stated: sRGB assumed")
+
+
+def _decodable(curve: str, source: str) -> StatedCurve:
+    """``curve`` as stated, unless it is out of what realsr decodes (a gAMA of 0.00001, a gamma of 0)."""
+    try:
+        decoder(curve)
+    except ValueError:
+        return StatedCurve("srgb", f"{source}: {curve} is no usable curve: sRGB assumed")
+    return StatedCurve(curve, source)
 
 
 def _power(exponent: float) -> str:

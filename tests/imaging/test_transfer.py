@@ -84,6 +84,7 @@ def test_camera_jpegs_in_srgb_say_so_and_a_png_that_states_nothing_is_srgb(data_
 @pytest.mark.parametrize("chunks,curve,source", [
     ([(b"gAMA", struct.pack(">I", 45455))], "power:2.19998", "PNG gAMA 0.45455"),
     ([(b"gAMA", struct.pack(">I", 100000))], "linear", "PNG gAMA 1"),
+    ([(b"gAMA", struct.pack(">I", 1))], "srgb", "PNG gAMA 1e-05: power:100000 is no usable curve: sRGB assumed"),
     ([(b"sRGB", b"\0"), (b"gAMA", struct.pack(">I", 45455))], "srgb", "PNG sRGB chunk"),  # sRGB overrides gAMA
     ([(b"cICP", bytes([1, 8, 0, 1])), (b"sRGB", b"\0")], "linear", "PNG cICP transfer characteristics 8"),
     ([(b"cICP", bytes([9, 16, 0, 1]))], "srgb", "PNG cICP transfer characteristics 16 (not a tone curve realsr "
@@ -135,6 +136,7 @@ def test_a_parametric_curve_of_no_named_family_is_decoded_as_stated(tmp_path):
     (rgb(sampled(np.linspace(0, 1, 256) ** 3 * 0.5 + np.linspace(0, 1, 256) * 0.5)), "sampled tone curve is none"),
     ({}, "no tone curve (TRC) tag"),
     (rgb(parametric(7, 2.2)), "could not be read (parametric curve of function type 7)"),
+    (rgb(gamma_curve(0)), "power:0 is no usable curve"),
 ])
 def test_a_profile_whose_curve_realsr_cannot_decode_falls_back_to_srgb_and_says_why(curves, why):
     stated = icc_curve(icc_profile(curves))
