@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..registration.luma import DECODE, decoder
+from .files import PNG_SIGNATURE
 
 ADOBE_RGB_GAMMA = 563 / 256  # Adobe RGB (1998) Color Image Encoding, 4.3.4.2: 2 51/256
 # H.273 transfer characteristics (a PNG cICP chunk) with a curve realsr decodes; PQ and HLG are not display-referred
@@ -29,7 +30,6 @@ CICP_CURVES = {1: "bt709", 6: "bt709", 14: "bt709", 15: "bt709", 13: "srgb", 8: 
 # A sampled ICC curve is taken as a named one when no sample is further from it than this (of full scale): 1/4 of
 # an 8-bit step, below anything a 16-bit quantisation of the named curve leaves.
 TABLE_TOLERANCE = 1e-3
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def stated_curve(path: str | os.PathLike) -> StatedCurve:
     with open(path, "rb") as stream:
         head = stream.read(16)
         stream.seek(0)
-        if head.startswith(_PNG_SIGNATURE):
+        if head.startswith(PNG_SIGNATURE):
             return _png_curve(stream)
         if head.startswith(b"\xff\xd8"):
             stated = _jpeg_profile(stream)
