@@ -30,6 +30,10 @@ CICP_CURVES = {1: "bt709", 6: "bt709", 14: "bt709", 15: "bt709", 13: "srgb", 8: 
 # A sampled ICC curve is taken as a named one when no sample is further from it than this (of full scale): 1/4 of
 # an 8-bit step, below anything a 16-bit quantisation of the named curve leaves.
 TABLE_TOLERANCE = 1e-3
+# The most a PNG iCCP chunk is inflated to: what JPEG's 255 APP2 markers of 65,519 bytes can carry, far above any
+# matrix/TRC profile (a few kB; LUT profiles reach a few MB). A chunk that inflates further (a decompression bomb,
+# a few kB on disk) is not read, so a crafted capture cannot take align's memory.
+MAX_PROFILE_BYTES = 255 * 65519
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,16 @@ def _png_curve(stream) -> StatedCurve:
     if b"iCCP" in found:
         data = found[b"iCCP"]
         name, _, rest = data.partition(b"\0")
+        inflate = zlib.decompressobj()
         try:
-            return icc_curve(zlib.decompress(rest[1:]), f"PNG ICC profile {name.decode('latin-1')!r}")
+            profile = inflate.decompress(rest[1:], MAX_PROFILE_BYTES)
         except zlib.error as exc:
             return StatedCurve("srgb", f"PNG iCCP chunk could not be read ({exc}): sRGB assumed")
+        if not inflate.eof:
+            why = (f"inflates to more than {MAX_PROFILE_BYTES:,} bytes" if len(profile) == MAX_PROFILE_BYTES
+                   else "could not be read (truncated)")
+            return StatedCurve("srgb", f"PNG iCCP chunk {why}: sRGB assumed")
+        return icc_curve(profile, f"PNG ICC profile {name.decode('latin-1')!r}")
     if b"sRGB" in found:
         return StatedCurve("srgb", "PNG sRGB chunk")
     if b"gAMA" in found and len(found[b"gAMA"]) == 4:

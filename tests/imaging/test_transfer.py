@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import with_png_chunks
-from realsr_tools.imaging.transfer import ADOBE_RGB_GAMMA, icc_curve, stated_curve
+from realsr_tools.imaging.transfer import ADOBE_RGB_GAMMA, MAX_PROFILE_BYTES, icc_curve, stated_curve
 from realsr_tools.registration.luma import decoder, linear, srgb_to_linear
 
 # Real camera JPEGs of ../shared/data (exiftool: ColorSpace, InteropIndex; ICC_Profile).
@@ -91,6 +91,11 @@ def test_camera_jpegs_in_srgb_say_so_and_a_png_that_states_nothing_is_srgb(data_
                                                 "decodes): sRGB assumed"),
     ([(b"iCCP", b"ProPhoto\0\0" + zlib.compress(icc_profile(rgb(gamma_curve(1.8)), "ProPhoto RGB"))),
       (b"gAMA", struct.pack(">I", 45455))], "power:1.80078", "PNG ICC profile 'ProPhoto' 'ProPhoto RGB'"),
+    # a decompression bomb (20 kB that inflate past any profile) and a truncated profile: read no further
+    ([(b"iCCP", b"bomb\0\0" + zlib.compress(b"\0" * (MAX_PROFILE_BYTES + 1), 9))], "srgb",
+     f"PNG iCCP chunk inflates to more than {MAX_PROFILE_BYTES:,} bytes: sRGB assumed"),
+    ([(b"iCCP", b"cut\0\0" + zlib.compress(icc_profile(rgb(gamma_curve(1.8))))[:-20])], "srgb",
+     "PNG iCCP chunk could not be read (truncated): sRGB assumed"),
 ])
 def test_each_way_a_png_states_its_curve(tmp_path, png_bytes, chunks, curve, source):
     path = tmp_path / "capture.png"
