@@ -243,7 +243,8 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...], roo
     curves = sorted({c.curve for c in usable if c.curve})
     if len(curves) > 1:
         scene.problems.append(f"the captures state different transfer curves ({', '.join(curves)}): each is "
-                              "registered in its own linear light, but the written LR and HR keep their own encodings")
+                              "registered in its own linear light and the written LR is re-encoded into the HR's curve, but "
+                              "their primaries (Adobe RGB, sRGB) are not converted")
     if len(usable) < 2:
         scene.problems.append(f"only {len(usable)} usable capture(s); a scene needs two focal lengths")
         return scene

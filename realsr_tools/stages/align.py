@@ -24,7 +24,7 @@ from ..registration import check_registration, distortion_check, register_captur
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
-from ..registration.luma import decoder, linear, linear_area_downscale
+from ..registration.luma import decoder, linear, linear_area_downscale, reencoded
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
@@ -879,6 +879,13 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
         hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
         lr_float = to_float(lr_crop)
+        # The corrected LR is written in the HR's encoding: where the two captures state different curves (an Adobe
+        # RGB camera JPEG beside an sRGB one) no per-channel gain and offset maps one onto the other (at an encoded
+        # 0.1 they are 0.63 apart in light). Primaries are not converted.
+        converted = s.photometric and curves[0] != curves[1]
+        if converted:
+            lr_float = reencoded(lr_float, curves[0], curves[1])
+        lr_curve = curves[1] if converted else curves[0]
         model = fit_photometric(lr_float, hr_on_lr) if s.photometric else PhotometricModel.identity()
         lr_out = model.apply(lr_float) if s.photometric else lr_crop
         lr_check = np.clip(lr_out, 0, 1) if s.photometric else lr_float
@@ -886,7 +893,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         # sensor does. Area-averaging encoded values widens a bright edge on a dark surround towards the dark side,
         # which read as 0.59 LR px of misalignment on a generator chart pair registered to 0.044 px (0.05 in linear
         # light).
-        lr_light = linear(lr_check, curves[0])
+        lr_light = linear(lr_check, lr_curve)
         hr_light_on_lr = linear_area_downscale(hr_out, curves[1], scale)
         # Quality on the central QUALITY_SIZE^2 LR pixels at most (SSIM and tile registration are the slow parts).
         cy, cx = max(0, (h - QUALITY_SIZE) // 2), max(0, (w - QUALITY_SIZE) // 2)
@@ -945,7 +952,9 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         "distortion": registration.distortion.to_dict() if registration.distortion else None,
         "lr_window": [int(x0), int(y0), int(w), int(h)],
         "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
-        "photometric": model.to_dict() | {"applied": s.photometric},
+        "photometric": model.to_dict() | {
+            "applied": s.photometric,
+            "reencoded": {"from": curves[0], "to": curves[1]} if converted else None},
         "quality": quality,
         "registration": registration.to_dict() | {
             # A pair written with its scene's chain keeps its own window's verdict (and its own registration).
