@@ -37,6 +37,14 @@ class Capture:
     focal_source: str | None  # "exif", "captures.csv" or None
     error: str | None = None
     curve: str | None = None  # the transfer curve a JPEG/PNG/TIFF states (imaging.transfer); None for RAW files
+    primaries: str | None = None  # the primaries stated beside it (realsr_tools.colour names)
+
+    @property
+    def encoding(self) -> str | None:
+        """The stated curve, and the primaries where they are not sRGB's (``power:2.19922 adobe-rgb``)."""
+        if self.curve is None:
+            return None
+        return self.curve + (f" {self.primaries}" if self.primaries not in (None, "srgb") else "")
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         rel = file.relative_to(root).as_posix()
         override = overrides.get(rel, {})
         error = None
-        focal = camera = source = curve = None
+        focal = camera = source = curve = primaries = None
         # A damaged file still takes its place in the scene (its focal length from EXIF, which sits at the start of
         # the file, or from captures.csv): it must never let another capture silently become the HR. Its pairs fail
         # in align with the reason.
@@ -183,12 +191,13 @@ def discover(root: Path | str, *, tracks: Iterable[int] = TRACKS) -> CaptureSet:
         except RealsrError as exc:
             error = error or str(exc)
         if not is_raw(file) and error is None:
-            curve = stated_curve(file).curve
+            stated = stated_curve(file)
+            curve, primaries = stated.curve, stated.primaries
         if override.get("focal_mm") is not None:
             focal, source = override["focal_mm"], CAPTURES_CSV
         camera = override.get("camera") or camera
         folder = PurePosixPath(rel).parent.as_posix()
-        by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error, curve))
+        by_folder.setdefault(folder, []).append(Capture(rel, focal, camera, source, error, curve, primaries))
     scenes = [_plan_scene(name, captures, tuple(tracks), root) for name, captures in sorted(by_folder.items())]
     missing = sorted(set(overrides) - known)
     if missing:
@@ -240,11 +249,10 @@ def _plan_scene(name: str, captures: list[Capture], tracks: tuple[int, ...], roo
     if len(cameras) > 1:
         scene.problems.append(f"mixed cameras in one scene ({', '.join(cameras)}); only captures of the HR "
                               "capture's camera are paired")
-    curves = sorted({c.curve for c in usable if c.curve})
-    if len(curves) > 1:
-        scene.problems.append(f"the captures state different transfer curves ({', '.join(curves)}): each is "
-                              "registered in its own linear light and the written LR is re-encoded into the HR's curve, but "
-                              "their primaries (Adobe RGB, sRGB) are not converted")
+    encodings = sorted({c.encoding for c in usable if c.encoding})
+    if len(encodings) > 1:
+        scene.problems.append(f"the captures state different encodings ({', '.join(encodings)}): each is registered "
+                              "in its own linear light and the written LR is re-encoded into the HR's")
     if len(usable) < 2:
         scene.problems.append(f"only {len(usable)} usable capture(s); a scene needs two focal lengths")
         return scene

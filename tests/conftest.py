@@ -42,6 +42,37 @@ def with_png_chunks(png: bytes, *chunks: tuple[bytes, bytes]) -> bytes:
     return png[:33] + extra + png[33:]
 
 
+def icc_profile(curves: dict[bytes, bytes], description: str = "test profile") -> bytes:
+    """A minimal ICC v2 display profile: header, tag table, a textDescription and the given tags (TRC curves,
+    colorants)."""
+    text = description.encode("latin-1") + b"\0"
+    tags = {b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79, **curves}
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += struct.pack(">4sII", signature, offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I", size) + b"none" + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def gamma_curve(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def rgb(trc: bytes) -> dict[bytes, bytes]:
+    return {b"rTRC": trc, b"gTRC": trc, b"bTRC": trc}
+
+
+def colorants(matrix: np.ndarray) -> dict[bytes, bytes]:
+    """rXYZ, gXYZ, bXYZ tags (XYZType, s15Fixed16) of a linear-RGB-to-XYZ (D50) matrix's columns."""
+    return {key: b"XYZ \0\0\0\0" + struct.pack(">3i", *np.round(np.asarray(matrix)[:, k] * 65536).astype(int))
+            for k, key in enumerate((b"rXYZ", b"gXYZ", b"bXYZ"))}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread: on a loaded 2-core machine OpenMP's spinning threads make CPU torch many times slower."""

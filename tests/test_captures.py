@@ -26,7 +26,9 @@ def test_scenes_pairs_and_problems(capture_dir):
     # The Canon JPEG is Adobe RGB by its EXIF (uncalibrated, R03), the Nikon's profile sRGB; the PNGs state nothing.
     assert {Path(c.path).name: c.curve for c in scenes["mixed"].captures} == {
         "canon_5dmk3_K6A7946_720.JPG": "power:2.19922", "Nikon_D70.jpg": "srgb"}
-    assert any("state different transfer curves (power:2.19922, srgb)" in p for p in scenes["mixed"].problems)
+    assert {Path(c.path).name: c.primaries for c in scenes["mixed"].captures} == {
+        "canon_5dmk3_K6A7946_720.JPG": "adobe-rgb", "Nikon_D70.jpg": "srgb"}
+    assert any("state different encodings (power:2.19922 adobe-rgb, srgb)" in p for p in scenes["mixed"].problems)
     assert {c.curve for c in s1.captures} == {"srgb"}
 
 

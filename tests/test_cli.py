@@ -32,7 +32,7 @@ def test_inspect_table_lists_pairs_and_problems(capture_dir):
     assert all(f"x{s}" in result.output for s in (2, 3, 4))
     assert "3 pair(s)" in result.output and "problem(s)" in result.output
     # The Canon JPEG of the mixed scene is Adobe RGB by its EXIF: its curve beside it, the scene's mix a problem.
-    assert "power:2.19922" in result.output and "state different transfer curves" in result.output
+    assert "power:2.19922 adobe-rgb" in result.output and "state different encodings" in result.output
 
 
 def test_inspect_bad_input_is_one_red_line_and_exit_2(tmp_path):

@@ -40,6 +40,11 @@ class RawRendering:
     color_space: Literal["srgb", "adobe", "prophoto", "raw"] = "srgb"
     demosaic: Literal["ahd", "dcb", "dht", "aahd", "vng", "ppg", "linear"] = "ahd"
 
+    @property
+    def primaries(self) -> str:
+        """The output primaries as :mod:`realsr_tools.colour` names them (``unknown``: camera RGB)."""
+        return {"srgb": "srgb", "adobe": "adobe-rgb", "prophoto": "prophoto"}.get(self.color_space, "unknown")
+
     def postprocess_kwargs(self) -> dict:
         import rawpy
 

@@ -27,6 +27,7 @@ ADOBE_RGB_GAMMA = 563 / 256  # Adobe RGB (1998) Color Image Encoding, 4.3.4.2: 2
 # tone curves of a still capture and are left to the sRGB assumption, said so in the record.
 CICP_CURVES = {1: "bt709", 6: "bt709", 14: "bt709", 15: "bt709", 13: "srgb", 8: "linear", 4: "power:2.2",
                5: "power:2.8"}
+CICP_PRIMARIES = {1: "srgb", 9: "bt2020", 12: "display-p3"}  # H.273 colour primaries
 # A sampled ICC curve is taken as a named one when no sample is further from it than this (of full scale): 1/4 of
 # an 8-bit step, below anything a 16-bit quantisation of the named curve leaves.
 TABLE_TOLERANCE = 1e-3
@@ -38,10 +39,12 @@ MAX_PROFILE_BYTES = 255 * 65519
 
 @dataclass(frozen=True)
 class StatedCurve:
-    """A capture's transfer curve (a :func:`realsr_tools.registration.luma.decoder` name) and where it came from."""
+    """A capture's transfer curve (a :func:`realsr_tools.registration.luma.decoder` name), where it came from, and
+    the primaries the file states beside it (a :mod:`realsr_tools.colour` name; sRGB's where it states none)."""
 
     curve: str
     source: str
+    primaries: str = "srgb"
 
 
 def stated_curve(path: str | os.PathLike) -> StatedCurve:
@@ -77,14 +80,15 @@ def icc_curve(profile: bytes, name: str = "ICC profile") -> StatedCurve:
         if not curves:
             return StatedCurve("srgb", f"{label} has no tone curve (TRC) tag, only lookup tables: sRGB assumed")
         names = {_trc_curve(curve) for curve in curves}
+        primaries = _icc_primaries(tags)
     except (struct.error, IndexError, ValueError) as exc:
         return StatedCurve("srgb", f"{name} could not be read ({exc}): sRGB assumed")
     if len(names) > 1:
-        return StatedCurve("srgb", f"{label} has a different tone curve per channel: sRGB assumed")
+        return StatedCurve("srgb", f"{label} has a different tone curve per channel: sRGB assumed", primaries)
     curve = names.pop()
     if curve is None:
-        return StatedCurve("srgb", f"{label}: its sampled tone curve is none realsr decodes: sRGB assumed")
-    return _decodable(curve, label)
+        return StatedCurve("srgb", f"{label}: its sampled tone curve is none realsr decodes: sRGB assumed", primaries)
+    return _decodable(curve, label, primaries)
 
 
 def _png_curve(stream) -> StatedCurve:
@@ -98,17 +102,17 @@ def _png_curve(stream) -> StatedCurve:
         length, kind = struct.unpack(">I4s", header)
         if kind in (b"IDAT", b"IEND"):
             break
-        if kind in (b"cICP", b"iCCP", b"sRGB", b"gAMA"):
+        if kind in (b"cICP", b"iCCP", b"sRGB", b"gAMA", b"cHRM"):
             found[kind] = stream.read(length)
             stream.seek(4, os.SEEK_CUR)
         else:
             stream.seek(length + 4, os.SEEK_CUR)
     if b"cICP" in found and len(found[b"cICP"]) >= 2:
-        code = found[b"cICP"][1]
+        primaries, code = CICP_PRIMARIES.get(found[b"cICP"][0], "srgb"), found[b"cICP"][1]
         if code in CICP_CURVES:
-            return StatedCurve(CICP_CURVES[code], f"PNG cICP transfer characteristics {code}")
+            return StatedCurve(CICP_CURVES[code], f"PNG cICP transfer characteristics {code}", primaries)
         return StatedCurve("srgb", f"PNG cICP transfer characteristics {code} (not a tone curve realsr decodes): "
-                                   "sRGB assumed")
+                                   "sRGB assumed", primaries)
     if b"iCCP" in found:
         data = found[b"iCCP"]
         name, _, rest = data.partition(b"\0")
@@ -124,11 +128,38 @@ def _png_curve(stream) -> StatedCurve:
         return icc_curve(profile, f"PNG ICC profile {name.decode('latin-1')!r}")
     if b"sRGB" in found:
         return StatedCurve("srgb", "PNG sRGB chunk")
+    primaries = _chrm_primaries(found.get(b"cHRM", b""))
     if b"gAMA" in found and len(found[b"gAMA"]) == 4:
         gamma = struct.unpack(">I", found[b"gAMA"])[0] / 100000
         if gamma > 0:
-            return _decodable(_power(1 / gamma), f"PNG gAMA {gamma:g}")
-    return StatedCurve("srgb", "none stated: sRGB assumed")
+            return _decodable(_power(1 / gamma), f"PNG gAMA {gamma:g}", primaries)
+    return StatedCurve("srgb", "none stated: sRGB assumed", primaries)
+
+
+def _chrm_primaries(data: bytes) -> str:
+    """A PNG cHRM chunk's primaries (white, red, green, blue CIE xy, each times 100,000); sRGB's without one."""
+    from ..colour import primaries_from_chromaticities
+
+    if len(data) != 32:
+        return "srgb"
+    values = np.array(struct.unpack(">8I", data)) / 100000
+    white, red, green, blue = values.reshape(4, 2)
+    if (values[1::2] <= 0).any() or (values.reshape(4, 2).sum(axis=1) > 1).any():
+        return "srgb"  # not chromaticities of real colours
+    try:
+        return primaries_from_chromaticities(red, green, blue, white)
+    except np.linalg.LinAlgError:
+        return "srgb"
+
+
+def _icc_primaries(tags: dict[bytes, bytes]) -> str:
+    """An RGB profile's colorants (its rXYZ, gXYZ, bXYZ tags: XYZ D50 of each primary); sRGB's without them."""
+    from ..colour import primaries_name
+
+    if not all(key in tags for key in (b"rXYZ", b"gXYZ", b"bXYZ")):
+        return "srgb"
+    columns = [np.array(struct.unpack(">3i", tags[key][8:20])) / 65536 for key in (b"rXYZ", b"gXYZ", b"bXYZ")]
+    return primaries_name(np.stack(columns, axis=1))
 
 
 def _jpeg_profile(stream) -> StatedCurve | None:
@@ -175,21 +206,21 @@ def _exif_curve(stream) -> StatedCurve:
         return StatedCurve("srgb", "EXIF colour space sRGB")
     if values[0] == 0xFFFF and index == "R03":
         return StatedCurve(_power(ADOBE_RGB_GAMMA), "EXIF colour space uncalibrated, interoperability index R03 "
-                                                    "(Adobe RGB)")
+                                                    "(Adobe RGB)", "adobe-rgb")
     if values[0] == 2:  # not in the EXIF standard; some cameras and editors write it for Adobe RGB (exiftool)
-        return StatedCurve(_power(ADOBE_RGB_GAMMA), "EXIF colour space 2 (Adobe RGB)")
+        return StatedCurve(_power(ADOBE_RGB_GAMMA), "EXIF colour space 2 (Adobe RGB)", "adobe-rgb")
     if values[0] == 0xFFFF:
         return StatedCurve("srgb", "EXIF colour space uncalibrated, no profile: sRGB assumed")
     return StatedCurve("srgb", "none stated: sRGB assumed")
 
 
-def _decodable(curve: str, source: str) -> StatedCurve:
+def _decodable(curve: str, source: str, primaries: str = "srgb") -> StatedCurve:
     """``curve`` as stated, unless it is out of what realsr decodes (a gAMA of 0.00001, a gamma of 0)."""
     try:
         decoder(curve)
     except ValueError:
-        return StatedCurve("srgb", f"{source}: {curve} is no usable curve: sRGB assumed")
-    return StatedCurve(curve, source)
+        return StatedCurve("srgb", f"{source}: {curve} is no usable curve: sRGB assumed", primaries)
+    return StatedCurve(curve, source, primaries)
 
 
 def _power(exponent: float) -> str:

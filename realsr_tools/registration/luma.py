@@ -150,12 +150,6 @@ def encoded(light: np.ndarray, curve: str) -> np.ndarray:
     return out
 
 
-def reencoded(image: np.ndarray, source: str, target: str) -> np.ndarray:
-    """float32 copy of ``image`` (uint8/uint16/float32, encoded with the curve ``source``) encoded with ``target``
-    instead: the same light, another encoding."""
-    return encoded(linear(image, source), target)
-
-
 def linear_area_downscale(image: np.ndarray, curve: str, factor: int, *, strip: int = 256) -> np.ndarray:
     """Linear light of ``image`` (:func:`linear`) averaged over ``factor x factor`` blocks, as a sensor with
     ``factor`` times larger pixels integrates it; float32. Decoded ``strip`` output rows at a time, so a 24-MP

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..colour import conversion, convert_encoding
 from ..errors import RegistrationError
 from ..geometry import RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
@@ -24,7 +25,7 @@ from ..registration import check_registration, distortion_check, register_captur
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
-from ..registration.luma import decoder, linear, linear_area_downscale, reencoded
+from ..registration.luma import decoder, linear, linear_area_downscale
 
 QUALITY_SIZE = 1024  # SSIM and residual shift are measured on the central QUALITY_SIZE^2 LR pixels at most
 OUTPUT_KEYS = ("lr", "hr")
@@ -366,10 +367,19 @@ def capture_curve(path: Path, settings: AlignSettings) -> StatedCurve:
     from ..imaging import is_raw
 
     if is_raw(path):
-        return StatedCurve(settings.raw.gamma, "RAW rendering (--raw-gamma)")
+        return StatedCurve(settings.raw.gamma, "RAW rendering (--raw-gamma)", settings.raw.primaries)
     if settings.raster_curve != "auto":
-        return StatedCurve(settings.raster_curve, "--raster-curve")
+        return StatedCurve(settings.raster_curve, "--raster-curve", stated_curve(path).primaries)
     return stated_curve(path)
+
+
+def _reencoding(stated: tuple[StatedCurve, StatedCurve]) -> dict[str, list[str] | None] | None:
+    """What moves the LR (``stated[0]``) into the HR's encoding: the two curves where they differ, the two primaries
+    where they differ and both are known; None where nothing does."""
+    lr, hr = stated
+    curve = [lr.curve, hr.curve] if lr.curve != hr.curve else None
+    primaries = [lr.primaries, hr.primaries] if conversion(lr.primaries, hr.primaries) is not None else None
+    return {"curve": curve, "primaries": primaries} if curve or primaries else None
 
 
 def _curve(record: dict[str, Any], settings: AlignSettings) -> str:
@@ -879,13 +889,13 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
         hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
         lr_float = to_float(lr_crop)
-        # The corrected LR is written in the HR's encoding: where the two captures state different curves (an Adobe
-        # RGB camera JPEG beside an sRGB one) no per-channel gain and offset maps one onto the other (at an encoded
-        # 0.1 they are 0.63 apart in light). Primaries are not converted.
-        converted = s.photometric and curves[0] != curves[1]
-        if converted:
-            lr_float = reencoded(lr_float, curves[0], curves[1])
-        lr_curve = curves[1] if converted else curves[0]
+        # The corrected LR is written in the HR's encoding: where the two captures state different curves or
+        # primaries (an Adobe RGB camera JPEG beside an sRGB one) no per-channel gain and offset maps one onto the
+        # other (at an encoded 0.1 the two curves are 0.63 apart in light).
+        reencoded = _reencoding(stated) if s.photometric else None
+        if reencoded:
+            lr_float = convert_encoding(lr_float, (curves[0], stated[0].primaries), (curves[1], stated[1].primaries))
+        lr_curve = curves[1] if reencoded else curves[0]
         model = fit_photometric(lr_float, hr_on_lr) if s.photometric else PhotometricModel.identity()
         lr_out = model.apply(lr_float) if s.photometric else lr_crop
         lr_check = np.clip(lr_out, 0, 1) if s.photometric else lr_float
@@ -954,7 +964,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         "lr": f"LR/{stem}", "hr": f"HR/{stem}", "mask": None, "preview": preview_path,
         "photometric": model.to_dict() | {
             "applied": s.photometric,
-            "reencoded": {"from": curves[0], "to": curves[1]} if converted else None},
+            "reencoded": reencoded},
         "quality": quality,
         "registration": registration.to_dict() | {
             # A pair written with its scene's chain keeps its own window's verdict (and its own registration).

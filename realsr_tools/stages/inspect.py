@@ -16,8 +16,8 @@ def run_inspect(capture_dir: Path | str) -> CaptureSet:
 
 
 def print_inspection(found: CaptureSet, capture_dir: Path | str, out: Console) -> None:
-    """One table row per scene (captures with focal lengths and any transfer curve other than sRGB, the HR capture,
-    the pairs), then the problems."""
+    """One table row per scene (captures with focal lengths and any encoding other than sRGB, the HR capture, the
+    pairs), then the problems."""
     table = Table(title=f"Scenes in {capture_dir}", show_lines=True)
     for column in ("scene", "camera", "captures (focal mm)", "HR", "pairs (scale)"):
         table.add_column(column, overflow="fold")
@@ -27,7 +27,7 @@ def print_inspection(found: CaptureSet, capture_dir: Path | str, out: Console) -
         captures = "\n".join(
             (f"{Path(c.path).name} ({c.focal_mm:g}{'*' if c.focal_source == 'captures.csv' else ''})"
              if c.focal_mm else f"{Path(c.path).name} ([red]?[/])")
-            + (f" {c.curve}" if c.curve not in (None, "srgb") else "") for c in scene.captures)
+            + (f" {c.encoding}" if c.encoding not in (None, "srgb") else "") for c in scene.captures)
         pairs = "\n".join(f"{Path(p.lr).name} x{p.scale} ({p.focal_ratio:.2f})" for p in scene.pairs) or "[red]none"
         table.add_row(scene.name, scene.camera or "?", captures, Path(scene.hr).name if scene.hr else "-", pairs)
     out.print(table)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import with_png_chunks
+from conftest import colorants, gamma_curve, icc_profile, rgb, with_png_chunks
 from realsr_tools.imaging.transfer import ADOBE_RGB_GAMMA, MAX_PROFILE_BYTES, icc_curve, stated_curve
 from realsr_tools.registration.luma import decoder, linear, srgb_to_linear
 
@@ -21,26 +21,6 @@ SRGB_JPEGS = {"exif_jpeg/digicam_corpus/nikon_d90_DSC_0011.JPG": "EXIF colour sp
               "exif_jpeg/exif_samples/Canon_40D.jpg": "ICC profile 'sRGB IEC61966-2.1'"}  # a 1024-sample curve
 
 
-def icc_profile(curves: dict[bytes, bytes], description: str = "test profile") -> bytes:
-    """A minimal ICC v2 display profile: header, tag table, a textDescription and the given TRC tags."""
-    text = description.encode("latin-1") + b"\0"
-    tags = {b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79, **curves}
-    offset = 128 + 4 + 12 * len(tags)
-    table, data = b"", b""
-    for signature, body in tags.items():
-        body += b"\0" * (-len(body) % 4)
-        table += struct.pack(">4sII", signature, offset + len(data), len(body))
-        data += body
-    size = offset + len(data)
-    header = struct.pack(">I", size) + b"none" + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
-    header += b"\0" * (128 - len(header))
-    return header + struct.pack(">I", len(tags)) + table + data
-
-
-def gamma_curve(gamma: float) -> bytes:
-    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
-
-
 def parametric(function: int, *params: float) -> bytes:
     return b"para\0\0\0\0" + struct.pack(">H2x", function) + b"".join(struct.pack(">i", round(p * 65536))
                                                                        for p in params)
@@ -48,10 +28,6 @@ def parametric(function: int, *params: float) -> bytes:
 
 def sampled(values: np.ndarray) -> bytes:
     return b"curv\0\0\0\0" + struct.pack(">I", len(values)) + np.round(values * 65535).astype(">u2").tobytes()
-
-
-def rgb(trc: bytes) -> dict[bytes, bytes]:
-    return {b"rTRC": trc, b"gTRC": trc, b"bTRC": trc}
 
 
 def with_jpeg_app2(jpeg: bytes, profile: bytes, size: int = 4000) -> bytes:
@@ -71,14 +47,16 @@ def png_bytes():
 def test_a_camera_jpeg_in_adobe_rgb_is_decoded_with_its_power(data_dir, name):
     stated = stated_curve(data_dir / name)
     assert stated.curve == f"power:{ADOBE_RGB_GAMMA:.6g}" and "R03" in stated.source and "Adobe RGB" in stated.source
+    assert stated.primaries == "adobe-rgb"
 
 
 @pytest.mark.parametrize("name", sorted(SRGB_JPEGS))
 def test_camera_jpegs_in_srgb_say_so_and_a_png_that_states_nothing_is_srgb(data_dir, name):
     assert stated_curve(data_dir / name).curve == "srgb"
     assert stated_curve(data_dir / name).source == SRGB_JPEGS[name]
+    assert stated_curve(data_dir / name).primaries == "srgb"  # Canon_40D's profile's colorants are sRGB's
     plain = stated_curve(data_dir / "pairs" / "realsr_x4" / "HR" / "Canon_001_LR4.png")
-    assert (plain.curve, plain.source) == ("srgb", "none stated: sRGB assumed")
+    assert (plain.curve, plain.source, plain.primaries) == ("srgb", "none stated: sRGB assumed", "srgb")
 
 
 @pytest.mark.parametrize("chunks,curve,source", [
@@ -181,3 +159,39 @@ def test_a_stated_power_decodes_to_its_linear_light():
     for bad in ("power", "power:0", "power:x", "para:1,2", "gamma2.2"):
         with pytest.raises(ValueError, match="unknown transfer curve"):
             decoder(bad)
+
+
+# Adobe RGB (1998) and a wide space of no name, linear RGB -> XYZ D50 (brucelindbloom.com), as profile colorants.
+ADOBE_D50 = np.array([[0.6097, 0.2053, 0.1492], [0.3111, 0.6257, 0.0632], [0.0195, 0.0609, 0.7446]])
+
+
+def chrm(white, red, green, blue) -> tuple[bytes, bytes]:
+    return b"cHRM", struct.pack(">8I", *(round(v * 100000) for xy in (white, red, green, blue) for v in xy))
+
+
+@pytest.mark.parametrize("chunks,primaries", [
+    ([(b"iCCP", b"Adobe\0\0" + zlib.compress(icc_profile(rgb(gamma_curve(2.2)) | colorants(ADOBE_D50))))],
+     "adobe-rgb"),
+    ([(b"cICP", bytes([9, 14, 0, 1]))], "bt2020"),
+    ([(b"cICP", bytes([12, 13, 0, 1]))], "display-p3"),
+    ([(b"gAMA", struct.pack(">I", 45455)), chrm((0.3127, 0.329), (0.68, 0.32), (0.265, 0.69), (0.15, 0.06))],
+     "display-p3"),
+    ([chrm((0.3127, 0.329), (0.64, 0.33), (0.3, 0.6), (0.15, 0.06))], "srgb"),
+    ([chrm((0, 0), (0, 0), (0, 0), (0, 0))], "srgb"),  # no real colours: assumed sRGB
+    ([(b"sRGB", b"\0"), chrm((0.3127, 0.329), (0.68, 0.32), (0.265, 0.69), (0.15, 0.06))], "srgb"),
+])
+def test_each_way_a_png_states_its_primaries(tmp_path, png_bytes, chunks, primaries):
+    path = tmp_path / "capture.png"
+    path.write_bytes(with_png_chunks(png_bytes, *chunks))
+    assert stated_curve(path).primaries == primaries
+
+
+def test_a_tiff_s_profile_colorants_are_its_primaries(tmp_path):
+    import tifffile
+
+    for name, matrix, expected in (("adobe", ADOBE_D50, "adobe-rgb"),
+                                   ("wide", ADOBE_D50 * [1.1, 0.95, 0.9], "xyz:0.67067,0.19504,0.13428,")):
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint16), photometric="rgb",
+                         iccprofile=icc_profile(rgb(gamma_curve(2.2)) | colorants(matrix)))
+        assert stated_curve(path).primaries.startswith(expected)
