@@ -142,11 +142,12 @@ def encoded(light: np.ndarray, curve: str) -> np.ndarray:
     in row strips of a few MB, so a 24-MP window has no float64 copy."""
     decoded, grid = _inverse_table(curve)
     light = np.asarray(light, np.float32)
+    if light.ndim == 0:
+        return np.float32(np.interp(np.clip(light, 0.0, 1.0), decoded, grid))
     out = np.empty(light.shape, np.float32)
-    rows = max(1, FLOAT_STRIP_VALUES // max(1, light[0].size)) if light.ndim else 1
-    for top in range(0, max(1, light.shape[0]) if light.ndim else 1, rows):
-        part = (slice(top, top + rows),) if light.ndim else ()
-        out[part] = np.interp(np.clip(light[part], 0.0, 1.0), decoded, grid)
+    rows = max(1, FLOAT_STRIP_VALUES // max(1, light[0].size))
+    for top in range(0, light.shape[0], rows):
+        out[top:top + rows] = np.interp(np.clip(light[top:top + rows], 0.0, 1.0), decoded, grid)
     return out
 
 

@@ -891,7 +891,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         lr_float = to_float(lr_crop)
         # The corrected LR is written in the HR's encoding: where the two captures state different curves or
         # primaries (an Adobe RGB camera JPEG beside an sRGB one) no per-channel gain and offset maps one onto the
-        # other (at an encoded 0.1 the two curves are 0.63 apart in light).
+        # other (at an encoded 0.1 Adobe RGB's curve gives 0.63 times the light sRGB's does).
         reencoded = _reencoding(stated) if s.photometric else None
         if reencoded:
             lr_float = convert_encoding(lr_float, (curves[0], stated[0].primaries), (curves[1], stated[1].primaries))
