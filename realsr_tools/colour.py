@@ -93,16 +93,23 @@ def conversion(source: str, target: str) -> np.ndarray | None:
     return None if np.allclose(matrix, np.eye(3), atol=1e-6) else matrix
 
 
-def convert_encoding(image: np.ndarray, source: tuple[str, str], target: tuple[str, str]) -> np.ndarray:
-    """float32 copy of ``image`` (uint8 / uint16 / float32 RGB, encoded with the transfer curve and primaries
-    ``source``) encoded with ``target``'s: the same light, another encoding. Values out of the target's gamut (a
-    saturated Adobe RGB green in sRGB) are clipped to [0, 1] in linear light."""
+def convert_encoding(image: np.ndarray, source: tuple[str, str], target: tuple[str, str], *,
+                     dtype: type = np.float32) -> np.ndarray:
+    """``image`` (uint8 / uint16 / float32 RGB, encoded with the transfer curve and primaries ``source``) encoded with
+    ``target``'s: the same light, another encoding, as float32 in [0, 1] or rounded ``uint16``. Values out of the
+    target's gamut (a saturated Adobe RGB green in sRGB) are clipped in linear light. Converted in row strips of a few
+    MB, so a 24-MP frame never has a float copy whole."""
     import cv2
 
-    from .registration.luma import encoded, linear
+    from .registration.luma import FLOAT_STRIP_VALUES, encoded, linear
 
-    light = linear(image, source[0])
     matrix = conversion(source[1], target[1])
-    if matrix is not None:
-        light = cv2.transform(light, matrix.astype(np.float32))
-    return encoded(light, target[0])
+    out = np.empty(image.shape, dtype)
+    rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+    for top in range(0, image.shape[0], rows):
+        light = linear(image[top:top + rows], source[0])
+        if matrix is not None:
+            light = cv2.transform(light, matrix.astype(np.float32))
+        strip = encoded(light, target[0])
+        out[top:top + rows] = strip if dtype == np.float32 else np.rint(strip * np.float32(np.iinfo(dtype).max))
+    return out

@@ -288,7 +288,6 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
     """Register a scene's written LR captures to each other, judge each pair by them, and register a pair they
     outvote again from where they put it (a worker task; :func:`_realign_from_scene`). Returns each member's
     ``consistency`` record field with, for a pair registered again, its new record (else ``None``)."""
-    from ..imaging import read_pixels
     from ..pipeline.runner import one_blas_thread
     from ..registration import consistency
 
@@ -303,8 +302,8 @@ def check_scene(members: list[dict[str, Any]], settings: AlignSettings) -> list[
         for wide, narrow in plan:
             try:
                 # Only the two captures this comparison needs are held (24-MP frames).
-                pixels = {i: pixels[i] if i in pixels else read_pixels(
-                    settings.capture_dir / members[i]["lr_source"], raw=settings.raw) for i in (wide, narrow)}
+                pixels = {i: pixels[i] if i in pixels else read_comparable(members[i], settings)
+                          for i in (wide, narrow)}
             except failures as exc:
                 comparisons.append(consistency.Comparison(wide, narrow, error=str(exc)))
                 continue
@@ -371,6 +370,25 @@ def capture_curve(path: Path, settings: AlignSettings) -> StatedCurve:
     if settings.raster_curve != "auto":
         return StatedCurve(settings.raster_curve, "--raster-curve", stated_curve(path).primaries)
     return stated_curve(path)
+
+
+def in_hr_primaries(pixels: np.ndarray, own: StatedCurve, hr: StatedCurve) -> np.ndarray:
+    """An LR capture's pixels with its scene HR's primaries (its own curve; uint16, or float32 for float input),
+    where the two state different ones: registration, the scene check and the verifier compare the captures' linear
+    light channel by channel, and the grey of an Adobe RGB capture is not that of an sRGB one (a simulator pair
+    registered 0.13 LR px off, 0.007 compared in one set of primaries). ``pixels`` itself where nothing differs."""
+    if conversion(own.primaries, hr.primaries) is None:
+        return pixels
+    return convert_encoding(pixels, (own.curve, own.primaries), (own.curve, hr.primaries),
+                            dtype=np.float32 if pixels.dtype == np.float32 else np.uint16)
+
+
+def read_comparable(record: dict[str, Any], settings: AlignSettings) -> np.ndarray:
+    """A record's LR capture, read for comparison with the other captures of its scene (:func:`in_hr_primaries`)."""
+    from ..imaging import read_pixels
+
+    lr, hr = (settings.capture_dir / record[key] for key in ("lr_source", "hr_source"))
+    return in_hr_primaries(read_pixels(lr, raw=settings.raw), capture_curve(lr, settings), capture_curve(hr, settings))
 
 
 def _reencoding(stated: tuple[StatedCurve, StatedCurve]) -> dict[str, list[str] | None] | None:
@@ -699,7 +717,6 @@ def chain_refused_pair(task: tuple[dict[str, Any], list[dict[str, Any]]], settin
     Its window's own content could not fix the pair (too flat, or it matched wrong); the source's window covers
     the same HR field at a finer LR scale, and the two LR frames are registered over the whole of their overlap:
     generator hard seed 40's canon_g2 chart x4, refused for texture (0.89 LR px at the corners), through its x2."""
-    from ..imaging import read_pixels
     from ..pipeline.runner import one_blas_thread
     from ..registration import consistency
 
@@ -715,7 +732,7 @@ def chain_refused_pair(task: tuple[dict[str, Any], list[dict[str, Any]]], settin
                                   "consistency": checked | {"transferred": note | {"outcome": outcome}}}
 
     def read(i: int) -> np.ndarray:
-        return read_pixels(settings.capture_dir / ([*members, record][i]["lr_source"]), raw=settings.raw)
+        return read_comparable([*members, record][i], settings)
 
     with one_blas_thread():
         try:
@@ -861,11 +878,13 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     from ..verification import clipped_channels, measure_tiles, summarise
 
     hr_read = io_pool.submit(read_pixels, s.capture_dir / pair.hr, raw=s.raw)
-    lr_pixels = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
+    lr_captured = read_pixels(s.capture_dir / pair.lr, raw=s.raw)
     hr_pixels = hr_read.result()
-    # Registration compares linear light (blur acts there): each capture is decoded with its own transfer curve.
+    # Registration compares linear light (blur acts there): each capture is decoded with its own transfer curve,
+    # in the HR's primaries.
     stated = tuple(capture_curve(s.capture_dir / path, s) for path in (pair.lr, pair.hr))
     curves = tuple(curve.curve for curve in stated)
+    lr_pixels = in_hr_primaries(lr_captured, *stated)
     if fixed is None:
         registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
                                                        scene_start=scene_start)
@@ -886,18 +905,19 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
                               png_compression=PNG_COMPRESSION)
     lr_write = None
     try:
-        lr_crop = lr_pixels[y0:y0 + h, x0:x0 + w]
+        lr_crop, captured_crop = (pixels[y0:y0 + h, x0:x0 + w] for pixels in (lr_pixels, lr_captured))
         hr_on_lr = cv2.resize(to_float(hr_out), (w, h), interpolation=cv2.INTER_AREA)
         lr_float = to_float(lr_crop)
-        # The corrected LR is written in the HR's encoding: where the two captures state different curves or
-        # primaries (an Adobe RGB camera JPEG beside an sRGB one) no per-channel gain and offset maps one onto the
-        # other (at an encoded 0.1 Adobe RGB's curve gives 0.63 times the light sRGB's does).
+        # The corrected LR is written in the HR's encoding (its primaries are already the HR's): where the two
+        # captures state different curves or primaries (an Adobe RGB camera JPEG beside an sRGB one) no per-channel
+        # gain and offset maps one onto the other (at an encoded 0.1 Adobe RGB's curve gives 0.63 times the light
+        # sRGB's does).
         reencoded = _reencoding(stated) if s.photometric else None
-        if reencoded:
-            lr_float = convert_encoding(lr_float, (curves[0], stated[0].primaries), (curves[1], stated[1].primaries))
-        lr_curve = curves[1] if reencoded else curves[0]
+        if reencoded and reencoded["curve"]:
+            lr_float = convert_encoding(lr_float, (curves[0], stated[1].primaries), (curves[1], stated[1].primaries))
+        lr_curve = curves[1] if reencoded and reencoded["curve"] else curves[0]
         model = fit_photometric(lr_float, hr_on_lr) if s.photometric else PhotometricModel.identity()
-        lr_out = model.apply(lr_float) if s.photometric else lr_crop
+        lr_out = model.apply(lr_float) if s.photometric else captured_crop
         lr_check = np.clip(lr_out, 0, 1) if s.photometric else lr_float
         # Geometry is checked in linear light, as registered: the HR integrated over each LR pixel's area as the LR
         # sensor does. Area-averaging encoded values widens a bright edge on a dark surround towards the dark side,
@@ -913,7 +933,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         # anywhere it can be measured. An unmeasurable pair (flat or one-directional content that registration
         # still accepted) is kept and recorded as such: nothing contradicts its registration, and nothing confirms it.
         # Channels saturated in either capture, from their own values (the correction moves the LR's top value).
-        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr, clipped=clipped_channels(lr_crop, hr_out),
+        tiles, tile, blur = measure_tiles(lr_light, hr_light_on_lr, clipped=clipped_channels(captured_crop, hr_out),
                                           linear_light=True)
         verification = summarise(tiles, tile, lr_light.shape[:2], limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS,
                                  p95_factor=FIELD_P95_FACTOR, blur=blur)
@@ -972,7 +992,8 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
                                         else registration.uncertainty) > s.max_uncertainty),
             "grey_weights": [round(w, 4) for w in grey_weights],
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]},
-                     "curve_source": {"lr": stated[0].source, "hr": stated[1].source}}}
+                     "curve_source": {"lr": stated[0].source, "hr": stated[1].source},
+                     "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries}}}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }

@@ -314,6 +314,11 @@ def test_a_pair_whose_captures_state_different_encodings_is_written_in_the_hr_s(
     (record,) = read_manifest(out, stage="align").records
     assert record["status"] == "ok"
     assert record["photometric"]["reencoded"] == reencoded
+    assert record["registration"]["grey"]["primaries"] == {"lr": lr_encoding[1], "hr": "srgb"}
+    # Registered in one set of primaries: an Adobe RGB LR's grey is not an sRGB HR's (measured: 0.205 LR px off
+    # compared in each capture's own primaries, 0.024 in the HR's, as the 1/2.2-power LR).
+    truth = json.loads((root / "truth.json").read_text())["pairs"][record["lr_source"]]
+    assert registration_error(truth, record["lr_to_hr"], record["lr_window"], lr_distortion=record["distortion"]) < 0.05
     written_lr, written_hr = (to_float(read_pixels(out / record[kind])) for kind in ("lr", "hr"))
     h, w = written_lr.shape[:2]
     hr_on_lr = cv2.resize(written_hr, (w, h), interpolation=cv2.INTER_AREA)
@@ -331,8 +336,8 @@ def test_a_pair_whose_captures_state_different_encodings_is_written_in_the_hr_s(
         a, b = (cv2.GaussianBlur(x, (0, 0), 2.0) for x in (lr, hr_on_lr))
         return float(np.sqrt(np.mean((a - a.mean(axis=2, keepdims=True) - b + b.mean(axis=2, keepdims=True)) ** 2)))
 
-    # Measured (re-encoded / corrected in the LR's own encoding): Adobe RGB shadows 0.028 / -0.034, colour 0.0060 /
-    # 0.0172; the 1/2.2 power shadows 0.023 / 0.088, colour 0.0058 / 0.0048.
+    # Measured (re-encoded / corrected in the LR's own encoding): Adobe RGB shadows 0.027 / -0.044, colour 0.0058 /
+    # 0.0173; the 1/2.2 power shadows 0.023 / 0.088, colour 0.0058 / 0.0048.
     own_encoding = np.clip(fit_photometric(crop, hr_on_lr).apply(crop), 0, 1)
     assert abs(shadow_excess(written_lr)) < 0.05 and colour_misfit(written_lr) < 0.008
     if reencoded["primaries"]:
@@ -343,6 +348,41 @@ def test_a_pair_whose_captures_state_different_encodings_is_written_in_the_hr_s(
     align.run_align(root, tmp_path / "plain", scales=(2,), photometric=False, show_progress=False)
     (plain,) = read_manifest(tmp_path / "plain", stage="align").records
     assert plain["photometric"]["reencoded"] is None and plain["photometric"]["applied"] is False
+
+
+def test_a_scene_with_one_adobe_rgb_capture_registers_as_if_all_were_srgb(tmp_path, data_dir):
+    """Hard simulator scene, its x2 LR in Adobe RGB (ICC profile), the rest sRGB: every pair, and every comparison of
+    the scene check, in the HR's primaries, gives what the same scene all in sRGB gives (measured: the comparisons
+    through the x2 0.090 / 0.062 LR px compared in each capture's own primaries, 0.031 / 0.023 in the HR's)."""
+    import zlib
+
+    from conftest import colorants, gamma_curve, icc_profile, rgb, with_png_chunks
+    from realsr_tools.colour import convert_encoding, rgb_to_pcs
+
+    profile = icc_profile(rgb(gamma_curve(2.2)) | colorants(rgb_to_pcs("adobe-rgb")), "Adobe RGB (1998)")
+    measured = {}
+    for variant in ("srgb", "adobe"):
+        root = tmp_path / variant
+        make_capture_folder([data_dir / "photos" / "kodak_kodim03.png"], root, scales=(2, 3, 4), seed=5, hard=True,
+                            lr_size=(480, 320), bit_depth=16)
+        for capture in (root / "kodak_kodim03").glob("*.png"):  # the simulator's 1/2.2 power, re-encoded
+            x2 = variant == "adobe" and capture.name == "f50.png"
+            encoding = ("power:2.19922", "adobe-rgb") if x2 else ("srgb", "srgb")
+            write_image(capture, convert_encoding(read_pixels(capture), ("power:2.2", "srgb"), encoding), bit_depth=16)
+            if x2:
+                capture.write_bytes(with_png_chunks(capture.read_bytes(), (b"iCCP", b"A\0\0" + zlib.compress(profile))))
+        align.run_align(root, tmp_path / f"out_{variant}", show_progress=False)
+        records = read_manifest(tmp_path / f"out_{variant}", stage="align").records
+        truth = json.loads((root / "truth.json").read_text())["pairs"]
+        measured[variant] = {r["scale"]: (registration_error(truth[r["lr_source"]], r["lr_to_hr"], r["lr_window"],
+                                                             lr_distortion=r["distortion"]),
+                                          sorted(c["median"] for c in r["consistency"]["comparisons"]))
+                             for r in records}
+        assert all(r["consistency"]["verdict"] == "consistent" for r in records)
+    for scale, (error, comparisons) in measured["adobe"].items():
+        plain_error, plain_comparisons = measured["srgb"][scale]
+        assert abs(error - plain_error) < 0.005
+        np.testing.assert_allclose(comparisons, plain_comparisons, atol=0.005)
 
 
 def test_cli_align_with_preview_and_16_bit(tmp_path, data_dir):
