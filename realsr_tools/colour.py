@@ -59,7 +59,10 @@ def rgb_to_pcs(primaries: str) -> np.ndarray | None:
         return _named_matrix(primaries)
     kind, _, numbers = primaries.partition(":")
     if kind == "xyz":
-        values = [float(number) for number in numbers.split(",")]
+        try:
+            values = [float(number) for number in numbers.split(",")]
+        except ValueError:
+            return None
         matrix = np.array(values).reshape(3, 3) if len(values) == 9 else None
         # colorants that collapse the colours (a damaged profile) convert nothing
         if matrix is not None and np.isfinite(matrix).all() and abs(np.linalg.det(matrix)) > 1e-6:

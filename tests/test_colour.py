@@ -29,6 +29,7 @@ def test_a_matrix_is_named_when_it_is_a_known_space_and_spelled_out_otherwise():
     other = colour.primaries_name(SRGB_D50 * [1.0, 1.02, 0.98])
     assert other.startswith("xyz:0.4361,") and colour.rgb_to_pcs(other) is not None
     assert colour.rgb_to_pcs("xyz:" + ",".join(["0"] * 9)) is None  # degenerate colorants convert nothing
+    assert colour.rgb_to_pcs("xyz:1,2") is None and colour.rgb_to_pcs("xyz:a,b") is None
     assert colour.conversion("unknown", "srgb") is None and colour.conversion("srgb", "srgb") is None
 
 
