@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +31,22 @@ POLISH_STEPS = 4  # Gauss-Newton steps of a simpler model than the homography fr
 # pixel by pixel (0.18 in independent samples, SAMPLE_AREA); counting it in samples moved no hit (docs/align.md).
 DISTORTION_PRIOR = 0.05
 MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
+# The HR lens's distortion centre. A lens's distortion is centred on its optical axis, which meets the sensor a few
+# per cent of the frame away from its centre (sensor placement, decentred elements), and what a centred model misses
+# grows with the frame: on the independent generator's 4000-6000 px set (lenses decentred by up to 2 %) the best
+# centred radial model is 0.05-0.22 LR px RMS off on 7 of 11 pairs, against a median 0.008 on 500-1400 px frames.
+# After the radial model is chosen, the HR term's centre is freed only when held-out evidence asks for it
+# (:func:`_decentred`); prior N(0, CENTRE_PRIOR^2) on the offset in units of the term's R (half the HR frame's
+# diagonal as seen in the LR), and an offset beyond MAX_DECENTRE is not a lens's. docs/align.md, "The HR lens's
+# centre".
+# The offset must lower the held-out cost by more than CENTRE_TOLERANCE units (MODEL_TOLERANCE's): on the tuning
+# sets (six hard sets of the generator on the tuning photographs, 216 pairs) offsets freed at 2-20 units moved 35
+# pairs by a mean of -0.003 LR px (3 better, 3 worse by > 0.01), those above 20 units 24 pairs by -0.016 (14 better,
+# 1 worse); docs/align.md, "The HR lens's centre".
+HR_TERM = 1  # index of the HR lens's term in :func:`realsr_tools.geometry.distortion_frames`
+CENTRE_PRIOR = 0.05
+MAX_DECENTRE = 0.15
+CENTRE_TOLERANCE = 20.0
 MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled
 FINE_PIXELS = 400_000  # pixels used per Gauss-Newton step at most (highest-gradient ones)
 FINEST_PIXELS = 2_000_000  # template pixels of the finest refinement level at most
@@ -211,6 +227,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
     distortion = None
     if np.any(ks):
         frames = distortion_frames(h, lr.shape, hr.shape)
+        frames[HR_TERM, :2] += fit.centre * frames[HR_TERM, 2]
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
     choice = replace(choice, corner_bend=corner_bend(h, distortion, roi, prior))
     return _Refined(h, distortion, correlation, total, spread, choice)
@@ -391,19 +408,21 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         # effect the homography nearly absorbs is not worth a per-pixel warp.
         grid_t = np.stack(np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17)), -1).reshape(-1, 2)
 
-        def is_lens(ks: np.ndarray) -> bool:
-            effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(ks, problem.frames)], grid_t)
+        def is_lens(ks: np.ndarray, centre: np.ndarray | None = None) -> bool:
+            effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(ks, problem.frames_at(centre))], grid_t)
             return bool(np.all(np.abs(ks) <= MAX_DISTORTION)) and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT
 
         if is_lens(with_k.ks):
-            return with_k, choice, extra
+            return _decentred(problem, with_k, replace(choice, radial_terms=("lr", "hr")), None, tolerance,
+                              extra, is_lens, unit)
         if np.abs(with_k.ks[0]) > MAX_DISTORTION:
             # The LR lens's term is the weakly observed one (its whole effect lies in the central window): keep the
             # HR lens's term alone before giving up the radial model.
             hr_only = with_terms([1])
             extra += hr_only.iterations
             if is_lens(hr_only.ks):
-                return hr_only, replace(choice, radial_terms=("hr",)), extra
+                return _decentred(problem, hr_only, replace(choice, radial_terms=("hr",)), [1], tolerance,
+                                  extra, is_lens, unit)
         name = "homography"
         choice = replace(choice, name=name)
         phi, z, total_h, full = fitted[name]
@@ -448,6 +467,47 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     return step, choice, extra
 
 
+def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_terms: Sequence[int] | None,
+               tolerance: float, extra: int, is_lens, unit: float) -> tuple["_Step", ModelChoice, int]:
+    """The radial fit ``fit`` with the HR lens term's centre freed when the leave-one-block-out evidence asks for
+    it (:data:`CENTRE_PRIOR`), else ``fit``; the choice records the evidence."""
+    th, tw = problem.template.shape
+    lin = problem.linearize(fit.h, fit.ks, fit.params, True, fit.centre, True)
+    terms = len(problem.frames)
+    kept = [*range(8), *(8 + i for i in (range(terms) if fitted_terms is None else fitted_terms))]
+    centre_columns = [8 + terms, 9 + terms]
+    phot = list(range(10 + terms, 10 + terms + SELECTION_PHOTOMETRIC_TERMS))
+    jac = lin.jac[:, kept + centre_columns + phot]
+    labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
+              + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
+    systems = BlockSystems.from_pixels(jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
+    n_radial, total = len(kept), jac.shape[1]
+    k_prior = lin.sigma**2 / DISTORTION_PRIOR**2
+    c_prior = lin.sigma**2 / CENTRE_PRIOR**2
+    held_out = {}
+    for name, columns in (("radial", [*range(n_radial), *range(n_radial + 2, total)]), ("decentred", range(total))):
+        basis = np.eye(total)[:, list(columns)]
+        prior_h = np.zeros((basis.shape[1],) * 2)
+        prior_g = np.zeros(basis.shape[1])
+        prior_h[8:n_radial, 8:n_radial] += k_prior * np.eye(n_radial - 8)
+        prior_g[8:n_radial] += k_prior * fit.ks[[i - 8 for i in kept[8:]]]
+        if name == "decentred":
+            prior_h[n_radial:n_radial + 2, n_radial:n_radial + 2] += c_prior * np.eye(2)
+            prior_g[n_radial:n_radial + 2] += c_prior * fit.centre
+        held_out[name], _, _ = cross_validate(systems, np.zeros(total), basis, prior_h, prior_g)
+    gain = float(np.sum(held_out["radial"]) - np.sum(held_out["decentred"])) / unit
+    choice = replace(choice, centre_evidence=gain)
+    if gain <= CENTRE_TOLERANCE:
+        return fit, choice, extra
+    decentred = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=fit.ks,
+                              frames=problem.frames, fit_k=True, usable=None, problem=problem,
+                              fitted_terms=fitted_terms, centre=fit.centre, fit_centre=True)
+    extra += decentred.iterations
+    if np.max(np.abs(decentred.centre)) > MAX_DECENTRE or not is_lens(decentred.ks, decentred.centre):
+        return fit, choice, extra
+    return decentred, replace(choice, centre_fitted=True), extra
+
+
 def _clipped(image: np.ndarray, saturated: np.ndarray | None = None) -> np.ndarray:
     """uint8 mask (255 = saturated) of raw values above :data:`CLIP_HIGH`, and of the ``saturated`` pixels (a
     channel of the grey clipped: :func:`.luma.saturated_channels`)."""
@@ -482,6 +542,8 @@ class _Step:
     cost: float  # mean Huber-weighted squared residual
     count: int  # pixels used
     params: np.ndarray  # photometric parameters
+    # Offset of the HR lens term's centre from the HR frame's centre, in units of that term's R (0: not fitted)
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 @dataclass(frozen=True)
@@ -528,16 +590,29 @@ class _Problem:
         local_mean = cv2.GaussianBlur(template, (0, 0), RELATIVE_SMOOTHING)
         self.relative = (1.0 / (np.maximum(local_mean, 0.0) + RELATIVE_FLOOR)).ravel().astype(np.float64)
 
-    def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool) -> _Linear:
-        """Residual and Jacobian at ``h`` (template px -> image px), radial coefficients ``ks`` and photometric
-        ``params`` (``None``: a robust fit of them first)."""
+    def frames_at(self, centre: np.ndarray | None) -> np.ndarray:
+        """The radial terms' frames with the HR lens's centre moved by ``centre`` (units of its R)."""
+        frames = np.array(self.frames, np.float64)
+        if centre is not None and np.any(centre):
+            frames[HR_TERM, :2] += np.asarray(centre) * frames[HR_TERM, 2]
+        return frames
+
+    def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool,
+                  centre: np.ndarray | None = None, fit_centre: bool = False) -> _Linear:
+        """Residual and Jacobian at ``h`` (template px -> image px), radial coefficients ``ks``, the HR lens term's
+        centre offset ``centre`` and photometric ``params`` (``None``: a robust fit of them first). ``fit_centre``
+        (with ``fit_k``): two columns for the centre offset follow the radial ones."""
         import cv2
 
         th, tw = self.template.shape
         x_all, y_all, terms, cx, cy, s = self.x_all, self.y_all, self.terms, self.cx, self.cy, self.s
+        frames = self.frames_at(centre)
+        if centre is not None and np.any(centre):
+            terms = list(terms)
+            terms[HR_TERM] = radial_basis(x_all, y_all, frames[HR_TERM:HR_TERM + 1])[0]
         # Undistorted template coordinates y = D(x), then the homography; NaN marks pixels outside the HR frame
         # (bilinear spreads it by one pixel).
-        sx, sy = radial_shift(x_all, y_all, [(k, *frame) for k, frame in zip(ks, self.frames)])
+        sx, sy = radial_shift(x_all, y_all, [(k, *frame) for k, frame in zip(ks, frames)])
         yx, yy = x_all + sx, y_all + sy
         w = np.float32(h[2, 0]) * yx + np.float32(h[2, 1]) * yy + np.float32(h[2, 2])
         with np.errstate(divide="ignore", invalid="ignore"):  # w <= 0: handled below
@@ -610,6 +685,13 @@ class _Problem:
         if fit_k:
             for dx_k, dy_k, rho_k, _ in terms:
                 columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
+        if fit_centre:
+            # d/dc of k (p - c) |p - c|^2 / R^2 is -k (rho I + 2 d d' / R^2); c = c0 + e R, so d/de is R times that
+            dx_k, dy_k, rho_k, inv_r2 = (a[idx] if np.ndim(a) else a for a in terms[HR_TERM])
+            kr = np.float32(-ks[HR_TERM] * frames[HR_TERM, 2])
+            cross = 2 * inv_r2 * dx_k * dy_k
+            columns.append(kr * (gxs * (rho_k + 2 * inv_r2 * dx_k * dx_k) + gys * cross))
+            columns.append(kr * (gxs * cross + gys * (rho_k + 2 * inv_r2 * dy_k * dy_k)))
         jac = np.concatenate([np.stack(columns, 1), phot], axis=1).astype(np.float64)
         # Huber weights on the relative residuals, times the relative weights normalised to mean 1; sigma is the
         # robust scale of the weighted residual (it sets the covariance and the priors' strength).
@@ -641,35 +723,44 @@ def _increment_matrix(d: np.ndarray) -> np.ndarray:
 
 def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterations: int, tolerance: float, *,
                   ks: np.ndarray, frames: np.ndarray, fit_k: bool, usable: np.ndarray,
-                  problem: _Problem | None = None, fitted_terms: Sequence[int] | None = None) -> _Step:
+                  problem: _Problem | None = None, fitted_terms: Sequence[int] | None = None,
+                  centre: np.ndarray | None = None, fit_centre: bool = False) -> _Step:
+    """Gauss-Newton steps from ``h`` (and radial coefficients ``ks``, HR lens centre offset ``centre``) until
+    converged, back at an earlier state, or ``iterations``. ``fit_k``: fit the radial terms too (``fitted_terms``:
+    only these); ``fit_centre`` (with ``fit_k``): also the HR lens term's centre (:data:`CENTRE_PRIOR`)."""
     problem = problem or _Problem(template, image, frames, usable)
     terms, corners, s = problem.terms, problem.corners, problem.s
     ks = np.array(ks, np.float64)
+    centre = np.zeros(2) if centre is None else np.array(centre, np.float64)
+    fit_centre = fit_centre and fit_k
     used = 0
     params = None
     fitted = list(range(len(terms)) if fitted_terms is None else fitted_terms) if fit_k else []
-    geometry = 8 + len(fitted)
+    radial = 8 + len(fitted)  # end of the radial coefficients' columns
+    geometry = radial + (2 if fit_centre else 0)
     k_power = np.array([float(term[2].max()) ** 1.5 for term in terms])
     k_radius = np.array([frame[2] for frame in frames])
 
-    def distance(d: np.ndarray, dk: np.ndarray) -> float:
-        """Level px by which a homography increment ``d`` and a change ``dk`` of the radial terms move the template
-        corners and the terms' largest shift: what the tolerance is stated in."""
+    def distance(d: np.ndarray, dk: np.ndarray, dc: np.ndarray) -> float:
+        """Level px by which a homography increment ``d``, a change ``dk`` of the radial terms and ``dc`` of the HR
+        lens centre move the template corners and the terms' largest shift: what the tolerance is stated in."""
         moved = apply_homography(_increment_matrix(d), corners) - corners
-        return max(np.max(np.abs(moved)) * s, np.max(np.abs(dk) * k_power * k_radius, initial=0.0))
+        # the shift's derivative in its centre is at most 3 |k| rho: c moves by dc R
+        centre_moved = 3 * abs(ks[HR_TERM]) * k_power[HR_TERM] ** (2 / 3) * k_radius[HR_TERM] * np.max(np.abs(dc), initial=0.0)
+        return max(np.max(np.abs(moved)) * s, np.max(np.abs(dk) * k_power * k_radius, initial=0.0), centre_moved)
 
-    def returned(h_then: np.ndarray, ks_then: np.ndarray) -> bool:
+    def returned(h_then: np.ndarray, ks_then: np.ndarray, centre_then: np.ndarray) -> bool:
         """Whether the fit is back within the tolerance of an earlier state (a diverging fit may have passed a
         singular one: no cycle, and no numpy warning on the user's terminal)."""
         try:
             with np.errstate(all="ignore"):
-                return bool(distance(problem.increment(h_then, h), ks - ks_then) < tolerance)
+                return bool(distance(problem.increment(h_then, h), ks - ks_then, centre - centre_then) < tolerance)
         except np.linalg.LinAlgError:
             return False
 
-    visited: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last steps
+    visited: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last
     for used in range(1, iterations + 1):
-        lin = problem.linearize(h, ks, params, fit_k)
+        lin = problem.linearize(h, ks, params, fit_k, centre, fit_centre)
         params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
         if fit_k and len(fitted) < len(terms):  # only these radial terms are fitted; the others stay at ks
             jac = jac[:, [*range(8), *(8 + i for i in fitted), *range(8 + len(terms), jac.shape[1])]]
@@ -680,33 +771,39 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
             # Gaussian prior k ~ N(0, DISTORTION_PRIOR^2) in the residuals' units: keeps a term that the overlap
             # cannot see (the LR lens at x4 sees only its centre) from wandering.
             prior = sigma**2 / DISTORTION_PRIOR**2
-            hessian[8:geometry, 8:geometry] += prior * np.eye(len(fitted))
-            gradient[8:geometry] += prior * ks[fitted]
+            hessian[8:radial, 8:radial] += prior * np.eye(len(fitted))
+            gradient[8:radial] += prior * ks[fitted]
+        if fit_centre:
+            prior = sigma**2 / CENTRE_PRIOR**2
+            hessian[radial:geometry, radial:geometry] += prior * np.eye(2)
+            gradient[radial:geometry] += prior * centre
         vignetting_params = slice(geometry + SELECTION_PHOTOMETRIC_TERMS, None)
         prior = sigma**2 * SAMPLE_AREA / VIGNETTING_PRIOR**2
         hessian[vignetting_params, vignetting_params] += prior * np.eye(PHOTOMETRIC_TERMS - SELECTION_PHOTOMETRIC_TERMS)
         gradient[vignetting_params] += prior * params[SELECTION_PHOTOMETRIC_TERMS:]
         step = -np.linalg.solve(hessian + 1e-9 * np.eye(len(hessian)), gradient)
         d = step[:8]
-        ks_before = ks
-        if fit_k:
-            ks = ks.copy()
-            ks[fitted] += step[8:geometry]
-        params = params + step[geometry:]
-        visited.append((h, ks_before))
-        h = problem.compose(h, d)
+        visited.append((h, ks, centre))
         k_step = np.zeros(len(terms))
-        k_step[fitted] = step[8:geometry]
-        if distance(d, k_step) < tolerance:  # converged
+        k_step[fitted] = step[8:radial]
+        ks = ks + k_step
+        centre = centre + step[radial:geometry] if fit_centre else centre
+        params = params + step[geometry:]
+        h = problem.compose(h, d)
+        if distance(d, k_step, step[radial:geometry]) < tolerance:  # converged
             break
-        if any(returned(h_then, ks_then) for h_then, ks_then in list(visited)[:-1]):  # [-1]: the step test's
+        if any(returned(*state) for state in list(visited)[:-1]):  # [-1]: the step test's
             break  # a cycle (CYCLE_MEMORY)
     a, b = lin.phot @ params.astype(np.float32), lin.target
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block).
-    spread = _corner_spread(problem, hessian, np.eye(8), 8, sigma)
+    # Uncertainty of the template corners from the Gauss-Newton covariance sigma^2 (J'WJ)^-1 (homography block),
+    # at the fitted lens centre: a decentred lens's offset trades against the homography's perspective terms, so the
+    # homography block alone, marginal over it, would read the complete mapping's corners as uncertain by several
+    # times what they are; whether the data ask for the offset at all is held-out evidence's (:func:`_decentred`).
+    kept = [i for i in range(len(hessian)) if not radial <= i < geometry]
+    spread = _corner_spread(problem, hessian[np.ix_(kept, kept)], np.eye(8), 8, sigma)
     return _Step(h, ks, correlation, used, spread, float(np.mean(weights * residual ** 2)), int(residual.size),
-                 params)
+                 params, centre)
 
 
 def _robust_lstsq(design: np.ndarray, target: np.ndarray, iterations: int = 3,

@@ -8,7 +8,8 @@ Convention
   roll) followed by a shift, ``P @ T(tx, ty)``: 2 parameters;
 - ``similarity``: magnification, roll and shift (4);
 - ``affine`` (6) and ``homography`` (8);
-- ``radial``: the homography with the two radial lens terms of :class:`realsr_tools.geometry.RadialDistortion` (10).
+- ``radial``: the homography with the two radial lens terms of :class:`realsr_tools.geometry.RadialDistortion` (10;
+  12 where the evidence then also frees the HR lens term's centre, ``gauss_newton._decentred``).
 
 Each is nested in the next. The evidence for a model is its *leave-one-block-out* cost: the overlap is cut into a
 grid of blocks, the model is fitted on all blocks but one and its robust cost is measured on the block left out,
@@ -39,7 +40,9 @@ class ModelChoice:
     grid that carried data. ``corner_bend``: LR px by which the chosen mapping at the overlap's corners departs from
     the pure shift (at the focal ratio) closest to it: how much the correction bends the corners. ``radial_terms``:
     for ``radial``, the lenses whose term was fitted (``("lr", "hr")``, or ``("hr",)`` when the LR term came out
-    beyond any real lens and is held at 0; the evidence was measured with both).
+    beyond any real lens and is held at 0; the evidence was measured with both). ``centre_evidence``: for ``radial``,
+    the held-out cost that freeing the HR lens term's centre removed (same units; ``None``: not tried), and
+    ``centre_fitted`` whether it was freed (the evidence above the tolerance and the fitted centre a lens's).
     """
 
     name: str
@@ -48,15 +51,22 @@ class ModelChoice:
     corner_bend: float
     t_stats: dict[str, float]  # per other model: paired t statistic of its held-out gain over the chosen one
     radial_terms: tuple[str, ...] = ("lr", "hr")
+    centre_evidence: float | None = None
+    centre_fitted: bool = False
 
     @property
     def parameters(self) -> int:
-        """Geometric parameters fitted: the homography's 8 and each radial term fitted, or the model's own."""
-        return 8 + len(self.radial_terms) if self.name == "radial" else PARAMETERS[self.name]
+        """Geometric parameters fitted: the homography's 8, each radial term fitted and the HR lens centre's 2 when
+        fitted, or the model's own."""
+        if self.name != "radial":
+            return PARAMETERS[self.name]
+        return 8 + len(self.radial_terms) + (2 if self.centre_fitted else 0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "parameters": self.parameters,
                 "radial_terms": list(self.radial_terms) if self.name == "radial" else None,
+                "hr_centre": ({"fitted": self.centre_fitted, "evidence": round(float(self.centre_evidence), 2)}
+                              if self.name == "radial" and self.centre_evidence is not None else None),
                 "evidence": {k: round(float(v), 2) for k, v in self.evidence.items()}, "blocks": self.blocks,
                 "corner_bend": round(float(self.corner_bend), 4),
                 "t": {k: round(float(v), 2) for k, v in self.t_stats.items()},
