@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..geometry import (RadialDistortion, apply_homography, corner_areas, distortion_frames, hr_field_in_lr,
-                        local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift, radial_undistort,
-                        scaling, translation, unabsorbed_displacement)
+                        local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift, scaling,
+                        translation, unabsorbed_displacement)
 from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
                      model_matrix)
 from .luma import CLIP_HIGH, CLIP_LOW
@@ -227,8 +227,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         h /= h[2, 2]
     distortion = None
     if np.any(ks):
-        frames = distortion_frames(h, lr.shape, hr.shape)
-        frames[HR_TERM, :2] += fit.centre * frames[HR_TERM, 2]
+        frames = _with_centre(distortion_frames(h, lr.shape, hr.shape), fit.centre)
         distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
     choice = replace(choice, corner_bend=corner_bend(h, distortion, roi, prior))
     return _Refined(h, distortion, correlation, total, spread, choice)
@@ -299,6 +298,22 @@ def _corner_spread(problem: "_Problem", normal: np.ndarray, basis: np.ndarray, p
     return spread
 
 
+def _block_labels(lin: "_Linear", shape: tuple[int, int]) -> np.ndarray:
+    """Per pixel of ``lin``, its block of the MODEL_BLOCKS x MODEL_BLOCKS grid over a template of ``shape``."""
+    th, tw = shape
+    return (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
+            + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
+
+
+def _with_centre(frames: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """A copy of the radial terms' ``frames`` (rows cx, cy, R) with the HR lens's centre moved by ``centre`` (units
+    of its R)."""
+    frames = np.array(frames, np.float64)
+    if centre is not None and np.any(centre):
+        frames[HR_TERM, :2] += np.asarray(centre) * frames[HR_TERM, 2]
+    return frames
+
+
 def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np.ndarray, prior: np.ndarray | None,
                   ratio: float | None, fit_distortion: bool, tolerance: float) -> tuple["_Step", ModelChoice, int]:
     """Choose the geometric model by its leave-one-block-out cost (:mod:`.models`) at the finest level, starting
@@ -308,8 +323,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     fit_k = fit_distortion
     geometry = 10 if fit_k else 8
     lin = problem.linearize(fit.h, np.zeros(2), fit.params, fit_k)
-    labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
-              + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
+    labels = _block_labels(lin, problem.template.shape)
     systems = BlockSystems.from_pixels(lin.jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
     unit = lin.sigma**2 * SAMPLE_AREA  # residual variance per independent sample
     to_level = np.linalg.inv(c_i)
@@ -479,8 +493,7 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     centre_columns = [8 + terms, 9 + terms]
     phot = list(range(10 + terms, 10 + terms + SELECTION_PHOTOMETRIC_TERMS))
     jac = lin.jac[:, kept + centre_columns + phot]
-    labels = (np.minimum((lin.x * MODEL_BLOCKS / tw).astype(int), MODEL_BLOCKS - 1)
-              + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
+    labels = _block_labels(lin, problem.template.shape)
     systems = BlockSystems.from_pixels(jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
     n_radial, total = len(kept), jac.shape[1]
     k_prior = lin.sigma**2 / DISTORTION_PRIOR**2
@@ -515,8 +528,8 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     grid = np.stack(np.meshgrid(np.linspace(0, tw - 1, 9), np.linspace(0, th - 1, 9)), -1).reshape(-1, 2)
 
     def mapped(step: "_Step") -> np.ndarray:
-        return apply_homography(step.h, radial_undistort(grid, [(k, *frame) for k, frame in
-                                                                zip(step.ks, problem.frames_at(step.centre))]))
+        frames = problem.frames_at(step.centre)
+        return map_lr_to_hr(step.h, RadialDistortion(tuple((k, *frame) for k, frame in zip(step.ks, frames))), grid)
     zoom = max(local_zoom(fit.h, (problem.cx, problem.cy)), 1e-9)
     if np.max(np.linalg.norm(mapped(decentred) - mapped(fit), axis=1)) / zoom > MAX_DECENTRED_MOVE:
         return fit, choice, extra
@@ -607,10 +620,7 @@ class _Problem:
 
     def frames_at(self, centre: np.ndarray | None) -> np.ndarray:
         """The radial terms' frames with the HR lens's centre moved by ``centre`` (units of its R)."""
-        frames = np.array(self.frames, np.float64)
-        if centre is not None and np.any(centre):
-            frames[HR_TERM, :2] += np.asarray(centre) * frames[HR_TERM, 2]
-        return frames
+        return _with_centre(self.frames, centre)
 
     def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool,
                   centre: np.ndarray | None = None, fit_centre: bool = False) -> _Linear:
@@ -761,7 +771,8 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
         lens centre move the template corners and the terms' largest shift: what the tolerance is stated in."""
         moved = apply_homography(_increment_matrix(d), corners) - corners
         # the shift's derivative in its centre is at most 3 |k| rho: c moves by dc R
-        centre_moved = 3 * abs(ks[HR_TERM]) * k_power[HR_TERM] ** (2 / 3) * k_radius[HR_TERM] * np.max(np.abs(dc), initial=0.0)
+        centre_moved = (3 * abs(ks[HR_TERM]) * k_power[HR_TERM] ** (2 / 3) * k_radius[HR_TERM]
+                        * np.max(np.abs(dc), initial=0.0))
         return max(np.max(np.abs(moved)) * s, np.max(np.abs(dk) * k_power * k_radius, initial=0.0), centre_moved)
 
     def returned(h_then: np.ndarray, ks_then: np.ndarray, centre_then: np.ndarray) -> bool:
