@@ -232,8 +232,9 @@ class RadialDistortion:
     ``y = x + sum_i k_i (x - c_i) |x - c_i|^2 / R_i^2``; the complete LR -> HR mapping is ``lr_to_hr(y)``
     (:func:`map_lr_to_hr`). Two terms, each in its lens's own units: the LR lens about the LR frame's centre
     (``R`` = half diagonal of the LR frame; ``k < 0`` is barrel distortion of the wide end) and the HR lens about
-    the HR frame's centre as seen in the LR, or about the centre the fit moved it to where the data asked for that
-    (``R`` = HR half diagonal / magnification; to first order in ``k``).
+    the HR frame's centre as seen in the LR through the homography the terms were fitted at (the finest refinement
+    level's start), or about the centre the fit moved it to where the data asked for that (``R`` = HR half
+    diagonal / that homography's magnification; to first order in ``k``).
     """
 
     terms: tuple[tuple[float, float, float, float], ...]  # (k, centre x, centre y, R), LR px
