@@ -100,3 +100,21 @@ def test_the_radial_floor_is_zero_for_realsrs_radial_form_and_not_for_a_wave():
     assert 1e-3 < radial_floor(points, mapped(-0.03, 0.0, (8.0, 6.0)), lr_size, hr_size) < 0.15
     wave = mapped(0.0, 0.0) + np.column_stack([np.sin(points[:, 1] / 15.0), np.zeros(len(points))])
     assert radial_floor(points, wave, lr_size, hr_size) > 0.3
+
+
+def test_an_error_field_is_taken_apart_into_shift_magnification_roll_and_the_rest():
+    """error_field.decompose: known parts come back, and what no affine field holds is what is left."""
+    from error_field import decompose
+
+    window = (40, 30, 200, 120)
+    gy, gx = np.mgrid[30:150:4, 40:240:4].astype(np.float64)
+    x, y = gx.ravel(), gy.ravel()
+    u, v = (x - 140) / 100, (y - 90) / 100  # the window's coordinates in half widths
+    field = np.column_stack([0.05 + 0.2 * u - 0.1 * v, -0.03 + 0.1 * u + 0.2 * v])  # magnification 0.2, roll 0.1
+    parts = decompose(field, x, y, window)
+    assert parts["shift"] == pytest.approx(np.hypot(0.05, 0.03), abs=1e-9)
+    assert parts["magnification"] == pytest.approx(0.2, abs=1e-9)
+    assert parts["roll"] == pytest.approx(0.1, abs=1e-9)
+    assert parts["beyond_affine"] < 1e-9
+    bent = field + np.column_stack([0.1 * u**3, np.zeros_like(u)])
+    assert decompose(bent, x, y, window)["beyond_affine"] > 0.01
