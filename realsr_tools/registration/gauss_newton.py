@@ -433,8 +433,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
             return bool(np.all(np.abs(ks) <= MAX_DISTORTION)) and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT
 
         if is_lens(with_k.ks):
-            return _decentred(problem, with_k, replace(choice, radial_terms=("lr", "hr")), None, tolerance,
-                              extra, is_lens, unit)
+            return _decentred(problem, with_k, choice, None, tolerance, extra, is_lens, unit)
         if np.abs(with_k.ks[0]) > MAX_DISTORTION:
             # The LR lens's term is the weakly observed one (its whole effect lies in the central window): keep the
             # HR lens's term alone before giving up the radial model.
@@ -717,7 +716,7 @@ class _Problem:
                 columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
         if fit_centre:
             # d/dc of k (p - c) |p - c|^2 / R^2 is -k (rho I + 2 d d' / R^2); c = c0 + e R, so d/de is R times that
-            dx_k, dy_k, rho_k, inv_r2 = (a[idx] if np.ndim(a) else a for a in terms[HR_TERM])
+            dx_k, dy_k, rho_k, inv_r2 = (part[idx] if np.ndim(part) else part for part in terms[HR_TERM])
             kr = np.float32(-ks[HR_TERM] * frames[HR_TERM, 2])
             cross = 2 * inv_r2 * dx_k * dy_k
             columns.append(kr * (gxs * (rho_k + 2 * inv_r2 * dx_k * dx_k) + gys * cross))
