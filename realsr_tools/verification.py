@@ -54,14 +54,16 @@ Method
    error whose centre is right (it bends only the corners) is caught from all the tiles, not only the corner ones.
    The fit's covariance (from the tiles' sigmas, inflated by the reduced chi-square of its residuals when they
    scatter more than the sigmas say) gives the standard error ``sigma(p)`` of the fitted field at every such corner
-   ``p``, which grows where the field is extrapolated from few or clustered tiles. The judged value is the field's
-   lower confidence bound ``field = max_p (|d(p)| - sigmas * sigma(p))`` (``sigmas``: :data:`DEFAULT_SIGMAS` in
-   wash, 0 in align: a point estimate). With too few tiles, or tiles on one line, for an affine fit the weighted
-   mean translation of the tiles (and its standard error) stands in for the field.
+   ``p``, which grows where the field is extrapolated from few or clustered tiles. The judged value is
+   ``field = max_p (|d(p)| - sigmas * sigma(p))``: with ``sigmas`` > 0 the field's lower confidence bound (wash,
+   :data:`DEFAULT_SIGMAS`: a pair is dropped only where it is misaligned with confidence), with ``sigmas`` < 0 its
+   upper bound (align, -1: a pair is written only where its field is within the limit with confidence), 0 the
+   point estimate. With too few tiles, or tiles on one line, for an affine fit the weighted mean translation of the
+   tiles (and its standard error) stands in for the field.
 
 Verdict (:attr:`Verification.verdict`): ``unmeasurable`` when fewer than :data:`MIN_TILES` tiles could be measured
-(and the content did not mismatch); ``misaligned`` when the fitted field exceeds the limit anywhere on the
-measured area by more than ``sigmas`` standard errors (``field`` above; the largest point estimate is ``corner``),
+(and the content did not mismatch); ``misaligned`` when ``field`` (above: the fitted field less ``sigmas``
+standard errors; the largest point estimate is ``corner``) exceeds the limit anywhere on the measured area,
 when ``p95_excess`` of the single tiles exceeds ``p95_factor`` times the limit (a local, non-affine error), or when
 most textured tiles mismatch; ``aligned`` otherwise.
 
@@ -147,7 +149,7 @@ class Verification:
     window's area covered by measured tiles. ``tiles``: measured tiles; ``mismatched``: textured tiles whose content
     did not match; ``noisy``: tiles too noisy to measure; ``total_tiles``: tiles looked at. ``p95_excess``: 95th
     percentile of ``|d| - 2 sigma`` (floored at 0) over the measured tiles, gated against ``p95_factor`` x the limit.
-    ``field``: the judged lower bound ``max_p (|d(p)| - sigmas * sigma(p))`` of the fitted field over the corners
+    ``field``: the judged bound ``max_p (|d(p)| - sigmas * sigma(p))`` of the fitted field over the corners
     ``p`` of the measured tiles (the mean translation's where no affine field could be fitted; ``None`` with fewer
     than :data:`MIN_TILES` measured tiles); ``field_sigma``: the standard error ``sigma(p)`` where that maximum is.
     """
@@ -456,11 +458,12 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     ----------
     reference : the LR as written (photometrically corrected), ``H x W`` or ``H x W x 3`` in [0, 1].
     test : the HR output area-downscaled to the LR grid, same shape.
-    limit : LR px; the pair is ``misaligned`` when the fitted field exceeds it anywhere on the measured area by more
-        than ``sigmas`` standard errors, or the 95th percentile of the tile displacements beyond their noise exceeds
-        ``p95_factor`` times it.
-    sigmas : standard errors of the fitted field the limit must be exceeded by (0: the point estimate; align's
-        gate uses 0 with its limit 0.5 and ``p95_factor`` 2.5).
+    limit : LR px; the pair is ``misaligned`` when the fitted field less ``sigmas`` of its standard errors exceeds
+        it anywhere on the measured area, or the 95th percentile of the tile displacements beyond their noise
+        exceeds ``p95_factor`` times it.
+    sigmas : standard errors taken off the fitted field before it is judged: > 0 judges its lower confidence bound
+        (the pair has the benefit of the doubt: wash), < 0 its upper bound (the limit has it: align's gate uses -1
+        with its limit 0.5 and ``p95_factor`` 2.5), 0 the point estimate.
     p95_factor : the single tiles' limit as a multiple of ``limit``.
     The defaults are wash's calibration (module docstring).
     tile : tile side in LR px (default :func:`tile_size`, on the level :func:`pyramid_factor` picks; given, the
@@ -541,21 +544,27 @@ def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
         return "misaligned", (f"tile displacements beyond their noise: p95 {v.p95_excess:.2f} LR px > "
                               f"{p95_factor:g} x {limit:g} (max {v.max:.2f} at x {v.worst[0]:.0f}, "
                               f"y {v.worst[1]:.0f})")
-    bound = "" if not v.sigmas else f" by more than {v.sigmas:g} standard errors"
+    # Judged on a lower bound (sigmas > 0) the reason says by how much the limit must be exceeded; on an upper bound
+    # (sigmas < 0) it gives the bound itself, beside the point estimate.
+    bound = f" by more than {v.sigmas:g} standard errors" if v.sigmas > 0 else ""
+    upper = ""
+    if v.sigmas < 0 and v.field is not None:
+        errors = -v.sigmas
+        upper = f"; {v.field:.2f} at {errors:g} standard error{'s' * (errors != 1)} above"
     if v.field is not None and v.field > limit:
         value = v.field + v.sigmas * v.field_sigma
         if v.affine is None:
-            return "misaligned", (f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px exceeds {limit:g}"
-                                  f"{bound} ({v.tiles} tiles, too few or on one line for an affine field)")
+            return "misaligned", (f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px{upper} exceeds "
+                                  f"{limit:g}{bound} ({v.tiles} tiles, too few or on one line for an affine field)")
         a11, a12, b1, a21, a22, b2 = v.affine
-        return "misaligned", (f"affine field reaches {value:.2f} +- {v.field_sigma:.2f} LR px on the measured area, "
-                              f"over {limit:g}{bound} (shift {np.hypot(b1, b2):.2f} px at the centre, roll "
+        return "misaligned", (f"affine field reaches {value:.2f} +- {v.field_sigma:.2f} LR px on the measured area"
+                              f"{upper}, over {limit:g}{bound} (shift {np.hypot(b1, b2):.2f} px at the centre, roll "
                               f"{np.degrees((a21 - a12) / 2):+.2f} deg, scale {50 * (a11 + a22):+.2f} %)")
     if v.corner is not None or v.field is None:
-        field = f"fitted field at most {'-' if v.corner is None else f'{v.corner:.2f}'} LR px"
+        field = f"fitted field at most {'-' if v.corner is None else f'{v.corner:.2f}'} LR px{upper}"
     else:
         value = v.field + v.sigmas * v.field_sigma
-        field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px ({v.tiles} tiles)"
+        field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px{upper} ({v.tiles} tiles)"
     # The share measured is part of the verdict: an `aligned` resting on a few tiles says nothing of the rest.
     return "aligned", (f"{field} (limit {limit:g}{bound}), tile p95 beyond noise {v.p95_excess:.2f}; measured on "
                        f"{v.measurable:.0%} of the window")

@@ -14,8 +14,10 @@ from realsr_tools.imaging import read_image
 from realsr_tools.registration.luma import linear
 from realsr_tools.verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, MIN_TILES, Verification,
                                        clipped_channels, measure_tiles, pyramid_factor, tile_origins, verify)
+from realsr_tools.stages.align import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
 from washdata import misalign_hr
 
+ALIGN_GATE = dict(limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS, p95_factor=FIELD_P95_FACTOR)
 TEXTURED = [("realsr_x4", "Canon_033_LR4.png"), ("drealsr_x4", "panasonic_145_x1.png"),
             ("drealsr_x4", "sony_169_x1.png")]
 
@@ -108,6 +110,26 @@ def test_a_corner_extrapolated_from_few_noisy_tiles_is_not_proof_of_misalignment
     assert point.verdict == "misaligned" and point.field == pytest.approx(point.corner), point.reason
 
 
+def test_align_writes_a_field_near_its_limit_only_where_the_field_is_pinned(data_dir):
+    # Align judges the field's upper bound (one standard error above): the same point estimate, 0.44 LR px against
+    # the limit 0.5, is written where 49 tiles pin it and refused where 18 tiles leave it +- 0.10. Judged on the
+    # point estimate, a generator photograph on a 5136-px frame read 0.45 +- 0.21 and was written 0.67 px RMS off.
+    gate = ALIGN_GATE
+    lr, hr = _pair(data_dir, "realsr_x4", "Canon_033_LR4.png")
+    pinned = verify(lr, _on_lr(misalign_hr(hr, "shift", 0.4, angle=1.0), lr), **gate)
+    lr, hr = _pair(data_dir, "realsr_x4", "Nikon_023_LR4.png")
+    loose = verify(lr, _on_lr(misalign_hr(hr, "shift", 0.1, angle=1.0), lr), **gate)
+    # 0.443 / 0.443 read when this was written, standard errors 0.024 / 0.105
+    assert abs(pinned.corner - loose.corner) < 0.03 and loose.corner < MAX_FIELD_DISPLACEMENT - 0.03
+    assert pinned.tiles > 40 and loose.tiles < 25 and loose.field_sigma > 0.07 > 0.03 > pinned.field_sigma
+    assert pinned.verdict == "aligned", pinned.reason
+    assert loose.verdict == "misaligned" and "at 1 standard error above" in loose.reason, loose.reason
+    assert loose.field == pytest.approx(loose.corner + loose.field_sigma, abs=0.01)
+    assert loose.with_limit(MAX_FIELD_DISPLACEMENT).verdict == "misaligned"  # the bound is kept with the record
+    point = verify(lr, _on_lr(misalign_hr(hr, "shift", 0.1, angle=1.0), lr), **gate | dict(sigmas=0.0))
+    assert point.verdict == "aligned", point.reason
+
+
 def test_tiles_on_one_line_are_judged_by_their_mean_shift(data_dir):
     # DRealSR Canon_56: six measurable tiles, all in the top row, cannot fix an affine field.
     lr, hr = _pair(data_dir, "drealsr_x4", "Canon_56_x1.png")
@@ -196,7 +218,7 @@ def test_a_20_megapixel_window_is_measured_over_its_whole_area(data_dir):
     photo = cv2.resize(photo, (2600, 1734), interpolation=cv2.INTER_AREA)
     noise = np.random.default_rng(3).normal(0, 0.002, photo.shape).astype(np.float32)
     lr = np.clip(photo + noise, 0, 1)
-    gate = dict(limit=0.5, sigmas=0.0, p95_factor=2.5, linear_light=True)  # align's
+    gate = ALIGN_GATE | dict(linear_light=True)
     result = verify(lr, photo, **gate)
     # 38 % measured when this was written: the chart, not the plain wall around it
     assert result.verdict == "aligned" and result.tile == 4 * 64 and result.measurable > 0.3, result.reason
@@ -247,11 +269,10 @@ def test_a_blur_difference_is_not_misalignment(data_dir):
     test = _on_lr(hr, lr)
     noise = np.random.default_rng(0).normal(0, 0.005, test.shape).astype(np.float32)
     blurred = np.clip(cv2.GaussianBlur(test, (0, 0), 1.5) + noise, 0, 1)
-    result = verify(blurred, test, limit=0.5, sigmas=0.0, p95_factor=2.5)  # align's gate
+    result = verify(blurred, test, **ALIGN_GATE)
     assert result.verdict == "aligned" and result.p95 < 0.15, result.reason
     assert abs(result.blur - 1.5) <= 0.2, result.blur
-    shifted = verify(blurred, _on_lr(misalign_hr(hr, "shift", 0.6, angle=1.0), lr), limit=0.5, sigmas=0.0,
-                     p95_factor=2.5)
+    shifted = verify(blurred, _on_lr(misalign_hr(hr, "shift", 0.6, angle=1.0), lr), **ALIGN_GATE)
     assert shifted.verdict == "misaligned" and abs(np.hypot(*_translation(shifted)) - 0.6) < 0.15, shifted.reason
 
 
@@ -284,15 +305,15 @@ def test_a_channel_clipped_in_one_capture_is_not_misalignment(data_dir):
     assert clipped is not None and 0.3 < clipped[..., 0].mean() < 0.35 and clipped.all(axis=-1).mean() < 0.01
     # Measured while writing this test: tile median 0.089 and max 0.56 LR px without the mask; 0.006 and 0.19 with
     # it, 43 of the 45 tiles still measured (the largest where a white patch clips every channel).
-    blind = verify(corrected, on_lr, limit=0.5, sigmas=0.0, p95_factor=2.5)
+    blind = verify(corrected, on_lr, **ALIGN_GATE)
     assert blind.max > 0.4 and blind.median > 0.05, (blind.max, blind.median)
-    masked = verify(corrected, on_lr, limit=0.5, sigmas=0.0, p95_factor=2.5, clipped=clipped)
+    masked = verify(corrected, on_lr, **ALIGN_GATE, clipped=clipped)
     assert masked.verdict == "aligned" and masked.median < 0.02 and masked.max < 0.3, masked.reason
     assert masked.tiles >= 0.9 * blind.tiles
     # ... and the mask does not hide a real misalignment: the same pair with the HR shifted by 0.8 LR px.
     shifted = cv2.warpAffine(on_lr, np.float32([[1, 0, 0.8], [0, 1, 0]]), (500, 400), flags=cv2.INTER_CUBIC,
                              borderMode=cv2.BORDER_REFLECT)
-    moved = verify(corrected, shifted, limit=0.5, sigmas=0.0, p95_factor=2.5, clipped=clipped)
+    moved = verify(corrected, shifted, **ALIGN_GATE, clipped=clipped)
     assert moved.verdict == "misaligned" and abs(moved.median - 0.8) < 0.1, moved.reason
     # Clipped alike in both captures (equal exposure and blur), the two agree there: no channel is left out.
     equal = np.clip(on_lr * 1.6, 0, 1)
