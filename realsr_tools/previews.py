@@ -74,8 +74,13 @@ def arrow_gain(tiles: Sequence, verification) -> float:
 def verifier_labels(tiles: Sequence, verification) -> list[str]:
     """The verifier panel's three label lines: verdict and field, the arrows' scale and colours, the dots."""
     v = verification
-    field = "-" if v.corner is None and v.field is None else f"{v.corner if v.corner is not None else v.field:.2f}"
-    return [f"verifier: {v.verdict}, field {field} px, {v.measurable:.0%} measured",
+    # The judged point's estimate and standard error: a field refused one standard error above 0.45 reads as such,
+    # not as a bare 0.45 under the limit.
+    if v.field is None:
+        field = "-" if v.corner is None else f"{v.corner:.2f}"
+    else:
+        field = f"{v.field + v.sigmas * v.field_sigma:.2f} +- {v.field_sigma:.2f}"
+    return [f"verifier: {v.verdict}, field {field} px (limit {v.limit:g}), {v.measurable:.0%} measured",
             f"shift x{arrow_gain(tiles, v):.0f}: green <={v.limit / 2:g}, yellow <={v.limit:g} px, red more",
             "grey flat/noisy, blue 1-D, magenta x no match"]
 

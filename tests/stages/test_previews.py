@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 
 from realsr_tools.imaging import read_image
-from realsr_tools.previews import GAP, LINE_HEIGHT, PREVIEW_SIZE, RED, preview_image
-from realsr_tools.verification import measure_tiles, summarise
+from realsr_tools.previews import GAP, LINE_HEIGHT, PREVIEW_SIZE, RED, preview_image, verifier_labels
+from realsr_tools.stages.align import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
+from realsr_tools.verification import measure_tiles, summarise, verify
+from washdata import misalign_hr
 
 
 def test_align_preview_of_a_small_dark_window_is_enlarged_stretched_and_labelled(data_dir):
@@ -50,3 +52,17 @@ def test_verifier_panel_shows_where_a_rolled_pair_is_off_and_an_aligned_one_is_n
     third = PREVIEW_SIZE // 3
     centre, outer = red[third:2 * third, third:2 * third].sum(), red.sum() - red[third:2 * third, third:2 * third].sum()
     assert outer > 0 and outer > 4 * centre  # red arrows where the roll moves content: away from the centre
+
+
+def test_the_verifier_label_gives_the_judged_field_with_its_standard_error(data_dir):
+    # RealSR Nikon_023 moved 0.1 LR px, on 18 tiles: its field's estimate (0.44) sits under align's limit, one
+    # standard error above it (0.55) over; the label says both, so a refusal does not read as a bare 0.44 px.
+    pairs = data_dir / "pairs" / "realsr_x4"
+    lr = read_image(pairs / "LR" / "Nikon_023_LR4.png")
+    hr = read_image(pairs / "HR" / "Nikon_023_LR4.png")
+    on_lr = cv2.resize(misalign_hr(hr, "shift", 0.1, angle=1.0), lr.shape[1::-1], interpolation=cv2.INTER_AREA)
+    v = verify(lr, on_lr, limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS, p95_factor=FIELD_P95_FACTOR)
+    point = v.field + FIELD_SIGMAS * v.field_sigma
+    assert point < v.limit < v.field and v.verdict == "misaligned", v.reason
+    first = verifier_labels([], v)[0]
+    assert first.startswith(f"verifier: misaligned, field {point:.2f} +- {v.field_sigma:.2f} px (limit 0.5)"), first
