@@ -79,7 +79,7 @@ def verifier_labels(tiles: Sequence, verification) -> list[str]:
     if v.field is None:
         field = "-" if v.corner is None else f"{v.corner:.2f}"
     else:
-        field = f"{v.field + v.sigmas * v.field_sigma:.2f} +- {v.field_sigma:.2f}"
+        field = f"{v.field_estimate:.2f} +- {v.field_sigma:.2f}"
     return [f"verifier: {v.verdict}, field {field} px (limit {v.limit:g}), {v.measurable:.0%} measured",
             f"shift x{arrow_gain(tiles, v):.0f}: green <={v.limit / 2:g}, yellow <={v.limit:g} px, red more",
             "grey flat/noisy, blue 1-D, magenta x no match"]

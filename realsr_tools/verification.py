@@ -192,6 +192,11 @@ class Verification:
             return None
         return float((self.affine[0] + self.affine[4]) / 2)
 
+    @property
+    def field_estimate(self) -> float | None:
+        """The fitted field's point estimate where the judged bound ``field`` is (``sigmas`` standard errors back)."""
+        return None if self.field is None else self.field + self.sigmas * self.field_sigma
+
     def with_limit(self, limit: float, *, p95_factor: float | None = None) -> Verification:
         """The same measurement judged against another limit (and tile-p95 factor); ``sigmas`` stays as measured."""
         p95_factor = self.p95_factor if p95_factor is None else float(p95_factor)
@@ -552,7 +557,7 @@ def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
         errors = -v.sigmas
         upper = f"; {v.field:.2f} at {errors:g} standard error{'s' * (errors != 1)} above"
     if v.field is not None and v.field > limit:
-        value = v.field + v.sigmas * v.field_sigma
+        value = v.field_estimate
         if v.affine is None:
             return "misaligned", (f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px{upper} exceeds "
                                   f"{limit:g}{bound} ({v.tiles} tiles, too few or on one line for an affine field)")
@@ -563,7 +568,7 @@ def _judge(v: Verification, limit: float, p95_factor: float) -> tuple[str, str]:
     if v.corner is not None or v.field is None:
         field = f"fitted field at most {'-' if v.corner is None else f'{v.corner:.2f}'} LR px{upper}"
     else:
-        value = v.field + v.sigmas * v.field_sigma
+        value = v.field_estimate
         field = f"mean tile shift {value:.2f} +- {v.field_sigma:.2f} LR px{upper} ({v.tiles} tiles)"
     # The share measured is part of the verdict: an `aligned` resting on a few tiles says nothing of the rest.
     return "aligned", (f"{field} (limit {limit:g}{bound}), tile p95 beyond noise {v.p95_excess:.2f}; measured on "
