@@ -158,8 +158,8 @@ class TrainResult:
 
 # Defaults that fit the device (``realsr train`` options left unset). On CUDA the reference model and BasicSR's
 # EDSR recipe; on a CPU a quarter-width model on small patches with a higher learning rate, which learns within
-# minutes (README, "Training, 12 CPU minutes": +0.31 dB over bicubic on RealSR after 853 steps), for at most
-# CPU_STEPS steps: trained on DRealSR's 84 pairs for 1649-1677 steps it scored +0.12-0.14 dB over MATLAB bicubic
+# minutes (docs/measurements.md, "Training on a CPU": +0.31 dB over bicubic on RealSR after 853 steps), for at
+# most CPU_STEPS steps: trained on DRealSR's 84 pairs for 1649-1677 steps it scored +0.12-0.14 dB over MATLAB bicubic
 # on RealSR, against +0.31-0.32 dB after 447-853 steps (docs/train.md, "Choosing the CPU defaults").
 CPU_STEPS = 800
 CUDA_DEFAULTS = {"model": "edsr", "batch": 16, "patch": 48, "lr": 2e-4, "steps": 300_000, "log_every": 100}
