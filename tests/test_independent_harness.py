@@ -118,3 +118,29 @@ def test_an_error_field_is_taken_apart_into_shift_magnification_roll_and_the_res
     assert parts["beyond_affine"] < 1e-9
     bent = field + np.column_stack([0.1 * u**3, np.zeros_like(u)])
     assert decompose(bent, x, y, window)["beyond_affine"] > 0.01
+
+
+def test_identifiability_bound_matches_the_spread_of_an_efficient_estimator():
+    # identifiability.py's Fisher sum against a Monte Carlo of Lucas-Kanade on a noise-free template: a bound that
+    # is the estimator's spread, not a number of the right order only.
+    from identifiability import validate
+
+    report = validate(draws=120)
+    assert report["mean_estimate"] == pytest.approx(report["shift"], abs=0.003)
+    assert all(0.8 <= r <= 1.25 for r in report["ratio"]), report
+
+
+def test_identifiability_bound_sees_one_directional_structure_as_unpinned(photo_row):
+    # Vertical edges only (a real photograph's row repeated): x is pinned to a fraction of a pixel, y only by the
+    # flat prior of FLAT_PRIOR_PX.
+    from identifiability import FLAT_PRIOR_PX, information
+
+    stripes = np.repeat(photo_row[None, :], 96, axis=0) ** 2.2
+    image = np.repeat(stripes[..., None], 3, axis=2)
+    window = [8, 8, 400, 80]
+    fisher = information(image, window, [], [], lambda v: np.full(v.shape, 1e-4))
+    keep = [0, 1, *range(8, 14)]  # translation, gains, offsets
+    posterior = fisher[np.ix_(keep, keep)] + np.diag([FLAT_PRIOR_PX ** -2] * 2 + [0] * 6)
+    sd_x, sd_y = np.sqrt(np.diag(np.linalg.inv(posterior))[:2])
+    assert sd_x < 0.01
+    assert sd_y == pytest.approx(FLAT_PRIOR_PX, rel=1e-3)
