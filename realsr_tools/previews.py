@@ -82,7 +82,7 @@ def verifier_labels(tiles: Sequence, verification) -> list[str]:
         field = f"{v.field_estimate:.2f} +- {v.field_sigma:.2f}"
     return [f"verifier: {v.verdict}, field {field} px (limit {v.limit:g}), {v.measurable:.0%} measured",
             f"shift x{arrow_gain(tiles, v):.0f}: green <={v.limit / 2:g}, yellow <={v.limit:g} px, red more",
-            "grey flat/noisy, blue 1-D, magenta x no match"]
+            "grey flat/noisy/clipped, blue 1-D, magenta x no match"]
 
 
 def verifier_panel(stretched_lr: np.ndarray, tiles: Sequence, verification, *, scale: float) -> np.ndarray:

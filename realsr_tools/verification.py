@@ -27,9 +27,13 @@ Method
    whose LR red clipped on 54 % of the window, registered to 0.05 px: tiles 0.3-0.7 px, refused). A channel clipped
    where the two images disagree (by more than :data:`CLIP_TOLERANCE`: clipped in both at equal exposure biases
    nothing) on more than :data:`CLIP_SHARE` of a tile's reach (its smoothing and drift) is left out of that tile's
-   grey (BT.601 weights of the others renormalised, the flatness threshold raised by the noise that adds); where
-   every channel clips that much the least clipped are kept, so a white highlight, which clips all alike, keeps all
-   (leaving its pixels out instead emptied whole windows of speckled highlights).
+   grey (BT.601 weights of the others renormalised, the flatness threshold raised by the noise that adds). A pixel
+   where *every* channel is clipped that way (a highlight saturated in one capture only: its plateau is flat in one
+   image and shaded in the other, and the edge around it moves with the exposure) has no grey free of it: it and
+   the pixels its smoothing and the blur matched reach are left out of the tile's fit, and a tile left with under
+   :data:`MIN_UNCLIPPED` of its pixels is **clipped**, unmeasurable (a generator pair registered to 0.04 LR px, its
+   LR 0.75 EV over the HR with a white sky clipped on 53-67 % of the window: the tiles at the sky's edge read
+   0.4-0.7 px and it was refused). A highlight clipped in both captures alike is not counted, and keeps its pixels.
 3. *Measurability* of each tile from the structure tensor ``J = sum(grad grad^T)`` of the LR tile: its smaller
    eigenvalue per pixel below the flatness threshold is **flat**, a ratio of smaller to larger eigenvalue below
    :data:`MIN_ISOTROPY` is **one-dimensional** (a straight edge or stripes pin the displacement across them only: the
@@ -88,7 +92,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-VERSION = 5  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
+VERSION = 6  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
 SMOOTH_SIGMA = 1.0  # LR px, both images
 SMALL_WINDOW = 256  # windows whose shorter side is under this get SMALL_TILE tiles
 SMALL_TILE = 32
@@ -132,6 +136,9 @@ CLIP_FLOOR = 0.05  # level (in the images' own units) below which CLIP_TOLERANCE
 # without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR half of the real
 # pairs (wash's tuning half); the chart tiles the mask is for are 10-60 % clipped.
 CLIP_SHARE = 0.10
+# Share of a tile that must be left once the pixels near a highlight clipped in every channel of one capture only are
+# left out (:func:`_measure_level`); a tile with less is "clipped", unmeasurable.
+MIN_UNCLIPPED = 0.5
 DEFAULT_LIMIT = 0.30
 DEFAULT_SIGMAS = 1.5
 DEFAULT_P95_FACTOR = 2.0
@@ -242,7 +249,7 @@ class TileMeasure:
 
     x: float
     y: float
-    kind: str  # "measured", "flat", "one-dimensional", "mismatched", "noisy"
+    kind: str  # "measured", "flat", "one-dimensional", "clipped", "mismatched", "noisy"
     dx: float = float("nan")
     dy: float = float("nan")
     match: float = float("nan")
@@ -413,8 +420,15 @@ def _measure_level(reference: np.ndarray, test: np.ndarray, tile: int, max_tiles
     local_y, local_x = np.mgrid[0:tile, 0:tile].astype(np.float64)
     greys = {(True, True, True): (ref, tst)}  # the pair's grey over each set of unclipped channels, made when needed
     count = None  # integral image of the disagreeing clipped pixels per channel, when there are any
+    excluded = None  # pixels no tile's fit uses: every channel clipped in one capture only, and their reach
     if clipped is not None:
         disagreeing = _disagreeing(clipped, reference, test, blur)
+        everywhere = disagreeing.all(axis=-1)
+        if everywhere.any():
+            radius = pad + int(np.ceil(blur))  # the smoothing and the blur matched spread the plateau's edge
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+            excluded = cv2.dilate(everywhere.astype(np.uint8), disk) > 0
+            disagreeing = disagreeing & ~everywhere[..., None]
         if disagreeing.any():
             count = cv2.integral(disagreeing.astype(np.uint8))
     reach = pad + int(np.ceil(MAX_DRIFT))  # what a tile's smoothing and displacement can reach beyond it
@@ -433,8 +447,14 @@ def _measure_level(reference: np.ndarray, test: np.ndarray, tile: int, max_tiles
                     greys[channels] = (grey(reference, channels),
                                        _blurred(grey(test, channels), blur))
             ref, tst = greys[channels]
+            keep = None if excluded is None else ~excluded[y:y + tile, x:x + tile]
+            if keep is not None and keep.all():
+                keep = None
+            if keep is not None and keep.mean() < MIN_UNCLIPPED:
+                out.append(TileMeasure(*centre, "clipped"))
+                continue
             a = _smoothed(ref, x, y, tile, pad)
-            kind = _structure(a, _flat_threshold(ref[y:y + tile, x:x + tile], bright, channels))
+            kind = _structure(a, _flat_threshold(ref[y:y + tile, x:x + tile], bright, channels), keep)
             if kind is not None:
                 out.append(TileMeasure(*centre, kind))
                 continue
@@ -443,7 +463,7 @@ def _measure_level(reference: np.ndarray, test: np.ndarray, tile: int, max_tiles
             b = region[margin:margin + tile, margin:margin + tile]
             # phaseCorrelate multiplies its inputs by the window in place: hand it copies.
             (sx, sy), _ = cv2.phaseCorrelate(a.copy(), b.copy(), hann)
-            result = _lucas_kanade(a, region, local_x + margin, local_y + margin, (sx, sy))
+            result = _lucas_kanade(a, region, local_x + margin, local_y + margin, (sx, sy), keep)
             if result is None:
                 out.append(TileMeasure(*centre, "mismatched"))
                 continue
@@ -641,9 +661,12 @@ def _smoothed_gradient_gain() -> float:
     return float(np.sum(gx**2))
 
 
-def _structure(a: np.ndarray, min_eigen: float = MIN_EIGEN) -> str | None:
-    """``"flat"``, ``"one-dimensional"`` or ``None`` (measurable) from the tile's structure tensor."""
+def _structure(a: np.ndarray, min_eigen: float = MIN_EIGEN, keep: np.ndarray | None = None) -> str | None:
+    """``"flat"``, ``"one-dimensional"`` or ``None`` (measurable) from the tile's structure tensor (over the
+    ``keep`` pixels only, where given)."""
     gy, gx = np.gradient(a.astype(np.float64))
+    if keep is not None:
+        gx, gy = gx[keep], gy[keep]
     sxx, syy, sxy = np.mean(gx * gx), np.mean(gy * gy), np.mean(gx * gy)
     root = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
     small, large = (sxx + syy) / 2 - root, (sxx + syy) / 2 + root
@@ -655,8 +678,10 @@ def _structure(a: np.ndarray, min_eigen: float = MIN_EIGEN) -> str | None:
 
 
 def _lucas_kanade(a: np.ndarray, region: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray,
-                  start: tuple[float, float]) -> tuple[tuple[float, float], float, float] | None:
-    """Translation (with a gain and offset) moving ``region`` onto ``a``; ``None`` when it does not converge.
+                  start: tuple[float, float], keep: np.ndarray | None = None,
+                  ) -> tuple[tuple[float, float], float, float] | None:
+    """Translation (with a gain and offset) moving ``region`` onto ``a``; ``None`` when it does not converge. Only
+    the ``keep`` pixels of the tile are fitted, where given.
 
     Returns the translation, the correlation of the matched tiles and the translation's standard deviation.
     ``region`` is resampled with a cubic B-spline at exact positions: OpenCV's ``remap`` quantises positions to
@@ -667,15 +692,17 @@ def _lucas_kanade(a: np.ndarray, region: np.ndarray, grid_x: np.ndarray, grid_y:
 
     coefficients = ndimage.spline_filter(region.astype(np.float64), order=3, mode="mirror")
 
+    used = slice(None) if keep is None else keep.ravel()
+
     def moved_by(dx: float, dy: float) -> np.ndarray:
         return ndimage.map_coordinates(coefficients, (grid_y + dy, grid_x + dx), order=3, prefilter=False,
-                                       mode="mirror").ravel()
+                                       mode="mirror").ravel()[used]
 
     gy, gx = np.gradient(a.astype(np.float64))
-    gx, gy = gx.ravel(), gy.ravel()
+    gx, gy = gx.ravel()[used], gy.ravel()[used]
     hessian = np.array([[gx @ gx, gx @ gy], [gx @ gy, gy @ gy]])
     inverse = np.linalg.inv(hessian)
-    target = a.astype(np.float64).ravel()
+    target = a.astype(np.float64).ravel()[used]
     dx, dy = float(start[0]), float(start[1])
     if abs(dx) > a.shape[1] / 2 - 1 or abs(dy) > a.shape[0] / 2 - 1:
         return None
