@@ -39,7 +39,7 @@ import estimator as E  # noqa: E402
 import generator as G  # noqa: E402
 import realsr_sim  # noqa: E402
 import unified  # noqa: E402
-from common import dump, fmt, read_manifest, run_realsr, table  # noqa: E402
+from common import TARGET, dump, fmt, read_manifest, run_realsr, table  # noqa: E402
 
 
 def locate_window(lr_out, lr_src, rec_window):
@@ -286,7 +286,7 @@ def main(argv=None):
         for k, v in reasons.items():
             print(f"  {cond}: refused {v} x: {k}")
     for cond, d in allres.items():
-        limit = 0.25 if cond == "hard" else 0.1  # the per-condition target
+        limit = TARGET[cond]
         bad = [r for r in d["pairs"] if r["status"] == "ok" and r["error_rms"] > limit]
         print(f"  {cond}: ok pairs above {limit} px: {len(bad)}; measured by record (pixel measure unmeasurable): "
               f"{sum(1 for r in d['pairs'] if r.get('measured_by') == 'record')}")

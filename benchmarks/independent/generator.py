@@ -66,6 +66,7 @@ TUNING = [
 ]
 FOCAL = {1: 100, 2: 50, 3: 33, 4: 25}
 GAMMA = 2.2
+PAD = 64  # px of surround around the photograph in the world
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -153,6 +154,17 @@ def motion_kernel(length, angle, k):
     return ker / ker.sum()
 
 
+def make_world(photo_lin, surround):
+    """The world a scene's captures look at: the photograph (linear light) on its surround, :data:`PAD` px around."""
+    return cv2.copyMakeBorder(photo_lin, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT,
+                              value=tuple(float(v) for v in surround))
+
+
+def supersampling(width):
+    """Sub-samples per capture pixel along each axis when rendering a capture ``width`` px wide."""
+    return 3 if width <= 2000 else 2
+
+
 def render(world_lin, surround, cap, rng, k):
     """Render one capture (dict with W, H, M, distortion, psf, shake, photometric, noise) -> linear float RGB."""
     W, H = cap["W"], cap["H"]
@@ -206,8 +218,7 @@ def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4), neutral_photo
     # HR pitch: the x4 LR field covers 80-130 % of the photograph's width
     pitch_hr = pw * rng.uniform(0.8, 1.3) / (4 * W)
     H = int(round(W * aspect)) // 4 * 4
-    pad = 64
-    photo_c = np.array([pad + (pw - 1) / 2, pad + (ph - 1) / 2])
+    photo_c = np.array([PAD + (pw - 1) / 2, PAD + (ph - 1) / 2])
     hr_half = np.array([W, H]) * pitch_hr / 2
     room = np.maximum(np.array([pw, ph]) / 2 - hr_half * 1.1, 0)
     c_hr = photo_c + rng.uniform(-1, 1, 2) * room * 0.5
@@ -265,7 +276,7 @@ def draw_scene(rng, photo_hw, hard, width_range, scales=(2, 3, 4), neutral_photo
             cap["photometric"] = dict(ev=0.0, wb=[1.0, 1.0, 1.0], vignetting=0.0)
     for cap in caps.values():
         cap["M"] = capture_matrix(cap["W"], cap["H"], cap["pitch"], cap["roll"], cap["centre"], cap["persp"]).tolist()
-    return caps, pad
+    return caps
 
 
 def choose_photos(n, rng, held_out_only=False):
@@ -292,19 +303,17 @@ def generate(out: Path, n_scenes=12, seed=1, hard=False, width=(500, 1400), scal
     ext = ".tif" if hard else ".png"
     for i, rel in enumerate(photos):
         photo = read_photo(DATA / rel)
-        caps, pad = draw_scene(rng, photo.shape[:2], hard, width, scales, neutral_photometry)
+        caps = draw_scene(rng, photo.shape[:2], hard, width, scales, neutral_photometry)
         lin = photo ** GAMMA
         surround = (rng.uniform(0.002, 0.02) if rng.random() < 0.5 else rng.uniform(0.05, 0.25)) * \
             np.array([1.0, rng.uniform(0.95, 1.05), rng.uniform(0.9, 1.1)], np.float32)
-        world = cv2.copyMakeBorder(lin, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                   value=tuple(float(v) for v in surround))
+        world = make_world(lin, surround)
         name = f"scene_{i:02d}"
         (out / name).mkdir(exist_ok=True)
         camera = f"IndepSim cam{i % 3}"
         scene = dict(photo=rel, held_out=rel in HELD_OUT, surround=surround.tolist(), captures={}, hr=None)
         for key, cap in caps.items():
-            k = 3 if cap["W"] <= 2000 else 2
-            img = render(world, surround, cap, rng, k)
+            img = render(world, surround, cap, rng, supersampling(cap["W"]))
             fname = f"{name}/{'hr' if key == 'hr' else 'lr_' + key}{ext}"
             write_capture(out / fname, img, hard, compression="zlib" if key == "hr" else "lzw")
             cap = dict(cap, file=fname)

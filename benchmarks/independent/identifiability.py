@@ -43,9 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generator as G  # noqa: E402
-from common import dump, fmt, table  # noqa: E402
+from common import TARGET, dump, fmt, table  # noqa: E402
 
-TARGET = {"normal": 0.1, "hard": 0.25}  # issue 10's per-condition tolerances, LR px
 GEOMETRY = 10  # a pair's geometric terms: linearised homography (8) + a radial term per lens (2)
 ROWS_PER_CHUNK = 256  # window rows summed at once (bounded memory on 4000-6000 px frames)
 FLAT_PRIOR_PX = 100.0  # LR px: sigma of a prior on every geometric term, so a flat window gives a finite, huge bound
@@ -68,12 +67,9 @@ def noise_free(truth: dict, scene: str, key: str, photo_cache: dict) -> np.ndarr
         photo_cache.clear()
         photo_cache[rel] = G.read_photo(G.DATA / rel) ** G.GAMMA
     surround = np.asarray(sc["surround"], np.float32)
-    pad = 64  # generator.draw_scene's margin around the photograph
-    world = cv2.copyMakeBorder(photo_cache[rel], pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                               value=tuple(float(v) for v in surround))
     cap = dict(sc["captures"][key], noise=[0.0, 0.0])
-    k = 3 if cap["W"] <= 2000 else 2  # generator.generate's super-sampling
-    return G.render(world, surround, cap, np.random.default_rng(0), k)
+    return G.render(G.make_world(photo_cache[rel], surround), surround, cap, np.random.default_rng(0),
+                    G.supersampling(cap["W"]))
 
 
 def truth_window(truth: dict, scene: str, lr_key: str, step: int = 4) -> list[int]:

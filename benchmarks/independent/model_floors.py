@@ -25,9 +25,8 @@ from scipy.optimize import least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generator as G  # noqa: E402
-from common import read_manifest  # noqa: E402
+from common import TARGET, read_manifest  # noqa: E402
 
-TARGET = {"normal": 0.1, "hard": 0.25}  # issue 10's per-condition tolerances, LR px
 CLOSED_FORM = ("similarity", "affine", "homography")  # family_floor's families; the radial one is radial_floor's
 FAMILIES = CLOSED_FORM + ("radial",)
 GRID = 2  # LR px between the window's sample points

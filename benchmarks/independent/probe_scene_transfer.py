@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generator as G  # noqa: E402
+from common import TARGET  # noqa: E402
 
 from realsr_tools.geometry import RadialDistortion, local_jacobian, map_lr_to_hr  # noqa: E402
 from realsr_tools.imaging import read_pixels  # noqa: E402
@@ -37,7 +38,6 @@ from realsr_tools.registration.consistency import chain_hypothesis, compare, com
 from realsr_tools.registration.estimate import HYPOTHESIS_ALONE  # noqa: E402
 
 MARGIN = 0.5  # the carried uncertainty must be at most this share of the pair's own
-TARGETS = {"normal": 0.1, "hard": 0.25}
 
 
 def mapping(record):
@@ -149,7 +149,7 @@ def summarise(rows: list[dict]) -> None:
     for name in sets + ["all"]:
         mine = [r for r in rows if name in ("all", r["set"])]
         written = [r for r in mine if r["status"] == "ok"]
-        limit = {r["id"]: TARGETS[r["condition"]] for r in mine}
+        limit = {r["id"]: TARGET[r["condition"]] for r in mine}
         before = sum(r["own"] <= limit[r["id"]] for r in written)
         moved = [r for r in written if r["chosen"]]
         after = sum((r["chosen"]["error"] if r["chosen"] else r["own"]) <= limit[r["id"]] for r in written)
