@@ -26,36 +26,42 @@ def apply_homography(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def radial_shift(x: np.ndarray, y: np.ndarray, terms) -> tuple[np.ndarray, np.ndarray]:
-    """Displacement ``sum_i k_i (p - c_i) |p - c_i|^2 / R_i^2`` of the radial lens model at points ``p``.
+    """Displacement ``sum_i k_i (p - c_i) rho_i^n_i``, ``rho_i = |p - c_i|^2 / R_i^2``, of the radial lens model at
+    points ``p``.
 
     ``x`` and ``y`` are arrays that broadcast against each other (a row of columns and a column of rows give the
     whole grid); the result has their broadcast shape and dtype (float32 in, float32 arithmetic: the per-pixel maps
-    of a 20-MP warp). ``terms``: ``(k, centre x, centre y, R)`` per term; a zero ``k`` is skipped.
+    of a 20-MP warp). ``terms``: ``(k, centre x, centre y, R)`` per term, or ``(k, centre x, centre y, R, n)`` for a
+    term of order ``2 n + 1`` (``n`` is 1 without it: :data:`FIFTH_ORDER`); a zero ``k`` is skipped.
     """
     x, y = np.asarray(x), np.asarray(y)
     dtype = np.result_type(x, y, np.float32)
     shape = np.broadcast_shapes(x.shape, y.shape)
     sx, sy = np.zeros(shape, dtype), np.zeros(shape, dtype)
-    for k, cx, cy, radius in terms:
+    for k, cx, cy, radius, *power in terms:
         if not k:
             continue
         dx, dy = x - dtype.type(cx), y - dtype.type(cy)
-        factor = dtype.type(k / radius**2) * (dx * dx + dy * dy)
+        rho = (dx * dx + dy * dy) * dtype.type(1 / radius**2)
+        factor = dtype.type(k) * (rho if not power or power[0] == 1 else rho ** int(power[0]))
         sx += dx * factor
         sy += dy * factor
     return sx, sy
 
 
-def radial_basis(x: np.ndarray, y: np.ndarray, frames) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
-    """Per radial term of frame ``(centre x, centre y, R)``: ``(dx, dy, rho, 1 / R^2)`` with ``d = p - c`` and
-    ``rho = |d|^2 / R^2``, so that the term's displacement is ``k (dx, dy) rho`` (``d/dk`` of :func:`radial_shift`,
-    what a fit of ``k`` needs), in the dtype of ``x`` and ``y``."""
+def radial_basis(x: np.ndarray, y: np.ndarray, frames, powers: Sequence[int] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Per radial term of frame ``(centre x, centre y, R)`` (and power ``n`` of ``powers``, 1 without): ``(dx, dy,
+    rho^n, 1 / R^2)`` with ``d = p - c`` and ``rho = |d|^2 / R^2``, so that the term's displacement is ``k (dx, dy)
+    rho^n`` (``d/dk`` of :func:`radial_shift`, what a fit of ``k`` needs), in the dtype of ``x`` and ``y``."""
     x, y = np.asarray(x), np.asarray(y)
     dtype = np.result_type(x, y, np.float32)
     out = []
-    for cx, cy, radius in frames:
+    for index, (cx, cy, radius) in enumerate(frames):
         dx, dy = x - dtype.type(cx), y - dtype.type(cy)
-        out.append((dx, dy, (dx * dx + dy * dy) / dtype.type(radius**2), dtype.type(1 / radius**2)))
+        rho = (dx * dx + dy * dy) / dtype.type(radius**2)
+        power = 1 if powers is None else int(powers[index])
+        out.append((dx, dy, rho if power == 1 else rho**power, dtype.type(1 / radius**2)))
     return out
 
 
@@ -225,19 +231,27 @@ def warp_hr(hr: np.ndarray, lr_to_hr: np.ndarray, window: Sequence[int], scale: 
 
 
 
+# The power ``n`` of the HR lens's fifth-order term (``k2 (x - c) rho^2``, Brown-Conrady's and Lensfun's ``poly5``
+# second coefficient). The HR frame is seen to its corners, where a lens's fifth order is largest; the LR lens only
+# within its central 1 / scale, where it is not. docs/align.md, "The HR lens's centre".
+FIFTH_ORDER = 2
+
+
 @dataclass(frozen=True)
 class RadialDistortion:
     """Radial lens distortion between the two captures, in LR pixels, applied before ``lr_to_hr``.
 
-    ``y = x + sum_i k_i (x - c_i) |x - c_i|^2 / R_i^2``; the complete LR -> HR mapping is ``lr_to_hr(y)``
-    (:func:`map_lr_to_hr`). Two terms, each in its lens's own units: the LR lens about the LR frame's centre
-    (``R`` = half diagonal of the LR frame; ``k < 0`` is barrel distortion of the wide end) and the HR lens about
-    the HR frame's centre as seen in the LR through the homography the terms were fitted at (the finest refinement
-    level's start), or about the centre the fit moved it to where the data asked for that (``R`` = HR half
-    diagonal / that homography's magnification; to first order in ``k``).
+    ``y = x + sum_i k_i (x - c_i) rho_i^n_i`` with ``rho_i = |x - c_i|^2 / R_i^2``; the complete LR -> HR mapping is
+    ``lr_to_hr(y)`` (:func:`map_lr_to_hr`). Terms, each in its lens's own units: the LR lens about the LR frame's
+    centre (``R`` = half diagonal of the LR frame; ``k < 0`` is barrel distortion of the wide end) and the HR lens
+    about the HR frame's centre as seen in the LR through the homography the terms were fitted at (the finest
+    refinement level's start), or about the centre the fit moved it to where the data asked for that (``R`` = HR
+    half diagonal / that homography's magnification; to first order in ``k``), both third order (``n`` = 1); where
+    the HR lens's centre was freed, a third term: the HR lens's fifth order (``n`` = :data:`FIFTH_ORDER`, same
+    centre and ``R``).
     """
 
-    terms: tuple[tuple[float, float, float, float], ...]  # (k, centre x, centre y, R), LR px
+    terms: tuple[tuple[float, ...], ...]  # (k, centre x, centre y, R[, n]), LR px; n = 1 when left out
 
     def undistort(self, points: np.ndarray) -> np.ndarray:
         return radial_undistort(points, self.terms)
@@ -248,12 +262,19 @@ class RadialDistortion:
         if not record:
             return None
         return cls(tuple((float(t["k"]), float(t["centre"][0]), float(t["centre"][1]), float(t["radius"]))
-                         for t in record["terms"]))
+                         + ((int(t["power"]),) if t.get("power", 1) != 1 else ()) for t in record["terms"]))
 
     def to_dict(self) -> dict:
-        return {"model": "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then lr_to_hr",
-                "terms": [{"lens": lens, "k": round(k, 8), "centre": [round(cx, 3), round(cy, 3)],
-                           "radius": round(radius, 3)} for lens, (k, cx, cy, radius) in zip(("lr", "hr"), self.terms)]}
+        terms = []
+        for lens, (k, cx, cy, radius, *power) in zip(("lr", "hr", "hr"), self.terms):
+            term = {"lens": lens, "k": round(k, 8), "centre": [round(cx, 3), round(cy, 3)], "radius": round(radius, 3)}
+            if power and power[0] != 1:
+                term["power"] = int(power[0])
+            terms.append(term)
+        model = ("y = x + sum k (x - c)(|x - c|^2 / R^2)^power on LR px (power 1 where not stated), then lr_to_hr"
+                 if any("power" in term for term in terms) else "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then "
+                 "lr_to_hr")
+        return {"model": model, "terms": terms}
 
 
 def map_lr_to_hr(lr_to_hr: np.ndarray, distortion: RadialDistortion | None, points: np.ndarray) -> np.ndarray:

@@ -22,13 +22,14 @@ sys.path.insert(0, str(PROJECT / "benchmarks" / "independent"))
 import generator  # noqa: E402
 
 
-def harness_scene(root: Path, data_dir: Path, *, seed: int, scene: str, photo: str, hard: bool) -> dict:
-    """Generate the harness's ``seed`` (hard: generator seed 1000 + seed) up to ``scene`` into ``root`` and keep only
-    that scene (its folder and its captures.csv rows); returns the scene's truth."""
+def harness_scene(root: Path, data_dir: Path, *, seed: int, scene: str, photo: str, hard: bool,
+                  width: tuple[int, int] = (500, 1400)) -> dict:
+    """Generate the harness's ``seed`` (hard: generator seed 1000 + seed; HR frames ``width`` px wide) up to ``scene``
+    into ``root`` and keep only that scene (its folder and its captures.csv rows); returns the scene's truth."""
     generator.DATA = data_dir
     index = int(scene.split("_")[1])
     truth = json.loads(generator.generate(root, n_scenes=index + 1, seed=seed + (1000 if hard else 0), hard=hard,
-                                          verbose=False).read_text())
+                                          width=width, verbose=False).read_text())
     record = truth["scenes"][scene]
     assert record["photo"].endswith(photo)
     for other in truth["scenes"]:
@@ -41,9 +42,10 @@ def harness_scene(root: Path, data_dir: Path, *, seed: int, scene: str, photo: s
     return record
 
 
-def harness_pair(root, data_dir, *, seed: int, scene: str, photo: str, scale: int = 2):
+def harness_pair(root, data_dir, *, seed: int, scene: str, photo: str, scale: int = 2,
+                 width: tuple[int, int] = (500, 1400)):
     """The x``scale`` pair of ``scene`` of the harness's hard ``seed``: LR, HR, truth, key."""
-    record = harness_scene(root, data_dir, seed=seed, scene=scene, photo=photo, hard=True)
+    record = harness_scene(root, data_dir, seed=seed, scene=scene, photo=photo, hard=True, width=width)
     key = f"{scene}/lr_x{scale}.tif"
     return read_pixels(root / key), read_pixels(root / record["hr"]), record, key
 

@@ -74,3 +74,30 @@ def test_radial_basis_is_the_derivative_of_the_shift_in_k():
     assert inv_r2 == pytest.approx(1 / TERMS[0][3] ** 2)
     sx, sy = geometry.radial_shift(x, y, [TERMS[0]])
     assert np.allclose(sx, TERMS[0][0] * dx * rho) and np.allclose(sy, TERMS[0][0] * dy * rho)
+
+
+FIFTH = (*TERMS, (0.003, 310.0, 190.5, 90.0, geometry.FIFTH_ORDER))
+
+
+def test_a_fifth_order_term_shifts_by_k_d_rho_squared():
+    points = np.random.default_rng(2).uniform(0, 600, (100, 2))
+    k, cx, cy, radius, power = FIFTH[2]
+    d = points - (cx, cy)
+    rho = np.sum(d * d, axis=1, keepdims=True) / radius**2
+    expected = geometry.radial_undistort(points, TERMS) + k * d * rho**power
+    assert np.allclose(geometry.radial_undistort(points, FIFTH), expected)
+    assert np.abs(geometry.radial_undistort(geometry.radial_distort(points, FIFTH), FIFTH) - points).max() < 1e-6
+    (dx, dy, rho_n, _), = geometry.radial_basis(points[:, 0], points[:, 1], [FIFTH[2][1:4]], [power])
+    sx, sy = geometry.radial_shift(points[:, 0], points[:, 1], [FIFTH[2]])
+    assert np.allclose(sx, k * dx * rho_n) and np.allclose(sy, k * dy * rho_n)
+
+
+def test_a_record_states_a_fifth_order_term_and_reads_as_before_without_one():
+    record = RadialDistortion(FIFTH).to_dict()
+    assert [t.get("power", 1) for t in record["terms"]] == [1, 1, 2] and "power" in record["model"]
+    assert RadialDistortion.from_dict(record).terms == RadialDistortion(FIFTH).terms
+    # a record of two third-order terms (every manifest before the fifth order) is written exactly as it was
+    assert RadialDistortion(TERMS).to_dict() == {
+        "model": "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then lr_to_hr",
+        "terms": [{"lens": "lr", "k": -0.02, "centre": [300.5, 200.0], "radius": 360.0},
+                  {"lens": "hr", "k": 0.004, "centre": [310.0, 190.5], "radius": 90.0}]}

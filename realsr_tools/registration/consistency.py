@@ -198,8 +198,10 @@ def fit_chain(chain: PointMap, window: Sequence[int], zoom: float, frames: np.nd
     p_centre, q_centre = points.mean(0), target.mean(0)
     p_scale, q_scale = points.std(), target.std()
     target_n = (target - q_centre) / q_scale
+    # frames: rows (cx, cy, R) or (cx, cy, R, n) for a term of power n (:func:`.geometry.radial_shift`)
+    powers = None if frames is None else [int(f[3]) if len(f) > 3 else 1 for f in frames]
     basis = [] if frames is None else [np.stack([dx * rho, dy * rho], 1) for dx, dy, rho, _ in
-                                        radial_basis(points[:, 0], points[:, 1], frames)]
+                                        radial_basis(points[:, 0], points[:, 1], [f[:3] for f in frames], powers)]
 
     def mapped(params, terms):
         moved = points + sum((k * b for k, b in zip(params[8:8 + terms], basis)), np.zeros_like(points))
@@ -222,7 +224,8 @@ def fit_chain(chain: PointMap, window: Sequence[int], zoom: float, frames: np.nd
     from_q = np.array([[q_scale, 0, q_centre[0]], [0, q_scale, q_centre[1]], [0, 0, 1]])
     matrix = from_q @ normalised @ to_p
     distortion = None if not terms else RadialDistortion(
-        tuple((float(k), float(cx), float(cy), float(r)) for k, (cx, cy, r) in zip(params[8:], frames)))
+        tuple((float(k), *map(float, frame[:3])) + ((power,) if power != 1 else ())
+              for k, frame, power in zip(params[8:], frames, powers)))
     return matrix / matrix[2, 2], distortion, residual
 
 

@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RegistrationError
-from ..geometry import (RadialDistortion, apply_homography, corner_areas, distortion_frames, hr_field_in_lr,
-                        local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift, scaling,
-                        translation, unabsorbed_displacement)
+from ..geometry import (FIFTH_ORDER, RadialDistortion, apply_homography, corner_areas, distortion_frames,
+                        hr_field_in_lr, local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift,
+                        scaling, translation, unabsorbed_displacement)
 from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
                      model_matrix)
 from .luma import CLIP_HIGH, CLIP_LOW
@@ -44,9 +44,22 @@ MAX_DISTORTION = 0.1  # |k| above which a fitted distortion term is not a lens
 # pairs by a mean of -0.003 LR px (3 better, 3 worse by > 0.01), those above 20 units 24 pairs by -0.016 (14 better,
 # 1 worse); docs/align.md, "The HR lens's centre".
 HR_TERM = 1  # index of the HR lens's term in :func:`realsr_tools.geometry.distortion_frames`
+# The fit's radial terms (:func:`_lens_frames`): the LR lens's and the HR lens's third order, and the HR lens's fifth
+# order (:data:`realsr_tools.geometry.FIFTH_ORDER`), which is fitted only with the HR lens's centre. A centred cubic
+# leaves what a decentred lens of 2-3 % at the corner does over a 4000-6000 px HR frame at 0.04-0.24 LR px RMS (best
+# fits to the independent generator's truth over its seed-9 set's 11 written windows), freeing the centre alone at
+# 0.04-0.13, with the centre pulled up to 0.2 R away to take up what the cubic misses; with the fifth order at
+# 0.002-0.017, the centre within 0.06 R of the lens's. docs/align.md, "The HR lens's centre".
+POWERS = (1, 1, FIFTH_ORDER)
+FIFTH_TERM = 2  # index of the HR lens's fifth-order term
+HR_TERMS = (HR_TERM, FIFTH_TERM)  # the terms about the HR lens's centre
+THIRD_ORDER_TERMS = (0, HR_TERM)  # the terms fitted with the radial model
 CENTRE_PRIOR = 0.05
 MAX_DECENTRE = 0.15
 CENTRE_TOLERANCE = 20.0
+# The held-out cost the HR lens's fifth order must remove beyond the freed centre's to be fitted with it (units of
+# CENTRE_TOLERANCE's; the same figure, not tuned). docs/align.md, "The HR lens's centre".
+FIFTH_TOLERANCE = 20.0
 MAX_DECENTRED_MOVE = 1.0  # template px by which the offset's fit may move the radial fit's mapping at most
 MIN_DISTORTION_EFFECT = 0.03  # LR px of non-homography displacement below which distortion is not modelled
 FINE_PIXELS = 400_000  # pixels used per Gauss-Newton step at most (highest-gradient ones)
@@ -158,7 +171,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
 
     h = np.asarray(lr_to_hr, np.float64).copy()
     prior = None if ratio is None else prior_homography(lr.shape, hr.shape, ratio)
-    ks = np.zeros(2)
+    ks = np.zeros(len(POWERS))
     roi = _roi(h, lr.shape, hr.shape)
     template_full = lr[roi[1]:roi[3], roi[0]:roi[2]]
     lr_saturated, hr_saturated = saturated
@@ -210,7 +223,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         iterations = COARSEST_STEPS if level == levels else (LEVEL_STEPS if level > finest else FINEST_STEPS)
         if max_iterations is not None:
             iterations = min(iterations, max_iterations)
-        lens_frames = distortion_frames(h, lr.shape, hr.shape)  # LR px, about the mapping this level starts from
+        lens_frames = _lens_frames(h, lr.shape, hr.shape)  # LR px, about the mapping this level starts from
         frames = lens_frames.copy()
         frames[:, :2] = apply_homography(np.linalg.inv(c_t), frames[:, :2])
         frames[:, 2] /= fx_t
@@ -232,8 +245,7 @@ def refine(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float
         # they were not the fitted mapping: the coarser levels have no radial terms and absorb their linear part, so
         # the radial fit moves the magnification (2 % on generator hard seed 65's pentax x2, 1164 px), and the
         # written pair was 0.085 LR px off the truth instead of 0.035 (docs/align.md, "The written lens terms").
-        frames = _with_centre(lens_frames, fit.centre)
-        distortion = RadialDistortion(tuple((float(k), *map(float, frame)) for k, frame in zip(ks, frames)))
+        distortion = RadialDistortion(_terms(ks, _with_centre(lens_frames, fit.centre)))
     choice = replace(choice, corner_bend=corner_bend(h, distortion, roi, prior))
     return _Refined(h, distortion, correlation, total, spread, choice)
 
@@ -310,12 +322,26 @@ def _block_labels(lin: "_Linear", shape: tuple[int, int]) -> np.ndarray:
             + MODEL_BLOCKS * np.minimum((lin.y * MODEL_BLOCKS / th).astype(int), MODEL_BLOCKS - 1))
 
 
+def _lens_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, int]) -> np.ndarray:
+    """The frames (rows cx, cy, R in LR px) of the fit's radial terms (:data:`POWERS`) for the homography ``h``."""
+    frames = distortion_frames(h, lr_shape, hr_shape)
+    return np.vstack([frames, frames[HR_TERM]])
+
+
+def _terms(ks: np.ndarray, frames: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """The radial terms (:func:`realsr_tools.geometry.radial_shift`) of coefficients ``ks`` in ``frames``; the
+    fifth-order term only where it was fitted (a record without it reads as before it existed)."""
+    return tuple((float(k), *map(float, frame)) + ((power,) if power != 1 else ())
+                 for index, (k, frame, power) in enumerate(zip(ks, frames, POWERS)) if k or index != FIFTH_TERM)
+
+
 def _with_centre(frames: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
     """A copy of the radial terms' ``frames`` (rows cx, cy, R) with the HR lens's centre moved by ``centre`` (units
     of its R)."""
     frames = np.array(frames, np.float64)
     if centre is not None and np.any(centre):
-        frames[HR_TERM, :2] += np.asarray(centre) * frames[HR_TERM, 2]
+        for index in HR_TERMS:
+            frames[index, :2] += np.asarray(centre) * frames[index, 2]
     return frames
 
 
@@ -326,8 +352,8 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     Gauss-Newton steps it took."""
     th, tw = problem.template.shape
     fit_k = fit_distortion
-    geometry = 10 if fit_k else 8
-    lin = problem.linearize(fit.h, np.zeros(2), fit.params, fit_k)
+    geometry = 8 + len(POWERS) if fit_k else 8
+    lin = problem.linearize(fit.h, np.zeros(len(POWERS)), fit.params, fit_k)
     labels = _block_labels(lin, problem.template.shape)
     systems = BlockSystems.from_pixels(lin.jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
     unit = lin.sigma**2 * SAMPLE_AREA  # residual variance per independent sample
@@ -343,7 +369,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         """Step offset, geometric basis (geometry x p) and the log-magnification (value, gradient) of a model
         about ``phi`` (``None``: the increment coordinates about ``h_base`` themselves)."""
         if phi is None:
-            p = 10 if name == "radial" else 8
+            p = 8 + len(THIRD_ORDER_TERMS) if name == "radial" else 8
             offset = np.zeros(geometry)
             basis = np.eye(geometry)[:, :p]
 
@@ -417,8 +443,10 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     extra = 0
     if name == "radial":
         def with_terms(fitted_terms: Sequence[int] | None = None) -> _Step:
-            """The Gauss-Newton fit from the homography with these radial terms (``None``: both)."""
-            return _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=np.zeros(2),
+            """The Gauss-Newton fit from the homography with these radial terms (``None``: both lenses' third
+            order)."""
+            return _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance,
+                                 ks=np.zeros(len(POWERS)),
                                  frames=problem.frames, fit_k=True, usable=None, problem=problem,
                                  fitted_terms=fitted_terms)
 
@@ -429,7 +457,7 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
         grid_t = np.stack(np.meshgrid(np.linspace(0, tw - 1, 17), np.linspace(0, th - 1, 17)), -1).reshape(-1, 2)
 
         def is_lens(ks: np.ndarray, centre: np.ndarray | None = None) -> bool:
-            effect = unabsorbed_displacement([(k, *frame) for k, frame in zip(ks, problem.frames_at(centre))], grid_t)
+            effect = unabsorbed_displacement(_terms(ks, problem.frames_at(centre)), grid_t)
             return bool(np.all(np.abs(ks) <= MAX_DISTORTION)) and effect * c_t[0, 0] > MIN_DISTORTION_EFFECT
 
         if is_lens(with_k.ks):
@@ -449,14 +477,14 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     if phi is None:  # homography: one step of the fit with the magnification prior
         h = problem.compose(fit.h, z[:8])
         params = fit.params + full[geometry:, p:] @ z[p:]
-        lin_final = problem.linearize(h, np.zeros(2), params, False)
+        lin_final = problem.linearize(h, np.zeros(len(POWERS)), params, False)
         extra += 1
     else:
         phi = phi + z[:p]
         params = fit.params + full[geometry:, p:] @ z[p:]
         for _ in range(POLISH_STEPS):
             h = to_level @ model_matrix(name, phi, prior=prior_base, centre=centre_lr) @ c_t
-            lin_final = problem.linearize(h, np.zeros(2), params, fit_k)
+            lin_final = problem.linearize(h, np.zeros(len(POWERS)), params, fit_k)
             extra += 1
             offset, basis, zoom_prior = linear_model(name, h, phi)
             single = BlockSystems.from_pixels(lin_final.jac, lin_final.residual, lin_final.weights,
@@ -481,63 +509,74 @@ def _choose_model(problem: "_Problem", fit: "_Step", *, c_t: np.ndarray, c_i: np
     if "similarity" in fitted and PARAMETERS[name] < PARAMETERS["similarity"]:
         _, _, similarity_h, similarity_full = fitted["similarity"]
         spread = max(spread, _corner_spread(problem, similarity_h, similarity_full[:8, :4], 4, lin.sigma))
-    step = _Step(h, np.zeros(2), correlation, 0, spread, float(np.mean(lin_final.weights * lin_final.residual**2)),
-                 int(lin_final.residual.size), params)
+    step = _Step(h, np.zeros(len(POWERS)), correlation, 0, spread,
+                 float(np.mean(lin_final.weights * lin_final.residual**2)), int(lin_final.residual.size), params)
     return step, choice, extra
 
 
 def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_terms: Sequence[int] | None,
                tolerance: float, extra: int, is_lens, unit: float) -> tuple["_Step", ModelChoice, int]:
-    """The radial fit ``fit`` with the HR lens term's centre freed when the leave-one-block-out evidence asks for
-    it (:data:`CENTRE_PRIOR`), else ``fit``; the choice records the evidence."""
+    """The radial fit ``fit`` with the HR lens's centre freed when the leave-one-block-out evidence asks for it
+    (:data:`CENTRE_PRIOR`), and with it the lens's fifth order (:data:`POWERS`) when the evidence asks for that too
+    (:data:`FIFTH_TOLERANCE`), else ``fit``; the choice records the evidence."""
     th, tw = problem.template.shape
     lin = problem.linearize(fit.h, fit.ks, fit.params, True, fit.centre, True)
-    terms = len(problem.frames)
-    kept = [*range(8), *(8 + i for i in (range(terms) if fitted_terms is None else fitted_terms))]
-    centre_columns = [8 + terms, 9 + terms]
+    terms = len(POWERS)
+    third = list(THIRD_ORDER_TERMS if fitted_terms is None else fitted_terms)
+    kept = [*range(8), *(8 + i for i in third)]
+    lens_columns = [8 + terms, 9 + terms, 8 + FIFTH_TERM]  # the centre offset, the fifth order
     phot = list(range(10 + terms, 10 + terms + SELECTION_PHOTOMETRIC_TERMS))
-    jac = lin.jac[:, kept + centre_columns + phot]
+    jac = lin.jac[:, kept + lens_columns + phot]
     labels = _block_labels(lin, problem.template.shape)
     systems = BlockSystems.from_pixels(jac, lin.residual, lin.weights, labels, MODEL_BLOCKS**2)
     n_radial, total = len(kept), jac.shape[1]
     k_prior = lin.sigma**2 / DISTORTION_PRIOR**2
     c_prior = lin.sigma**2 / CENTRE_PRIOR**2
     held_out = {}
-    for name, columns in (("radial", [*range(n_radial), *range(n_radial + 2, total)]), ("decentred", range(total))):
-        basis = np.eye(total)[:, list(columns)]
+    n_lens = n_radial + len(lens_columns)
+    for name, lens in (("radial", 0), ("decentred", 2), ("fifth order", 3)):
+        basis = np.eye(total)[:, [*range(n_radial + lens), *range(n_lens, total)]]
         prior_h = np.zeros((basis.shape[1],) * 2)
         prior_g = np.zeros(basis.shape[1])
         prior_h[8:n_radial, 8:n_radial] += k_prior * np.eye(n_radial - 8)
-        prior_g[8:n_radial] += k_prior * fit.ks[[i - 8 for i in kept[8:]]]
-        if name == "decentred":
+        prior_g[8:n_radial] += k_prior * fit.ks[third]
+        if lens:
             prior_h[n_radial:n_radial + 2, n_radial:n_radial + 2] += c_prior * np.eye(2)
             prior_g[n_radial:n_radial + 2] += c_prior * fit.centre
+        if lens > 2:
+            prior_h[n_radial + 2, n_radial + 2] += k_prior
+            prior_g[n_radial + 2] += k_prior * fit.ks[FIFTH_TERM]
         held_out[name], _, _ = cross_validate(systems, np.zeros(total), basis, prior_h, prior_g)
     gain = float(np.sum(held_out["radial"]) - np.sum(held_out["decentred"])) / unit
-    choice = replace(choice, centre_evidence=gain)
+    fifth_gain = float(np.sum(held_out["decentred"]) - np.sum(held_out["fifth order"])) / unit
+    choice = replace(choice, centre_evidence=gain, fifth_evidence=fifth_gain)
     if gain <= CENTRE_TOLERANCE:
         return fit, choice, extra
-    try:
-        decentred = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=fit.ks,
-                                  frames=problem.frames, fit_k=True, usable=None, problem=problem,
-                                  fitted_terms=fitted_terms, centre=fit.centre, fit_centre=True)
-    except RegistrationError:
-        # The offset's fit ran off (measured: a 4900-px x3 lost the overlap): the radial fit stands.
-        return fit, choice, extra
-    extra += decentred.iterations
-    if np.max(np.abs(decentred.centre)) > MAX_DECENTRE or not is_lens(decentred.ks, decentred.centre):
-        return fit, choice, extra
-    # What the offset adds lies within a pixel of the radial fit's complete mapping; a fit that moved it further ran
-    # off (measured: a 5172-px x3 whose magnification drifted 180 % with a plausible centre and terms).
     grid = np.stack(np.meshgrid(np.linspace(0, tw - 1, 9), np.linspace(0, th - 1, 9)), -1).reshape(-1, 2)
+    zoom = max(local_zoom(fit.h, (problem.cx, problem.cy)), 1e-9)
 
     def mapped(step: "_Step") -> np.ndarray:
-        frames = problem.frames_at(step.centre)
-        return map_lr_to_hr(step.h, RadialDistortion(tuple((k, *frame) for k, frame in zip(step.ks, frames))), grid)
-    zoom = max(local_zoom(fit.h, (problem.cx, problem.cy)), 1e-9)
-    if np.max(np.linalg.norm(mapped(decentred) - mapped(fit), axis=1)) / zoom > MAX_DECENTRED_MOVE:
-        return fit, choice, extra
-    return decentred, replace(choice, centre_fitted=True), extra
+        return map_lr_to_hr(step.h, RadialDistortion(_terms(step.ks, problem.frames_at(step.centre))), grid)
+
+    # With the fifth order where the evidence asks for it; where that fit does not stand, the centre alone.
+    for fifth in ([True, False] if fifth_gain > FIFTH_TOLERANCE else [False]):
+        try:
+            decentred = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=fit.ks,
+                                      frames=problem.frames, fit_k=True, usable=None, problem=problem,
+                                      fitted_terms=[*third, FIFTH_TERM] if fifth else third, centre=fit.centre,
+                                      fit_centre=True)
+        except RegistrationError:
+            # The offset's fit ran off (measured: a 4900-px x3 lost the overlap): the radial fit stands.
+            continue
+        extra += decentred.iterations
+        if np.max(np.abs(decentred.centre)) > MAX_DECENTRE or not is_lens(decentred.ks, decentred.centre):
+            continue
+        # What the offset adds lies within a pixel of the radial fit's complete mapping; a fit that moved it further
+        # ran off (measured: a 5172-px x3 whose magnification drifted 180 % with a plausible centre and terms).
+        if np.max(np.linalg.norm(mapped(decentred) - mapped(fit), axis=1)) / zoom > MAX_DECENTRED_MOVE:
+            continue
+        return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth), extra
+    return fit, choice, extra
 
 
 def _clipped(image: np.ndarray, saturated: np.ndarray | None = None) -> np.ndarray:
@@ -608,7 +647,7 @@ class _Problem:
         self.norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])
         self.corners = np.array([[-cx, -cy], [cx, -cy], [cx, cy], [-cx, cy]]) / s
         self.x_all, self.y_all = xs.ravel(), ys.ravel()
-        self.terms = radial_basis(self.x_all, self.y_all, frames)  # per term: dx, dy, |d|^2 / R^2, 1 / R^2
+        self.terms = radial_basis(self.x_all, self.y_all, frames, POWERS)  # per term: dx, dy, rho^n, 1 / R^2
         self.t = template.ravel()
         self.unclipped_t = usable.ravel() & (self.t > CLIP_LOW)
         # Pixel selection at fine levels: the highest template gradients carry the geometric information.
@@ -638,10 +677,11 @@ class _Problem:
         frames = self.frames_at(centre)
         if centre is not None and np.any(centre):
             terms = list(terms)
-            terms[HR_TERM] = radial_basis(x_all, y_all, frames[HR_TERM:HR_TERM + 1])[0]
+            for index in HR_TERMS:
+                terms[index] = radial_basis(x_all, y_all, frames[index:index + 1], POWERS[index:index + 1])[0]
         # Undistorted template coordinates y = D(x), then the homography; NaN marks pixels outside the HR frame
         # (bilinear spreads it by one pixel).
-        sx, sy = radial_shift(x_all, y_all, [(k, *frame) for k, frame in zip(ks, frames)])
+        sx, sy = radial_shift(x_all, y_all, _terms(ks, frames))
         yx, yy = x_all + sx, y_all + sy
         w = np.float32(h[2, 0]) * yx + np.float32(h[2, 1]) * yy + np.float32(h[2, 2])
         with np.errstate(divide="ignore", invalid="ignore"):  # w <= 0: handled below
@@ -699,12 +739,14 @@ class _Problem:
             jxx = np.ones(idx.size, np.float32)
             jyy = np.ones(idx.size, np.float32)
             jxy = np.zeros(idx.size, np.float32)
-            for k, (dx_k, dy_k, rho_k, inv_r2) in zip(ks, terms):
-                ddx, ddy, rr = dx_k[idx], dy_k[idx], rho_k[idx]
+            for k, term, power in zip(ks, terms, POWERS):
+                if not k:
+                    continue
+                ddx, ddy, rr, outer = _term_jacobian(term, power, idx)
                 kk = np.float32(k)
-                jxx += kk * (rr + 2 * inv_r2 * ddx * ddx)
-                jyy += kk * (rr + 2 * inv_r2 * ddy * ddy)
-                jxy += kk * 2 * inv_r2 * ddx * ddy
+                jxx += kk * (rr + outer * ddx * ddx)
+                jyy += kk * (rr + outer * ddy * ddy)
+                jxy += kk * outer * ddx * ddy
             det = jxx * jyy - jxy * jxy
             gxs, gys = (jyy * gxs - jxy * gys) / det, (jxx * gys - jxy * gxs) / det
         gxs, gys = gxs * gain, gys * gain
@@ -715,12 +757,19 @@ class _Problem:
             for dx_k, dy_k, rho_k, _ in terms:
                 columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
         if fit_centre:
-            # d/dc of k (p - c) |p - c|^2 / R^2 is -k (rho I + 2 d d' / R^2); c = c0 + e R, so d/de is R times that
-            dx_k, dy_k, rho_k, inv_r2 = (part[idx] if np.ndim(part) else part for part in terms[HR_TERM])
-            kr = np.float32(-ks[HR_TERM] * frames[HR_TERM, 2])
-            cross = 2 * inv_r2 * dx_k * dy_k
-            columns.append(kr * (gxs * (rho_k + 2 * inv_r2 * dx_k * dx_k) + gys * cross))
-            columns.append(kr * (gxs * cross + gys * (rho_k + 2 * inv_r2 * dy_k * dy_k)))
+            # d/dc of k (p - c) rho^n is -k (rho^n I + 2 n rho^(n-1) d d' / R^2); c = c0 + e R, so d/de is R times
+            # that, summed over the HR lens's terms
+            along_x = along_y = np.float32(0)
+            for index in HR_TERMS:
+                if not ks[index]:
+                    continue
+                dx_k, dy_k, rho_k, outer = _term_jacobian(terms[index], POWERS[index], idx)
+                kr = np.float32(-ks[index] * frames[index, 2])
+                cross = outer * dx_k * dy_k
+                along_x = along_x + kr * (gxs * (rho_k + outer * dx_k * dx_k) + gys * cross)
+                along_y = along_y + kr * (gxs * cross + gys * (rho_k + outer * dy_k * dy_k))
+            columns.append(along_x * np.ones_like(gxs))
+            columns.append(along_y * np.ones_like(gxs))
         jac = np.concatenate([np.stack(columns, 1), phot], axis=1).astype(np.float64)
         # Huber weights on the relative residuals, times the relative weights normalised to mean 1; sigma is the
         # robust scale of the weighted residual (it sets the covariance and the priors' strength).
@@ -745,6 +794,16 @@ class _Problem:
         return (increment - np.eye(3)).ravel()[:8]
 
 
+def _term_jacobian(term, power: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(dx, dy, rho^n, 2 n rho^(n-1) / R^2)`` at the pixels ``idx`` of a radial term (:func:`radial_basis`): the
+    Jacobian of its displacement ``k d rho^n`` is ``k (rho^n I + 2 n rho^(n-1) d d' / R^2)``."""
+    dx_k, dy_k, rho_n, inv_r2 = term
+    dx, dy, rr = dx_k[idx], dy_k[idx], rho_n[idx]
+    if power == 1:
+        return dx, dy, rr, np.float32(2 * inv_r2)
+    return dx, dy, rr, 2 * power * inv_r2 * ((dx * dx + dy * dy) * inv_r2) ** (power - 1)
+
+
 def _increment_matrix(d: np.ndarray) -> np.ndarray:
     """The 3 x 3 matrix of a compositional increment's 8 terms (normalised template coordinates)."""
     return np.array([[1 + d[0], d[1], d[2]], [d[3], 1 + d[4], d[5]], [d[6], d[7], 1]])
@@ -764,18 +823,20 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
     fit_centre = fit_centre and fit_k
     used = 0
     params = None
-    fitted = list(range(len(terms)) if fitted_terms is None else fitted_terms) if fit_k else []
+    fitted = list(THIRD_ORDER_TERMS if fitted_terms is None else fitted_terms) if fit_k else []
     radial = 8 + len(fitted)  # end of the radial coefficients' columns
     geometry = radial + (2 if fit_centre else 0)
-    k_power = np.array([float(term[2].max()) ** 1.5 for term in terms])
+    # per term, its largest rho^n and its displacement's scale rho^(n + 1/2) (in units of R)
+    rho_n = np.array([float(term[2].max()) for term in terms])
+    k_power = rho_n ** np.array([(n + 0.5) / n for n in POWERS])
     k_radius = np.array([frame[2] for frame in frames])
 
     def distance(d: np.ndarray, dk: np.ndarray, dc: np.ndarray) -> float:
         """Level px by which a homography increment ``d``, a change ``dk`` of the radial terms and ``dc`` of the HR
         lens centre move the template corners and the terms' largest shift: what the tolerance is stated in."""
         moved = apply_homography(_increment_matrix(d), corners) - corners
-        # the shift's derivative in its centre is at most 3 |k| rho: c moves by dc R
-        centre_moved = (3 * abs(ks[HR_TERM]) * k_power[HR_TERM] ** (2 / 3) * k_radius[HR_TERM]
+        # the shift's derivative in its centre is at most (2n + 1) |k| rho^n: c moves by dc R
+        centre_moved = (sum((2 * POWERS[i] + 1) * abs(ks[i]) * rho_n[i] * k_radius[i] for i in HR_TERMS)
                         * np.max(np.abs(dc), initial=0.0))
         return max(np.max(np.abs(moved)) * s, np.max(np.abs(dk) * k_power * k_radius, initial=0.0), centre_moved)
 

@@ -42,7 +42,8 @@ class ModelChoice:
     for ``radial``, the lenses whose term was fitted (``("lr", "hr")``, or ``("hr",)`` when the LR term came out
     beyond any real lens and is held at 0; the evidence was measured with both). ``centre_evidence``: for ``radial``,
     the held-out cost that freeing the HR lens term's centre removed (same units; ``None``: not tried), and
-    ``centre_fitted`` whether it was freed (the evidence above the tolerance and the fitted centre a lens's).
+    ``centre_fitted`` whether it was freed (the evidence above the tolerance and the fitted centre a lens's);
+    ``fifth_evidence`` and ``fifth_fitted`` the same for the HR lens's fifth order, fitted with the freed centre.
     """
 
     name: str
@@ -53,19 +54,24 @@ class ModelChoice:
     radial_terms: tuple[str, ...] = ("lr", "hr")
     centre_evidence: float | None = None
     centre_fitted: bool = False
+    fifth_evidence: float | None = None
+    fifth_fitted: bool = False
 
     @property
     def parameters(self) -> int:
-        """Geometric parameters fitted: the homography's 8, each radial term fitted and the HR lens centre's 2 when
-        fitted, or the model's own."""
+        """Geometric parameters fitted: the homography's 8, each radial term fitted, the HR lens centre's 2 and its
+        fifth order where fitted, or the model's own."""
         if self.name != "radial":
             return PARAMETERS[self.name]
-        return 8 + len(self.radial_terms) + (2 if self.centre_fitted else 0)
+        return 8 + len(self.radial_terms) + (2 if self.centre_fitted else 0) + (1 if self.fifth_fitted else 0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "parameters": self.parameters,
                 "radial_terms": list(self.radial_terms) if self.name == "radial" else None,
                 "hr_centre": ({"fitted": self.centre_fitted, "evidence": round(float(self.centre_evidence), 2)}
+                              | ({"fifth_order": self.fifth_fitted,
+                                  "fifth_order_evidence": round(float(self.fifth_evidence), 2)}
+                                 if self.fifth_evidence is not None else {})
                               if self.name == "radial" and self.centre_evidence is not None else None),
                 "evidence": {k: round(float(v), 2) for k, v in self.evidence.items()}, "blocks": self.blocks,
                 "corner_bend": round(float(self.corner_bend), 4),

@@ -658,15 +658,17 @@ def _written_with_chain(pair, lr_to_hr: np.ndarray, distortion: RadialDistortion
 
 def _chain_frames(own_distortion: dict | None, own_lr_to_hr, own_zoom: float, source: dict[str, Any],
                   lr_shape: tuple[int, int]) -> np.ndarray | None:
-    """The radial terms' frames (rows ``cx, cy, R`` in the pair's LR px) a chain is fitted with: the pair's own
+    """The radial terms' frames (rows ``cx, cy, R[, n]`` in the pair's LR px) a chain is fitted with: the pair's own
     where it has radial terms, else those of :func:`.geometry.distortion_frames` where the source has them (the HR
     lens' frame carried from the source's through the pair's homography ``own_lr_to_hr`` and magnification
     ``own_zoom``), else ``None`` (a homography)."""
     if own_distortion:
-        return np.array([t[1:] for t in RadialDistortion.from_dict(own_distortion).terms])
+        # rows (cx, cy, R, n): n the term's power (the HR lens's fifth order, where it was fitted)
+        terms = RadialDistortion.from_dict(own_distortion).terms
+        return np.array([(*t[1:4], t[4] if len(t) > 4 else 1) for t in terms])
     if not source["distortion"]:
         return None
-    _, cx, cy, radius = RadialDistortion.from_dict(source["distortion"]).terms[1]
+    _, cx, cy, radius, *_ = RadialDistortion.from_dict(source["distortion"]).terms[1]
     hr_centre = apply_homography(np.asarray(source["lr_to_hr"]), np.array([[cx, cy]]))
     own_h = np.asarray(own_lr_to_hr)
     centre = apply_homography(np.linalg.inv(own_h), hr_centre)[0]
