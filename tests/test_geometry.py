@@ -76,7 +76,7 @@ def test_radial_basis_is_the_derivative_of_the_shift_in_k():
     assert np.allclose(sx, TERMS[0][0] * dx * rho) and np.allclose(sy, TERMS[0][0] * dy * rho)
 
 
-FIFTH = (*TERMS, (0.003, 310.0, 190.5, 90.0, geometry.FIFTH_ORDER))
+FIFTH = (*TERMS, (0.003, 310.0, 190.5, 360.0, geometry.FIFTH_ORDER))
 
 
 def test_a_fifth_order_term_shifts_by_k_d_rho_squared():
