@@ -25,25 +25,37 @@ def apply_homography(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p[..., :2] / p[..., 2:3]
 
 
+def radial_term(k: float, frame: Sequence[float], power: int = 1) -> tuple[float, ...]:
+    """A term of the radial lens model: ``(k, centre x, centre y, R)`` of ``frame`` (its first three values), with
+    ``power`` ``n`` as a fifth element only where it is not 1 (a term of order ``2 n + 1``; :data:`FIFTH_ORDER`)."""
+    return (float(k), *map(float, frame[:3])) + ((int(power),) if power != 1 else ())
+
+
+def term_power(term: Sequence[float]) -> int:
+    """The power ``n`` of a radial term (:func:`radial_term`): its fifth element, 1 without one."""
+    return int(term[4]) if len(term) > 4 else 1
+
+
 def radial_shift(x: np.ndarray, y: np.ndarray, terms) -> tuple[np.ndarray, np.ndarray]:
     """Displacement ``sum_i k_i (p - c_i) rho_i^n_i``, ``rho_i = |p - c_i|^2 / R_i^2``, of the radial lens model at
     points ``p``.
 
     ``x`` and ``y`` are arrays that broadcast against each other (a row of columns and a column of rows give the
     whole grid); the result has their broadcast shape and dtype (float32 in, float32 arithmetic: the per-pixel maps
-    of a 20-MP warp). ``terms``: ``(k, centre x, centre y, R)`` per term, or ``(k, centre x, centre y, R, n)`` for a
-    term of order ``2 n + 1`` (``n`` is 1 without it: :data:`FIFTH_ORDER`); a zero ``k`` is skipped.
+    of a 20-MP warp). ``terms``: :func:`radial_term` tuples; a zero ``k`` is skipped.
     """
     x, y = np.asarray(x), np.asarray(y)
     dtype = np.result_type(x, y, np.float32)
     shape = np.broadcast_shapes(x.shape, y.shape)
     sx, sy = np.zeros(shape, dtype), np.zeros(shape, dtype)
-    for k, cx, cy, radius, *power in terms:
+    for term in terms:
+        k, cx, cy, radius = term[:4]
         if not k:
             continue
+        power = term_power(term)
         dx, dy = x - dtype.type(cx), y - dtype.type(cy)
         rho = (dx * dx + dy * dy) * dtype.type(1 / radius**2)
-        factor = dtype.type(k) * (rho if not power or power[0] == 1 else rho ** int(power[0]))
+        factor = dtype.type(k) * (rho if power == 1 else rho**power)
         sx += dx * factor
         sy += dy * factor
     return sx, sy
@@ -251,7 +263,7 @@ class RadialDistortion:
     centre and ``R``).
     """
 
-    terms: tuple[tuple[float, ...], ...]  # (k, centre x, centre y, R[, n]), LR px; n = 1 when left out
+    terms: tuple[tuple[float, ...], ...]  # radial_term tuples: (k, centre x, centre y, R[, n]), LR px
 
     def undistort(self, points: np.ndarray) -> np.ndarray:
         return radial_undistort(points, self.terms)
@@ -261,16 +273,17 @@ class RadialDistortion:
         """The inverse of :meth:`to_dict` (a manifest's ``distortion`` field); ``None`` for ``None``."""
         if not record:
             return None
-        return cls(tuple((float(t["k"]), float(t["centre"][0]), float(t["centre"][1]), float(t["radius"]))
-                         + ((int(t["power"]),) if t.get("power", 1) != 1 else ()) for t in record["terms"]))
+        return cls(tuple(radial_term(t["k"], (*t["centre"], t["radius"]), t.get("power", 1)) for t in record["terms"]))
 
     def to_dict(self) -> dict:
         terms = []
-        for lens, (k, cx, cy, radius, *power) in zip(("lr", "hr", "hr"), self.terms):
-            term = {"lens": lens, "k": round(k, 8), "centre": [round(cx, 3), round(cy, 3)], "radius": round(radius, 3)}
-            if power and power[0] != 1:
-                term["power"] = int(power[0])
-            terms.append(term)
+        for lens, term in zip(("lr", "hr", "hr"), self.terms):
+            k, cx, cy, radius = term[:4]
+            written = {"lens": lens, "k": round(k, 8), "centre": [round(cx, 3), round(cy, 3)],
+                       "radius": round(radius, 3)}
+            if term_power(term) != 1:
+                written["power"] = term_power(term)
+            terms.append(written)
         model = ("y = x + sum k (x - c)(|x - c|^2 / R^2)^power on LR px (power 1 where not stated), then lr_to_hr"
                  if any("power" in term for term in terms) else "y = x + sum k (x - c)|x - c|^2 / R^2 on LR px, then "
                  "lr_to_hr")

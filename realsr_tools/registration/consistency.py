@@ -37,7 +37,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from ..geometry import RadialDistortion, apply_homography, local_zoom, radial_basis
+from ..geometry import RadialDistortion, apply_homography, local_zoom, radial_basis, radial_term
 from .estimate import MAX_ZOOM_ERROR, _round
 
 GRID_STEP = 4  # LR px between the points of a window at which the two mappings are compared
@@ -224,8 +224,7 @@ def fit_chain(chain: PointMap, window: Sequence[int], zoom: float, frames: np.nd
     from_q = np.array([[q_scale, 0, q_centre[0]], [0, q_scale, q_centre[1]], [0, 0, 1]])
     matrix = from_q @ normalised @ to_p
     distortion = None if not terms else RadialDistortion(
-        tuple((float(k), *map(float, frame[:3])) + ((power,) if power != 1 else ())
-              for k, frame, power in zip(params[8:], frames, powers)))
+        tuple(radial_term(k, frame, power) for k, frame, power in zip(params[8:], frames, powers)))
     return matrix / matrix[2, 2], distortion, residual
 
 

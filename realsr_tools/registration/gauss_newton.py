@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import RegistrationError
 from ..geometry import (FIFTH_ORDER, RadialDistortion, apply_homography, corner_areas, distortion_frames,
                         hr_field_in_lr, local_zoom, map_lr_to_hr, prior_homography, radial_basis, radial_shift,
-                        scaling, translation, unabsorbed_displacement)
+                        radial_term, scaling, translation, unabsorbed_displacement)
 from .models import (MODELS, PARAMETERS, BlockSystems, ModelChoice, choose_model, cross_validate, fit_model,
                      model_matrix)
 from .luma import CLIP_HIGH, CLIP_LOW
@@ -331,8 +331,8 @@ def _lens_frames(h: np.ndarray, lr_shape: tuple[int, int], hr_shape: tuple[int, 
 def _terms(ks: np.ndarray, frames: np.ndarray) -> tuple[tuple[float, ...], ...]:
     """The radial terms (:func:`realsr_tools.geometry.radial_shift`) of coefficients ``ks`` in ``frames``; the
     fifth-order term only where it was fitted (a record without it reads as before it existed)."""
-    return tuple((float(k), *map(float, frame)) + ((power,) if power != 1 else ())
-                 for index, (k, frame, power) in enumerate(zip(ks, frames, POWERS)) if k or index != FIFTH_TERM)
+    return tuple(radial_term(k, frame, power) for index, (k, frame, power) in enumerate(zip(ks, frames, POWERS))
+                 if k or index != FIFTH_TERM)
 
 
 def _with_centre(frames: np.ndarray, centre: np.ndarray | None) -> np.ndarray:

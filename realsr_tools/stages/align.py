@@ -16,7 +16,8 @@ import numpy as np
 
 from ..colour import conversion, convert_encoding
 from ..errors import RegistrationError
-from ..geometry import RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, warp_hr
+from ..geometry import (RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, term_power,
+                        warp_hr)
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..imaging.transfer import StatedCurve, stated_curve
 from ..pipeline.output import holds_output
@@ -665,7 +666,7 @@ def _chain_frames(own_distortion: dict | None, own_lr_to_hr, own_zoom: float, so
     if own_distortion:
         # rows (cx, cy, R, n): n the term's power (the HR lens's fifth order, where it was fitted)
         terms = RadialDistortion.from_dict(own_distortion).terms
-        return np.array([(*t[1:4], t[4] if len(t) > 4 else 1) for t in terms])
+        return np.array([(*t[1:4], term_power(t)) for t in terms])
     if not source["distortion"]:
         return None
     _, cx, cy, radius, *_ = RadialDistortion.from_dict(source["distortion"]).terms[1]
