@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import corner_areas, hr_field_in_lr, scaling, translation
+from ..geometry import apply_homography, corner_areas, hr_field_in_lr, scaling, translation
 from .luma import LUMA
 
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
@@ -21,6 +21,13 @@ CHROMA_FLOOR = 1e-3
 # Factor off the focal ratio beyond which a feature homography's magnification at an LR frame corner is no camera's
 # (the same bound as a refinement level's change of the mapped area, 4x: gauss_newton.MAX_AREA_CHANGE).
 MAX_FEATURE_ZOOM_FACTOR = 2.0
+# Share of the HR frame (each side) the pyramid search's template shows: margin for the roll searched (+-4.5 deg
+# keeps a 3:2 frame's rotated template inside it) and for a field partly outside the LR frame.
+TEMPLATE_SHARE = 0.85
+# NCC (whole HR frame) by which the whole frame's best match must beat the central template's match to replace it
+# (:func:`_margin_contradicts`): a margin for noise, not tuned. Measured on generator hard seeds 79 and 54: the
+# chart matches it corrected by 0.05-0.19; two it left alone, 0.004.
+WHOLE_FRAME_GAIN = 0.02
 
 
 
@@ -62,57 +69,124 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
     hr_small = cv2.resize(hr, (max(8, round(hw / base)), max(8, round(hh / base))), interpolation=cv2.INTER_AREA)
     q_x, q_y = hw / hr_small.shape[1], hh / hr_small.shape[0]
 
-    def match(zoom_factor: float, roll: float) -> tuple[float, float, np.ndarray]:
+    def correlate(zoom_factor: float, roll: float, whole: bool = False):
+        """The NCC maps of one magnification and roll (mean over the images used, and the grey's) with the
+        template px -> HR px map; ``None`` where the template does not fit. ``whole``: the whole HR frame (its
+        rotated bounding box, masked to the frame), not the central :data:`TEMPLATE_SHARE`."""
         m = ratio * k * zoom_factor  # HR px per template px
-        tw = int(hw / m * 0.85)
-        th = int(hh / m * 0.85)
-        if tw < 8 or th < 8 or tw >= lr_small.shape[1] or th >= lr_small.shape[0]:
-            return -1.0, -1.0, np.eye(3)
         c, s = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+        if whole:
+            tw = int(np.ceil((hw * abs(c) + hh * abs(s)) / m))
+            th = int(np.ceil((hw * abs(s) + hh * abs(c)) / m))
+        else:
+            tw = int(hw / m * TEMPLATE_SHARE)
+            th = int(hh / m * TEMPLATE_SHARE)
+        if tw < 8 or th < 8 or tw >= lr_small.shape[1] or th >= lr_small.shape[0]:
+            return None
         # template px -> HR px: centre to centre, magnification m, roll.
         t_to_hr = translation((hw - 1) / 2, (hh - 1) / 2) @ np.array(
             [[m * c, -m * s, 0], [m * s, m * c, 0], [0, 0, 1]]) @ translation(-(tw - 1) / 2, -(th - 1) / 2)
         t_to_small = np.linalg.inv(scaling(q_x, q_y)) @ t_to_hr
         template = cv2.warpAffine(hr_small, t_to_small[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        mask = None
+        if whole:
+            ys, xs = np.mgrid[0:th, 0:tw].astype(np.float32)
+            at = apply_homography(t_to_hr, np.stack([xs.ravel(), ys.ravel()], axis=1)).reshape(th, tw, 2)
+            mask = ((at[..., 0] >= 0) & (at[..., 0] <= hw - 1) & (at[..., 1] >= 0)
+                    & (at[..., 1] <= hh - 1)).astype(np.float32)
         # Chroma of the warped colour, not warped chroma: interpolated log ratios at the dark rims of chart patches
         # (measured) moved the best match of a yellow patch to another one, 200 LR px away.
         template = _features(template)
-        if template[..., 0].std() < 1e-4:
-            return -1.0, -1.0, np.eye(3)
-        grey = cv2.matchTemplate(lr_channels[0], np.ascontiguousarray(template[..., 0]), cv2.TM_CCOEFF_NORMED)
+        inside = template[..., 0] if mask is None else template[..., 0][mask > 0]
+        if inside.std() < 1e-4:
+            return None
+
+        def ncc(channel: int) -> np.ndarray:
+            found = cv2.matchTemplate(lr_channels[channel], np.ascontiguousarray(template[..., channel]),
+                                      cv2.TM_CCOEFF_NORMED, mask=mask)
+            return found if mask is None else np.nan_to_num(found, nan=-1.0, posinf=-1.0, neginf=-1.0)
+
+        grey = ncc(0)
         result, used = grey, 1
         for c in range(1, template.shape[2]):
-            if template[..., c].std() >= MIN_CHROMA_SPREAD:
-                result = result + cv2.matchTemplate(lr_channels[c], np.ascontiguousarray(template[..., c]),
-                                                    cv2.TM_CCOEFF_NORMED)
+            spread = template[..., c].std() if mask is None else template[..., c][mask > 0].std()
+            if spread >= MIN_CHROMA_SPREAD:
+                result = result + ncc(c)
                 used += 1
-        _, score, _, (px, py) = cv2.minMaxLoc(result / used)
+        return result / used, grey, t_to_hr
+
+    def at_peak(maps) -> tuple[float, float, np.ndarray]:
+        """Score, grey NCC and LR -> HR homography at the maps' best match."""
+        result, grey, t_to_hr = maps
+        _, _, _, (px, py) = cv2.minMaxLoc(result)
         fx, fy = _subpixel_peak(result, px, py)
         # small-LR px p <-> template px p - (fx, fy); small-LR px -> LR px via scaling(k).
         lr_to_hr = t_to_hr @ translation(-fx, -fy) @ np.linalg.inv(scaling(k_x, k_y))
-        return float(score), float(grey[py, px]), lr_to_hr
+        return float(result[py, px]), float(grey[py, px]), lr_to_hr
 
-    best = (-1.0, -1.0, np.eye(3), 1.0, 0.0)
-    if around is None:
-        grid = [(z, r) for z in np.linspace(1 - zoom_range, 1 + zoom_range, 13)
-                for r in np.linspace(-roll_deg, roll_deg, 9)]
-    else:
-        grid = [(around[0] + z, around[1] + r) for z in np.linspace(-0.02, 0.02, 5) for r in np.linspace(-1, 1, 5)]
-    for zoom_factor, roll in grid:
-        score, grey, matrix = match(zoom_factor, roll)
-        if score > best[0]:
-            best = (score, grey, matrix, zoom_factor, roll)
-    if around is None:  # finer grid around the best cell
-        *_, z0, r0 = best
-        for zoom_factor in z0 + np.linspace(-0.01, 0.01, 5):
-            for roll in r0 + np.linspace(-0.5, 0.5, 5):
-                score, grey, matrix = match(zoom_factor, roll)
-                if score > best[0]:
-                    best = (score, grey, matrix, zoom_factor, roll)
+    def match(zoom_factor: float, roll: float, whole: bool) -> tuple[float, float, np.ndarray]:
+        maps = correlate(zoom_factor, roll, whole)
+        return (-1.0, -1.0, np.eye(3)) if maps is None else at_peak(maps)
+
+    def grid_search(whole: bool = False) -> tuple[float, float, np.ndarray, float, float]:
+        """The best (score, grey NCC, LR -> HR, magnification factor, roll) over the grid."""
+        best = (-1.0, -1.0, np.eye(3), 1.0, 0.0)
+        if around is None:
+            grid = [(z, r) for z in np.linspace(1 - zoom_range, 1 + zoom_range, 13)
+                    for r in np.linspace(-roll_deg, roll_deg, 9)]
+        else:
+            grid = [(around[0] + z, around[1] + r) for z in np.linspace(-0.02, 0.02, 5)
+                    for r in np.linspace(-1, 1, 5)]
+        for zoom_factor, roll in grid:
+            score, grey, matrix = match(zoom_factor, roll, whole)
+            if score > best[0]:
+                best = (score, grey, matrix, zoom_factor, roll)
+        if around is None:  # finer grid around the best cell
+            *_, z0, r0 = best
+            for zoom_factor in z0 + np.linspace(-0.01, 0.01, 5):
+                for roll in r0 + np.linspace(-0.5, 0.5, 5):
+                    score, grey, matrix = match(zoom_factor, roll, whole)
+                    if score > best[0]:
+                        best = (score, grey, matrix, zoom_factor, roll)
+        return best
+
+    best = grid_search()
     if best[0] <= -1:
         return None
+    if _margin_contradicts(best, correlate, at_peak, hr_shape=(hh, hw), small_to_lr=scaling(k_x, k_y),
+                           tolerance=COARSE_AGREEMENT * k):
+        best = grid_search(whole=True)
     return _Coarse(scaling(*hr_scale) @ best[2] @ np.linalg.inv(scaling(*lr_scale)), best[1], float(best[3]),
                    float(best[4]))
+
+
+def _margin_contradicts(best: tuple, correlate, at_peak, *, hr_shape: tuple[int, int], small_to_lr: np.ndarray,
+                        tolerance: float) -> bool:
+    """Whether the HR frame's margin, which the search's template leaves out, puts the frame elsewhere: then
+    :func:`search_coarse` searches again with the whole frame as its template (masked to the frame).
+
+    Why: on a chart close-up the margin can hold the only edge across the others (a patch's white and one black
+    bar in the template, the bar below it at the frame's foot): the template then matches anywhere along the bar
+    and at any magnification (generator hard seed 79's canon_g2 x2: 41 LR px off, refused). The whole frame at the
+    match's magnification and roll contradicts it where its own best match lies elsewhere (more than
+    ``tolerance``, LR px of the images searched) and scores more than :data:`WHOLE_FRAME_GAIN` better there than
+    at the template's match, which must leave room for the whole frame (not a field partly outside the LR frame).
+    The whole frame is not the search's template everywhere: its masked NCC costs about four times as much, and
+    it needs the field inside the LR frame. ``best``: the search's (score, grey NCC, LR -> HR, magnification
+    factor, roll); ``correlate``, ``at_peak``: its NCC maps and their best match (:func:`search_coarse`).
+    """
+    _, _, lr_to_hr, zoom_factor, roll = best
+    maps = correlate(zoom_factor, roll, whole=True)
+    if maps is None:
+        return False
+    whole_score, _, whole_lr_to_hr = at_peak(maps)
+    if _disagreement(whole_lr_to_hr, lr_to_hr, hr_shape) <= tolerance:
+        return False
+    # Where the template's match puts the whole frame's template (small-LR px of its top-left corner).
+    offset = np.linalg.inv(maps[2]) @ lr_to_hr @ small_to_lr
+    px, py = (int(round(v)) for v in -offset[:2, 2] / offset[2, 2])
+    h, w = maps[0].shape
+    return 0 <= px < w and 0 <= py < h and whole_score > maps[0][py, px] + WHOLE_FRAME_GAIN
 
 
 def _features(image: np.ndarray) -> np.ndarray:
