@@ -430,3 +430,17 @@ def test_a_disagreement_counts_only_through_a_direct_registration_the_verifier_p
     x4 = records["lr_x4.tif"]
     assert x4["status"] == "ok" and x4["registration"]["coarse"] == "scene chain"
     assert record_truth_rms(x4, truth) < 0.1  # measured 0.020 LR px
+
+
+def test_a_chart_the_whole_frame_search_puts_on_another_match_is_refused(tmp_path, data_dir):
+    """Hard seed 15's canon_g2 x3 (one flat patch and one vertical bar): the whole HR frame starts its fit 10 LR px
+    from the truth and it ends on another match, 27 px off, its corners 0.28 px uncertain (within the texture gate);
+    the verifier refuses it, and its scene's x2 is written as before."""
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", hard=True)
+    out = tmp_path / "aligned"
+    align.run_align(root, out, show_progress=False)
+    records = _records(out)
+    x3 = records["lr_x3.tif"]
+    assert x3["status"] == "failed" and x3["error"].startswith("verified misalignment")
+    assert records["lr_x2.tif"]["status"] == "ok" and record_truth_rms(records["lr_x2.tif"], truth) < 0.25
