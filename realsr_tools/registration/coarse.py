@@ -97,8 +97,12 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
         # Chroma of the warped colour, not warped chroma: interpolated log ratios at the dark rims of chart patches
         # (measured) moved the best match of a yellow patch to another one, 200 LR px away.
         template = _features(template)
-        inside = template[..., 0] if mask is None else template[..., 0][mask > 0]
-        if inside.std() < 1e-4:
+
+        def spread(channel: int) -> float:  # over the HR frame's pixels
+            values = template[..., channel]
+            return float((values if mask is None else values[mask > 0]).std())
+
+        if spread(0) < 1e-4:
             return None
 
         def ncc(channel: int) -> np.ndarray:
@@ -109,8 +113,7 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
         grey = ncc(0)
         result, used = grey, 1
         for c in range(1, template.shape[2]):
-            spread = template[..., c].std() if mask is None else template[..., c][mask > 0].std()
-            if spread >= MIN_CHROMA_SPREAD:
+            if spread(c) >= MIN_CHROMA_SPREAD:
                 result = result + ncc(c)
                 used += 1
         return result / used, grey, t_to_hr
