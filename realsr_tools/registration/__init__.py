@@ -11,13 +11,16 @@ Pipeline per pair (:func:`register` on grey images, :func:`register_captures` on
 2. *Coarse*, two independent estimates checked against each other:
    a. a pyramid search: the HR image, area-downscaled to the LR's scale, is matched over the whole LR image by
       normalised cross-correlation (``cv2.matchTemplate``) for a grid of magnifications (+-12 % around the focal
-      ratio) and rolls (+-4 deg); the whole HR field is one template, so repetitive patterns (colour charts,
-      windows) and weak texture do not mislead it;
+      ratio) and rolls (+-4 deg); the HR frame's central 85 % is one template, so repetitive patterns (colour
+      charts, windows) and weak texture do not mislead it, and where the whole frame at the match's magnification
+      and roll puts it elsewhere and fits better, the grid is searched again with the whole frame;
    b. SIFT features on the pre-zoomed images with a ratio test and RANSAC homography.
    When both succeed and disagree, both are refined and the one with the better final fit wins.
    c. (:func:`register_captures`, on RGB captures) the pyramid search again on colour thumbnails, grey and chroma,
       near a's magnification and roll: where a took one chart patch for another of the same luma, its estimate is
       refined too, and wins only at another match that fits better (:func:`refine_starts`).
+   d. (:func:`register_captures`) where the refinement of every start diverges, the grey pyramid search again
+      with the whole HR frame as its template from the start, and its estimate refined alone.
 3. *Colour balance* (:func:`register_captures`, on RGB captures): where the two captures' white balance differs,
    the HR's channels are scaled to the LR's (:func:`.luma.channel_balance`, measured where the first grey coarse
    estimate puts the overlap, and for a colour estimate where it puts it) and its grey formed again, so that the

@@ -42,7 +42,7 @@ class _Coarse:
 def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: float = 0.12,
                   roll_deg: float = 4.0, lr_scale: tuple[float, float] = (1.0, 1.0),
                   hr_scale: tuple[float, float] = (1.0, 1.0), around: tuple[float, float] | None = None,
-                  ) -> _Coarse | None:
+                  whole_frame: bool = False) -> _Coarse | None:
     """Pyramid search over magnification and roll with whole-field NCC; ``None`` when nothing matches.
 
     ``lr``, ``hr``: float32, grey (``H x W``) or linear-light RGB (``H x W x 3``). With colour, each candidate is
@@ -52,7 +52,9 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
     offset). The returned score is the grey's NCC at the chosen match, the measure :data:`MIN_TEMPLATE_SCORE` is
     stated in. ``lr``, ``hr`` may be reduced copies of the captures: ``lr_scale``, ``hr_scale`` are the captures'
     pixels per given pixel (x, y). ``around``: a magnification factor and roll (:class:`_Coarse`) to search
-    near (+-2 %, +-1 deg) instead of the whole range, for every position still. Returns a similarity (as a 3x3
+    near (+-2 %, +-1 deg) instead of the whole range, for every position still. ``whole_frame``: the whole HR
+    frame is the template from the start (as where :func:`_margin_contradicts` holds), for a second search where
+    every start of the first diverged (:func:`.estimate.register_captures`). Returns a similarity (as a 3x3
     homography, LR -> HR capture pixels).
     """
     import cv2
@@ -153,11 +155,11 @@ def search_coarse(lr: np.ndarray, hr: np.ndarray, ratio: float, *, zoom_range: f
                         best = (score, grey, matrix, zoom_factor, roll)
         return best
 
-    best = grid_search()
+    best = grid_search(whole=whole_frame)
     if best[0] <= -1:
         return None
-    if _margin_contradicts(best, correlate, at_peak, hr_shape=(hh, hw), small_to_lr=scaling(k_x, k_y),
-                           tolerance=COARSE_AGREEMENT * k):
+    if not whole_frame and _margin_contradicts(best, correlate, at_peak, hr_shape=(hh, hw),
+                                               small_to_lr=scaling(k_x, k_y), tolerance=COARSE_AGREEMENT * k):
         best = grid_search(whole=True)
     return _Coarse(scaling(*hr_scale) @ best[2] @ np.linalg.inv(scaling(*lr_scale)), best[1], float(best[3]),
                    float(best[4]))

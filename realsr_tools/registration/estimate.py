@@ -68,7 +68,8 @@ class Registration:
 
     lr_to_hr: np.ndarray
     zoom: float  # magnification at the centre of the HR field (HR px per LR px)
-    coarse: str  # which start seeded the refinement: "search", "features", "colour", "hypothesis", SCENE_START
+    coarse: str  # the start that seeded the refinement: "search", "features", "colour", "hypothesis", SCENE_START,
+    # WHOLE_FRAME
     coarse_agreement: float | None  # LR px between the two coarse estimates (None: one of them failed)
     search_score: float | None
     feature_inliers: int
@@ -109,6 +110,7 @@ class CoarseStarts:
 HYPOTHESIS_ALONE = "hypothesis alone"  # the start name when the hypothesis was the only start refined
 SCENE_START = "scene"  # the start name of a pair registered again from where its scene's other captures put it
 SCENE_CHAIN = "scene chain"  # a pair written with the mapping its scene's narrowest capture implies (align)
+WHOLE_FRAME = "whole frame"  # the start name of the second search, where every start of the first diverged
 
 
 def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: np.ndarray | None,
@@ -254,6 +256,11 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     ``coarse`` is then :data:`SCENE_START`). For a pair the scene check found matched elsewhere than its scene's
     other captures put it (:func:`.consistency.scene_start`): its window alone could not tell the two matches
     apart, so searching it again would find the same one.
+
+    Where every start's refinement fails (diverged, lost the overlap), the grey pyramid search runs again with the
+    whole HR frame as its template (:func:`_whole_frame_start`): the first search's template, the frame's centre,
+    can match along the one edge it shows at a wrong magnification, where the whole frame's other edges would have
+    placed it.
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
     saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
@@ -281,7 +288,42 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
         coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
     greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
     del hr_grey  # a 24-MP frame keeps no grey that no start uses
-    return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
+    try:
+        return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
+    except RegistrationError as diverged:
+        del greys  # and the failed fits' frames (their pyramids) with the traceback
+        return _whole_frame_start(lr, hr, lr_grey, coarse, diverged.with_traceback(None), ratio=ratio,
+                                  weights=weights, curves=curves, saturated=saturated), weights
+
+
+def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coarse: CoarseStarts,
+                       diverged: RegistrationError, *, ratio: float, weights, curves: tuple[str, str],
+                       saturated: tuple[np.ndarray | None, np.ndarray | None]) -> Registration:
+    """The registration refined from the whole-frame search (:data:`WHOLE_FRAME`), where the refinement of every
+    start of the first search failed (``diverged``: raised again as it is where the second search finds no match
+    or the match of a start that failed, and with the second start's failure added where that fails too).
+
+    Why: on a chart close-up (generator hard seed 26's canon_g2 x2 and x3) the central template's best match lay at
+    a magnification 8 % off, where the whole frame agreed with it (so :func:`.coarse._margin_contradicts` did not
+    hold) and no fit could come back from it; searched with the whole frame from the start, both registered within
+    0.09 LR px of the truth. Only after a failure: the whole frame's masked correlation costs about four times the
+    template's, and everywhere else the first search's starts stand as they are. What the new start finds passes
+    the same gates and verifier as any other.
+    """
+    _, hr_grey, _ = registration_grey(lr, hr, curves)
+    search = search_coarse(lr_grey, hr_grey, ratio, whole_frame=True)
+    if search is None or search.score < MIN_TEMPLATE_SCORE:
+        raise diverged
+    tolerance = _coarse_tolerance(lr_grey.shape)
+    if any(_disagreement(search.lr_to_hr, start, hr_grey.shape) <= tolerance for _, start in coarse.starts):
+        raise diverged  # the same match again
+    second = CoarseStarts([(WHOLE_FRAME, search.lr_to_hr)], coarse.agreement, coarse.search_score, coarse.inliers)
+    greys, gains = _balanced_greys(lr, hr, hr_grey, second, weights, curves)
+    del hr_grey
+    try:
+        return _refined(lr_grey, greys, gains, second, ratio=ratio, saturated=saturated)
+    except RegistrationError as exc:
+        raise RegistrationError(f"{diverged}; {exc}") from None
 
 
 def _balanced_greys(lr: np.ndarray, hr: np.ndarray, hr_grey: np.ndarray, coarse: CoarseStarts, weights,

@@ -39,6 +39,9 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
   in its bottom 3 %, the horizontal bar below. The pyramid search's central template left that edge out and matched
   41 LR px along the vertical bar; the refinement could not come back (39 LR px off, refused). With the whole HR
   frame searched again where its margin contradicts the template, 0.053.
+- Hard seed 26, scene 3: a canon_g2 ColorChecker x2 whose central template matched best at a magnification 8 % off,
+  where the whole frame agreed with it; every start's refinement diverged (refused). Searched again with the whole
+  frame as the template from the start, 0.085.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ from realsr_tools.errors import RegistrationError
 from realsr_tools.geometry import apply_homography, distortion_frames, output_window
 from realsr_tools.imaging import read_pixels
 from realsr_tools.pipeline.runner import one_blas_thread
-from realsr_tools.registration import check_registration, coarse, gauss_newton, register_captures
+from realsr_tools.registration import (check_registration, coarse, gauss_newton, register, register_captures,
+                                      registration_grey)
+from realsr_tools.registration.estimate import WHOLE_FRAME
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +145,15 @@ def test_a_window_from_a_fit_nothing_holds_is_a_texture_refusal_not_an_overlap_o
 def test_a_fit_that_slides_off_a_flat_chart_says_the_content_did_not_hold_it(tmp_path, data_dir, monkeypatch):
     root = tmp_path / "captures"
     lr, hr, _, key = harness_pair(root, data_dir, seed=15, scene="scene_04", photo="canon_g2_IMG_0307.JPG", scale=3)
-    # The central template's start, as the search was before it checked the whole HR frame. From the whole frame's
-    # start the fit ends on another match instead, which the verifier refuses (tests/stages/test_scene_check.py).
+    # The central template's start, as the search was before it checked the whole HR frame, refined on the grey
+    # images by `register` (the first search's starts only). From the whole frame's start (register_captures' second
+    # search) the fit ends on another match instead, which the verifier refuses (tests/stages/test_scene_check.py).
     monkeypatch.setattr(coarse, "WHOLE_FRAME_GAIN", float("inf"))
+    lr_grey, hr_grey, _ = registration_grey(lr, hr)
     # The fit slides off the frame (OpenCV 5.0) or collapses (5.1): either way the message names the cause.
     held = "(lost the overlap|diverged).*nothing in the content held"
     with one_blas_thread(), pytest.raises(RegistrationError, match=held):
-        register_captures(lr, hr, ratio=focal_ratio(root, key))
+        register(lr_grey, hr_grey, ratio=focal_ratio(root, key))
 
 
 def test_a_start_that_diverges_through_a_singular_homography_ends_quietly(tmp_path, data_dir):
@@ -238,3 +245,18 @@ def test_a_chart_whose_cross_edge_lies_in_the_hr_frames_margin_is_matched_by_the
     with one_blas_thread():
         central, _ = register_captures(lr, hr, ratio=ratio)
     assert truth_rms(central, lr, hr, scene, key) > 5  # measured 39 LR px
+
+
+def test_a_chart_whose_every_start_diverges_is_searched_again_with_the_whole_frame(tmp_path, data_dir):
+    lr, hr, scene, key = harness_pair(tmp_path, data_dir, seed=26, scene="scene_03", photo="canon_g2_IMG_0307.JPG")
+    ratio = focal_ratio(tmp_path, key)
+    with one_blas_thread():
+        registration, _ = register_captures(lr, hr, ratio=ratio)
+    assert registration.coarse == WHOLE_FRAME
+    window = output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    check_registration(registration, ratio=ratio, window=window, lr_shape=lr.shape[:2], hr_shape=hr.shape[:2])
+    assert truth_rms(registration, lr, hr, scene, key) < 0.25  # measured 0.085 LR px
+    # the first search's starts alone (grey) diverge
+    lr_grey, hr_grey, _ = registration_grey(lr, hr)
+    with one_blas_thread(), pytest.raises(RegistrationError, match="diverged"):
+        register(lr_grey, hr_grey, ratio=ratio)
