@@ -310,7 +310,7 @@ def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coar
     template's, and everywhere else the first search's starts stand as they are. What the new start finds passes
     the same gates and verifier as any other.
     """
-    _, hr_grey, _ = registration_grey(lr, hr, curves)
+    hr_grey = weighted_grey(hr, curves[1], weights)  # the one :func:`register_captures` freed
     search = search_coarse(lr_grey, hr_grey, ratio, whole_frame=True)
     if search is None or search.score < MIN_TEMPLATE_SCORE:
         raise diverged
