@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..geometry import RadialDistortion, apply_homography, local_roll, local_zoom, map_lr_to_hr
-from .coarse import COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse, search_coarse
+from .coarse import (COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse,
+                     search_coarse)
 from .gauss_newton import _roi, refine
 from .luma import channel_balance, linear_thumbnail, registration_grey, saturated_channels, weighted_grey
 from .models import ModelChoice
@@ -110,7 +111,7 @@ class CoarseStarts:
 HYPOTHESIS_ALONE = "hypothesis alone"  # the start name when the hypothesis was the only start refined
 SCENE_START = "scene"  # the start name of a pair registered again from where its scene's other captures put it
 SCENE_CHAIN = "scene chain"  # a pair written with the mapping its scene's narrowest capture implies (align)
-WHOLE_FRAME = "whole frame"  # the start name of the second search, where every start of the first diverged
+WHOLE_FRAME = "whole frame"  # the start name of the second search, where every start of the first failed
 
 
 def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: np.ndarray | None,
@@ -290,40 +291,40 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     del hr_grey  # a 24-MP frame keeps no grey that no start uses
     try:
         return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
-    except RegistrationError as diverged:
+    except RegistrationError as failure:
         del greys  # and the failed fits' frames (their pyramids) with the traceback
-        return _whole_frame_start(lr, hr, lr_grey, coarse, diverged.with_traceback(None), ratio=ratio,
+        return _whole_frame_start(lr, hr, lr_grey, coarse, failure.with_traceback(None), ratio=ratio,
                                   weights=weights, curves=curves, saturated=saturated), weights
 
 
 def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coarse: CoarseStarts,
-                       diverged: RegistrationError, *, ratio: float, weights, curves: tuple[str, str],
+                       first_failure: RegistrationError, *, ratio: float, weights, curves: tuple[str, str],
                        saturated: tuple[np.ndarray | None, np.ndarray | None]) -> Registration:
     """The registration refined from the whole-frame search (:data:`WHOLE_FRAME`), where the refinement of every
-    start of the first search failed (``diverged``: raised again as it is where the second search finds no match
-    or the match of a start that failed, and with the second start's failure added where that fails too).
+    start of the first search failed (``first_failure``: raised again as it is where the second search finds no
+    match or the match of a start that failed, and with the second start's failure added where that fails too).
 
     Why: on a chart close-up (generator hard seed 26's canon_g2 x2 and x3) the central template's best match lay at
     a magnification 8 % off, where the whole frame agreed with it (so :func:`.coarse._margin_contradicts` did not
     hold) and no fit could come back from it; searched with the whole frame from the start, both registered within
-    0.09 LR px of the truth. Only after a failure: the whole frame's masked correlation costs about four times the
-    template's, and everywhere else the first search's starts stand as they are. What the new start finds passes
-    the same gates and verifier as any other.
+    0.09 LR px of the truth. Only after a failure: the whole-frame search costs 3.2 times the central template's
+    (benchmarks/bench_coarse.py), and everywhere else the first search's starts stand as they are. What the new
+    start finds passes the same gates and verifier as any other.
     """
     hr_grey = weighted_grey(hr, curves[1], weights)  # the one :func:`register_captures` freed
     search = search_coarse(lr_grey, hr_grey, ratio, whole_frame=True)
     if search is None or search.score < MIN_TEMPLATE_SCORE:
-        raise diverged
+        raise first_failure
     tolerance = _coarse_tolerance(lr_grey.shape)
     if any(_disagreement(search.lr_to_hr, start, hr_grey.shape) <= tolerance for _, start in coarse.starts):
-        raise diverged  # the same match again
+        raise first_failure  # the same match again
     second = CoarseStarts([(WHOLE_FRAME, search.lr_to_hr)], coarse.agreement, coarse.search_score, coarse.inliers)
     greys, gains = _balanced_greys(lr, hr, hr_grey, second, weights, curves)
     del hr_grey
     try:
         return _refined(lr_grey, greys, gains, second, ratio=ratio, saturated=saturated)
     except RegistrationError as exc:
-        raise RegistrationError(f"{diverged}; {exc}") from None
+        raise RegistrationError(f"{first_failure}; {exc}") from None
 
 
 def _balanced_greys(lr: np.ndarray, hr: np.ndarray, hr_grey: np.ndarray, coarse: CoarseStarts, weights,
