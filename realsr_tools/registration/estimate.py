@@ -124,10 +124,16 @@ def _hypothesis_alone(lr: np.ndarray, hr: np.ndarray, ratio: float, hypothesis: 
     centre = apply_homography(np.linalg.inv(hypothesis), np.array([[(hw - 1) / 2, (hh - 1) / 2]]))[0]
     search = search_coarse(lr, hr, ratio,
                            around=(local_zoom(hypothesis, centre) / ratio, local_roll(hypothesis, centre)))
-    if search is None or search.score < MIN_TEMPLATE_SCORE \
+    if not _reliable(search) \
             or _disagreement(search.lr_to_hr, hypothesis, hr.shape) > _coarse_tolerance(lr.shape):
         return None
     return CoarseStarts([(HYPOTHESIS_ALONE, hypothesis)], None, search.score, 0)
+
+
+def _reliable(search) -> bool:
+    """Whether a pyramid search (:func:`.coarse.search_coarse`, ``None`` where nothing matched) found a match
+    :data:`.coarse.MIN_TEMPLATE_SCORE` trusts."""
+    return search is not None and search.score >= MIN_TEMPLATE_SCORE
 
 
 def _coarse_tolerance(lr_shape: tuple[int, ...]) -> float:
@@ -150,7 +156,7 @@ def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
     """
     search = search_coarse(lr, hr, ratio)
     features, inliers = feature_coarse(lr, hr, ratio)
-    search_ok = search is not None and search.score >= MIN_TEMPLATE_SCORE
+    search_ok = _reliable(search)
     tolerance = _coarse_tolerance(lr.shape)
     starts: list[tuple[str, np.ndarray]] = []
     agreement = None
@@ -169,7 +175,7 @@ def coarse_starts(lr: np.ndarray, hr: np.ndarray, *, ratio: float,
         # confuses two patches): a sixth of the whole search's cost.
         hue = search_coarse(lr_small, hr_small, ratio, lr_scale=lr_scale, hr_scale=hr_scale,
                             around=None if search is None else (search.zoom_factor, search.roll))
-        if hue is not None and hue.score >= MIN_TEMPLATE_SCORE and (
+        if _reliable(hue) and (
                 not search_ok or _disagreement(search.lr_to_hr, hue.lr_to_hr, hr.shape) > tolerance):
             starts.insert(0, ("colour", hue.lr_to_hr))
     if not starts:
@@ -313,7 +319,7 @@ def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coar
     """
     hr_grey = weighted_grey(hr, curves[1], weights)  # the one :func:`register_captures` freed
     search = search_coarse(lr_grey, hr_grey, ratio, whole_frame=True)
-    if search is None or search.score < MIN_TEMPLATE_SCORE:
+    if not _reliable(search):
         raise first_failure
     tolerance = _coarse_tolerance(lr_grey.shape)
     if any(_disagreement(search.lr_to_hr, start, hr_grey.shape) <= tolerance for _, start in coarse.starts):
