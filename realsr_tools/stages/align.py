@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,7 @@ from ..errors import RegistrationError
 from ..geometry import (RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, term_power,
                         warp_hr)
 from ..imaging import DEFAULT_RAW, RawRendering
-from ..imaging.transfer import StatedCurve, stated_curve
+from ..imaging.transfer import StatedCurve, curve_from_exposures, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
@@ -406,7 +406,10 @@ def _reencoding(stated: tuple[StatedCurve, StatedCurve]) -> dict[str, list[str] 
 
 
 def _curve(record: dict[str, Any], settings: AlignSettings) -> str:
-    return capture_curve(settings.capture_dir / record["lr_source"], settings).curve
+    """The curve a written pair's LR capture was decoded with (its exposures' where its file states none)."""
+    grey = (record.get("registration") or {}).get("grey") or {}
+    return (grey.get("decoded_curve") or {}).get("lr") or capture_curve(settings.capture_dir / record["lr_source"],
+                                                                        settings).curve
 
 
 def _direct_registration(pixels: dict[int, np.ndarray], wide: dict[str, Any], narrow: dict[str, Any], indices,
@@ -899,12 +902,32 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         registration, grey_weights = fixed["registration"], fixed["grey_weights"] or luma_weights(lr_pixels, hr_pixels)
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
+    hr_out = curve_estimate = None
+    if all(curve.assumed for curve in stated) and s.raster_curve == "auto":
+        # Neither file states its curve: what the two exposures show, and where that overturns sRGB, the
+        # registration as it would have been had the files stated it (docs/align.md, "Transfer curves").
+        x0, y0, w, h = window
+        hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, pair.scale, distortion=registration.distortion)
+        curve_estimate = curve_from_exposures(lr_pixels[y0:y0 + h, x0:x0 + w], hr_out, pair.scale)
+        if curve_estimate.curve is not None:
+            bends = curve_estimate.bend
+            stated = tuple(replace(curve, curve=curve_estimate.curve, source=(
+                f"{curve.source}; the two exposures are a gain apart as {curve_estimate.curve} (bend "
+                f"{bends[curve_estimate.curve]:.3f}, as sRGB {bends['srgb']:.3f})")) for curve in stated)
+            curves = tuple(curve.curve for curve in stated)
+            if fixed is None:
+                hr_out = None
+                registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio,
+                                                               curves=curves, scene_start=scene_start)
+                window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
+                                       distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
                        hr_shape=hr_pixels.shape[:2], max_uncertainty=s.max_uncertainty,
                        confirmable=MAX_CONFIRMED_UNCERTAINTY if s.scene_check else None)
     x0, y0, w, h = window
     scale = pair.scale
-    hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
+    if hr_out is None:
+        hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     stem = f"x{scale}/{pair.id}.png"
     written = {kind: s.out_dir / kind.upper() / stem for kind in OUTPUT_KEYS}
@@ -1000,6 +1023,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
             "grey_weights": [round(w, 4) for w in grey_weights],
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]},
                      "curve_source": {"lr": stated[0].source, "hr": stated[1].source},
+                     "curve_estimate": curve_estimate and curve_estimate.to_dict(),
                      "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries}}}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
