@@ -6,7 +6,8 @@ exposures of a scene are no longer a gain apart, and the edges of a dark frame m
 curves"). Cameras set to Adobe RGB write JPEGs without an ICC profile whose EXIF says so (DCF: colour space
 "uncalibrated", interoperability index R03); raw converters embed a profile. What a file states, in the order the
 formats rank it: an ICC profile's tone curve (a PNG's cICP chunk before it), a PNG's sRGB then gAMA chunk, the EXIF
-colour space. A file that states none is sRGB, the convention of every format here.
+colour space. A file that states none is sRGB, the convention of every format here, unless two exposures of its
+scene show another (:func:`curve_from_exposures`).
 """
 
 from __future__ import annotations
@@ -362,6 +363,8 @@ def curve_from_exposures(lr: np.ndarray, hr: np.ndarray, scale: int) -> CurveEst
 
     from ..registration.luma import encoded, linear_area_downscale
 
+    if lr.shape[0] * lr.shape[1] * 3 < MIN_SAMPLES or lr.shape[0] < 8 or lr.shape[1] < 8:
+        return CurveEstimate(None, dict.fromkeys(EXPOSURE_CURVES), 0)  # too small to hold the evidence
     factor = max(1, int(round(np.sqrt(lr.shape[0] * lr.shape[1] / ESTIMATE_PIXELS))))
     h, w = lr.shape[0] // factor, lr.shape[1] // factor
     lr, hr = lr[:h * factor, :w * factor], hr[:h * factor * scale, :w * factor * scale]

@@ -19,6 +19,7 @@ from ..errors import RegistrationError
 from ..geometry import (RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, term_power,
                         warp_hr)
 from ..imaging import DEFAULT_RAW, RawRendering
+from ..imaging.transfer import MIN_SAMPLES as MIN_CURVE_SAMPLES
 from ..imaging.transfer import StatedCurve, curve_from_exposures, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
@@ -903,10 +904,11 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
     hr_out = curve_estimate = None
-    if all(curve.assumed for curve in stated) and s.raster_curve == "auto":
+    x0, y0, w, h = window
+    if all(curve.assumed for curve in stated) and s.raster_curve == "auto" and w * h * 3 >= MIN_CURVE_SAMPLES:
         # Neither file states its curve: what the two exposures show, and where that overturns sRGB, the
-        # registration as it would have been had the files stated it (docs/align.md, "Transfer curves").
-        x0, y0, w, h = window
+        # registration as it would have been had the files stated it (docs/align.md, "Transfer curves"). A window
+        # too small to hold the evidence is left to the checks.
         hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, pair.scale, distortion=registration.distortion)
         curve_estimate = curve_from_exposures(lr_pixels[y0:y0 + h, x0:x0 + w], hr_out, pair.scale)
         if curve_estimate.curve is not None:

@@ -244,3 +244,7 @@ def test_two_captures_of_one_exposure_leave_the_assumed_srgb(data_dir):
     estimate = curve_from_exposures(lr, hr, 2)
     assert estimate.curve is None, estimate
     assert estimate.bend["srgb"] < 0.02, estimate
+    # A window too small to hold the evidence (20,000 values) decides nothing, even 0.9 EV apart.
+    lr, hr = _two_exposures(data_dir, "power:2.2", 2 ** -0.9)
+    assert curve_from_exposures(lr[:60, :100], hr[:120, :200], 2).curve is None
+    assert curve_from_exposures(lr[:1, :1], hr[:2, :2], 2).samples == 0
