@@ -7,7 +7,7 @@ curves"). Cameras set to Adobe RGB write JPEGs without an ICC profile whose EXIF
 "uncalibrated", interoperability index R03); raw converters embed a profile. What a file states, in the order the
 formats rank it: an ICC profile's tone curve (a PNG's cICP chunk before it), a PNG's sRGB then gAMA chunk, the EXIF
 colour space. A file that states none is sRGB, the convention of every format here, unless two exposures of its
-scene show another (:func:`curve_from_exposures`).
+scene show another (:func:`realsr_tools.registration.curves.curve_from_exposures`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class StatedCurve:
     curve: str
     source: str
     primaries: str = "srgb"
-    assumed: bool = False  # the file states no curve realsr can use: sRGB is an assumption (see curve_from_exposures)
+    assumed: bool = False  # the file states no curve realsr can use: sRGB is an assumption (registration.curves)
 
 
 def stated_curve(path: str | os.PathLike) -> StatedCurve:
@@ -306,117 +306,3 @@ def _known_curve(grid: np.ndarray, decoded: np.ndarray) -> str | None:
             return name
     return None
 
-
-# What two exposures of a scene can say about a curve neither file states (curve_from_exposures). The candidates:
-# sRGB (the convention, and the assumption), BT.709 (LibRaw's and dcraw's default output curve, written without a
-# profile) and a pure 2.2 power (Adobe RGB's, and what 'gamma 2.2' encoders write). Pure powers differ only in their
-# exponent, which exposures cannot tell apart (a gain in light is a gain under any power), so one stands for all of
-# them, linear files included; the curves differ in their toe, where sRGB and BT.709 leave a power.
-EXPOSURE_CURVES = ("srgb", "bt709", "power:2.2")
-# A candidate replaces the assumed sRGB only where sRGB bends the captures' light ratio by at least MIN_BEND and the
-# candidate by at most FLATTER times that, measured on at least MIN_SAMPLES flat pixel values in at least
-# MIN_LEVELS (brightness level, channel) cells. Fixed on the generator's hard seed 65 (development set: every pair
-# it switched was encoded with a power, 16 of 35) and the 193 published pairs (none switched: their windows hold
-# 1,000-10,000 flat values; two would have switched to BT.709 on 6,106 and 4,813), before any held-out set was run.
-MIN_BEND = 0.02
-FLATTER = 0.5
-MIN_SAMPLES = 20_000
-MIN_LEVELS = 6
-# Brightness levels (encoded value, the HR's): below 0.1 noise and its clipping at black bias the light's mean,
-# above 0.95 a channel may be clipped in one capture.
-LEVELS = (0.1, 0.15, 0.22, 0.32, 0.45, 0.6, 0.75, 0.95)
-MIN_LEVEL_SAMPLES = 100
-FLAT_GRADIENT = 0.004  # encoded value per px (Gaussian sigma 1.5): flatter pixels are away from edges
-ESTIMATE_PIXELS = 1_000_000  # the LR window is area-reduced to about this many pixels first
-
-
-@dataclass(frozen=True)
-class CurveEstimate:
-    """What :func:`curve_from_exposures` found: the candidate to decode both captures with (``None``: the evidence
-    does not overturn sRGB), each candidate's bend (``None``: too little evidence to measure), and the number of flat
-    pixel values it rests on."""
-
-    curve: str | None
-    bend: dict[str, float | None]
-    samples: int
-
-    def to_dict(self) -> dict:
-        return {"curve": self.curve, "samples": self.samples,
-                "bend": {name: None if value is None else round(value, 4) for name, value in self.bend.items()},
-                "measure": "RMS over brightness levels of the log ratio of LR to HR light after a per-channel "
-                           "quadratic gain surface, relative to the spread of log HR light (0: a gain apart)"}
-
-
-def curve_from_exposures(lr: np.ndarray, hr: np.ndarray, scale: int) -> CurveEstimate:
-    """The curve under which two registered captures of a scene, neither stating its own, are a gain apart.
-
-    ``lr``: the LR window (``H x W x 3``, uint8/uint16/float32 encoded values); ``hr``: the HR warped onto it
-    (``scale H x scale W x 3``). Two exposures of one scene differ in light by a gain (exposure, white balance, a
-    smooth vignetting surface); decoded with the wrong curve they do not, and the difference grows towards black,
-    where a capture encoded with a 2.2 power and decoded as sRGB registered 0.36 LR px off (0.18 with its own curve).
-    On flat pixels (away from edges, so a residual misalignment or blur difference does not enter), each candidate's
-    ratio of LR to HR light is fitted with a per-channel quadratic gain surface, and what is left is measured per
-    brightness level (ratio of sums: noise averages out in light). Where the exposures are the same and the white
-    balance too, every curve is a gain apart and nothing is decided.
-    """
-    import cv2
-
-    from ..registration.luma import encoded, linear_area_downscale
-
-    if lr.shape[0] * lr.shape[1] * 3 < MIN_SAMPLES or lr.shape[0] < 8 or lr.shape[1] < 8:
-        return CurveEstimate(None, dict.fromkeys(EXPOSURE_CURVES), 0)  # too small to hold the evidence
-    factor = max(1, int(round(np.sqrt(lr.shape[0] * lr.shape[1] / ESTIMATE_PIXELS))))
-    h, w = lr.shape[0] // factor, lr.shape[1] // factor
-    lr, hr = lr[:h * factor, :w * factor], hr[:h * factor * scale, :w * factor * scale]
-    light = {curve: (linear_area_downscale(lr, curve, factor), linear_area_downscale(hr, curve, factor * scale))
-             for curve in EXPOSURE_CURVES}
-    lr_code, hr_code = (encoded(image, "srgb") for image in light["srgb"])
-    grey = cv2.GaussianBlur(hr_code.mean(axis=2), (0, 0), 1.5)
-    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 8
-    flat = cv2.erode((gradient < FLAT_GRADIENT).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    low, high = LEVELS[0], LEVELS[-1]
-    usable = [flat & (lr_code[..., c] > low) & (lr_code[..., c] < high) & (hr_code[..., c] > low)
-              & (hr_code[..., c] < high) for c in range(3)]
-    samples = int(sum(mask.sum() for mask in usable))
-    v, u = np.mgrid[0:h, 0:w]
-    u, v = 2 * u / max(w - 1, 1) - 1, 2 * v / max(h - 1, 1) - 1
-    # The photometric correction's gain surface (photometric.TERMS), here without its offset: exposures are a gain.
-    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1).astype(np.float64)
-    bend = {curve: _bend(*(cv2.GaussianBlur(image, (0, 0), 1.0) for image in light[curve]), usable, hr_code, basis)
-            for curve in EXPOSURE_CURVES}
-    assumed, others = bend["srgb"], {name: value for name, value in bend.items() if name != "srgb" and value is not None}
-    curve = None
-    if samples >= MIN_SAMPLES and assumed is not None and assumed >= MIN_BEND and others:
-        best = min(others, key=others.get)
-        curve = best if others[best] <= FLATTER * assumed else None
-    return CurveEstimate(curve, bend, samples)
-
-
-def _bend(lr: np.ndarray, hr: np.ndarray, usable: list[np.ndarray], hr_code: np.ndarray,
-          basis: np.ndarray) -> float | None:
-    """How far ``lr`` (light) is from a gain surface times ``hr`` across brightness levels (see
-    :class:`CurveEstimate`); ``None`` below :data:`MIN_LEVELS` measured cells."""
-    offsets, counts, spreads = [], [], []
-    for c, mask in enumerate(usable):
-        if mask.sum() < MIN_LEVEL_SAMPLES:
-            continue
-        target, light = lr[..., c][mask].astype(np.float64), hr[..., c][mask].astype(np.float64)
-        light = np.maximum(light, 1e-6)
-        design = basis[mask] * light[:, None]
-        weights = np.ones(len(target))
-        for _ in range(4):  # Huber weights on the relative residual
-            coefficients = np.linalg.lstsq(design * weights[:, None], target * weights, rcond=None)[0]
-            relative = (target - design @ coefficients) / light
-            scale = 1.4826 * np.median(np.abs(relative)) + 1e-9
-            weights = np.sqrt(np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(relative), 1e-12)))
-        model = design @ coefficients
-        code = hr_code[..., c][mask]
-        spreads.append(np.std(np.log(light)))
-        for low, high in zip(LEVELS[:-1], LEVELS[1:]):
-            level = (code >= low) & (code < high)
-            if level.sum() >= MIN_LEVEL_SAMPLES and model[level].sum() > 0 and target[level].sum() > 0:
-                offsets.append(np.log(target[level].sum() / model[level].sum()))
-                counts.append(level.sum())
-    if len(offsets) < MIN_LEVELS or not np.mean(spreads) > 0:
-        return None
-    return float(np.sqrt(np.average(np.square(offsets), weights=counts)) / np.mean(spreads))

@@ -11,6 +11,7 @@ from ..errors import RegistrationError
 from ..geometry import RadialDistortion, apply_homography, local_roll, local_zoom, map_lr_to_hr
 from .coarse import (COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse,
                      search_coarse)
+from .curves import CurveEstimate, exposure_curve
 from .gauss_newton import _roi, refine
 from .luma import channel_balance, linear_thumbnail, registration_grey, saturated_channels, weighted_grey
 from .models import ModelChoice
@@ -80,6 +81,7 @@ class Registration:
     distortion: RadialDistortion | None = None  # LR radial distortion relative to the HR (None: not modelled)
     model: ModelChoice | None = None  # the geometric model fitted, and the evidence for it
     hr_channel_gains: tuple[float, ...] | None = None  # R, G, B gains balancing the HR's grey (None: plain luma)
+    curve_estimate: CurveEstimate | None = None  # what the exposures said of the curve (register_captures)
 
     def map(self, points: np.ndarray) -> np.ndarray:
         """The complete LR -> HR mapping of ``N x 2`` LR points."""
@@ -238,7 +240,8 @@ def register(lr: np.ndarray, hr: np.ndarray, *, ratio: float) -> Registration:
 def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str] = ("srgb", "srgb"),
                       hypothesis: np.ndarray | None = None,
                       hypothesis_alone_if_found: bool = False,
-                      scene_start: np.ndarray | None = None) -> tuple[Registration, tuple[float, ...]]:
+                      scene_start: np.ndarray | None = None,
+                      ask_exposures: bool = False) -> tuple[Registration, tuple[float, ...]]:
     """Register RGB captures (any dtype :func:`.luma.registration_grey` reads): the grey images, the coarse
     estimate (its pyramid search on colour thumbnails: two chart patches of one luma are told apart by their hue),
     the HR's channels balanced to the LR's colour (:func:`.luma.channel_balance`) where they differ by
@@ -268,13 +271,25 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     whole HR frame as its template (:func:`_whole_frame_start`): the first search's template, the frame's centre,
     can match along the one edge it shows at a wrong magnification, where the whole frame's other edges would have
     placed it.
+
+    ``ask_exposures`` (two captures whose files state no curve, ``curves`` the one assumed for both): at the
+    coarse match (the first start, or ``scene_start``), before any refinement, the two exposures are asked which
+    curve makes them a gain apart (:func:`.curves.exposure_curve`); where they clearly say another, the greys are
+    decoded with it and everything after uses it. The registration's ``curve_estimate`` records the answer (the
+    scene check's ``hypothesis`` registrations do not ask).
     """
     lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
     saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    estimate = None
     if scene_start is not None:
         coarse = CoarseStarts([(SCENE_START, np.asarray(scene_start, np.float64))], None, None, 0)
+        if ask_exposures:
+            estimate = exposure_curve(lr, hr, coarse.starts[0][1], ratio=ratio, assumed=curves[0])
+            if estimate.curve is not None:
+                curves, (lr_grey, hr_grey, weights, saturated) = _decoded_with(lr, hr, estimate.curve)
         greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
-        return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
+        registration = _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated)
+        return replace(registration, curve_estimate=estimate), weights
     if hypothesis is not None:
         hypothesis = np.asarray(hypothesis, np.float64)
     alone = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
@@ -290,17 +305,31 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     thumbnails = (*linear_thumbnail(lr, curves[0], factor),
                   *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
     coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
+    if ask_exposures and coarse.starts:
+        estimate = exposure_curve(lr, hr, coarse.starts[0][1], ratio=ratio, assumed=curves[0], thumbnails=thumbnails)
+        if estimate.curve is not None:  # the greys again with it (the search's starts stand: they are geometry)
+            del lr_grey, hr_grey
+            curves, (lr_grey, hr_grey, weights, saturated) = _decoded_with(lr, hr, estimate.curve)
     del thumbnails
     if hypothesis is not None:
         coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
     greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
     del hr_grey  # a 24-MP frame keeps no grey that no start uses
     try:
-        return _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated), weights
+        registration = _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated)
     except RegistrationError as failure:
         del greys  # and the failed fits' frames (their pyramids) with the traceback
-        return _whole_frame_start(lr, hr, lr_grey, coarse, failure.with_traceback(None), ratio=ratio,
-                                  weights=weights, curves=curves, saturated=saturated), weights
+        registration = _whole_frame_start(lr, hr, lr_grey, coarse, failure.with_traceback(None), ratio=ratio,
+                                          weights=weights, curves=curves, saturated=saturated)
+    return replace(registration, curve_estimate=estimate), weights
+
+
+def _decoded_with(lr: np.ndarray, hr: np.ndarray, curve: str) -> tuple[tuple[str, str], tuple]:
+    """Both captures decoded with ``curve``: the curves, and the greys, channel weights and saturated pixels
+    :func:`register_captures` registers with."""
+    lr_grey, hr_grey, weights = registration_grey(lr, hr, (curve, curve))
+    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    return (curve, curve), (lr_grey, hr_grey, weights, saturated)
 
 
 def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coarse: CoarseStarts,

@@ -19,11 +19,11 @@ from ..errors import RegistrationError
 from ..geometry import (RadialDistortion, apply_homography, local_zoom, map_lr_to_hr, output_window, term_power,
                         warp_hr)
 from ..imaging import DEFAULT_RAW, RawRendering
-from ..imaging.transfer import MIN_SAMPLES as MIN_CURVE_SAMPLES
-from ..imaging.transfer import StatedCurve, curve_from_exposures, stated_curve
+from ..imaging.transfer import StatedCurve, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
+from ..registration.curves import exposure_curve
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
@@ -896,40 +896,31 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     stated = tuple(capture_curve(s.capture_dir / path, s) for path in (pair.lr, pair.hr))
     curves = tuple(curve.curve for curve in stated)
     lr_pixels = in_hr_primaries(lr_captured, *stated)
+    # Where neither file states its curve, the two exposures are asked for it at the coarse match (docs/align.md,
+    # "A curve no file states"); a pair written with its scene's chain asks where the chain puts it.
+    ask = all(curve.assumed for curve in stated) and s.raster_curve == "auto"
     if fixed is None:
         registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
-                                                       scene_start=scene_start)
+                                                       scene_start=scene_start, ask_exposures=ask)
+        curve_estimate = registration.curve_estimate
     else:
         registration, grey_weights = fixed["registration"], fixed["grey_weights"] or luma_weights(lr_pixels, hr_pixels)
+        curve_estimate = (exposure_curve(lr_pixels, hr_pixels, registration.lr_to_hr, ratio=pair.focal_ratio)
+                          if ask else None)
+    if curve_estimate is not None and curve_estimate.curve is not None:
+        bends = curve_estimate.bend
+        stated = tuple(replace(curve, curve=curve_estimate.curve, source=(
+            f"{curve.source}; the two exposures are a gain apart as {curve_estimate.curve} (bend "
+            f"{bends[curve_estimate.curve]:.3f}, as sRGB {bends['srgb']:.3f})")) for curve in stated)
+        curves = tuple(curve.curve for curve in stated)
     window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
                            distortion=registration.distortion)
-    hr_out = curve_estimate = None
-    x0, y0, w, h = window
-    if all(curve.assumed for curve in stated) and s.raster_curve == "auto" and w * h * 3 >= MIN_CURVE_SAMPLES:
-        # Neither file states its curve: what the two exposures show, and where that overturns sRGB, the
-        # registration as it would have been had the files stated it (docs/align.md, "Transfer curves"). A window
-        # too small to hold the evidence is left to the checks.
-        hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, pair.scale, distortion=registration.distortion)
-        curve_estimate = curve_from_exposures(lr_pixels[y0:y0 + h, x0:x0 + w], hr_out, pair.scale)
-        if curve_estimate.curve is not None:
-            bends = curve_estimate.bend
-            stated = tuple(replace(curve, curve=curve_estimate.curve, source=(
-                f"{curve.source}; the two exposures are a gain apart as {curve_estimate.curve} (bend "
-                f"{bends[curve_estimate.curve]:.3f}, as sRGB {bends['srgb']:.3f})")) for curve in stated)
-            curves = tuple(curve.curve for curve in stated)
-            if fixed is None:
-                hr_out = None
-                registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio,
-                                                               curves=curves, scene_start=scene_start)
-                window = output_window(registration.lr_to_hr, lr_pixels.shape, hr_pixels.shape,
-                                       distortion=registration.distortion)
     check_registration(registration, ratio=pair.focal_ratio, window=window, lr_shape=lr_pixels.shape[:2],
                        hr_shape=hr_pixels.shape[:2], max_uncertainty=s.max_uncertainty,
                        confirmable=MAX_CONFIRMED_UNCERTAINTY if s.scene_check else None)
     x0, y0, w, h = window
     scale = pair.scale
-    if hr_out is None:
-        hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
+    hr_out = warp_hr(hr_pixels, registration.lr_to_hr, window, scale, distortion=registration.distortion)
     del hr_pixels
     stem = f"x{scale}/{pair.id}.png"
     written = {kind: s.out_dir / kind.upper() / stem for kind in OUTPUT_KEYS}

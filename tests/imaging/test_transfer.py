@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import colorants, gamma_curve, icc_profile, rgb, with_png_chunks
-from realsr_tools.imaging.transfer import (ADOBE_RGB_GAMMA, MAX_PROFILE_BYTES, curve_from_exposures, icc_curve,
-                                         stated_curve)
+from realsr_tools.imaging.transfer import ADOBE_RGB_GAMMA, MAX_PROFILE_BYTES, icc_curve, stated_curve
 from realsr_tools.registration.luma import decoder, linear, srgb_to_linear
 
 # Real camera JPEGs of ../shared/data (exiftool: ColorSpace, InteropIndex; ICC_Profile).
@@ -199,52 +198,3 @@ def test_a_tiff_s_profile_colorants_are_its_primaries(tmp_path):
                          iccprofile=icc_profile(rgb(gamma_curve(2.2)) | colorants(matrix)))
         assert stated_curve(path).primaries.startswith(expected)
 
-
-# Encodings written out here (not realsr's): IEC 61966-2-1 sRGB, ITU-R BT.709 and pure powers.
-ENCODE = {
-    "srgb": lambda light: np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055),
-    "bt709": lambda light: np.where(light < 0.018, 4.5 * light, 1.099 * light ** 0.45 - 0.099),
-    "power:2.2": lambda light: light ** (1 / 2.2),
-    "power:1.8": lambda light: light ** (1 / 1.8),
-}
-
-
-def _two_exposures(data_dir, encoding: str, gain: float, white_balance=(1.0, 1.0, 1.0)):
-    """A real photograph as an HR capture and, area-reduced 2x in light, as an LR capture ``gain`` times brighter
-    with its own white balance and 20 % vignetting, both written as 16-bit values with ``encoding``."""
-    photo = cv2.imread(str(data_dir / "photos" / "kodak_kodim03.png"))[..., ::-1].astype(np.float64) / 255
-    hr_light = 0.8 * np.where(photo <= 0.04045, photo / 12.92, ((photo + 0.055) / 1.055) ** 2.4)
-    lr_light = cv2.resize(hr_light, (hr_light.shape[1] // 2, hr_light.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    h, w = lr_light.shape[:2]
-    v, u = np.mgrid[0:h, 0:w]
-    radius2 = ((u - w / 2) ** 2 + (v - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
-    lr_light = lr_light * gain * np.asarray(white_balance) * (1 - 0.2 * radius2)[..., None]
-    return [np.round(ENCODE[encoding](np.clip(light, 0, 1)) * 65535).astype(np.uint16)
-            for light in (lr_light, hr_light)]
-
-
-@pytest.mark.parametrize("encoding,found", [("power:2.2", "power:2.2"), ("bt709", "bt709"), ("srgb", None),
-                                            ("power:1.8", "power:2.2")])
-def test_two_exposures_tell_the_curve_their_files_do_not_state(data_dir, encoding, found):
-    """Two captures 0.9 EV apart with different white balance: decoded with their own curve their light is a gain
-    apart at every brightness, with another it bends towards black. sRGB stands where it is right; a pure power of
-    another exponent is found as the 2.2 power, since exposures cannot tell exponents apart."""
-    lr, hr = _two_exposures(data_dir, encoding, 2 ** -0.9, (1.1, 1.0, 0.9))
-    estimate = curve_from_exposures(lr, hr, 2)
-    assert estimate.curve == found, estimate
-    assert estimate.samples >= 20_000
-    own = "power:2.2" if encoding.startswith("power") else encoding
-    assert estimate.bend[own] < 0.01 and max(estimate.bend.values()) > 0.02, estimate
-
-
-def test_two_captures_of_one_exposure_leave_the_assumed_srgb(data_dir):
-    """Same exposure, same white balance: every curve leaves them a gain apart (but the vignetting), so nothing
-    overturns the assumption, whatever the files were encoded with."""
-    lr, hr = _two_exposures(data_dir, "power:2.2", 1.0)
-    estimate = curve_from_exposures(lr, hr, 2)
-    assert estimate.curve is None, estimate
-    assert estimate.bend["srgb"] < 0.02, estimate
-    # A window too small to hold the evidence (20,000 values) decides nothing, even 0.9 EV apart.
-    lr, hr = _two_exposures(data_dir, "power:2.2", 2 ** -0.9)
-    assert curve_from_exposures(lr[:60, :100], hr[:120, :200], 2).curve is None
-    assert curve_from_exposures(lr[:1, :1], hr[:2, :2], 2).samples == 0

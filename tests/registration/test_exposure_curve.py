@@ -1,0 +1,82 @@
+"""The transfer curve two exposures of a real photograph agree on, where their files state none
+(:mod:`realsr_tools.registration.curves`)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from realsr_tools.geometry import scaling, translation
+from realsr_tools.registration.curves import MIN_SAMPLES, curve_from_exposures, exposure_curve
+
+# Encodings written out here (not realsr's): IEC 61966-2-1 sRGB, ITU-R BT.709 and pure powers.
+ENCODE = {
+    "srgb": lambda light: np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055),
+    "bt709": lambda light: np.where(light < 0.018, 4.5 * light, 1.099 * light ** 0.45 - 0.099),
+    "power:2.2": lambda light: light ** (1 / 2.2),
+    "power:1.8": lambda light: light ** (1 / 1.8),
+}
+
+
+def srgb_decode(code):
+    return np.where(code <= 0.04045, code / 12.92, ((code + 0.055) / 1.055) ** 2.4)
+
+
+def two_exposures(data_dir, encoding: str, gain: float, white_balance=(1.0, 1.0, 1.0)):
+    """A real photograph as an HR capture and, area-reduced 2x in light, as an LR capture ``gain`` times brighter
+    with its own white balance and 20 % vignetting; both 16-bit values written with ``encoding``."""
+    photo = cv2.imread(str(data_dir / "photos" / "kodak_kodim03.png"))[..., ::-1].astype(np.float64) / 255
+    hr_light = 0.8 * srgb_decode(photo)
+    lr_light = cv2.resize(hr_light, (hr_light.shape[1] // 2, hr_light.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    h, w = lr_light.shape[:2]
+    v, u = np.mgrid[0:h, 0:w]
+    radius2 = ((u - w / 2) ** 2 + (v - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    lr_light = lr_light * gain * np.asarray(white_balance) * (1 - 0.2 * radius2)[..., None]
+    return [np.round(ENCODE[encoding](np.clip(light, 0, 1)) * 65535).astype(np.uint16)
+            for light in (lr_light, hr_light)]
+
+
+def as_assumed(lr, hr):
+    """Both captures decoded as sRGB (the assumption), the HR averaged onto the LR's grid in that light."""
+    lr_light, hr_light = (srgb_decode(image / 65535.0).astype(np.float32) for image in (lr, hr))
+    return lr_light, cv2.resize(hr_light, (lr.shape[1], lr.shape[0]), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("encoding,found", [("power:2.2", "power:2.2"), ("bt709", "bt709"), ("srgb", None),
+                                            ("power:1.8", "power:2.2")])
+def test_two_exposures_tell_the_curve_their_files_do_not_state(data_dir, encoding, found):
+    """Two captures 0.9 EV apart with different white balance: decoded with their own curve their light is a gain
+    apart at every brightness, with another it bends towards black. sRGB stands where it is right; a pure power of
+    another exponent is found as the 2.2 power, since exposures cannot tell exponents apart."""
+    lr, hr = two_exposures(data_dir, encoding, 2 ** -0.9, (1.1, 1.0, 0.9))
+    estimate = curve_from_exposures(*as_assumed(lr, hr))
+    assert estimate.curve == found, estimate
+    assert estimate.samples >= MIN_SAMPLES
+    own = "power:2.2" if encoding.startswith("power") else encoding
+    assert estimate.bend[own] < 0.01 and max(estimate.bend.values()) > 0.02, estimate
+
+
+def test_the_exposures_are_asked_where_a_coarse_match_puts_them(data_dir):
+    """From the captures themselves (their colour thumbnails, the HR warped by the mapping): the true mapping and
+    one 1.5 LR px and 1 % off (what a coarse match leaves) find the same curve; a mapping onto the wrong part of
+    the frame finds none."""
+    lr, hr = two_exposures(data_dir, "power:2.2", 2 ** -0.9, (1.1, 1.0, 0.9))
+    true = scaling(2.0)  # LR pixel centres onto the HR's (the LR is the HR area-reduced 2x)
+    off = true @ translation(1.5, -1.0) @ scaling(1.01)
+    for lr_to_hr in (true, off):
+        assert exposure_curve(lr, hr, lr_to_hr, ratio=2.0).curve == "power:2.2"
+    elsewhere = true @ translation(lr.shape[1] / 3, 0)
+    assert exposure_curve(lr, hr, elsewhere, ratio=2.0).curve is None
+
+
+def test_two_captures_of_one_exposure_leave_the_assumed_srgb(data_dir):
+    """Same exposure, same white balance: every curve leaves them a gain apart (but the vignetting), so nothing
+    overturns the assumption, whatever the files were encoded with; nor does a window too small to hold the
+    evidence (20,000 values), even 0.9 EV apart."""
+    estimate = curve_from_exposures(*as_assumed(*two_exposures(data_dir, "power:2.2", 1.0)))
+    assert estimate.curve is None, estimate
+    assert estimate.bend["srgb"] < 0.02, estimate
+    lr_light, hr_light = as_assumed(*two_exposures(data_dir, "power:2.2", 2 ** -0.9))
+    assert curve_from_exposures(lr_light[:60, :100], hr_light[:60, :100]).curve is None
+    assert curve_from_exposures(lr_light[:1, :1], hr_light[:1, :1]).samples == 0
