@@ -305,4 +305,3 @@ def _known_curve(grid: np.ndarray, decoded: np.ndarray) -> str | None:
         if np.max(np.abs(decode(grid) - decoded)) <= TABLE_TOLERANCE:
             return name
     return None
-

@@ -21,6 +21,9 @@ Pipeline per pair (:func:`register` on grey images, :func:`register_captures` on
       refined too, and wins only at another match that fits better (:func:`refine_starts`).
    d. (:func:`register_captures`) where the refinement of every start diverges, the grey pyramid search again
       with the whole HR frame as its template from the start, and its estimate refined alone.
+   e. (:func:`register_captures` with ``ask_exposures``: two captures whose files state no transfer curve) where
+      the first estimate puts them, the two exposures are asked which curve makes them a gain apart
+      (:mod:`.curves`); where they clearly say another than the assumed sRGB, the greys are decoded with it.
 3. *Colour balance* (:func:`register_captures`, on RGB captures): where the two captures' white balance differs,
    the HR's channels are scaled to the LR's (:func:`.luma.channel_balance`, measured where the first grey coarse
    estimate puts the overlap, and for a colour estimate where it puts it) and its grey formed again, so that the

@@ -99,9 +99,8 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
     import cv2
 
     h, w = lr_light.shape[:2]
-    none = CurveEstimate(None, dict.fromkeys(EXPOSURE_CURVES), 0)
     if h < 8 or w < 8 or h * w * 3 < MIN_SAMPLES:
-        return none  # too small to hold the evidence
+        return CurveEstimate(None, dict.fromkeys(EXPOSURE_CURVES), 0)  # too small to hold the evidence
     lr_code, hr_code = (encoded(light, assumed) for light in (lr_light, hr_light))
     grey = cv2.GaussianBlur(hr_code.mean(axis=2), (0, 0), 1.5)
     gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 8
