@@ -1,4 +1,4 @@
-"""What asking a pair's two exposures for its transfer curve costs (``imaging.transfer.curve_from_exposures``).
+"""What asking a pair's two exposures for its transfer curve costs (``registration.curves.exposure_curve``).
 
 Run by hand (not by pytest)::
 
@@ -8,8 +8,9 @@ Run by hand (not by pytest)::
 Baseline, in the same process: the pair aligned end to end (``stages.align.align_pair``: read, register, check,
 warp, correct, verify, write) with ``--raster-curve srgb``, where nothing is estimated (what align did for a file
 that states no curve before session 35). Against it, right after it (alternating which goes first): the same pair
-with ``--raster-curve auto``, which warps the HR before the checks, decodes the window three ways, and where the
-curve changes registers the pair again. One BLAS thread, as align's workers run. Prints per pair the two times
+with ``--raster-curve auto``, which asks the exposures at the coarse match (the colour thumbnails decoded three
+ways) and, where the curve changes, decodes the greys again before the refinement. One BLAS thread, as align's
+workers run. Prints per pair the two times
 (median of the runs) and their ratio with its range, and whether the estimate changed the curve.
 """
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import apply_homography, corner_areas, hr_field_in_lr, scaling, translation
-from .luma import LUMA
+from .luma import LUMA, linear_thumbnail
 
 MIN_TEMPLATE_SCORE = 0.45  # NCC of the pyramid search below which it has no reliable match
 MIN_INLIERS = 15
@@ -267,3 +267,11 @@ def _maps_the_frame(lr_to_hr: np.ndarray, lr_shape: tuple[int, int], ratio: floa
 def _disagreement(a: np.ndarray, b: np.ndarray, hr_shape: tuple[int, int]) -> float:
     """Largest distance (LR px) between the HR frame's corners as the two homographies place them in the LR."""
     return float(np.max(np.linalg.norm(hr_field_in_lr(a, hr_shape) - hr_field_in_lr(b, hr_shape), axis=1)))
+
+
+def colour_thumbnails(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: tuple[str, str]) -> tuple:
+    """The colour thumbnails of an RGB pair in linear light (each capture decoded with its curve): the LR at twice
+    the pyramid search's resolution (the search reduces it further), the HR at the same scale of the scene;
+    ``(lr, lr factors, hr, hr factors)`` as :func:`.luma.linear_thumbnail` returns them."""
+    factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
+    return (*linear_thumbnail(lr, curves[0], factor), *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))

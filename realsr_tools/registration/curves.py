@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import scaling
-from .luma import encoded, linear, linear_thumbnail
+from .coarse import colour_thumbnails
+from .luma import encoded, linear
 
 # The candidates. Pure powers differ only in their exponent, which exposures cannot tell apart (a gain in light is
 # a gain under any power), so one stands for all of them; the curves differ in their toe, where sRGB and BT.709
@@ -66,14 +67,11 @@ def exposure_curve(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, rati
     """:func:`curve_from_exposures` of an LR and an HR capture (RGB, any dtype :func:`.luma.linear` reads), both
     decoded with the ``assumed`` curve, where ``lr_to_hr`` (a coarse match is enough) puts them: on the colour
     thumbnails of :func:`.estimate.register_captures` (``thumbnails``: ``(lr, lr factors, hr, hr factors)`` as
-    :func:`.luma.linear_thumbnail` returns them; made here where not given)."""
+    :func:`.coarse.colour_thumbnails` makes them; made here where not given)."""
     import cv2
 
-    from .coarse import COARSE_WIDTH
-
     if thumbnails is None:
-        factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
-        thumbnails = (*linear_thumbnail(lr, assumed, factor), *linear_thumbnail(hr, assumed, max(1.0, factor * ratio)))
+        thumbnails = colour_thumbnails(lr, hr, ratio=ratio, curves=(assumed, assumed))
     lr_light, lr_factors, hr_light, hr_factors = thumbnails
     to_thumbnail = np.linalg.inv(scaling(*hr_factors)) @ np.asarray(lr_to_hr, np.float64) @ scaling(*lr_factors)
     size = (lr_light.shape[1], lr_light.shape[0])

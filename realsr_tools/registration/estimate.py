@@ -9,11 +9,11 @@ import numpy as np
 
 from ..errors import RegistrationError
 from ..geometry import RadialDistortion, apply_homography, local_roll, local_zoom, map_lr_to_hr
-from .coarse import (COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, feature_coarse,
-                     search_coarse)
+from .coarse import (COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_SCORE, _disagreement, colour_thumbnails,
+                     feature_coarse, search_coarse)
 from .curves import CurveEstimate, exposure_curve
 from .gauss_newton import _roi, refine
-from .luma import channel_balance, linear_thumbnail, registration_grey, saturated_channels, weighted_grey
+from .luma import channel_balance, registration_grey, saturated_channels, weighted_grey
 from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
@@ -300,10 +300,7 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
         except RegistrationError:
             pass  # the hypothesis alone did not converge: the registration with every start decides
         del greys
-    # Colour thumbnails at twice the pyramid search's resolution (it reduces them further).
-    factor = max(1.0, lr.shape[1] / (2 * COARSE_WIDTH))
-    thumbnails = (*linear_thumbnail(lr, curves[0], factor),
-                  *linear_thumbnail(hr, curves[1], max(1.0, factor * ratio)))
+    thumbnails = colour_thumbnails(lr, hr, ratio=ratio, curves=curves)
     coarse = coarse_starts(lr_grey, hr_grey, ratio=ratio, colour=thumbnails)
     if ask_exposures and coarse.starts:
         estimate = exposure_curve(lr, hr, coarse.starts[0][1], ratio=ratio, assumed=curves[0], thumbnails=thumbnails)

@@ -197,4 +197,3 @@ def test_a_tiff_s_profile_colorants_are_its_primaries(tmp_path):
         tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint16), photometric="rgb",
                          iccprofile=icc_profile(rgb(gamma_curve(2.2)) | colorants(matrix)))
         assert stated_curve(path).primaries.startswith(expected)
-
