@@ -32,6 +32,11 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
 - Hard seed 10 drawn at 4000-6000 px, scene 1: a sony_slta57 x3 (LR window about 1500 px) whose HR lens (k = +0.013,
   4480-px frame) is decentred. The cubic lens model left it 0.24 LR px off the truth (its freed centre ran off and
   was not kept); with the HR lens's fifth order fitted beside the freed centre, 0.025.
+- Hard seed 9 drawn at 4000-6000 px, scene 1: a nikon_d3100 x2 (LR window 2115 px wide) whose captures state no
+  curve and are decoded as power 2.2 (the curve their exposures agree on). Linearised at the radial fit, the fit
+  with the HR lens's centre freed took a first full step of 0.37 R, its terms went on to 60 times a lens's, and
+  both fits (with and without the fifth order) ran to 0.6 and 0.95 R and were rejected: 0.41 LR px off the truth.
+  With each step's move of the offset held to CENTRE_STEP, the centre is kept at 0.06 R, 0.022 LR px off.
 - Hard seed 65, scene 1: a pentax_istdl x2 (1164 px) whose HR lens distorts by k = -0.013. The radial fit moved the
   magnification 2 % from where the finest level started, and the lens terms were written about the frame recomputed
   from the final homography instead of the one they were fitted in: 0.085 LR px off the truth; as fitted, 0.035.
@@ -229,6 +234,22 @@ def test_a_large_frame_has_its_hr_lens_fifth_order_fitted(tmp_path, data_dir, mo
         cubic, _ = register_captures(lr, hr, ratio=ratio)
     assert not cubic.model.to_dict()["hr_centre"]["fifth_order"]
     assert truth_rms(cubic, lr, hr, scene, key) > 2 * fifth  # measured 0.237
+
+
+def test_a_freed_lens_centre_is_fitted_in_steps_the_linearisation_holds_for(tmp_path, data_dir, monkeypatch):
+    lr, hr, scene, key = harness_pair(tmp_path, data_dir, seed=9, scene="scene_01", photo="nikon_d3100_DSC_0008.JPG",
+                                      width=(4000, 6000))
+    ratio, curves = focal_ratio(tmp_path, key), ("power:2.2", "power:2.2")
+    with one_blas_thread():
+        registration, _ = register_captures(lr, hr, ratio=ratio, curves=curves)
+    assert registration.model.to_dict()["hr_centre"]["fitted"]
+    assert truth_rms(registration, lr, hr, scene, key) < 0.1  # measured 0.022 LR px
+    # full Gauss-Newton steps, as before: the freed centre runs off and the centred fit stands
+    monkeypatch.setattr(gauss_newton, "CENTRE_STEP", float("inf"))
+    with one_blas_thread():
+        full, _ = register_captures(lr, hr, ratio=ratio, curves=curves)
+    assert not full.model.to_dict()["hr_centre"]["fitted"]
+    assert truth_rms(full, lr, hr, scene, key) > 0.3  # measured 0.414
 
 
 def test_a_chart_whose_cross_edge_lies_in_the_hr_frames_margin_is_matched_by_the_whole_frame(tmp_path, data_dir,
