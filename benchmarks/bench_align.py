@@ -196,7 +196,7 @@ def _speed_truth(root: str) -> tuple[str, dict]:
 
 def _speed_child(root: str, out: str, queue) -> None:
     start, cpu = time.perf_counter(), _cpu_seconds()
-    summary = align.run_align(root, out, show_progress=False)
+    align.run_align(root, out, show_progress=False)
     seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu
     _, entry = _speed_truth(root)
     record = next(iter(read_manifest(out, stage="align").records))

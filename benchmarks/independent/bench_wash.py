@@ -20,7 +20,6 @@ import argparse
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -111,7 +110,6 @@ def main(argv=None):
                 er = E.estimate_pair(lrimg, hr2, 4)
                 meta[dname] = dict(source=key, kind=label, **info, estimator_after=er.get("median"),
                                    estimator_after_verdict=er["verdict"])
-        t0 = time.time()
         rc, dt, text = run_realsr("wash", src, "--out", dst, "--min-psnr", a.min_psnr, "--scale", 4,
                                   "--workers", a.workers, log=a.out / "realsr.log")
         print(f"[{fam}] realsr wash rc {rc} in {dt:.1f} s: {text.strip().splitlines()[-1] if text.strip() else ''}",
