@@ -821,7 +821,8 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
                   centre: np.ndarray | None = None, fit_centre: bool = False) -> _Step:
     """Gauss-Newton steps from ``h`` (and radial coefficients ``ks``, HR lens centre offset ``centre``) until
     converged, back at an earlier state, or ``iterations``. ``fit_k``: fit the radial terms too (``fitted_terms``:
-    only these); ``fit_centre`` (with ``fit_k``): also the HR lens term's centre (:data:`CENTRE_PRIOR`)."""
+    only these); ``fit_centre`` (with ``fit_k``): also the HR lens term's centre (:data:`CENTRE_PRIOR`), each step
+    shortened to move it at most :data:`CENTRE_STEP`."""
     problem = problem or _Problem(template, image, frames, usable)
     terms, corners, s = problem.terms, problem.corners, problem.s
     ks = np.array(ks, np.float64)
