@@ -10,8 +10,8 @@ warp, correct, verify, write) with ``--raster-curve srgb``, where nothing is est
 that states no curve before session 35). Against it, right after it (alternating which goes first): the same pair
 with ``--raster-curve auto``, which asks the exposures at the coarse match (the colour thumbnails decoded three
 ways) and, where the curve changes, decodes the greys again before the refinement. One BLAS thread, as align's
-workers run. Prints per pair the two times
-(median of the runs) and their ratio with its range, and whether the estimate changed the curve.
+workers run. Prints per pair the two times (median of the runs) and their ratio with its range, and whether the
+estimate changed the curve.
 """
 
 from __future__ import annotations
