@@ -18,6 +18,7 @@ again and decoded with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -60,6 +61,33 @@ class CurveEstimate:
                 "measure": "RMS over brightness levels of the log ratio of LR to HR light after a per-channel "
                            "quadratic gain surface, relative to the spread of log HR light (0: a gain apart); "
                            "on the coarse match's colour thumbnails"}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "CurveEstimate":
+        return cls(record["curve"], dict(record["bend"]), record["samples"])
+
+
+def scene_curve(estimates: Sequence[CurveEstimate | None], *, assumed: str = "srgb") -> tuple[str | None, list[int]]:
+    """The curve a scene's pairs found in their exposures, and the indices of the undecided pairs that take it.
+
+    ``estimates``: each pair's :class:`CurveEstimate` (``None`` where its files state their curve and nothing was
+    asked). A scene's pairs share its HR capture, so one curve encodes them all; but a pair whose LR is exposed
+    like the HR cannot tell (sRGB bends its light ratio less than MIN_BEND) and keeps the assumed curve, the HR
+    decoded differently from its siblings (generator hard seed 9's 720-px photograph: its x4 finds power 2.2, its x3,
+    0.06 EV from the HR, stays sRGB and is written 0.30 LR px off, 0.15 as power). Where every pair that decided
+    found the same curve, each pair that did not takes it unless its own exposures contradict it (bend it by
+    MIN_BEND or more, and more than the assumed curve). Pairs that decided differently leave the scene as it is."""
+    decided = {estimate.curve for estimate in estimates if estimate is not None and estimate.curve is not None}
+    if len(decided) != 1:
+        return None, []
+    curve = decided.pop()
+
+    def contradicts(estimate: CurveEstimate) -> bool:
+        bend, own = estimate.bend.get(curve), estimate.bend.get(assumed)
+        return bend is not None and bend >= MIN_BEND and (own is None or bend > own)
+
+    return curve, [i for i, estimate in enumerate(estimates)
+                   if estimate is not None and estimate.curve is None and not contradicts(estimate)]
 
 
 def exposure_curve(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float, assumed: str = "srgb",

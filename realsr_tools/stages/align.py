@@ -23,7 +23,7 @@ from ..imaging.transfer import StatedCurve, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.curves import exposure_curve
+from ..registration.curves import CurveEstimate, exposure_curve, scene_curve
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
@@ -75,6 +75,8 @@ class AlignSettings:
     max_uncertainty: float = MAX_UNCERTAINTY
     scene_check: bool = False  # with it, pairs above the gate up to MAX_CONFIRMED_UNCERTAINTY are written provisionally
     raster_curve: str = "auto"  # JPEG/PNG/TIFF captures: "auto" (each file's own, imaging.transfer) or one curve name
+    # pair id -> the curve its scene's exposures found, for the pairs that take it (:func:`scene_curves`)
+    scene_curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @holds_output()
@@ -190,6 +192,23 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         new = {pair.id for pair in todo}
         verified = {record["id"]: record["verification"] and record["verification"]["verdict"]
                     for record in writer.records}
+        # Pairs whose exposures could not tell the captures' curve take the one their scene's other pairs found;
+        # every later task (the scene check's registrations, the chains) decodes them with it.
+        settings = replace(settings, scene_curves=scene_curves(writer.records))
+        for record in _decode_with_scene_curves(runner, writer.records, settings, show_progress):
+            writer.add(record)
+            if record["id"] in new:
+                unmeasurable -= verified[record["id"]] == "unmeasurable"
+                if record["status"] == "ok":
+                    unmeasurable += record["verification"]["verdict"] == "unmeasurable"
+                else:
+                    ok -= 1
+            elif record["status"] != "ok":
+                skipped -= 1
+            if record["status"] != "ok":
+                failed += 1
+                failures[record["id"]] = record["error"]
+            verified[record["id"]] = record["verification"] and record["verification"]["verdict"]
         for record in (_check_scenes(runner, writer.records, settings, show_progress) if scene_check
                        else _unconfirmed(writer.records, settings)):
             writer.add(record)
@@ -221,6 +240,34 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
                 else:
                     failures[record["id"]] = record["error"]
     return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures.items()), unmeasurable)
+
+
+def scene_curves(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The written pairs of an align manifest that take the curve their scene's exposures found
+    (:func:`.curves.scene_curve`): pair id -> ``{"curve", "from"`` (the pairs that found it)``, "own"`` (the pair's own
+    estimate)``}``. Pairs already decoded with it are named too (a resumed run decodes them the same way)."""
+    chosen = {}
+    for members in written_scenes(records).values():
+        estimates = [(record["registration"].get("grey") or {}).get("curve_estimate") for record in members]
+        curve, takers = scene_curve([None if e is None else CurveEstimate.from_dict(e) for e in estimates])
+        found = [record["id"] for record, e in zip(members, estimates) if e is not None and e["curve"] == curve]
+        for index in takers:
+            chosen[members[index]["id"]] = {"curve": curve, "from": found, "own": estimates[index]}
+    return chosen
+
+
+def _decode_with_scene_curves(runner, records: list[dict[str, Any]], settings: AlignSettings,
+                              show_progress: bool) -> list[dict[str, Any]]:
+    """Align again each written pair that takes its scene's curve (``settings.scene_curves``) and is not yet decoded
+    with it, before the scene check: returns their new records (written, or refused with the curve)."""
+    from ..pipeline.runner import run_items
+
+    todo = [record for record in records if record["id"] in settings.scene_curves and record["status"] == "ok"
+            and record.get("consistency") is None and "scene_curve" not in record["registration"]["grey"]]
+    results = run_items(runner, functools.partial(align_pair, settings=settings), [_planned(r) for r in todo],
+                        name="scene curves", labels=[record["id"] for record in todo], show_progress=show_progress)
+    # A lost task leaves the pair as it was.
+    return [result for _, result in results if not isinstance(result, TaskLost)]
 
 
 def _check_scenes(runner, records: list[dict[str, Any]], settings: AlignSettings,
@@ -895,10 +942,17 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     # in the HR's primaries.
     stated = tuple(capture_curve(s.capture_dir / path, s) for path in (pair.lr, pair.hr))
     curves = tuple(curve.curve for curve in stated)
-    lr_pixels = in_hr_primaries(lr_captured, *stated)
     # Where neither file states its curve, the two exposures are asked for it at the coarse match (docs/align.md,
     # "A curve no file states"); a pair written with its scene's chain asks where the chain puts it.
     ask = all(curve.assumed for curve in stated) and s.raster_curve == "auto"
+    taken = s.scene_curves.get(pair.id)
+    if taken is not None:  # neither file states its curve; its scene's exposures found one (scene_curves)
+        stated = tuple(replace(curve, curve=taken["curve"], source=(
+            f"{curve.source}; its scene's exposures are a gain apart as {taken['curve']} "
+            f"({', '.join(taken['from'])}), its own do not contradict it")) for curve in stated)
+        curves = tuple(curve.curve for curve in stated)
+        ask = False
+    lr_pixels = in_hr_primaries(lr_captured, *stated)
     if fixed is None:
         registration, grey_weights = register_captures(lr_pixels, hr_pixels, ratio=pair.focal_ratio, curves=curves,
                                                        scene_start=scene_start, ask_exposures=ask)
@@ -1016,8 +1070,9 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
             "grey_weights": [round(w, 4) for w in grey_weights],
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]},
                      "curve_source": {"lr": stated[0].source, "hr": stated[1].source},
-                     "curve_estimate": curve_estimate and curve_estimate.to_dict(),
-                     "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries}}}
+                     "curve_estimate": taken["own"] if taken else curve_estimate and curve_estimate.to_dict(),
+                     "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries}}
+            | ({"scene_curve": {key: taken[key] for key in ("curve", "from")}} if taken else {})}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from realsr_tools.geometry import scaling, translation
-from realsr_tools.registration.curves import MIN_SAMPLES, curve_from_exposures, exposure_curve
+from realsr_tools.registration.curves import (MIN_BEND, MIN_SAMPLES, CurveEstimate, curve_from_exposures,
+                                             exposure_curve, scene_curve)
 
 # Encodings written out here (not realsr's): IEC 61966-2-1 sRGB, ITU-R BT.709 and pure powers.
 ENCODE = {
@@ -80,3 +81,23 @@ def test_two_captures_of_one_exposure_leave_the_assumed_srgb(data_dir):
     lr_light, hr_light = as_assumed(*two_exposures(data_dir, "power:2.2", 2 ** -0.9))
     assert curve_from_exposures(lr_light[:60, :100], hr_light[:60, :100]).curve is None
     assert curve_from_exposures(lr_light[:1, :1], hr_light[:1, :1]).samples == 0
+
+
+def _estimate(curve, srgb, power, bt709=0.03):
+    return CurveEstimate(curve, {"srgb": srgb, "bt709": bt709, "power:2.2": power}, MIN_SAMPLES)
+
+
+def test_a_scene_s_undecided_pairs_take_the_curve_its_decided_pairs_agree_on():
+    """Bends measured on generator hard seed 9's 720-px photograph (x4 decided, x3 0.06 EV from its HR) and seed 65's
+    scene 1 (an undecided pair that power 2.2 bends more than sRGB does, by more than MIN_BEND: it keeps sRGB)."""
+    x4, x3 = _estimate("power:2.2", 0.0356, 0.0068), _estimate(None, 0.0067, 0.0064)
+    contradicting = _estimate(None, 0.0256, 0.0276)
+    stated = None  # a pair whose files state their curve: nothing was asked
+    assert scene_curve([stated, x3, x4, contradicting]) == ("power:2.2", [1])
+    assert contradicting.bend["power:2.2"] >= MIN_BEND
+    # an undecided pair whose exposures measured nothing takes it too
+    assert scene_curve([x4, _estimate(None, None, None)]) == ("power:2.2", [1])
+    # nothing decided, or decided pairs that disagree: every pair keeps what it found
+    assert scene_curve([x3, contradicting, stated]) == (None, [])
+    assert scene_curve([x4, x3, _estimate("bt709", 0.0247, 0.0377, bt709=0.012)]) == (None, [])
+    assert scene_curve([x4, _estimate("power:2.2", 0.03, 0.004)]) == ("power:2.2", [])

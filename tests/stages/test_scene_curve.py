@@ -1,0 +1,45 @@
+"""align decodes a scene's pairs with one curve where their files state none: the independent generator's hard seed
+9 drawn at 4000-6000 px, scene 0 (canon_5dmk3's 720-px photograph on a 5520-px HR frame; the generator encodes
+with a pure 1/2.2 power and states nothing). Its x4's exposures are a gain apart as power 2.2, not as sRGB; its
+x3 is 0.06 EV from the HR, too close to tell, and kept the assumed sRGB: the HR, which the two share, decoded two
+ways, and the x3 written 0.30 LR px off the truth (0.15 with the x4's curve)."""
+
+from __future__ import annotations
+
+from harness import harness_scene, record_truth_rms
+from realsr_tools.pipeline.manifest import read_manifest
+from realsr_tools.stages import align
+
+
+def _records(out):
+    return {record["lr_source"].split("/")[-1]: record for record in read_manifest(out, stage="align").records}
+
+
+def test_a_pair_whose_exposures_cannot_tell_the_curve_takes_the_one_its_scene_found(tmp_path, data_dir,
+                                                                                     monkeypatch):
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=9, scene="scene_00", photo="canon_5dmk3_K6A7946_720.JPG", hard=True,
+                          width=(4000, 6000))
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, scales=(3, 4), show_progress=False)
+    assert (summary.ok, summary.failed) == (2, 0)
+    records = _records(out)
+    x3, x4 = records["lr_x3.tif"], records["lr_x4.tif"]
+    assert x4["registration"]["grey"]["curve_estimate"]["curve"] == "power:2.2"
+    grey = x3["registration"]["grey"]
+    assert grey["curve_estimate"]["curve"] is None  # its own exposures, recorded
+    assert grey["scene_curve"] == {"curve": "power:2.2", "from": ["scene_00__lr_x4"]}
+    assert grey["decoded_curve"] == {"lr": "power:2.2", "hr": "power:2.2"}
+    assert "its scene's exposures are a gain apart as power:2.2 (scene_00__lr_x4)" in grey["curve_source"]["lr"]
+    assert x3["consistency"]["verdict"] == "consistent"
+    assert record_truth_rms(x3, truth) < 0.2  # measured 0.149 LR px
+    # Resumed: nothing to do, the same records.
+    align.run_align(root, out, scales=(3, 4), show_progress=False)
+    assert _records(out) == records
+
+    # Each pair with the curve its own exposures found, as before: the x3 stays sRGB.
+    monkeypatch.setattr(align, "scene_curve", lambda estimates: (None, []))
+    align.run_align(root, tmp_path / "alone", scales=(3, 4), show_progress=False)
+    alone = _records(tmp_path / "alone")["lr_x3.tif"]
+    assert alone["registration"]["grey"]["decoded_curve"]["lr"] == "srgb"
+    assert record_truth_rms(alone, truth) > 0.25  # measured 0.304 LR px
