@@ -192,39 +192,33 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
         new = {pair.id for pair in todo}
         verified = {record["id"]: record["verification"] and record["verification"]["verdict"]
                     for record in writer.records}
+
+        def rewritten(record: dict[str, Any]) -> None:
+            """A written pair's record replaced after the pair loop (aligned again, or refused): the counts follow."""
+            nonlocal ok, failed, skipped, unmeasurable
+            writer.add(record)
+            pair_id, written = record["id"], record["status"] == "ok"
+            if pair_id in new:
+                unmeasurable += ((written and record["verification"]["verdict"] == "unmeasurable")
+                                 - (verified[pair_id] == "unmeasurable"))
+                ok -= not written
+            elif not written:
+                skipped -= 1
+            if not written:
+                failed += 1
+                failures[pair_id] = record["error"]
+            verified[pair_id] = record["verification"] and record["verification"]["verdict"]
+
         # Pairs whose exposures could not tell the captures' curve take the one their scene's other pairs found;
         # every later task (the scene check's registrations, the chains) decodes them with it.
         settings = replace(settings, scene_curves=scene_curves(writer.records))
         for record in _decode_with_scene_curves(runner, writer.records, settings, show_progress):
-            writer.add(record)
-            if record["id"] in new:
-                unmeasurable -= verified[record["id"]] == "unmeasurable"
-                if record["status"] == "ok":
-                    unmeasurable += record["verification"]["verdict"] == "unmeasurable"
-                else:
-                    ok -= 1
-            elif record["status"] != "ok":
-                skipped -= 1
-            if record["status"] != "ok":
-                failed += 1
-                failures[record["id"]] = record["error"]
-            verified[record["id"]] = record["verification"] and record["verification"]["verdict"]
+            rewritten(record)
         for record in (_check_scenes(runner, writer.records, settings, show_progress) if scene_check
                        else _unconfirmed(writer.records, settings)):
-            writer.add(record)
-            if record["status"] == "ok" and record["id"] in new:  # registered again by the scene check
-                unmeasurable += ((record["verification"]["verdict"] == "unmeasurable")
-                                 - (verified[record["id"]] == "unmeasurable"))
-            if record["status"] != "ok":
-                if (record.get("consistency") or {}).get("verdict") == "unconfirmed":
-                    unconfirmed.add(record["id"])
-                failures[record["id"]] = record["error"]
-                failed += 1
-                if record["id"] in new:
-                    ok -= 1
-                    unmeasurable -= record["verification"]["verdict"] == "unmeasurable"
-                else:
-                    skipped -= 1
+            rewritten(record)
+            if (record.get("consistency") or {}).get("verdict") == "unconfirmed" and record["status"] != "ok":
+                unconfirmed.add(record["id"])
         if scene_check:
             # Pairs this run refused on their own or left unconfirmed (not outvoted, not lost): the chain of their
             # scene's narrowest capture, where one qualifies.
@@ -262,7 +256,7 @@ def _decode_with_scene_curves(runner, records: list[dict[str, Any]], settings: A
     with it, before the scene check: returns their new records (written, or refused with the curve)."""
     from ..pipeline.runner import run_items
 
-    todo = [record for record in records if record["id"] in settings.scene_curves and record["status"] == "ok"
+    todo = [record for record in records if record["id"] in settings.scene_curves  # written pairs only
             and record.get("consistency") is None and "scene_curve" not in record["registration"]["grey"]]
     results = run_items(runner, functools.partial(align_pair, settings=settings), [_planned(r) for r in todo],
                         name="scene curves", labels=[record["id"] for record in todo], show_progress=show_progress)
