@@ -573,7 +573,8 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
         # them no better ran off (measured: a 4972-px x3 stopped at its step budget, its robust cost 16 % above the
         # radial fit's; kept, the verifier refused the pair at 0.66 LR px; not kept, 0.11 px off). How far it moved
         # the mapping does not tell: a centred fit that was far off is corrected by more than a pixel (measured: a
-        # 4608-px x2 moved 1.1 template px, 0.67 -> 0.26 LR px off). docs/align.md, "The HR lens's centre".
+        # 4608-px x2 moved 1.1 template px, 0.67 -> 0.26 LR px off). docs/align.md, "A freed centre is kept where it
+        # fits better".
         if decentred.cost >= fit.cost:
             continue
         return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth), extra
