@@ -556,12 +556,19 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     choice = replace(choice, centre_evidence=gain, fifth_evidence=fifth_gain)
     if gain <= CENTRE_TOLERANCE:
         return fit, choice, extra
-    # With the fifth order where the evidence asks for it; where that fit does not stand, the centre alone.
-    for fifth in ([True, False] if fifth_gain > FIFTH_TOLERANCE else [False]):
+    # With the fifth order where the evidence asks for it; where that fit does not stand, the centre alone. Where
+    # neither stands with the LR lens's term refitted beside the centre, both again with that term held at the
+    # radial fit's: over a window off the LR frame's centre the LR term and the HR term's centre can trade against
+    # each other (measured: a 5772-px chart x2, its 2767-px window off-centre, whose freed fit took the LR term to
+    # 0.12 and the centre to 0.14 R, not a lens; held, the centre came to 0.04 R and the pair from 0.44 to 0.06 LR px
+    # off). docs/align.md, "The LR lens's term held when the centre is freed".
+    fifths = [True, False] if fifth_gain > FIFTH_TOLERANCE else [False]
+    held_lr = [HR_TERM] if len(third) > 1 else None
+    for fifth, terms in [*((f, third) for f in fifths), *((f, held_lr) for f in fifths if held_lr)]:
         try:
             decentred = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=fit.ks,
                                       frames=problem.frames, fit_k=True, usable=None, problem=problem,
-                                      fitted_terms=[*third, FIFTH_TERM] if fifth else third, centre=fit.centre,
+                                      fitted_terms=[*terms, FIFTH_TERM] if fifth else terms, centre=fit.centre,
                                       fit_centre=True)
         except RegistrationError:
             # The offset's fit ran off (measured: a 4900-px x3 lost the overlap): the radial fit stands.
@@ -577,7 +584,7 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
         # fits better".
         if decentred.cost >= fit.cost:
             continue
-        return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth), extra
+        return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth, lr_term_held=terms is held_lr), extra
     return fit, choice, extra
 
 

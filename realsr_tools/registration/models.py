@@ -43,7 +43,9 @@ class ModelChoice:
     beyond any real lens and is held at 0; the evidence was measured with both). ``centre_evidence``: for ``radial``,
     the held-out cost that freeing the HR lens term's centre removed (same units; ``None``: not tried), and
     ``centre_fitted`` whether it was freed (the evidence above the tolerance and the fitted centre a lens's);
-    ``fifth_evidence`` and ``fifth_fitted`` the same for the HR lens's fifth order, fitted with the freed centre.
+    ``fifth_evidence`` and ``fifth_fitted`` the same for the HR lens's fifth order, fitted with the freed centre;
+    ``lr_term_held`` whether the freed centre was fitted with the LR lens's term held at the radial fit's (the fit
+    that refitted it beside the centre did not stand).
     """
 
     name: str
@@ -56,6 +58,7 @@ class ModelChoice:
     centre_fitted: bool = False
     fifth_evidence: float | None = None
     fifth_fitted: bool = False
+    lr_term_held: bool = False
 
     @property
     def parameters(self) -> int:
@@ -72,6 +75,7 @@ class ModelChoice:
                               | ({"fifth_order": self.fifth_fitted,
                                   "fifth_order_evidence": round(float(self.fifth_evidence), 2)}
                                  if self.fifth_evidence is not None else {})
+                              | ({"lr_term_held": self.lr_term_held} if self.centre_fitted else {})
                               if self.name == "radial" and self.centre_evidence is not None else None),
                 "evidence": {k: round(float(v), 2) for k, v in self.evidence.items()}, "blocks": self.blocks,
                 "corner_bend": round(float(self.corner_bend), 4),
