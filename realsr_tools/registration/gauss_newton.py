@@ -523,7 +523,8 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
                tolerance: float, extra: int, is_lens, unit: float) -> tuple["_Step", ModelChoice, int]:
     """The radial fit ``fit`` with the HR lens's centre freed when the leave-one-block-out evidence asks for it
     (:data:`CENTRE_PRIOR`), and with it the lens's fifth order (:data:`POWERS`) when the evidence asks for that too
-    (:data:`FIFTH_TOLERANCE`), else ``fit``; the choice records the evidence."""
+    (:data:`FIFTH_TOLERANCE`), else ``fit``; where no fit that refits the LR lens's term beside the centre stands,
+    the same fits with that term held at ``fit``'s. The choice records the evidence and which fit stood."""
     lin = problem.linearize(fit.h, fit.ks, fit.params, True, fit.centre, True)
     terms = len(POWERS)
     third = list(THIRD_ORDER_TERMS if fitted_terms is None else fitted_terms)
@@ -563,13 +564,14 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     # 0.12 and the centre to 0.14 R, not a lens; held, the centre came to 0.04 R and the pair from 0.44 to 0.06 LR px
     # off). docs/align.md, "The LR lens's term held when the centre is freed".
     fifths = [True, False] if fifth_gain > FIFTH_TOLERANCE else [False]
-    held_lr = [HR_TERM] if len(third) > 1 else None
-    for fifth, terms in [*((f, third) for f in fifths), *((f, held_lr) for f in fifths if held_lr)]:
+    attempts = [(fifth, False) for fifth in fifths] + ([(fifth, True) for fifth in fifths] if len(third) > 1 else [])
+    for fifth, lr_held in attempts:
+        refitted = [HR_TERM] if lr_held else third
         try:
             decentred = _gauss_newton(problem.template, problem.image, fit.h, RADIAL_STEPS, tolerance, ks=fit.ks,
                                       frames=problem.frames, fit_k=True, usable=None, problem=problem,
-                                      fitted_terms=[*terms, FIFTH_TERM] if fifth else terms, centre=fit.centre,
-                                      fit_centre=True)
+                                      fitted_terms=[*refitted, FIFTH_TERM] if fifth else refitted,
+                                      centre=fit.centre, fit_centre=True)
         except RegistrationError:
             # The offset's fit ran off (measured: a 4900-px x3 lost the overlap): the radial fit stands.
             continue
@@ -584,7 +586,7 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
         # fits better".
         if decentred.cost >= fit.cost:
             continue
-        return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth, lr_term_held=terms is held_lr), extra
+        return decentred, replace(choice, centre_fitted=True, fifth_fitted=fifth, lr_term_held=lr_held), extra
     return fit, choice, extra
 
 

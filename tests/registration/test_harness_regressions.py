@@ -309,7 +309,8 @@ def test_a_freed_lens_centre_that_trades_against_the_lr_term_is_fitted_with_that
     centre = registration.model.to_dict()["hr_centre"]
     assert centre["fitted"] and centre["lr_term_held"]
     assert abs(registration.distortion.terms[0][0]) < gauss_newton.MAX_DISTORTION  # the freed fit's LR term: 0.12
-    assert truth_rms(registration, lr, hr, scene, key) < 0.25  # measured 0.132 LR px (0.058 through align); 0.516
+    # measured 0.132 LR px (0.058 through align); 0.516 before session 39
+    assert truth_rms(registration, lr, hr, scene, key) < 0.25
 
 
 def test_a_chart_whose_cross_edge_lies_in_the_hr_frames_margin_is_matched_by_the_whole_frame(tmp_path, data_dir,
