@@ -15,7 +15,8 @@ import pytest
 from conftest import PROJECT
 
 sys.path.insert(0, str(PROJECT / "benchmarks" / "independent"))
-from bench_generalise import visible_error  # noqa: E402
+from bench_generalise import recorded_map, visible_error  # noqa: E402
+from realsr_tools.geometry import FIFTH_ORDER, RadialDistortion, map_lr_to_hr, radial_term  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,18 @@ def test_identifiability_bound_sees_one_directional_structure_as_unpinned(photo_
     sd_x, sd_y = np.sqrt(np.diag(np.linalg.inv(posterior))[:2])
     assert sd_x < 0.01
     assert sd_y == pytest.approx(FLAT_PRIOR_PX, rel=1e-3)
+
+
+def test_the_harness_reads_a_written_mapping_with_its_fifth_order_term_as_realsr_maps_it():
+    """The cross-check (and the measure of a pair whose window cannot be located) reads the manifest's mapping by the
+    documented convention; until session 40 it read a fifth-order term as a third-order one (a 4608-px x2 written
+    0.012 LR px off the truth read 0.140)."""
+    distortion = RadialDistortion((radial_term(-0.02, (1279.5, 959.5, 1600.0)),
+                                   radial_term(0.015, (1250.0, 990.0, 700.0)),
+                                   radial_term(0.004, (1250.0, 990.0, 700.0), FIFTH_ORDER)))
+    lr_to_hr = np.array([[2.01, 0.01, -1250.0], [-0.01, 2.01, -950.0], [1e-7, -2e-7, 1.0]])
+    record = {"lr_to_hr": lr_to_hr.tolist(), "distortion": distortion.to_dict()}
+    x, y = np.meshgrid(np.linspace(700, 1800, 12), np.linspace(500, 1400, 9))
+    points = np.column_stack([x.ravel(), y.ravel()])
+    read = np.column_stack(recorded_map(record, points[:, 0], points[:, 1]))
+    assert np.max(np.abs(read - map_lr_to_hr(lr_to_hr, distortion, points))) < 1e-3

@@ -68,7 +68,8 @@ def truth_hr(hr_src, scene, lr_key, x0, y0, w, h, s):
 
 
 def recorded_map(rec, x, y):
-    """realsr's recorded LR->HR mapping (docs/align.md conventions), for the cross-check only."""
+    """realsr's recorded LR->HR mapping (docs/align.md conventions: each term's ``power``, 1 where not stated), for
+    the cross-check and for pairs whose written window cannot be located."""
     x = np.asarray(x, float); y = np.asarray(y, float)
     d = rec.get("distortion")
     if d and d.get("terms"):
@@ -76,7 +77,7 @@ def recorded_map(rec, x, y):
         for t in d["terms"]:
             cx, cy = t["centre"]
             dx, dy = x - cx, y - cy
-            r2 = (dx * dx + dy * dy) / t["radius"] ** 2
+            r2 = ((dx * dx + dy * dy) / t["radius"] ** 2) ** t.get("power", 1)
             yx += t["k"] * dx * r2
             yy += t["k"] * dy * r2
         x, y = yx, yy
