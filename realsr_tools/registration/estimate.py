@@ -13,7 +13,7 @@ from .coarse import (COARSE_AGREEMENT, COARSE_WIDTH, MIN_INLIERS, MIN_TEMPLATE_S
                      feature_coarse, search_coarse)
 from .curves import CurveEstimate, exposure_curve
 from .gauss_newton import _roi, refine
-from .luma import channel_balance, registration_grey, saturated_channels, weighted_grey
+from .luma import channel_balance, grey_and_dark_noise, grey_weights, saturated_channels, weighted_grey
 from .models import ModelChoice
 
 MAX_ZOOM_ERROR = 0.10  # |true magnification / focal ratio - 1| above which a pair is refused
@@ -82,6 +82,9 @@ class Registration:
     model: ModelChoice | None = None  # the geometric model fitted, and the evidence for it
     hr_channel_gains: tuple[float, ...] | None = None  # R, G, B gains balancing the HR's grey (None: plain luma)
     curve_estimate: CurveEstimate | None = None  # what the exposures said of the curve (register_captures)
+    # Per capture (LR, HR), each channel's dark noise clipped at zero whose bias was taken out of the grey (linear
+    # light; None: too little clipped to tell, or the channel not used); register_captures
+    dark_noise: tuple[tuple[float | None, ...], tuple[float | None, ...]] | None = None
 
     def map(self, points: np.ndarray) -> np.ndarray:
         """The complete LR -> HR mapping of ``N x 2`` LR points."""
@@ -278,25 +281,25 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
     decoded with it and everything after uses it. The registration's ``curve_estimate`` records the answer (the
     scene check's ``hypothesis`` registrations do not ask).
     """
-    lr_grey, hr_grey, weights = registration_grey(lr, hr, curves)
-    saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
+    curves, (lr_grey, hr_grey, weights, saturated, noise) = _decoded_with(lr, hr, curves)
     estimate = None
     if scene_start is not None:
         coarse = CoarseStarts([(SCENE_START, np.asarray(scene_start, np.float64))], None, None, 0)
         if ask_exposures:
             estimate = exposure_curve(lr, hr, coarse.starts[0][1], ratio=ratio, assumed=curves[0])
             if estimate.curve is not None:
-                curves, (lr_grey, hr_grey, weights, saturated) = _decoded_with(lr, hr, estimate.curve)
-        greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
+                curves, (lr_grey, hr_grey, weights, saturated, noise) = _decoded_with(lr, hr, (estimate.curve,) * 2)
+        greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves, noise[1])
         registration = _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated)
-        return replace(registration, curve_estimate=estimate), weights
+        return replace(registration, curve_estimate=estimate, dark_noise=noise), weights
     if hypothesis is not None:
         hypothesis = np.asarray(hypothesis, np.float64)
     alone = _hypothesis_alone(lr_grey, hr_grey, ratio, hypothesis) if hypothesis_alone_if_found else None
     if alone is not None:
-        greys, gains = _balanced_greys(lr, hr, hr_grey, alone, weights, curves)
+        greys, gains = _balanced_greys(lr, hr, hr_grey, alone, weights, curves, noise[1])
         try:
-            return _refined(lr_grey, greys, gains, alone, ratio=ratio, saturated=saturated), weights
+            return replace(_refined(lr_grey, greys, gains, alone, ratio=ratio, saturated=saturated),
+                           dark_noise=noise), weights
         except RegistrationError:
             pass  # the hypothesis alone did not converge: the registration with every start decides
         del greys
@@ -306,32 +309,34 @@ def register_captures(lr: np.ndarray, hr: np.ndarray, *, ratio: float, curves: t
         estimate = exposure_curve(lr, hr, coarse.starts[0][1], ratio=ratio, assumed=curves[0], thumbnails=thumbnails)
         if estimate.curve is not None:  # the greys again with it (the search's starts stand: they are geometry)
             del lr_grey, hr_grey
-            curves, (lr_grey, hr_grey, weights, saturated) = _decoded_with(lr, hr, estimate.curve)
+            curves, (lr_grey, hr_grey, weights, saturated, noise) = _decoded_with(lr, hr, (estimate.curve,) * 2)
     del thumbnails
     if hypothesis is not None:
         coarse = replace(coarse, starts=[*coarse.starts, ("hypothesis", hypothesis)])
-    greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves)
+    greys, gains = _balanced_greys(lr, hr, hr_grey, coarse, weights, curves, noise[1])
     del hr_grey  # a 24-MP frame keeps no grey that no start uses
     try:
         registration = _refined(lr_grey, greys, gains, coarse, ratio=ratio, saturated=saturated)
     except RegistrationError as failure:
         del greys  # and the failed fits' frames (their pyramids) with the traceback
         registration = _whole_frame_start(lr, hr, lr_grey, coarse, failure.with_traceback(None), ratio=ratio,
-                                          weights=weights, curves=curves, saturated=saturated)
-    return replace(registration, curve_estimate=estimate), weights
+                                          weights=weights, curves=curves, saturated=saturated, hr_noise=noise[1])
+    return replace(registration, curve_estimate=estimate, dark_noise=noise), weights
 
 
-def _decoded_with(lr: np.ndarray, hr: np.ndarray, curve: str) -> tuple[tuple[str, str], tuple]:
-    """Both captures decoded with ``curve``: the curves, and the greys, channel weights and saturated pixels
-    :func:`register_captures` registers with."""
-    lr_grey, hr_grey, weights = registration_grey(lr, hr, (curve, curve))
+def _decoded_with(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str]) -> tuple[tuple[str, str], tuple]:
+    """Both captures decoded with ``curves`` (LR, HR): the curves, and the greys, channel weights, saturated pixels
+    and dark noise (:func:`.luma.grey_and_dark_noise`) :func:`register_captures` registers with."""
+    weights = grey_weights(lr, hr)
+    (lr_grey, lr_noise), (hr_grey, hr_noise) = (grey_and_dark_noise(image, curve, weights)
+                                                for image, curve in zip((lr, hr), curves))
     saturated = (saturated_channels(lr, weights), saturated_channels(hr, weights))
-    return (curve, curve), (lr_grey, hr_grey, weights, saturated)
+    return tuple(curves), (lr_grey, hr_grey, weights, saturated, (lr_noise, hr_noise))
 
 
 def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coarse: CoarseStarts,
                        first_failure: RegistrationError, *, ratio: float, weights, curves: tuple[str, str],
-                       saturated: tuple[np.ndarray | None, np.ndarray | None]) -> Registration:
+                       saturated: tuple[np.ndarray | None, np.ndarray | None], hr_noise) -> Registration:
     """The registration refined from the whole-frame search (:data:`WHOLE_FRAME`), where the refinement of every
     start of the first search failed (``first_failure``: raised again as it is where the second search finds no
     match or the match of a start that failed, and with the second start's failure added where that fails too).
@@ -343,7 +348,7 @@ def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coar
     (benchmarks/bench_coarse.py), and everywhere else the first search's starts stand as they are. What the new
     start finds passes the same gates and verifier as any other.
     """
-    hr_grey = weighted_grey(hr, curves[1], weights)  # the one :func:`register_captures` freed
+    hr_grey = weighted_grey(hr, curves[1], weights, dark_noise_sigma=hr_noise)  # the one register_captures freed
     search = search_coarse(lr_grey, hr_grey, ratio, whole_frame=True)
     if not _reliable(search):
         raise first_failure
@@ -351,7 +356,7 @@ def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coar
     if any(_disagreement(search.lr_to_hr, start, hr_grey.shape) <= tolerance for _, start in coarse.starts):
         raise first_failure  # the same match again
     second = CoarseStarts([(WHOLE_FRAME, search.lr_to_hr)], coarse.agreement, coarse.search_score, coarse.inliers)
-    greys, gains = _balanced_greys(lr, hr, hr_grey, second, weights, curves)
+    greys, gains = _balanced_greys(lr, hr, hr_grey, second, weights, curves, hr_noise)
     del hr_grey
     try:
         return _refined(lr_grey, greys, gains, second, ratio=ratio, saturated=saturated)
@@ -360,9 +365,9 @@ def _whole_frame_start(lr: np.ndarray, hr: np.ndarray, lr_grey: np.ndarray, coar
 
 
 def _balanced_greys(lr: np.ndarray, hr: np.ndarray, hr_grey: np.ndarray, coarse: CoarseStarts, weights,
-                    curves: tuple[str, str]) -> tuple[dict, list]:
+                    curves: tuple[str, str], hr_noise) -> tuple[dict, list]:
     """The HR greys the starts refine on (keyed by the HR channel gains applied, ``None``: the plain grey) and each
-    start's key (:func:`register_captures`)."""
+    start's key (:func:`register_captures`; ``hr_noise``: the HR channels' dark noise, measured with its grey)."""
 
     def gains_at(start: np.ndarray) -> tuple[float, ...] | None:
         gains, _ = channel_balance(lr, hr, start, curves)
@@ -381,7 +386,8 @@ def _balanced_greys(lr: np.ndarray, hr: np.ndarray, hr_grey: np.ndarray, coarse:
         # Only the HR's grey changes; the gains are normalised so that white keeps its grey value (the clipping
         # thresholds stay where they are).
         scaled = np.asarray(applied, np.float64)
-        greys[applied] = weighted_grey(hr, curves[1], np.asarray(weights) * (scaled / float(np.dot(weights, scaled))))
+        greys[applied] = weighted_grey(hr, curves[1], np.asarray(weights) * (scaled / float(np.dot(weights, scaled))),
+                                       dark_noise_sigma=hr_noise)
     return greys, gains
 
 

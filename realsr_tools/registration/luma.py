@@ -30,8 +30,9 @@ def srgb_to_linear(value):
 # smoothing, a pixel is left out when saturated pixels make up more than CLIP_WEIGHT of its smoothing kernel's
 # weight. Much smaller weights also remove the textured rim of every highlight, which can carry most of the
 # geometry along one axis (measured: 1e-3 moved a headlight pair by 0.3 px); much larger ones let the plateau's
-# edge back in. Dark pixels (below CLIP_LOW after smoothing) are left out one by one: dark noise clipped at zero
-# biases a value slightly but moves no edge, and dark scenes (a star field) have their geometry next to them.
+# edge back in. Dark pixels (below CLIP_LOW after smoothing) are left out one by one, not with their surroundings:
+# dark scenes (a star field) have their geometry next to them. What dark noise clipped at zero does to the values
+# above CLIP_LOW is taken out where it is measurable (DARK_SMOOTHING).
 ENCODED_CLIP_LOW, ENCODED_CLIP_HIGH = 0.005, 0.99
 CLIP_LOW, CLIP_HIGH = float(srgb_to_linear(ENCODED_CLIP_LOW)), float(srgb_to_linear(ENCODED_CLIP_HIGH))
 
@@ -190,8 +191,9 @@ def registration_grey(lr: np.ndarray, hr: np.ndarray, curves: tuple[str, str] = 
                       ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Linear-light grey images of an LR/HR pair for :func:`register` and the channel weights used (R, G, B; sum 1).
 
-    Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`)
-    and weighted with :func:`grey_weights`.
+    Each channel is decoded to linear light with its image's transfer curve (``curves``: LR, HR; :func:`linear`),
+    the bias of its dark noise clipped at zero taken out, and weighted with :func:`grey_weights`
+    (:func:`grey_and_dark_noise`).
     """
     weights = grey_weights(lr, hr)
     return weighted_grey(lr, curves[0], weights), weighted_grey(hr, curves[1], weights), weights
@@ -230,18 +232,120 @@ def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:
     return out if out is not None and out.any() else None
 
 
-def weighted_grey(image: np.ndarray, curve: str, weights) -> np.ndarray:
-    """Linear-light grey of ``image``: each channel decoded with ``curve`` (:func:`linear`), weighted by ``weights``
-    (R, G, B; a channel of weight 0 is not decoded)."""
+# Dark noise clipped at zero. A sensor's noise is symmetric about the true value, but an encoded file holds no value
+# below black, so where the scene lies within a few noise sigmas of black the written values average above it (by
+# 0.4 sigma at black). Two captures of one scene carry different noise (another exposure, another sensor area per
+# scene point), so their dark regions are lifted differently; no gain and offset matches that, and the fit bent the
+# window to explain it at the edges of a chart's black frame (measured: a 4620-px generator chart x3 registered as
+# its curve, 0.20 LR px off the truth; re-rendered with the scene's black lifted 0.01 above zero, everything else
+# alike, 0.06; with this correction 0.11). Each channel's clipped noise is measured where it clips (pixels at zero),
+# and the bias taken out of its local mean: for noise N(0, sigma) about a true value mu, the clipped mean is
+# sigma F(mu / sigma), F(t) = phi(t) + t Phi(t), and the share at zero Phi(-mu / sigma). Both are measured on
+# DARK_SMOOTHING px Gaussians of a half-resolution copy; sigma is the median over pixels whose share at zero lies
+# within DARK_SHARES (well measured, and dark enough to be mostly one level), from at least DARK_MIN_PIXELS of them;
+# no correction otherwise. The mean corrected is the full-resolution one over a DARK_MEAN_SMOOTHING px Gaussian:
+# the half-resolution one mixes a black bar with the patch beside it, whose mean no longer tells the bias (that x3
+# rendered without exposure differences or shake: 0.22 LR px uncorrected, 0.096 with the half-resolution mean, 0.063
+# with 1 px, 0.081 with 2). A mean below F(0) sigma is taken for black (t >= 0): read as below black, the
+# correction's slope 1 / Phi(t) lifted the noise of the darkest pixels (an x4 of the same set refused for its
+# uncertainty, 0.89 LR px); with that, the same x3 is 0.097 with 1 px, 0.082 with 2, 0.136 with 0.7 (1 px chosen
+# before, and measured on the sets; docs/align.md, "Dark noise clipped at zero").
+DARK_SMOOTHING = 2.0
+DARK_MEAN_SMOOTHING = 1.0
+DARK_SHARES = (0.05, 0.45)
+DARK_MIN_PIXELS = 2_000
+# The correction as a function of the local mean, tabulated in steps of DARK_TABLE_STEP sigma up to the mean
+# F(DARK_TABLE_T) sigma beyond which the clip takes out less than 1e-9 sigma.
+DARK_TABLE_STEP = 1 / 512
+DARK_TABLE_T = 6.0
+
+
+def _clipped_mean(t: np.ndarray) -> np.ndarray:
+    """F(t) = phi(t) + t Phi(t): the mean of max(0, t + n), n ~ N(0, 1)."""
+    from scipy.special import ndtr
+
+    return np.exp(-0.5 * t * t) / np.sqrt(2 * np.pi) + t * ndtr(t)
+
+
+def _dark_table() -> np.ndarray:
+    """mu - m (units of sigma) at clipped means m = 0, DARK_TABLE_STEP, ...: a mean below F(0) is black (mu = 0)."""
+    t = np.linspace(0.0, DARK_TABLE_T, 6001)
+    means = np.arange(0.0, float(_clipped_mean(np.array(DARK_TABLE_T))), DARK_TABLE_STEP)
+    table = (np.interp(means, _clipped_mean(t), t) - means).astype(np.float32)
+    table[-1] = 0.0  # beyond the table nothing moves
+    return table
+
+
+_DARK_TABLE = _dark_table()
+
+
+def dark_noise(channel: np.ndarray) -> float | None:
+    """The standard deviation of the noise clipped at zero in a linear-light channel (``None``: too little clipped
+    to tell; see :data:`DARK_SMOOTHING`)."""
+    import cv2
+    from scipy.special import ndtri
+
+    zeros = channel <= 0
+    # DARK_MIN_PIXELS measured pixels, each with DARK_SHARES[0] of its 4 full-resolution pixels' neighbourhood at
+    # zero, need about 400 zeros: far fewer cannot be enough, and the frame costs one count
+    if np.count_nonzero(zeros) < DARK_MIN_PIXELS // 10:
+        return None
+    h, w = channel.shape[0] // 2 * 2, channel.shape[1] // 2 * 2
+    half = (w // 2, h // 2)
+    mean = cv2.GaussianBlur(cv2.resize(channel[:h, :w], half, interpolation=cv2.INTER_AREA), (0, 0), DARK_SMOOTHING)
+    zeros = zeros[:h, :w].view(np.uint8) * np.uint8(255)
+    share = cv2.resize(zeros, half, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255)
+    share = cv2.GaussianBlur(share, (0, 0), DARK_SMOOTHING)
+    measured = (share >= DARK_SHARES[0]) & (share <= DARK_SHARES[1])
+    if np.count_nonzero(measured) < DARK_MIN_PIXELS:
+        return None
+    t = -ndtri(share[measured].astype(np.float64))
+    sigma = float(np.median(mean[measured] / _clipped_mean(t)))
+    return sigma if sigma > 0 else None
+
+
+def remove_dark_bias(channel: np.ndarray, sigma: float | None) -> np.ndarray:
+    """Take the bias of noise of ``sigma`` clipped at zero (:func:`dark_noise`) out of ``channel``'s local mean over a
+    :data:`DARK_MEAN_SMOOTHING` px Gaussian, in place (linear light, float32; see :data:`DARK_SMOOTHING`); nothing
+    where ``sigma`` is ``None``. Returns ``channel``."""
     import cv2
 
-    # One decoded channel at a time: a 24-MP frame holds the sum and one channel, never all three.
+    if sigma is None:
+        return channel
+    index = cv2.GaussianBlur(channel, (0, 0), DARK_MEAN_SMOOTHING)  # the local mean, turned into the table's index
+    index *= np.float32(1 / (sigma * DARK_TABLE_STEP))
+    index += np.float32(0.5)
+    np.clip(index, 0, len(_DARK_TABLE) - 1, out=index)
+    rows = max(1, FLOAT_STRIP_VALUES // max(1, channel.shape[1]))  # a 24-MP frame holds one copy of the channel
+    for top in range(0, channel.shape[0], rows):
+        channel[top:top + rows] += np.take(_DARK_TABLE, index[top:top + rows].astype(np.int32)) * np.float32(sigma)
+    return channel
+
+
+def grey_and_dark_noise(image: np.ndarray, curve: str, weights, *, dark_noise_sigma=None,
+                        ) -> tuple[np.ndarray, tuple[float | None, ...]]:
+    """Linear-light grey of ``image``: each channel decoded with ``curve`` (:func:`linear`), the bias of its dark
+    noise clipped at zero taken out (:func:`remove_dark_bias`), weighted by ``weights`` (R, G, B; a channel of weight
+    0 is not decoded); and each channel's clipped noise sigma (:func:`dark_noise`; ``None``: not measured, or the
+    channel not used). ``dark_noise_sigma``: those sigmas, measured before on the same image and curve."""
+    import cv2
+
+    # One decoded channel at a time: a 24-MP frame holds the sum, one channel and, where its dark noise clips, one
+    # more copy of it (its local mean); never all three channels.
     out = None
+    sigmas = [None, None, None]
     for c in np.flatnonzero(np.asarray(weights) > 0):
         channel = linear(image[..., c], curve)
+        sigmas[c] = dark_noise(channel) if dark_noise_sigma is None else dark_noise_sigma[c]
+        remove_dark_bias(channel, sigmas[c])
         w = float(weights[c])
         out = channel * np.float32(w) if out is None else cv2.scaleAdd(channel, w, out)
-    return out
+    return out, tuple(sigmas)
+
+
+def weighted_grey(image: np.ndarray, curve: str, weights, *, dark_noise_sigma=None) -> np.ndarray:
+    """The grey of :func:`grey_and_dark_noise` alone."""
+    return grey_and_dark_noise(image, curve, weights, dark_noise_sigma=dark_noise_sigma)[0]
 
 
 # Channel balance (:func:`channel_balance`), measured on a grid of at most BALANCE_SIZE px over the overlap, on pixels

@@ -1065,11 +1065,22 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
             "grey": {"light": "linear", "decoded_curve": {"lr": curves[0], "hr": curves[1]},
                      "curve_source": {"lr": stated[0].source, "hr": stated[1].source},
                      "curve_estimate": taken["own"] if taken else curve_estimate and curve_estimate.to_dict(),
-                     "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries}}
+                     "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries},
+                     "dark_noise": _dark_noise_record(registration.dark_noise)}
             | ({"scene_curve": {key: taken[key] for key in ("curve", "from")}} if taken else {})}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
+
+
+def _dark_noise_record(noise) -> dict | None:
+    """``registration.grey.dark_noise``: per capture, each channel's dark noise clipped at zero whose bias was taken
+    out of the grey (linear light; null: too little clipped to tell, or the channel not used); null for a pair
+    registered before it was measured."""
+    if noise is None:
+        return None
+    return {name: [None if sigma is None else round(float(sigma), 6) for sigma in sigmas]
+            for name, sigmas in zip(("lr", "hr"), noise)}
 
 
 def _write_preview(s: AlignSettings, pair, lr: np.ndarray, hr_on_lr: np.ndarray, tiles, verification) -> str | None:

@@ -1,0 +1,49 @@
+"""Dark noise clipped at zero (:func:`realsr_tools.registration.luma.dark_noise`, :func:`.luma.remove_dark_bias`): its
+sigma read from where it clips, and its bias taken out of the local mean."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from realsr_tools.imaging import read_pixels
+from realsr_tools.registration.luma import dark_noise, linear, remove_dark_bias
+
+
+def _dark_capture(data_dir, sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A real photograph's green channel in linear light, 4 EV under (much of it within a few sigma of black), and
+    the same with Gaussian noise of ``sigma`` clipped at zero, as a file holds it."""
+    photo = read_pixels(data_dir / "exif_jpeg" / "digicam_corpus" / "olympus_c5050_PB180005.JPG")[:600, :900]
+    truth = linear(photo[..., 1], "srgb") / np.float32(16)
+    noise = np.random.default_rng(seed).normal(0, sigma, truth.shape).astype(np.float32)
+    return truth, np.maximum(truth + noise, 0)
+
+
+def test_the_sigma_of_dark_noise_is_read_where_it_clips(data_dir):
+    for sigma in (0.002, 0.006):
+        truth, captured = _dark_capture(data_dir, sigma)
+        assert abs(dark_noise(captured) / sigma - 1) < 0.1
+    # nothing at zero (the same photograph lifted above black), or too little of it: nothing to tell
+    assert dark_noise(truth + 0.05) is None
+    lifted = truth + 0.05
+    assert dark_noise(lifted) is None and np.array_equal(remove_dark_bias(lifted.copy(), None), lifted)
+    lone = truth + 0.05
+    lone[::97, ::89] = 0
+    assert dark_noise(lone) is None
+
+
+def test_the_bias_of_clipped_dark_noise_is_taken_out_of_the_local_mean(data_dir):
+    sigma = 0.004
+    truth, captured = _dark_capture(data_dir, sigma)
+    corrected = remove_dark_bias(captured.copy(), dark_noise(captured))
+    local = {name: cv2.GaussianBlur(image, (0, 0), 3.0) for name, image in
+             (("truth", truth), ("captured", captured), ("corrected", corrected))}
+    near_black = local["truth"] < 2 * sigma
+    assert near_black.mean() > 0.2
+    before = float(np.mean(local["captured"][near_black] - local["truth"][near_black]))
+    after = float(np.mean(local["corrected"][near_black] - local["truth"][near_black]))
+    assert before > 0.2 * sigma  # what the clip does: measured 0.26 sigma here
+    assert abs(after) < 0.2 * before  # measured -0.03 sigma
+    # far above black nothing moves
+    bright = cv2.GaussianBlur(captured, (0, 0), 1.0) > 8 * sigma
+    assert bright.any() and np.array_equal(corrected[bright], captured[bright])
