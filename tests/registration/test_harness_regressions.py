@@ -51,11 +51,13 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
 - Hard seed 12 drawn at 4000-6000 px, scene 2: a canon_g2 ColorChecker x2 (5772-px frames, its 2767-px window off
   the LR frame's centre) whose HR lens is 45 / 73 HR px off its frame's centre: evidence 5500 units for the freed
   centre, but the fit took the LR lens's term to 0.12 and the centre to 0.14 R, traded against each other, not a
-  lens; the centred fit was written 0.44 LR px off. With the LR term held at the radial fit's, 0.06.
+  lens; the centred fit was written 0.44 LR px off. With the LR term held at the radial fit's, 0.06. (Since session
+  40, the bias of the captures' dark noise clipped at zero taken out, the fit with the LR term refitted stands: 0.091
+  registered alone, 0.066 through align.)
 - Hard seed 12 drawn at 4000-6000 px, scene 3: a nikon_d90 ColorChecker x3 (4620-px frames, its 1440-px window two
   large patches in a black frame) whose captures' dark noise (sigma 0.006 / 0.002 in light) is clipped at zero by
-  the file: the black frame of the LR lies higher above black than the HR's, and the fit bent the window's top
-  corners 0.5 LR px to explain it: 0.20 LR px off the truth (registered as power 2.2, the generator's curve; 0.45
+  the file: the black frame of the LR lies higher above black than the HR's, and the fit bent the window to
+  explain it: 0.20 LR px off the truth (registered as power 2.2, the generator's curve; 0.45
   through align, which decoded the scene as BT.709). With the clipped noise's bias taken out of both captures'
   local mean (sigma read from where they clip), 0.11 (0.30 through align); with the scene's black lifted 0.01
   above zero, everything else alike, 0.06.
@@ -307,10 +309,17 @@ def test_a_freed_lens_centre_whose_fit_raised_the_cost_is_fitted_again_with_the_
     assert truth_rms(registration, lr, hr, scene, key) < 0.1  # measured 0.037 LR px (0.019 through align)
 
 
-def test_a_freed_lens_centre_that_trades_against_the_lr_term_is_fitted_with_that_term_held(tmp_path, data_dir):
+def test_a_freed_lens_centre_that_trades_against_the_lr_term_is_fitted_with_that_term_held(tmp_path, data_dir,
+                                                                                         monkeypatch):
     lr, hr, scene, key = harness_pair(tmp_path, data_dir, seed=12, scene="scene_02", photo="canon_g2_IMG_0307.JPG",
                                       width=(4000, 6000))
     ratio, curves = focal_ratio(tmp_path, key), ("power:2.2", "power:2.2")
+    with one_blas_thread():
+        registration, _ = register_captures(lr, hr, ratio=ratio, curves=curves)
+    assert truth_rms(registration, lr, hr, scene, key) < 0.25  # measured 0.091 LR px (0.066 through align)
+    # The captures as session 39 registered them, the bias of their dark noise clipped at zero left in (since
+    # session 40 the fit with the LR term refitted beside the centre stands on the corrected grey)
+    monkeypatch.setattr(luma, "DARK_MIN_PIXELS", float("inf"))
     with one_blas_thread():
         registration, _ = register_captures(lr, hr, ratio=ratio, curves=curves)
     centre = registration.model.to_dict()["hr_centre"]
