@@ -28,8 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import bench_generalise as B  # noqa: E402
 import generator as G  # noqa: E402
-from realsr_tools.geometry import map_lr_to_hr, output_window  # noqa: E402
+from realsr_tools.geometry import output_window  # noqa: E402
 from realsr_tools.imaging import read_pixels  # noqa: E402
 from realsr_tools.pipeline.runner import one_blas_thread  # noqa: E402
 from realsr_tools.registration import register_captures  # noqa: E402
@@ -55,13 +56,13 @@ def changed(captures: dict, changes: list[str]) -> tuple[dict, float]:
 
 
 def error_rms(registration, lr, hr, scene: dict, key: str) -> float:
-    """RMS (LR px) over realsr's output window of its mapping against the generator's."""
+    """RMS (LR px) over realsr's output window of its mapping against the generator's, read as the harness reads a
+    written record (:func:`bench_generalise.recorded_error`)."""
     x0, y0, w, h = output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
     xs, ys = np.meshgrid(np.linspace(x0, x0 + w - 1, 15), np.linspace(y0, y0 + h - 1, 15))
-    points = np.column_stack([xs.ravel(), ys.ravel()])
-    tx, ty = G.lr_to_hr(scene, key, points[:, 0], points[:, 1])
-    error = (map_lr_to_hr(np.asarray(registration.lr_to_hr), registration.distortion, points)
-             - np.column_stack([tx, ty])) / scene["captures"][key]["true_zoom"]
+    record = {"lr_to_hr": np.asarray(registration.lr_to_hr).tolist(),
+              "distortion": registration.distortion.to_dict() if registration.distortion else None}
+    error = B.recorded_error(record, scene, key, scene["captures"][key], xs, ys)
     return float(np.sqrt(np.mean(np.sum(error ** 2, axis=1))))
 
 

@@ -24,7 +24,6 @@ def test_the_sigma_of_dark_noise_is_read_where_it_clips(data_dir):
         truth, captured = _dark_capture(data_dir, sigma)
         assert abs(dark_noise(captured) / sigma - 1) < 0.1
     # nothing at zero (the same photograph lifted above black), or too little of it: nothing to tell
-    assert dark_noise(truth + 0.05) is None
     lifted = truth + 0.05
     assert dark_noise(lifted) is None and np.array_equal(remove_dark_bias(lifted.copy(), None), lifted)
     lone = truth + 0.05
