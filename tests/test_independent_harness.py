@@ -160,3 +160,27 @@ def test_the_harness_reads_a_written_mapping_with_its_fifth_order_term_as_realsr
     points = np.column_stack([x.ravel(), y.ravel()])
     read = np.column_stack(recorded_map(record, points[:, 0], points[:, 1]))
     assert np.max(np.abs(read - map_lr_to_hr(lr_to_hr, distortion, points))) < 1e-3
+
+
+def test_pooled_sets_share_one_denominator_and_real_pairs_never_pool_with_simulated_ones(tmp_path):
+    import json
+
+    import unified
+
+    def pair(status, error):
+        return {"status": status, "error_rms": error, "estimator": {"verdict": "unmeasurable", "median": None}}
+
+    first, second, real = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "real.json"
+    first.write_text(json.dumps({"hard": {"pairs": [pair("ok", 0.02), pair("ok", 0.3)]}}))
+    second.write_text(json.dumps({"hard": {"pairs": [pair("ok", 0.05), pair("failed", None), pair("ok", 0.6)]}}))
+    real.write_text(json.dumps({"pairs": [{"before": {"verdict": "measurable", "median": 0.1}, "status": "ok",
+                                           "after": {"verdict": "measurable", "median": 0.2}}]}))
+
+    (row,) = unified.rows_of("two seeds", f"{first},{second}")
+    cells = dict(zip(unified.HEADER, row))
+    assert cells["pairs"] == 5 and cells["refused"] == 1 and cells["ok > 0.5 px"] == 1
+    assert cells["<= 0.1 px"] == "40 % (2)" and cells["<= 0.25 px"] == "40 % (2)"
+    assert cells["truth RMS median"] == "0.300"  # the refusal counts as infinitely wrong
+    assert cells["largest ok"] == "0.600"
+    with pytest.raises(SystemExit, match="cannot share a row"):
+        unified.rows_of("mixed", f"{first},{real}")

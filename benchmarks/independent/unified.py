@@ -2,7 +2,7 @@
 
 Columns (LR px; every count of ALL pairs of the set, a refusal a miss):
 
-* truth RMS median / <= 0.1 px / <= 0.25 px / refused / ok > 0.5 px / ok > 1 px: the pixel-truth error of
+* truth RMS median / <= 0.1 px / <= 0.25 px / refused / ok > 0.5 px / ok > 1 px / largest ok: the pixel-truth error of
   ``bench_generalise.py`` (RMS over realsr's output window of the residual field between realsr's written HR and the
   HR source warped by the true mapping; a refused pair counts as infinitely wrong in the median). Only where a truth
   exists: realsr's own simulator (``--source realsr-simulate``) and the independent generator.
@@ -15,6 +15,9 @@ Columns (LR px; every count of ALL pairs of the set, a refusal a miss):
 
     python unified.py "realsr simulator=/tmp/ev/sim/results.json" "generator s1=/tmp/ev/g1/results.json" \\
         "published pairs=/tmp/ev/real/results.json"
+
+Several results files joined by commas after one label are pooled into one row per condition (every pair of every
+seed under one denominator): ``"generator hard, seeds 99-100=/tmp/h99/results.json,/tmp/h100/results.json"``.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, table  # noqa: E402
 
 HEADER = ["set", "pairs", "truth RMS median", "<= 0.1 px", "<= 0.25 px", "refused", "ok > 0.5 px", "ok > 1 px",
-          "visible error median (<= 0.1 / <= 0.25 px)", "estimator median (measurable / written)"]
+          "largest ok", "visible error median (<= 0.1 / <= 0.25 px)", "estimator median (measurable / written)"]
 
 
 def _pct(k: int, n: int) -> str:
@@ -48,7 +51,7 @@ def truth_row(label: str, pairs: list[dict]) -> list:
     est = [r["estimator"]["median"] for r in ok if r["estimator"]["verdict"] == "measurable"]
     return [label, n, fmt(float(np.median(allerr))) if n else "-", _pct(int((allerr <= 0.1).sum()), n),
             _pct(int((allerr <= 0.25).sum()), n), n - len(ok), int((err > 0.5).sum()), int((err > 1.0).sum()),
-            _visible(pairs), _est(est, len(ok))]
+            fmt(float(err.max())) if err.size else "-", _visible(pairs), _est(est, len(ok))]
 
 
 def _visible(pairs: list[dict]) -> str:
@@ -66,19 +69,28 @@ def real_rows(label: str, pairs: list[dict]) -> list[list]:
     before = [r["before"]["median"] for r in pairs if r["before"]["verdict"] == "measurable"]
     ok = [r for r in pairs if r["status"] == "ok"]
     after = [r["after"]["median"] for r in ok if r.get("after", {}).get("verdict") == "measurable"]
-    return [[f"{label}, as published", n, "-", "-", "-", "-", "-", "-", "-", _est(before, n)],
-            [f"{label}, re-registered by realsr", n, "-", "-", "-", n - len(ok), "-", "-", "-", _est(after, len(ok))]]
+    return [[f"{label}, as published", n, "-", "-", "-", "-", "-", "-", "-", "-", _est(before, n)],
+            [f"{label}, re-registered by realsr", n, "-", "-", "-", n - len(ok), "-", "-", "-", "-",
+             _est(after, len(ok))]]
 
 
-def rows_of(label: str, path: Path) -> list[list]:
-    data = json.loads(Path(path).read_text())
-    if "pairs" in data and isinstance(data["pairs"], list):  # bench_real_pairs
-        return real_rows(label, data["pairs"])
-    out = []
-    for cond, d in data.items():
-        if isinstance(d, dict) and "pairs" in d:
-            out.append(truth_row(f"{label}, {cond}", d["pairs"]))
-    return out
+def rows_of(label: str, paths: str | Path) -> list[list]:
+    """The rows of one results file, or of several (``paths`` joined by commas) pooled: one row per condition."""
+    pooled: dict[str, list[dict]] = {}
+    real: list[dict] = []
+    for path in str(paths).split(","):
+        data = json.loads(Path(path).read_text())
+        if "pairs" in data and isinstance(data["pairs"], list):  # bench_real_pairs
+            real += data["pairs"]
+            continue
+        for cond, d in data.items():
+            if isinstance(d, dict) and "pairs" in d:
+                pooled.setdefault(cond, []).extend(d["pairs"])
+    if real and pooled:
+        raise SystemExit(f"{label}: real pairs and simulated captures cannot share a row")
+    if real:
+        return real_rows(label, real)
+    return [truth_row(f"{label}, {cond}", pairs) for cond, pairs in pooled.items()]
 
 
 def main(argv=None):
@@ -86,7 +98,7 @@ def main(argv=None):
     rows = []
     for a in args:
         label, _, path = a.partition("=")
-        rows += rows_of(label, Path(path))
+        rows += rows_of(label, path)
     print(table(rows, HEADER))
     return 0
 
