@@ -58,9 +58,9 @@ class CurveEstimate:
     def to_dict(self) -> dict:
         return {"curve": self.curve, "samples": self.samples,
                 "bend": {name: None if value is None else round(value, 4) for name, value in self.bend.items()},
-                "measure": "RMS over brightness levels of the log ratio of LR to HR light after a per-channel "
-                           "quadratic gain surface, relative to the spread of log HR light (0: a gain apart); "
-                           "on the coarse match's colour thumbnails"}
+                "measure": "RMS over brightness levels of the log ratio of HR light to a per-channel quadratic "
+                           "gain surface times LR light, relative to the spread of log HR light (0: a gain "
+                           "apart); on the coarse match's colour thumbnails"}
 
     @classmethod
     def from_dict(cls, record: dict) -> "CurveEstimate":
@@ -117,8 +117,8 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
     ``lr_light``, ``hr_light``: ``H x W x 3`` float32 linear light of the two, decoded with the ``assumed`` curve,
     on one grid (the HR brought onto the LR's); ``overlap``: where the HR covers it (default: everywhere). On flat
     pixels (away from edges, so a residual misalignment or the blur difference does not enter), each candidate's
-    ratio of LR to HR light is fitted with a per-channel quadratic gain surface (the photometric correction's,
-    without its offset: exposures are a gain), and what is left is measured per brightness level (a ratio of sums:
+    HR light is fitted as a per-channel quadratic gain surface times the LR's (the photometric correction's surface
+    and direction, without its offset: exposures are a gain), and what is left is measured per brightness level (a ratio of sums:
     noise averages out in light). Where the exposures and white balance are the same, every curve leaves the two a
     gain apart and nothing is decided.
     """
@@ -157,13 +157,16 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
 
 def _bend(lr: np.ndarray, hr: np.ndarray, usable: list[np.ndarray], hr_code: np.ndarray,
           basis: np.ndarray) -> float | None:
-    """How far ``lr`` (light) is from a gain surface times ``hr`` across brightness levels (see
+    """How far ``hr`` (light) is from a gain surface times ``lr`` across brightness levels (see
     :class:`CurveEstimate`); ``None`` below :data:`MIN_LEVELS` measured cells."""
     offsets, counts, spreads = [], [], []
     for c, mask in enumerate(usable):
         if mask.sum() < MIN_LEVEL_SAMPLES:
             continue
-        target, light = lr[..., c][mask].astype(np.float64), np.maximum(hr[..., c][mask].astype(np.float64), 1e-6)
+        # The HR's light from the LR's, as the photometric correction maps them: over the window, the HR's
+        # vignetting (its whole frame's) is a quadratic surface and the LR's nearly flat, so their ratio is one;
+        # the other way round it is 1 / quadratic, whose misfit a chart's patches read as a bend.
+        target, light = hr[..., c][mask].astype(np.float64), np.maximum(lr[..., c][mask].astype(np.float64), 1e-6)
         design = basis[mask] * light[:, None]
         weights = np.ones(len(target))
         for _ in range(4):  # Huber weights on the relative residual
@@ -173,7 +176,7 @@ def _bend(lr: np.ndarray, hr: np.ndarray, usable: list[np.ndarray], hr_code: np.
             weights = np.sqrt(np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(relative), 1e-12)))
         model = design @ coefficients
         code = hr_code[..., c][mask]
-        spreads.append(np.std(np.log(light)))
+        spreads.append(np.std(np.log(np.maximum(target, 1e-6))))
         for low, high in zip(LEVELS[:-1], LEVELS[1:]):
             level = (code >= low) & (code < high)
             if level.sum() >= MIN_LEVEL_SAMPLES and model[level].sum() > 0 and target[level].sum() > 0:

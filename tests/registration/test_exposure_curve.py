@@ -101,3 +101,29 @@ def test_a_scene_s_undecided_pairs_take_the_curve_its_decided_pairs_agree_on():
     assert scene_curve([x3, contradicting, stated]) == (None, [])
     assert scene_curve([x4, x3, _estimate("bt709", 0.0247, 0.0377, bt709=0.012)]) == (None, [])
     assert scene_curve([x4, _estimate("power:2.2", 0.03, 0.004)]) == ("power:2.2", [])
+
+
+@pytest.mark.parametrize("encoding", ["power:2.2", "bt709", "srgb"])
+def test_a_zoom_pairs_hr_vignetting_leaves_its_own_curve_a_gain_apart(data_dir, encoding):
+    """A zoom pair as the curve test sees it: the HR's frame is the window, so its vignetting (35 %) spans the whole
+    window, while the LR's (30 % over a frame twice as large) barely varies there; the real photograph sits in a
+    dark frame, as a chart does, 0.7 EV and +-15 % white balance apart. Fitted as the photometric correction maps
+    them (HR from LR), their ratio is a quadratic surface and the files' own curve is a gain apart; fitted the other
+    way round (1 / quadratic) a power-2.2 pair bent 0.011, a fifth of the way to MIN_BEND (session 41)."""
+    photo = cv2.imread(str(data_dir / "photos" / "kodak_kodim03.png"))[..., ::-1].astype(np.float64) / 255
+    light = cv2.resize(0.8 * srgb_decode(photo), (photo.shape[1] // 2, photo.shape[0] // 2),
+                       interpolation=cv2.INTER_AREA)
+    light = cv2.copyMakeBorder(light, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=(0.01, 0.01, 0.01))
+    h, w = light.shape[:2]
+    v, u = np.mgrid[0:h, 0:w]
+    radius2 = (((u - (w - 1) / 2) ** 2 + (v - (h - 1) / 2) ** 2) / (((w - 1) / 2) ** 2 + ((h - 1) / 2) ** 2))[..., None]
+    hr_light = light * (1 - 0.35 * radius2)
+    lr_light = light * 2 ** -0.7 * np.array([1.15, 1.0, 0.87]) * (1 - 0.3 * radius2 / 4)
+
+    def as_srgb(light):  # written as 16-bit with ``encoding``, read back as sRGB (the assumption)
+        code = np.round(ENCODE[encoding](np.clip(light, 0, 1)) * 65535) / 65535
+        return srgb_decode(code).astype(np.float32)
+
+    estimate = curve_from_exposures(as_srgb(lr_light), as_srgb(hr_light))
+    assert estimate.curve == (None if encoding == "srgb" else encoding), estimate
+    assert estimate.bend[encoding] < 0.005 and max(estimate.bend.values()) > MIN_BEND, estimate
