@@ -109,7 +109,7 @@ def test_a_zoom_pairs_hr_vignetting_leaves_its_own_curve_a_gain_apart(data_dir, 
     window, while the LR's (30 % over a frame twice as large) barely varies there; the real photograph sits in a
     dark frame, as a chart does, 0.7 EV and +-15 % white balance apart. Fitted as the photometric correction maps
     them (HR from LR), their ratio is a quadratic surface and the files' own curve is a gain apart; fitted the other
-    way round (1 / quadratic) a power-2.2 pair bent 0.011, a fifth of the way to MIN_BEND (session 41)."""
+    way round (1 / quadratic) a power-2.2 pair bent 0.011, over half of MIN_BEND (session 41)."""
     photo = cv2.imread(str(data_dir / "photos" / "kodak_kodim03.png"))[..., ::-1].astype(np.float64) / 255
     light = cv2.resize(0.8 * srgb_decode(photo), (photo.shape[1] // 2, photo.shape[0] // 2),
                        interpolation=cv2.INTER_AREA)
