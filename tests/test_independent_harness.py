@@ -184,3 +184,36 @@ def test_pooled_sets_share_one_denominator_and_real_pairs_never_pool_with_simula
     assert cells["largest ok"] == "0.600"
     with pytest.raises(SystemExit, match="cannot share a row"):
         unified.rows_of("mixed", f"{first},{real}")
+
+
+def test_the_generator_writes_the_same_light_under_each_file_curve(tmp_path):
+    """``--encoding`` changes the file curve and nothing else: the same seed draws the same scene, and the values
+    each curve writes are one light (within 8-bit rounding); the curves are their standards' (sRGB's and BT.709's
+    published values at 18 % grey and their breakpoints), and the default is the 1/2.2 power of every earlier set."""
+    import json
+
+    import generator as G
+
+    grey = np.array([0.18])
+    assert G.ENCODINGS["srgb"](grey)[0] == pytest.approx(0.46135, abs=1e-4)
+    assert G.ENCODINGS["bt709"](grey)[0] == pytest.approx(0.40901, abs=1e-4)
+    assert G.ENCODINGS["power:2.2"](grey)[0] == pytest.approx(0.18 ** (1 / 2.2))
+    for name, knee in (("srgb", 0.0031308), ("bt709", 0.018)):  # continuous at the linear segment's end, to
+        below, above = G.ENCODINGS[name](np.array([knee - 1e-9, knee + 1e-9]))  # the standards' rounded constants
+        assert abs(above - below) < 5e-4
+
+    written = {}
+    for name in ("power:2.2", "srgb", "bt709"):
+        out = tmp_path / name.replace(":", "_")
+        G.generate(out, n_scenes=1, seed=7, width=(320, 360), photos=["photos/kodak_kodim03.png"], verbose=False,
+                   encoding=name)
+        truth = json.loads((tmp_path / (out.name + ".truth.json")).read_text())
+        assert truth["encoding"] == name
+        written[name] = (cv2.imread(str(out / "scene_00" / "lr_x2.png"))[..., ::-1] / 255.0, truth["scenes"])
+    assert written["srgb"][1] == written["power:2.2"][1] == written["bt709"][1]  # the same draws
+    light = np.clip(written["power:2.2"][0], 0, 1) ** 2.2
+    bright = light > 0.01  # where 8-bit steps of the power are fine enough to carry the light across
+    for name, apart in (("srgb", 4), ("bt709", 15)):  # the curves' largest gap to the power there: 6 and 21 steps
+        again = G.ENCODINGS[name](light)
+        assert np.max(np.abs(again - written[name][0])[bright]) < 2 / 255
+        assert np.max(np.abs(written[name][0] - written["power:2.2"][0])[bright]) > apart / 255

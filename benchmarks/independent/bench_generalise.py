@@ -240,8 +240,10 @@ def main(argv=None):
     ap.add_argument("--neutral-photometry", action="store_true",
                     help="diagnosis: same draws, no exposure / white-balance / vignetting differences")
     ap.add_argument("--raster-curve", default=None,
-                    help="realsr align --raster-curve (the generator's files state no curve; it encodes with a "
-                         "pure power, power:2.2 is what its user would state)")
+                    help="realsr align --raster-curve (the generator's files state no curve; what its user would "
+                         "state is the --encoding)")
+    ap.add_argument("--encoding", choices=sorted(G.ENCODINGS), default="power:2.2",
+                    help="the generator's file curve (a pure 1/2.2 power in every set before session 42)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     log = a.out / "realsr.log"
@@ -258,7 +260,7 @@ def main(argv=None):
                 realsr_sim.generate(cdir, a.seed, hard, a.scenes)
             else:
                 G.generate(cdir, a.scenes, a.seed + (1000 if hard else 0), hard, tuple(a.width),
-                           neutral_photometry=a.neutral_photometry)
+                           neutral_photometry=a.neutral_photometry, encoding=a.encoding)
         tgen = time.time() - t0
         if not (a.reuse and (adir / "manifest.jsonl").exists()):
             shutil.rmtree(adir, ignore_errors=True)
@@ -269,7 +271,8 @@ def main(argv=None):
                   flush=True)
         truth = __import__("json").loads(tpath.read_text())
         res = measure_condition(cdir, truth, adir)
-        allres[cond] = dict(source=a.source, seed=truth["seed"], generate_s=tgen, pairs=res)
+        allres[cond] = dict(source=a.source, seed=truth["seed"], encoding=truth.get("encoding", "power:2.2"),
+                            generate_s=tgen, pairs=res)
         dump(a.out / "results.json", allres)
     rows, reasons_all = [], {}
     for cond, d in allres.items():

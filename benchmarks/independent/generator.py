@@ -11,8 +11,8 @@ Rendering (per capture): the world is Gaussian-prefiltered for the sampling pitc
 super-sampled capture grid (cv2.remap INTER_LINEAR on float32 - exact positions, unlike cv2's cubic/Lanczos tables),
 blurred by the optics PSF (Gaussian, sigma 0.35-0.6 capture px, so the LR aliases) and camera shake (linear motion
 kernel), box-averaged over each pixel, then exposure, white balance, vignetting and Poisson-Gaussian noise in linear
-light, sRGB-like gamma 1/2.2, and written as 8-bit PNG (normal) or compressed 16-bit TIFF (``--hard``: LZW for LR,
-Deflate for HR; needs ``imagecodecs``).
+light, encoded with a 1/2.2 power (``--encoding``: or sRGB's or BT.709's curve; no file states it), and written as
+8-bit PNG (normal) or compressed 16-bit TIFF (``--hard``: LZW for LR, Deflate for HR; needs ``imagecodecs``).
 
 Normal: PSF 0.35-0.6 px, shake 0-0.6 px, +-0.2 EV, +-3 % white balance, vignetting 0-10 %, distortion on 40 % of
 lenses (|k| <= 1 % at the frame corner), noise sigma ~ 0.3-1 % at mid-grey.
@@ -26,7 +26,7 @@ observed pixel) and per LR ``true_zoom``; :func:`lr_to_hr` evaluates the exact L
 Photographs: ``HELD_OUT`` (the digicam-corpus JPEGs) must not be used by anyone to tune realsr or this harness;
 benchmarks draw from them first. ``TUNING`` (photos/) may be used while developing.
 
-CLI: ``python generator.py OUT --scenes 4 --seed 1 [--hard] [--width 500 1400]``.
+CLI: ``python generator.py OUT --scenes 4 --seed 1 [--hard] [--width 500 1400] [--encoding srgb]``.
 """
 from __future__ import annotations
 
@@ -66,6 +66,21 @@ TUNING = [
 ]
 FOCAL = {1: 100, 2: 50, 3: 33, 4: 25}
 GAMMA = 2.2
+
+
+def _srgb(lin):
+    return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
+
+
+def _bt709(lin):
+    return np.where(lin < 0.018, 4.5 * lin, 1.099 * np.power(lin, 0.45) - 0.099)
+
+
+# The curve the captures' files are encoded with (none of them says so in the file). The default, a pure 1/2.2 power,
+# is what every set before session 42 holds; sRGB (what a camera JPEG or an untagged PNG usually holds) and BT.709
+# (LibRaw's and dcraw's default output curve) measure realsr where its sRGB assumption is right, and where its
+# exposure curve test must find a toe of another shape. Each written from its standard's formula here.
+ENCODINGS = {"power:2.2": lambda lin: np.power(lin, 1 / GAMMA), "srgb": _srgb, "bt709": _bt709}
 PAD = 64  # px of surround around the photograph in the world
 
 
@@ -198,8 +213,8 @@ def render(world_lin, surround, cap, rng, k):
     return np.clip(img, 0, 1)
 
 
-def write_capture(path: Path, lin: np.ndarray, tiff: bool, compression="zlib"):
-    enc = np.clip(lin, 0, 1) ** (1 / GAMMA)
+def write_capture(path: Path, lin: np.ndarray, tiff: bool, compression="zlib", encoding="power:2.2"):
+    enc = ENCODINGS[encoding](np.clip(lin, 0, 1))
     if tiff:
         import tifffile
         tifffile.imwrite(str(path), np.round(enc * 65535).astype(np.uint16), compression=compression,
@@ -290,13 +305,13 @@ def choose_photos(n, rng, held_out_only=False):
 
 
 def generate(out: Path, n_scenes=12, seed=1, hard=False, width=(500, 1400), scales=(2, 3, 4), photos=None,
-             verbose=True, neutral_photometry=False):
+             verbose=True, neutral_photometry=False, encoding="power:2.2"):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     photos = photos or choose_photos(n_scenes, rng)
     truth = dict(format="independent-generator truth v1", seed=seed, hard=hard, width=list(width), scenes={},
-                 neutral_photometry=neutral_photometry,
+                 neutral_photometry=neutral_photometry, encoding=encoding,
                  convention="pixel centres at integer coords; lr_to_hr maps observed LR source px to observed HR "
                             "source px; distortion: ideal = c + (x - c)(1 + k |x - c|^2 / radius^2)")
     rows = []
@@ -315,7 +330,7 @@ def generate(out: Path, n_scenes=12, seed=1, hard=False, width=(500, 1400), scal
         for key, cap in caps.items():
             img = render(world, surround, cap, rng, supersampling(cap["W"]))
             fname = f"{name}/{'hr' if key == 'hr' else 'lr_' + key}{ext}"
-            write_capture(out / fname, img, hard, compression="zlib" if key == "hr" else "lzw")
+            write_capture(out / fname, img, hard, compression="zlib" if key == "hr" else "lzw", encoding=encoding)
             cap = dict(cap, file=fname)
             scene["captures"][fname] = cap
             if key == "hr":
@@ -349,10 +364,13 @@ def main(argv=None):
                     help="capture width range in px (up to 6000)")
     ap.add_argument("--neutral-photometry", action="store_true",
                     help="diagnosis: same scenes, but no exposure / white-balance / vignetting differences")
+    ap.add_argument("--encoding", choices=sorted(ENCODINGS), default="power:2.2",
+                    help="the curve the files are encoded with (none states it)")
     a = ap.parse_args(argv)
     if max(a.width) > 6000:
         ap.error("--width at most 6000")
-    p = generate(Path(a.out), a.scenes, a.seed, a.hard, tuple(a.width), neutral_photometry=a.neutral_photometry)
+    p = generate(Path(a.out), a.scenes, a.seed, a.hard, tuple(a.width), neutral_photometry=a.neutral_photometry,
+                 encoding=a.encoding)
     print("truth:", p)
     return 0
 
