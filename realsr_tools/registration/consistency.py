@@ -157,21 +157,51 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
     return source, carried
 
 
-def chain_fit_tolerance(own_uncertainty: float | None, carried: float = 0.0) -> float:
+def excess_disagreement(index: int, comparisons: Sequence[Comparison], zooms: Sequence[float]) -> float | None:
+    """LR px of capture ``index``: how much more it disagrees with each sibling it was compared with than those
+    siblings disagree with each other (medians over the wider capture's window, each carried to ``index``'s LR px
+    by the captures' ``zooms``, HR px per LR px); ``None`` unless it was compared with two siblings that were
+    compared with each other.
+
+    A median disagreement is shared between the two captures it compares; where two siblings agree with each other
+    and both disagree with this capture by more, the excess is this capture's own error, whatever its corner
+    uncertainty claims (its window can leave a direction free that its covariance does not show)."""
+    def carried(c: Comparison) -> float:
+        return c.median * zooms[c.wide] / zooms[index]
+
+    own = [c for c in comparisons if index in (c.wide, c.narrow) and c.median is not None]
+    siblings = {c.narrow if c.wide == index else c.wide for c in own}
+    mutual = [carried(c) for c in comparisons
+              if c.median is not None and index not in (c.wide, c.narrow) and {c.wide, c.narrow} <= siblings]
+    if len(own) < 2 or not mutual:
+        return None
+    return max(0.0, min(carried(c) for c in own) - max(mutual))
+
+
+def chain_fit_tolerance(own_uncertainty: float | None, carried: float = 0.0, excess: float | None = None) -> float:
     """LR px: how far the record model fitted to a chain (:func:`fit_chain`) may be from it for the pair to be
     written with it, the chain's carried to the pair being ``carried``; ``own_uncertainty``: the corner uncertainty
     of the pair's own registration where it passed, ``None`` where it does not stand (refused on its own, or
-    outvoted by its scene: :data:`REFUSED_CHAIN_FIT_TOLERANCE`).
+    outvoted by its scene: :data:`REFUSED_CHAIN_FIT_TOLERANCE`); ``excess``: the pair's
+    :func:`excess_disagreement` with its scene.
 
     The chain replaces a registration that passed only where it is pinned at least :data:`TRANSFER_MARGIN` better
     (:func:`chain_source`); the fit's distance from the chain is one more error of the mapping written, so it may
     take what the margin leaves (``TRANSFER_MARGIN * own - carried``), never less than
     :data:`CHAIN_FIT_TOLERANCE` and never more than :data:`REFUSED_CHAIN_FIT_TOLERANCE`. A hard generator chart x4
     with corners 0.39 LR px uncertain by its own window (0.40 px off the truth) had a chain carried at 0.13 that the
-    record's model fitted within 0.037 px, 0.04 px from the truth (generator hard seed 2)."""
+    record's model fitted within 0.037 px, 0.04 px from the truth (generator hard seed 2). Where the scene shows the
+    pair's own mapping off by more than its uncertainty says (``excess``), the chain may take what that leaves
+    (``excess - carried``): a normal generator chart x4 (840-px frames, an affine fit) claimed 0.055 LR px at its
+    corners and was 0.35 px off the truth (1.2 at a corner), 0.18 from both its siblings, which agreed with each
+    other to 0.001; its chain, carried at 0.022, was fitted within 0.025 px and not written (generator normal seed
+    104)."""
     if own_uncertainty is None:
         return REFUSED_CHAIN_FIT_TOLERANCE
-    return max(CHAIN_FIT_TOLERANCE, min(REFUSED_CHAIN_FIT_TOLERANCE, TRANSFER_MARGIN * own_uncertainty - carried))
+    allowed = TRANSFER_MARGIN * own_uncertainty - carried
+    if excess is not None:
+        allowed = max(allowed, excess - carried)
+    return max(CHAIN_FIT_TOLERANCE, min(REFUSED_CHAIN_FIT_TOLERANCE, allowed))
 
 
 def unfitted_chain(tolerance: float) -> str:

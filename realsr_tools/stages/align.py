@@ -657,8 +657,11 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
                                                            "direct": _round(direct.uncertainty)},
             "fit_residual": _round(residual)}
     # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
+    excess = consistency.excess_disagreement(index, comparisons, [r["registration"]["zoom"] for r in members])
+    if excess is not None:
+        note["excess_disagreement"] = _round(excess)
     tolerance = consistency.chain_fit_tolerance(
-        None if verdicts[index] == "inconsistent" else own["registration"]["uncertainty"], carried)
+        None if verdicts[index] == "inconsistent" else own["registration"]["uncertainty"], carried, excess)
     if residual > tolerance:
         return note | {"outcome": f"not written with the chain ({consistency.unfitted_chain(tolerance)})"}, None, \
             comparisons

@@ -13,7 +13,8 @@ from realsr_tools.registration.consistency import (CHAIN_FIT_TOLERANCE, MAX_DISA
                                                    REFUSED_CHAIN_FIT_TOLERANCE, TRANSFER_MARGIN, Comparison,
                                                    chain_fit_tolerance, chain_hypothesis, chain_source,
                                                    compare, comparison_plan, consistency_fields,
-                                                   expected_magnification, fit_chain, judge_scene, scene_start)
+                                                   excess_disagreement, expected_magnification, fit_chain,
+                                                   judge_scene, scene_start)
 from realsr_tools.registration.estimate import MAX_ZOOM_ERROR
 
 
@@ -200,6 +201,29 @@ def test_a_chains_fit_may_take_what_the_margin_leaves_between_the_two_tolerances
     assert chain_fit_tolerance(0.8, 0.1) == REFUSED_CHAIN_FIT_TOLERANCE
     # A pair whose own registration does not stand (refused, or outvoted by its scene) gets the refused tolerance.
     assert chain_fit_tolerance(None) == chain_fit_tolerance(None, 0.13) == REFUSED_CHAIN_FIT_TOLERANCE
+
+
+def test_a_capture_both_agreeing_siblings_disagree_with_carries_the_excess_as_its_own_error():
+    # x4, x3, x2 (HR px per LR px 4, 3, 2); medians in the wider capture's LR px. The x2 and x3 agree to 0.001.
+    zooms = [4.0, 3.0, 2.0]
+    scene = [Comparison(0, 1, 0.19), Comparison(0, 2, 0.18), Comparison(1, 2, 0.001)]
+    assert excess_disagreement(0, scene, zooms) == pytest.approx(0.18 - 0.001 * 3 / 4)
+    # The x2 agrees with the x3, so nothing is in excess for it (the x4's disagreement is not its own).
+    assert excess_disagreement(2, scene, zooms) == 0.0
+    # Carried to the capture's own LR px: the x3 against the x4 is 0.19 x4 px = 0.253 x3 px.
+    assert excess_disagreement(1, [Comparison(0, 1, 0.19), Comparison(1, 2, 0.2), Comparison(0, 2, 0.001)],
+                               zooms) == pytest.approx(0.2 - 0.001 * 4 / 3)
+    # Two siblings not compared with each other, a failed comparison, or one sibling: nothing to say.
+    assert excess_disagreement(0, scene[:2], zooms) is None
+    assert excess_disagreement(0, [scene[0], scene[1], Comparison(1, 2, error="failed")], zooms) is None
+    assert excess_disagreement(0, [scene[0]], zooms) is None
+    # What the excess allows the chain's fit: what is left of it once the chain's own uncertainty is taken off,
+    # between the two tolerances (the margin alone left nothing here: 0.5 x 0.055 - 0.022 < 0.02).
+    assert chain_fit_tolerance(0.055, 0.022) == CHAIN_FIT_TOLERANCE
+    assert chain_fit_tolerance(0.055, 0.022, 0.06) == pytest.approx(0.06 - 0.022)
+    assert chain_fit_tolerance(0.055, 0.022, 0.18) == REFUSED_CHAIN_FIT_TOLERANCE
+    assert chain_fit_tolerance(0.055, 0.022, 0.0) == chain_fit_tolerance(0.055, 0.022, None) == CHAIN_FIT_TOLERANCE
+    assert chain_fit_tolerance(None, 0.022, 0.0) == REFUSED_CHAIN_FIT_TOLERANCE
 
 
 def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():
