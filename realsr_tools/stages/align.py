@@ -656,10 +656,10 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
                                                            "chain": _round(carried),
                                                            "direct": _round(direct.uncertainty)},
             "fit_residual": _round(residual)}
-    # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
     excess = consistency.excess_disagreement(index, comparisons, [r["registration"]["zoom"] for r in members])
     if excess is not None:
         note["excess_disagreement"] = _round(excess)
+    # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
     tolerance = consistency.chain_fit_tolerance(
         None if verdicts[index] == "inconsistent" else own["registration"]["uncertainty"], carried, excess)
     if residual > tolerance:
