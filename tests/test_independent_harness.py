@@ -186,7 +186,7 @@ def test_pooled_sets_share_one_denominator_and_real_pairs_never_pool_with_simula
         unified.rows_of("mixed", f"{first},{real}")
 
 
-def test_the_generator_writes_the_same_light_under_each_file_curve(tmp_path):
+def test_the_generator_writes_the_same_light_under_each_file_curve(tmp_path, data_dir, monkeypatch):
     """``--encoding`` changes the file curve and nothing else: the same seed draws the same scene, and the values
     each curve writes are one light (within 8-bit rounding); the curves are their standards' (sRGB's and BT.709's
     published values at 18 % grey and their breakpoints), and the default is the 1/2.2 power of every earlier set."""
@@ -194,6 +194,7 @@ def test_the_generator_writes_the_same_light_under_each_file_curve(tmp_path):
 
     import generator as G
 
+    monkeypatch.setattr(G, "DATA", data_dir)
     grey = np.array([0.18])
     assert G.ENCODINGS["srgb"](grey)[0] == pytest.approx(0.46135, abs=1e-4)
     assert G.ENCODINGS["bt709"](grey)[0] == pytest.approx(0.40901, abs=1e-4)

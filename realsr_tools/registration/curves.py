@@ -119,8 +119,8 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
     pixels (away from edges, so a residual misalignment or the blur difference does not enter), each candidate's
     HR light is fitted as a per-channel quadratic gain surface times the LR's (the photometric correction's surface
     and direction, without its offset: exposures are a gain), and what is left is measured per brightness level (a
-    ratio of sums: noise averages out in light). Where the exposures and white balance are the same, every curve leaves the two a
-    gain apart and nothing is decided.
+    ratio of sums: noise averages out in light). Where the exposures and white balance are the same, every curve
+    leaves the two a gain apart and nothing is decided.
     """
     import cv2
 
