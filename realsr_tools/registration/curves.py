@@ -31,11 +31,14 @@ from .luma import encoded, linear
 # leave a power.
 EXPOSURE_CURVES = ("srgb", "bt709", "power:2.2")
 # A candidate replaces the assumed sRGB only where sRGB bends the captures' light ratio by at least MIN_BEND and the
-# candidate by at most FLATTER times that, measured on at least MIN_SAMPLES flat pixel values in at least
-# MIN_LEVELS (brightness level, channel) cells of MIN_LEVEL_SAMPLES values each (docs/align.md, "A curve no file
-# states", for the sets they were fixed on).
+# candidate by at most FLATTER times that, or by at least SMALL_BEND and the candidate by at most SMALL_BEND_FLATTER
+# times that (a smaller bend overturns the assumption only where the candidate is near the measure's floor),
+# measured on at least MIN_SAMPLES flat pixel values in at least MIN_LEVELS (brightness level, channel) cells of
+# MIN_LEVEL_SAMPLES values each (docs/align.md, "A curve no file states", for the sets they were fixed on).
 MIN_BEND = 0.02
 FLATTER = 0.5
+SMALL_BEND = 0.01
+SMALL_BEND_FLATTER = 0.2
 MIN_SAMPLES = 20_000
 MIN_LEVELS = 6
 MIN_LEVEL_SAMPLES = 100
@@ -147,12 +150,22 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
     for curve in EXPOSURE_CURVES:
         light = [lr_light, hr_light] if curve == assumed else [linear(code, curve) for code in (lr_code, hr_code)]
         bend[curve] = _bend(*(cv2.GaussianBlur(image, (0, 0), 1.0) for image in light), usable, hr_code, basis)
+    return CurveEstimate(overturning_curve(bend, assumed=assumed), bend, samples)
+
+
+def overturning_curve(bend: dict[str, float | None], *, assumed: str = "srgb") -> str | None:
+    """The candidate whose ``bend`` overturns the ``assumed`` curve's, or ``None``: the least bent candidate where
+    the assumed curve bends at least MIN_BEND and it at most FLATTER times that, or at least SMALL_BEND and it at
+    most SMALL_BEND_FLATTER times that. A bend of 0.01-0.02 is within what a file's own curve can show (sRGB files
+    up to 0.0245, a dark frame's vignetting), so there only a candidate near the measure's floor (0.001-0.003 where
+    it is the files' curve) tells."""
+    own = bend.get(assumed)
     others = {name: value for name, value in bend.items() if name != assumed and value is not None}
-    curve = None
-    if bend.get(assumed) is not None and bend[assumed] >= MIN_BEND and others:
-        best = min(others, key=others.get)
-        curve = best if others[best] <= FLATTER * bend[assumed] else None
-    return CurveEstimate(curve, bend, samples)
+    if own is None or not others:
+        return None
+    best = min(others, key=others.get)
+    tiers = ((MIN_BEND, FLATTER), (SMALL_BEND, SMALL_BEND_FLATTER))
+    return best if any(own >= least and others[best] <= flatter * own for least, flatter in tiers) else None
 
 
 def _bend(lr: np.ndarray, hr: np.ndarray, usable: list[np.ndarray], hr_code: np.ndarray,

@@ -9,7 +9,7 @@ import pytest
 
 from realsr_tools.geometry import scaling, translation
 from realsr_tools.registration.curves import (MIN_BEND, MIN_SAMPLES, CurveEstimate, curve_from_exposures,
-                                             exposure_curve, scene_curve)
+                                             exposure_curve, overturning_curve, scene_curve)
 
 # Encodings written out here (not realsr's): IEC 61966-2-1 sRGB, ITU-R BT.709 and pure powers.
 ENCODE = {
@@ -101,6 +101,32 @@ def test_a_scene_s_undecided_pairs_take_the_curve_its_decided_pairs_agree_on():
     assert scene_curve([x3, contradicting, stated]) == (None, [])
     assert scene_curve([x4, x3, _estimate("bt709", 0.0247, 0.0377, bt709=0.012)]) == (None, [])
     assert scene_curve([x4, _estimate("power:2.2", 0.03, 0.004)]) == ("power:2.2", [])
+
+
+# Bends (sRGB, BT.709, power 2.2) measured on generator pairs whose files' curve is known, and what decides.
+MEASURED_BENDS = [
+    # a bend under 0.02 with the files' curve near the floor (session 43): normal 101's nikon_d90 chart x3 (power
+    # files), hard 105's pentax x3 (BT.709 files)
+    ((0.0174, 0.0249, 0.0019), "power:2.2"),
+    ((0.0158, 0.0007, 0.0171), "bt709"),
+    # sRGB files (session 42): another candidate less bent, but not near the floor; the largest own bend
+    ((0.0112, 0.0204, 0.0069), None),
+    ((0.0074, 0.0096, 0.0022), None),
+    ((0.0245, 0.0452, 0.0230), None),
+    # a large bend overturns at half (hard 105's BT.709 files, x3); the same pair bent 0.004 tells nothing
+    ((0.0367, 0.0010, 0.0976), "bt709"),
+    ((0.0040, 0.0005, 0.0030), None),
+]
+
+
+@pytest.mark.parametrize("bends,found", MEASURED_BENDS)
+def test_a_small_bend_overturns_srgb_only_where_the_candidate_is_near_the_floor(bends, found):
+    """Between SMALL_BEND and MIN_BEND sRGB files' own curve bends their exposures too (up to 0.0245 on a
+    generator set), so there the candidate must be five times flatter, not two: the power / BT.709 files' pairs
+    decide, the sRGB files' pairs, whose best other candidate was 0.3-0.9 times as bent, do not."""
+    bend = dict(zip(("srgb", "bt709", "power:2.2"), bends))
+    assert overturning_curve(bend) == found
+    assert overturning_curve({**bend, "srgb": None}) is None
 
 
 @pytest.mark.parametrize("encoding", ["power:2.2", "bt709", "srgb"])

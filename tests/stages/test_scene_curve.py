@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from harness import harness_scene, record_truth_rms
 from realsr_tools.pipeline.manifest import read_manifest
+from realsr_tools.registration.curves import MIN_BEND, SMALL_BEND
 from realsr_tools.stages import align
 
 
@@ -43,3 +44,20 @@ def test_a_pair_whose_exposures_cannot_tell_the_curve_takes_the_one_its_scene_fo
     alone = _records(tmp_path / "alone")["lr_x3.tif"]
     assert alone["registration"]["grey"]["decoded_curve"]["lr"] == "srgb"
     assert record_truth_rms(alone, truth) > 0.25  # measured 0.304 LR px
+
+
+def test_a_chart_pair_whose_exposures_bend_srgb_under_min_bend_takes_the_far_flatter_curve(tmp_path, data_dir):
+    """Normal seed 101's nikon_d90 chart (552-px HR frame, files a 1/2.2 power): its x3's exposures bend sRGB 0.017,
+    under MIN_BEND, and the power 0.002, near the measure's floor. Kept as sRGB it was written 0.119 LR px off the
+    truth (its scene 0.168 / 0.119 / 0.172 at x2 / x3 / x4); decoded as the power, 0.071 (0.090 / 0.071 / 0.054)."""
+    root = tmp_path / "captures"
+    truth = harness_scene(root, data_dir, seed=101, scene="scene_04", photo="nikon_d90_DSC_0011.JPG", hard=False)
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, scales=(3,), show_progress=False)
+    assert (summary.ok, summary.failed) == (1, 0)
+    grey = _records(out)["lr_x3.png"]["registration"]["grey"]
+    bend = grey["curve_estimate"]["bend"]
+    assert SMALL_BEND <= bend["srgb"] < MIN_BEND and bend["power:2.2"] < 0.2 * bend["srgb"], bend
+    assert grey["curve_estimate"]["curve"] == "power:2.2"
+    assert grey["decoded_curve"] == {"lr": "power:2.2", "hr": "power:2.2"}
+    assert record_truth_rms(_records(out)["lr_x3.png"], truth) < 0.1
