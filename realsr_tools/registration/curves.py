@@ -156,9 +156,9 @@ def curve_from_exposures(lr_light: np.ndarray, hr_light: np.ndarray, *, assumed:
 def overturning_curve(bend: dict[str, float | None], *, assumed: str = "srgb") -> str | None:
     """The candidate whose ``bend`` overturns the ``assumed`` curve's, or ``None``: the least bent candidate where
     the assumed curve bends at least MIN_BEND and it at most FLATTER times that, or at least SMALL_BEND and it at
-    most SMALL_BEND_FLATTER times that. A bend of 0.01-0.02 is within what a file's own curve can show (sRGB files
-    up to 0.0245, a dark frame's vignetting), so there only a candidate near the measure's floor (0.001-0.003 where
-    it is the files' curve) tells."""
+    most SMALL_BEND_FLATTER times that. A bend of 0.01-0.02 is within what a file's own curve can show (on the
+    generator's sRGB files up to 0.053, a dark frame's vignetting among the causes), so there only a candidate near
+    the measure's floor (0.0006-0.0032 where it was the files' curve) tells."""
     own = bend.get(assumed)
     others = {name: value for name, value in bend.items() if name != assumed and value is not None}
     if own is None or not others:
