@@ -7,6 +7,7 @@ CLI options keep the variant's defaults. Checkpoints are plain dicts of tensors 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,7 @@ def create_model(name: str, scale: int, **overrides: Any):
 
 def _load_builtin() -> None:
     if not _REGISTRY:
-        from . import zoo  # noqa: F401  (registers the bundled variants)
+        importlib.import_module(".zoo", __name__)  # imported for its effect: it registers the bundled variants
 
 
 @dataclass
