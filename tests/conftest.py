@@ -133,6 +133,12 @@ def capture_dir(tmp_path, data_dir):
     return root
 
 
+def unwrapped(output: str) -> str:
+    """A command's output with rich's line wrapping undone: where a line wraps depends on the terminal and on how long
+    the paths printed before a phrase are (a pytest-xdist worker's temporary folders are longer)."""
+    return " ".join(output.split())
+
+
 def one_error_line(output: str) -> str:
     """The command's error: exactly one line, 'error: ...', the last one printed, and no traceback."""
     lines = output.strip().splitlines()

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from realsr_tools.cli import app
 from realsr_tools.pipeline.manifest import read_manifest
 
+from conftest import unwrapped
+
 
 def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path, one_torch_thread):
     out = tmp_path / "demo"
@@ -24,7 +26,7 @@ def test_demo_runs_every_stage_on_the_bundled_sample(tmp_path, one_torch_thread)
         assert summary["count"] == 1 and 20 < summary["psnr"] < 50
     assert "trained edsr_small" in result.output and "bicubic" in result.output
     refused = [r for r in read_manifest(out / "aligned", stage="align").records if r.get("status") == "failed"]
-    text = " ".join(result.output.split())
+    text = unwrapped(result.output)
     assert ("refused" in text and "on purpose" in text and "not an error" in text) == bool(refused)
     # A second run must not clobber the first without --overwrite.
     again = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(out)])

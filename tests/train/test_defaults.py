@@ -11,7 +11,7 @@ from realsr_tools.cli import app
 from realsr_tools.train.config import CPU_MINUTES, CPU_STEPS, device_defaults
 
 from browser import browser_selftest
-from conftest import real_pair_folder
+from conftest import real_pair_folder, unwrapped
 
 runner = CliRunner()
 UNSET = {"model": None, "batch": None, "patch": None, "lr": None, "steps": None, "log_every": None,
@@ -45,7 +45,7 @@ def test_cli_says_what_it_chose_reports_start_up_and_logs_the_first_step(tmp_pat
     result = runner.invoke(app, ["train", str(pairs), "--out", str(out), "--steps", "3", "--device", "cpu",
                                  "--val-fraction", "0.34"])
     assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
+    text = unwrapped(result.output)
     assert "default: --model edsr_small, --batch 8, --patch 32, --lr 0.002, --log-every 10 (CPU:" in text
     for phase in ("reading and decoding the pairs", "2 training and 1 validation pairs at x4",
                   "model edsr_small", "validating bicubic and the untrained model", "plan: 3 steps"):
