@@ -12,6 +12,9 @@ The float32 row decodes what align verifies in linear light: the photometrically
 pair (the frame area-downscaled by 2, float32, times 1.05 so that highlights run past 1 as a gain correction makes
 them) with ``linear``, which decodes float images in row strips, against the curve over the whole array at once
 (its implementation before 2026-12-03), with the peak of numpy's allocations during the call (tracemalloc).
+
+The 16-bit row: ``linear`` on the 16-bit frame (a lookup table too, through numpy's ``take`` in row strips since
+2026-12-06) against ``take`` on the whole frame, which converts every index to intp first.
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ def main(argv=None) -> int:
     now, result = timed(lambda: luma.linear(frame8, "srgb"), args.repeat)
     assert np.array_equal(reference, result), "8-bit decode: values differ"
     print(row("8-bit decode, `linear` vs numpy `take`", before, now))
+    table16 = luma._TABLES["srgb", np.dtype(np.uint16)]
+    before, reference = timed(lambda: np.take(table16, frame16), args.repeat)
+    now, result = timed(lambda: luma.linear(frame16, "srgb"), args.repeat)
+    assert np.array_equal(reference, result), "16-bit decode: values differ"
+    print(row(f"16-bit decode, `linear` (numpy `take` in row strips) vs `take` on the whole frame (numpy peak "
+              f"{peak_mb(lambda: luma.linear(frame16, 'srgb')):.0f} vs {peak_mb(lambda: np.take(table16, frame16)):.0f}"
+              " MB)", before, now))
     window = cv2.resize(frame8, (SIZE[0] // 2, SIZE[1] // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
     window *= np.float32(1.05 / 255)
     whole = lambda: luma.srgb_to_linear(np.clip(window, 0.0, 1.0)).astype(np.float32)  # noqa: E731

@@ -677,10 +677,12 @@ class _Problem:
         return _with_centre(self.frames, centre)
 
     def linearize(self, h: np.ndarray, ks: np.ndarray, params: np.ndarray | None, fit_k: bool,
-                  centre: np.ndarray | None = None, fit_centre: bool = False) -> _Linear:
+                  centre: np.ndarray | None = None, fit_centre: bool = False,
+                  fitted_terms: Sequence[int] | None = None) -> _Linear:
         """Residual and Jacobian at ``h`` (template px -> image px), radial coefficients ``ks``, the HR lens term's
-        centre offset ``centre`` and photometric ``params`` (``None``: a robust fit of them first). ``fit_centre``
-        (with ``fit_k``): two columns for the centre offset follow the radial ones."""
+        centre offset ``centre`` and photometric ``params`` (``None``: a robust fit of them first). ``fit_k``: a
+        column per radial term (``fitted_terms``: only these, in that order); ``fit_centre`` (with ``fit_k``): two
+        columns for the centre offset follow the radial ones."""
         import cv2
 
         th, tw = self.template.shape
@@ -765,7 +767,8 @@ class _Problem:
         columns = [uu * gxs, vv * gxs, gxs, uu * gys, vv * gys, gys, -uu * k, -vv * k]
         columns = [c * np.float32(s) for c in columns]
         if fit_k:
-            for dx_k, dy_k, rho_k, _ in terms:
+            for index in range(len(terms)) if fitted_terms is None else fitted_terms:
+                dx_k, dy_k, rho_k, _ = terms[index]
                 columns.append((gxs * dx_k[idx] + gys * dy_k[idx]) * rho_k[idx])
         if fit_centre:
             # d/dc of k (p - c) rho^n is -k (rho^n I + 2 n rho^(n-1) d d' / R^2); c = c0 + e R, so d/de is R times
@@ -781,7 +784,12 @@ class _Problem:
                 along_y = along_y + kr * (gxs * cross + gys * (rho_k + outer * dy_k * dy_k))
             columns.append(along_x * np.ones_like(gxs))
             columns.append(along_y * np.ones_like(gxs))
-        jac = np.concatenate([np.stack(columns, 1), phot], axis=1).astype(np.float64)
+        # One float64 array filled column by column (stacking in float32, concatenating and converting made three
+        # fresh copies of it a step, 0.1-0.3 GB at 400 k pixels, pages the kernel must clear).
+        jac = np.empty((idx.size, len(columns) + phot.shape[1]))
+        for index, column in enumerate(columns):
+            jac[:, index] = column
+        jac[:, len(columns):] = phot
         # Huber weights on the relative residuals, times the relative weights normalised to mean 1; sigma is the
         # robust scale of the weighted residual (it sets the covariance and the priors' strength).
         relative = self.relative[idx]
@@ -863,10 +871,9 @@ def _gauss_newton(template: np.ndarray, image: np.ndarray, h: np.ndarray, iterat
 
     visited: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=CYCLE_MEMORY)  # states before the last
     for used in range(1, iterations + 1):
-        lin = problem.linearize(h, ks, params, fit_k, centre, fit_centre)
+        # only the fitted radial terms get columns; the others stay at ks
+        lin = problem.linearize(h, ks, params, fit_k, centre, fit_centre, fitted)
         params, sigma, weights, residual, jac = lin.params, lin.sigma, lin.weights, lin.residual, lin.jac
-        if fit_k and len(fitted) < len(terms):  # only these radial terms are fitted; the others stay at ks
-            jac = jac[:, [*range(8), *(8 + i for i in fitted), *range(8 + len(terms), jac.shape[1])]]
         jw = jac * weights[:, None]
         hessian = jw.T @ jac
         gradient = jw.T @ residual

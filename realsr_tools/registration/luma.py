@@ -124,7 +124,15 @@ def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
         # The same table through OpenCV: the same values, 5-6x faster than numpy's take on a 20-MP frame
         # (benchmarks/bench_decode.py).
         return cv2.LUT(np.ascontiguousarray(image), table.reshape(1, 256))
-    return np.take(table, image)
+    if image.ndim == 0:
+        return np.take(table, image)
+    # In row strips: numpy's take converts the whole index array to intp first (8 bytes a value, fresh pages the
+    # kernel must clear); on a 16-bit 20-MP frame 1.7x faster, numpy's peak 0.72 -> 0.24 GB (bench_decode.py).
+    out = np.empty(image.shape, np.float32)
+    rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+    for top in range(0, image.shape[0], rows):
+        np.take(table, image[top:top + rows], out=out[top:top + rows], mode="clip")
+    return out
 
 
 # The inverse of a curve is read from a table of this many + 1 decoded values, evenly spaced in the encoded value:

@@ -105,7 +105,7 @@ def test_linear_area_downscale_is_the_block_mean_of_linear_light_in_strips():
         linear_area_downscale(image, "srgb", 4)
 
 
-def test_float_images_are_decoded_in_strips_with_the_curve_s_exact_values(monkeypatch):
+def test_float_and_16_bit_images_are_decoded_in_strips_with_the_curve_s_exact_values(monkeypatch):
     from realsr_tools.registration import luma
 
     rng = np.random.default_rng(2)
@@ -116,3 +116,11 @@ def test_float_images_are_decoded_in_strips_with_the_curve_s_exact_values(monkey
         decoded = linear(image, "srgb")
         assert decoded.dtype == np.float32 and np.array_equal(decoded, whole), values
     assert linear(np.float32(0.5), "srgb") == whole.dtype.type(srgb_to_linear(0.5))
+    # 16-bit images: the table looked up in the same strips, every value the table's
+    words = rng.integers(0, 65536, (37, 29, 3), dtype=np.uint16)
+    expected = srgb_to_linear(words / 65535.0).astype(np.float32)
+    for values in (1, 29 * 3 * 4, 1 << 19):
+        monkeypatch.setattr(luma, "FLOAT_STRIP_VALUES", values)
+        decoded = linear(words, "srgb")
+        assert decoded.dtype == np.float32 and np.array_equal(decoded, expected), values
+    assert linear(np.uint16(65535), "srgb") == np.float32(1)
