@@ -104,11 +104,11 @@ def convert_encoding(image: np.ndarray, source: tuple[str, str], target: tuple[s
     MB, so a 24-MP frame never has a float copy whole."""
     import cv2
 
-    from .registration.luma import FLOAT_STRIP_VALUES, encoded, linear
+    from .registration.luma import STRIP_VALUES, encoded, linear
 
     matrix = conversion(source[1], target[1])
     out = np.empty(image.shape, dtype)
-    rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+    rows = max(1, STRIP_VALUES // max(1, image[0].size))
     for top in range(0, image.shape[0], rows):
         light = linear(image[top:top + rows], source[0])
         if matrix is not None:

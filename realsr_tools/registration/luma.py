@@ -96,21 +96,22 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 _TABLES: dict = {}
-# Float images are decoded this many values at a time. The curve runs in float64, and over a 20-MP x2 pair's LR
-# window whole (15 M values) its temporaries took about 0.6 GB and 1.2 s of the pair's 5.8 s in align; strips of a
-# few MB give the same values (benchmarks/bench_decode.py).
-FLOAT_STRIP_VALUES = 1 << 19
+# Float and 16-bit images are decoded (and other whole-frame passes run) this many values at a time. The curve runs
+# in float64, and over a 20-MP x2 pair's LR window whole (15 M values) its temporaries took about 0.6 GB and 1.2 s of
+# the pair's 5.8 s in align; strips of a few MB give the same values (benchmarks/bench_decode.py).
+STRIP_VALUES = 1 << 19
 
 
 def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     """Linear-light float32 copy in [0, 1] of an uint8/uint16/float32 image encoded with ``curve`` (a key of
-    :func:`decoder`; a lookup table for integer formats, the curve itself in row strips for float32)."""
+    :func:`decoder`; a lookup table for integer formats, in row strips beyond 8 bit, the curve itself in row strips for
+    float32)."""
     decode = decoder(curve)
     if image.dtype == np.float32:
         if image.ndim == 0:
             return decode(np.clip(image, 0.0, 1.0)).astype(np.float32)
         out = np.empty(image.shape, np.float32)
-        rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+        rows = max(1, STRIP_VALUES // max(1, image[0].size))
         for top in range(0, image.shape[0], rows):
             out[top:top + rows] = decode(np.clip(image[top:top + rows], 0.0, 1.0))
         return out
@@ -129,7 +130,7 @@ def linear(image: np.ndarray, curve: str = "srgb") -> np.ndarray:
     # In row strips: numpy's take converts the whole index array to intp first (8 bytes a value, fresh pages the
     # kernel must clear); on a 16-bit 20-MP frame 1.7x faster, numpy's peak 0.72 -> 0.24 GB (bench_decode.py).
     out = np.empty(image.shape, np.float32)
-    rows = max(1, FLOAT_STRIP_VALUES // max(1, image[0].size))
+    rows = max(1, STRIP_VALUES // max(1, image[0].size))
     for top in range(0, image.shape[0], rows):
         np.take(table, image[top:top + rows], out=out[top:top + rows], mode="clip")
     return out
@@ -154,7 +155,7 @@ def encoded(light: np.ndarray, curve: str) -> np.ndarray:
     if light.ndim == 0:
         return np.float32(np.interp(np.clip(light, 0.0, 1.0), decoded, grid))
     out = np.empty(light.shape, np.float32)
-    rows = max(1, FLOAT_STRIP_VALUES // max(1, light[0].size))
+    rows = max(1, STRIP_VALUES // max(1, light[0].size))
     for top in range(0, light.shape[0], rows):
         out[top:top + rows] = np.interp(np.clip(light[top:top + rows], 0.0, 1.0), decoded, grid)
     return out
@@ -324,7 +325,7 @@ def remove_dark_bias(channel: np.ndarray, sigma: float | None) -> np.ndarray:
     index *= np.float32(1 / (sigma * DARK_TABLE_STEP))
     index += np.float32(0.5)
     np.clip(index, 0, len(_DARK_TABLE) - 1, out=index)
-    rows = max(1, FLOAT_STRIP_VALUES // max(1, channel.shape[1]))  # a 24-MP frame holds one copy of the channel
+    rows = max(1, STRIP_VALUES // max(1, channel.shape[1]))  # a 24-MP frame holds one copy of the channel
     for top in range(0, channel.shape[0], rows):
         channel[top:top + rows] += np.take(_DARK_TABLE, index[top:top + rows].astype(np.int32)) * np.float32(sigma)
     return channel

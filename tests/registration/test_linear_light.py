@@ -112,7 +112,7 @@ def test_float_and_16_bit_images_are_decoded_in_strips_with_the_curve_s_exact_va
     image = rng.uniform(-0.1, 1.1, (37, 29, 3)).astype(np.float32)  # a gain correction runs past 0 and 1
     whole = srgb_to_linear(np.clip(image, 0.0, 1.0)).astype(np.float32)
     for values in (1, 29 * 3 * 4, 1 << 19):  # one row a strip, strips that do not divide the rows, one strip
-        monkeypatch.setattr(luma, "FLOAT_STRIP_VALUES", values)
+        monkeypatch.setattr(luma, "STRIP_VALUES", values)
         decoded = linear(image, "srgb")
         assert decoded.dtype == np.float32 and np.array_equal(decoded, whole), values
     assert linear(np.float32(0.5), "srgb") == whole.dtype.type(srgb_to_linear(0.5))
@@ -120,7 +120,7 @@ def test_float_and_16_bit_images_are_decoded_in_strips_with_the_curve_s_exact_va
     words = rng.integers(0, 65536, (37, 29, 3), dtype=np.uint16)
     expected = srgb_to_linear(words / 65535.0).astype(np.float32)
     for values in (1, 29 * 3 * 4, 1 << 19):
-        monkeypatch.setattr(luma, "FLOAT_STRIP_VALUES", values)
+        monkeypatch.setattr(luma, "STRIP_VALUES", values)
         decoded = linear(words, "srgb")
         assert decoded.dtype == np.float32 and np.array_equal(decoded, expected), values
     assert linear(np.uint16(65535), "srgb") == np.float32(1)
