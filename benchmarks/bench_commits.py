@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,6 @@ def default_captures(work: Path) -> list[Path]:
 def align_once(code: Path, captures: Path, out: Path) -> tuple[float, float, float, float]:
     """One end-to-end align by the checkout ``code``: wall, user and system seconds of the child, its peak RSS
     (MB)."""
-    import time
-
     env = dict(os.environ, PYTHONPATH=str(code))
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "realsr_tools", "--quiet", "align", str(captures), "--out",

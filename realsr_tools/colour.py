@@ -104,15 +104,14 @@ def convert_encoding(image: np.ndarray, source: tuple[str, str], target: tuple[s
     MB, so a 24-MP frame never has a float copy whole."""
     import cv2
 
-    from .registration.luma import STRIP_VALUES, encoded, linear
+    from .registration.luma import encoded, linear, row_strips
 
     matrix = conversion(source[1], target[1])
     out = np.empty(image.shape, dtype)
-    rows = max(1, STRIP_VALUES // max(1, image[0].size))
-    for top in range(0, image.shape[0], rows):
-        light = linear(image[top:top + rows], source[0])
+    for rows in row_strips(image):
+        light = linear(image[rows], source[0])
         if matrix is not None:
             light = cv2.transform(light, matrix.astype(np.float32))
         strip = encoded(light, target[0])
-        out[top:top + rows] = strip if dtype == np.float32 else np.rint(strip * np.float32(np.iinfo(dtype).max))
+        out[rows] = strip if dtype == np.float32 else np.rint(strip * np.float32(np.iinfo(dtype).max))
     return out

@@ -51,17 +51,20 @@ def one_scene(tmp_path, data_dir):
 def test_align_exit_codes(one_scene, tmp_path):
     (one_scene / "scene" / "f50.png").write_bytes(GARBAGE)  # the x2 LR is unreadable: one failed pair
     result = invoke("align", one_scene, "--out", tmp_path / "a", "--scales", "2,4")
-    assert result.exit_code == 0 and "aligned 1, failed 1" in unwrapped(result.output) and "f50.png" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 0 and "aligned 1, failed 1" in text and "f50.png" in text
     (one_scene / "scene" / "f105.png").write_bytes(GARBAGE)  # the HR too: no pair can succeed
     result = invoke("align", one_scene, "--out", tmp_path / "b", "--scales", "2,4")
-    assert result.exit_code == 1 and "aligned 0, failed 2" in unwrapped(result.output) and "f105.png" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 1 and "aligned 0, failed 2" in text and "f105.png" in text
     assert invoke("align", one_scene, "--out", tmp_path / "c", "--scales", "3").exit_code == 2
 
 
 def test_crop_exit_codes(pairs, tmp_path):
     spoil(pairs, "LR", NAMES[:1])
     result = invoke("crop", pairs, "--out", tmp_path / "a", "--scale", "4", "--size", "64")
-    assert result.exit_code == 0 and "failed" in unwrapped(result.output) and NAMES[0][:-4] in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 0 and "failed" in text and NAMES[0][:-4] in text
     spoil(pairs, "LR", NAMES[1:])
     result = invoke("crop", pairs, "--out", tmp_path / "b", "--scale", "4", "--size", "64")
     assert result.exit_code == 1 and result.output.count("failed:") == 3
@@ -70,25 +73,30 @@ def test_crop_exit_codes(pairs, tmp_path):
 def test_crop_and_wash_refuse_a_scale_or_size_no_pair_fits_before_any_work(pairs, tmp_path):
     # issue 12 case 6: these ran to the end, failing (or skipping) every pair, and exited 0.
     result = invoke("crop", pairs, "--out", tmp_path / "a", "--scale", "2")
-    assert result.exit_code == 2 and "HR is 4x LR in every pair; pass --scale 4" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 2 and "HR is 4x LR in every pair; pass --scale 4" in text
     result = invoke("crop", pairs, "--out", tmp_path / "b", "--scale", "4", "--size", "500")
-    assert result.exit_code == 2 and "--size" in unwrapped(result.output) and "128x128" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 2 and "--size" in text and "128x128" in text
     result = invoke("wash", pairs, "--out", tmp_path / "c", "--scale", "3")
-    assert result.exit_code == 2 and "pass --scale 4" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 2 and "pass --scale 4" in text
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_wash_exit_codes(pairs, tmp_path):
     spoil(pairs, "LR", NAMES)
     result = invoke("wash", pairs, "--out", tmp_path / "a", "--min-psnr", "0")
-    assert result.exit_code == 1 and "kept 0 of 3" in unwrapped(result.output) and "3 failed" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 1 and "kept 0 of 3" in text and "3 failed" in text
     assert invoke("wash", tmp_path / "missing", "--out", tmp_path / "b").exit_code == 2
 
 
 def test_score_exit_codes(pairs, tmp_path):
     spoil(pairs, "LR", NAMES[:1])
     result = invoke("score", "--bicubic", "--data", pairs, "--scale", "4")
-    assert result.exit_code == 0 and "1 pair(s) not scored" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 0 and "1 pair(s) not scored" in text
     spoil(pairs, "LR", NAMES[1:])
     assert invoke("score", "--bicubic", "--data", pairs, "--scale", "4").exit_code == 1
     assert invoke("score", "--bicubic", "--sr", pairs).exit_code == 2
@@ -129,7 +137,8 @@ def test_pair_names_with_spaces_are_refused_for_meta_info(tmp_path, data_dir, co
     for side in ("HR", "LR"):
         (pairs / side / NAMES[0]).rename(pairs / side / "my pair.png")
     result = invoke(command[0], pairs, "--out", tmp_path / "out", *command[1:])
-    assert result.exit_code == 2 and "'my pair'" in unwrapped(result.output) and "space" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 2 and "'my pair'" in text and "space" in text
     assert not (tmp_path / "out").exists()
 
 
@@ -137,8 +146,10 @@ def test_lmdb_exit_codes(pairs, tmp_path):
     pytest.importorskip("lmdb")
     spoil(pairs, "LR", NAMES[:1])
     result = invoke("lmdb", pairs, "--out", tmp_path / "a", "--scale", "4")
-    assert result.exit_code == 0 and "1 failed" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 0 and "1 failed" in text
     spoil(pairs, "LR", NAMES[1:])
     result = invoke("lmdb", pairs, "--out", tmp_path / "b", "--scale", "4")
-    assert result.exit_code == 1 and "3 failed" in unwrapped(result.output)
+    text = unwrapped(result.output)
+    assert result.exit_code == 1 and "3 failed" in text
     assert invoke("lmdb", tmp_path / "missing", "--out", tmp_path / "c").exit_code == 2
