@@ -131,7 +131,7 @@ def scene_start(wide_to_narrow: PointMap, sibling_to_hr: PointMap, sibling_windo
 
 def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[str], comparisons: Sequence[Comparison],
                  uncertainties: Sequence[float], zooms: Sequence[float], *,
-                 sources: Collection[int]) -> tuple[int, float] | None:
+                 sources: Collection[int], excess: float | None = None) -> tuple[int, float] | None:
     """The capture whose mapping, chained through their direct registration, pair ``index`` takes, and the chain's
     corner uncertainty in the pair's LR px; ``None`` when its own is the better pinned.
 
@@ -143,7 +143,13 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
     (generator normal seed 21, an affine fit missing perspective), and an x4 that took its mapping went from 0.05 to
     0.19 px; the x2 of the same scene was right. The direct registration's own uncertainty is left out: it is
     measured at the corners of the two whole frames' overlap, twice or more the pair's window, and the rule was
-    measured without it."""
+    measured without it.
+
+    ``excess``: the pair's :func:`excess_disagreement` with its scene, which stands for its own error in the margin
+    where it is larger than its corner uncertainty: the scene has measured the pair off by that much, whatever its
+    window claims (generator normal seed 108's nikon_d90 chart x4: corners 0.064 LR px by its own measure, 0.15 from
+    both its siblings, which agreed to 0.0005, 0.19 off the truth; its x2's chain, carried at 0.052, was more than
+    half the 0.064)."""
     source = min(range(len(focal_ratios)), key=lambda j: focal_ratios[j])
     if source not in sources or verdicts[source] != "consistent" \
             or verdicts[index] not in ("consistent", "inconsistent") or not focal_ratios[source] < focal_ratios[index]:
@@ -152,7 +158,7 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
                                                    for c in comparisons):
         return None
     carried = uncertainties[source] * zooms[source] / zooms[index]
-    if carried > TRANSFER_MARGIN * uncertainties[index]:
+    if carried > TRANSFER_MARGIN * max(uncertainties[index], excess or 0.0):
         return None
     return source, carried
 

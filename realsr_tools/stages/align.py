@@ -636,10 +636,11 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     own = members[index]
     sources = [j for j, r in enumerate(members) if j != index and j not in registered_again
                and not is_provisional(r) and r["registration"]["coarse"] not in (SCENE_START, SCENE_CHAIN)]
+    zooms = [r["registration"]["zoom"] for r in members]
+    excess = consistency.excess_disagreement(index, comparisons, zooms)
     found = consistency.chain_source(
         index, [r["focal_ratio"] for r in members], verdicts, comparisons,
-        [r["registration"]["uncertainty"] for r in members], [r["registration"]["zoom"] for r in members],
-        sources=sources)
+        [r["registration"]["uncertainty"] for r in members], zooms, sources=sources, excess=excess)
     if found is None or (index, found[0]) not in directs:
         return None
     source, carried = found
@@ -656,7 +657,6 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
                                                            "chain": _round(carried),
                                                            "direct": _round(direct.uncertainty)},
             "fit_residual": _round(residual)}
-    excess = consistency.excess_disagreement(index, comparisons, [r["registration"]["zoom"] for r in members])
     if excess is not None:
         note["excess_disagreement"] = _round(excess)
     # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.

@@ -226,6 +226,26 @@ def test_a_capture_both_agreeing_siblings_disagree_with_carries_the_excess_as_it
     assert chain_fit_tolerance(None, 0.022, 0.0) == REFUSED_CHAIN_FIT_TOLERANCE
 
 
+def test_a_capture_its_scene_measures_off_takes_the_chain_that_its_own_uncertainty_would_refuse():
+    # x4, x3, x2 as in generator normal seed 108's chart: the x4 claims 0.064 LR px at its corners, its x2's chain
+    # is carried at 0.052 (more than half of it), and both siblings, agreeing with each other to 0.0005, are 0.15
+    # from it.
+    ratios, zooms = [4.0, 3.0, 2.0], [3.8, 3.1, 1.96]
+    scene = [Comparison(0, 1, 0.15, 0.31, 0.45), Comparison(0, 2, 0.151, 0.31, 0.45), Comparison(1, 2, 0.0005)]
+    sigmas = [0.064, 0.05, 0.052 * 3.8 / 1.96]
+
+    def source(index, excess):
+        return chain_source(index, ratios, ["consistent"] * 3, scene, sigmas, zooms, sources=[0, 1, 2], excess=excess)
+
+    assert source(0, None) is None and source(0, 0.0) is None
+    excess = excess_disagreement(0, scene, zooms)
+    assert source(0, excess) == (2, pytest.approx(0.052))
+    # An excess below what the margin asks moves nothing: the scene's measure counts only where it is the larger.
+    assert source(0, 2 * 0.052 - 0.001) is None
+    # The x3 is not in excess (it agrees with the x2), so it keeps its own.
+    assert excess_disagreement(1, scene, zooms) == 0.0
+
+
 def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():
     window, zoom = (40, 30, 300, 220), 3.9
     lr_to_hr = (translation(-120.0, -95.0) @ np.array([[3.9, 0.05, 0], [-0.04, 3.88, 0], [1e-5, -2e-5, 1.0]]))
