@@ -146,11 +146,13 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
     measured at the corners of the two whole frames' overlap, twice or more the pair's window, and the rule was
     measured without it.
 
-    ``excess``: the pair's :func:`excess_disagreement` with its scene, which stands for its own error in the margin
-    where it is larger than its corner uncertainty: the scene has measured the pair off by that much, whatever its
-    window claims (generator normal seed 108's nikon_d90 chart x4: corners 0.064 LR px by its own measure, 0.15 from
-    both its siblings, which agreed to 0.0005, 0.19 off the truth; its x2's chain, carried at 0.052, was more than
-    half the 0.064)."""
+    ``excess``: the pair's :func:`excess_disagreement` with its scene (align passes the larger of the median's and
+    the p95's), which stands for its own error in the margin where it is larger than its corner uncertainty: the
+    scene has measured the pair off by that much, whatever its window claims (generator normal seed 108's nikon_d90
+    chart x4: corners 0.064 LR px by its own measure, 0.15 from both its siblings, which agreed to 0.0005, 0.19 off
+    the truth; its x2's chain, carried at 0.052, was more than half the 0.064. Normal seed 111's olympus_c5050 chart
+    x4, a similarity 0.33 px RMS off and 1.44 at a corner, claimed 0.062 and was 0.106 from its siblings by the
+    median, 0.79 by the p95; its chain was carried at 0.068)."""
     source = min(range(len(focal_ratios)), key=lambda j: focal_ratios[j])
     if source not in sources or verdicts[source] != "consistent" \
             or verdicts[index] not in ("consistent", "inconsistent") or not focal_ratios[source] < focal_ratios[index]:
@@ -164,22 +166,28 @@ def chain_source(index: int, focal_ratios: Sequence[float], verdicts: Sequence[s
     return source, carried
 
 
-def excess_disagreement(index: int, comparisons: Sequence[Comparison], zooms: Sequence[float]) -> float | None:
+def excess_disagreement(index: int, comparisons: Sequence[Comparison], zooms: Sequence[float], *,
+                        statistic: str = "median") -> float | None:
     """LR px of capture ``index``: how much more it disagrees with each sibling it was compared with than those
-    siblings disagree with each other (medians over the wider capture's window, each carried to ``index``'s LR px
-    by the captures' ``zooms``, HR px per LR px); ``None`` unless it was compared with two siblings that were
-    compared with each other.
+    siblings disagree with each other (each comparison's ``statistic``, ``"median"`` or ``"p95"`` over the wider
+    capture's window, carried to ``index``'s LR px by the captures' ``zooms``, HR px per LR px); ``None`` unless it
+    was compared with two siblings that were compared with each other.
 
-    A median disagreement is shared between the two captures it compares; where two siblings agree with each other
+    A disagreement is shared between the two captures it compares; where two siblings agree with each other
     and both disagree with this capture by more, the excess is this capture's own error, whatever its corner
-    uncertainty claims (its window can leave a direction free that its covariance does not show)."""
-    def carried(c: Comparison) -> float:
-        return c.median * zooms[c.wide] / zooms[index]
+    uncertainty claims (its window can leave a direction free that its covariance does not show). The median reads
+    an error spread over the window; the p95 one that grows towards a side or the corners (a magnification, a bend),
+    as the corner uncertainty does."""
+    def value(c: Comparison) -> float | None:
+        return getattr(c, statistic)
 
-    own = [c for c in comparisons if index in (c.wide, c.narrow) and c.median is not None]
+    def carried(c: Comparison) -> float:
+        return value(c) * zooms[c.wide] / zooms[index]
+
+    own = [c for c in comparisons if index in (c.wide, c.narrow) and value(c) is not None]
     siblings = {c.narrow if c.wide == index else c.wide for c in own}
     mutual = [carried(c) for c in comparisons
-              if c.median is not None and index not in (c.wide, c.narrow) and {c.wide, c.narrow} <= siblings]
+              if value(c) is not None and index not in (c.wide, c.narrow) and {c.wide, c.narrow} <= siblings]
     if len(own) < 2 or not mutual:
         return None
     return max(0.0, min(carried(c) for c in own) - max(mutual))

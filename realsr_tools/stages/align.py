@@ -637,10 +637,14 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
     sources = [j for j, r in enumerate(members) if j != index and j not in registered_again
                and not is_provisional(r) and r["registration"]["coarse"] not in (SCENE_START, SCENE_CHAIN)]
     zooms = [r["registration"]["zoom"] for r in members]
+    # The scene's measure of the pair's error: the median excess for the chain's fit (session 42), the larger of it
+    # and the p95's (an error growing towards the corners, as the corner uncertainty) for the margin (session 45).
     excess = consistency.excess_disagreement(index, comparisons, zooms)
+    corner_excess = consistency.excess_disagreement(index, comparisons, zooms, statistic="p95")
     found = consistency.chain_source(
         index, [r["focal_ratio"] for r in members], verdicts, comparisons,
-        [r["registration"]["uncertainty"] for r in members], zooms, sources=sources, excess=excess)
+        [r["registration"]["uncertainty"] for r in members], zooms, sources=sources,
+        excess=max(excess or 0.0, corner_excess or 0.0))
     if found is None or (index, found[0]) not in directs:
         return None
     source, carried = found
@@ -659,6 +663,8 @@ def _transfer_from_scene(index: int, members: list[dict[str, Any]], verdicts: Se
             "fit_residual": _round(residual)}
     if excess is not None:
         note["excess_disagreement"] = _round(excess)
+    if corner_excess is not None:
+        note["excess_disagreement_p95"] = _round(corner_excess)
     # A pair its scene outvotes is refused without the chain: it replaces a refusal, as in step 6.
     tolerance = consistency.chain_fit_tolerance(
         None if verdicts[index] == "inconsistent" else own["registration"]["uncertainty"], carried, excess)

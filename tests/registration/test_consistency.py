@@ -246,6 +246,29 @@ def test_a_capture_its_scene_measures_off_takes_the_chain_that_its_own_uncertain
     assert excess_disagreement(1, scene, zooms) == 0.0
 
 
+def test_an_error_growing_towards_the_corners_is_read_by_the_p95_excess():
+    # x4, x3, x2 as in generator normal seed 111's olympus_c5050 chart: the x4 (a similarity 1.44 LR px off at a
+    # corner) claims 0.062 LR px; its siblings agree to 0.004 (p95 0.011) and are 0.106 from it by the median,
+    # 0.79 by the p95; its x2's chain is carried at 0.068.
+    ratios, zooms = [4.0, 3.0, 2.0], [4.18, 2.93, 2.07]
+    scene = [Comparison(0, 1, 0.108, 0.794, 1.46), Comparison(0, 2, 0.106, 0.789, 1.46),
+             Comparison(1, 2, 0.0041, 0.0107, 0.021)]
+    sigmas = [0.062, 0.098, 0.068 * 4.18 / 2.07]
+    by_median = excess_disagreement(0, scene, zooms)
+    by_p95 = excess_disagreement(0, scene, zooms, statistic="p95")
+    assert by_median == pytest.approx(0.106 - 0.0041 * 2.93 / 4.18)
+    assert by_p95 == pytest.approx(0.789 - 0.0107 * 2.93 / 4.18)
+
+    def source(excess):
+        return chain_source(0, ratios, ["consistent"] * 3, scene, sigmas, zooms, sources=[0, 1, 2], excess=excess)
+
+    # The median excess reads a seventh of it: half of 0.10 is under the chain's 0.068; the p95's is not.
+    assert source(by_median) is None
+    assert source(max(by_median, by_p95)) == (2, pytest.approx(0.068))
+    # A comparison whose direct registration failed has no p95 either: nothing to say.
+    assert excess_disagreement(0, [*scene[:2], Comparison(1, 2, error="failed")], zooms, statistic="p95") is None
+
+
 def test_a_chain_is_fitted_as_the_records_model_and_refused_when_none_holds_it():
     window, zoom = (40, 30, 300, 220), 3.9
     lr_to_hr = (translation(-120.0, -95.0) @ np.array([[3.9, 0.05, 0], [-0.04, 3.88, 0], [1e-5, -2e-5, 1.0]]))

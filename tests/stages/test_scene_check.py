@@ -279,6 +279,25 @@ def test_a_pair_its_scene_measures_off_takes_a_chain_its_own_uncertainty_would_n
     assert record_truth_rms(x4, truth) < 0.05
 
 
+def test_a_pair_whose_scene_sees_it_bent_towards_its_corners_takes_the_chain(tmp_path, data_dir):
+    """Normal seed 107's canon_g2 chart: its x4 claims 0.057 LR px at its corners and is 0.106 px off the truth; its
+    x2's chain is carried at 0.031, just over half that claim, and by the median its siblings see it 0.034 off
+    (0.017 / 0.002 against them), too little to count. By the p95 they see 0.17: the error grows towards its
+    corners, as a corner uncertainty does. Written with the chain: 0.018 px off."""
+    summary, records, truth = _aligned_scene(tmp_path, data_dir, seed=107, scene="scene_08",
+                                             photo="canon_g2_IMG_0307.JPG", hard=False)
+    assert (summary.ok, summary.failed) == (3, 0)
+    x4 = records["lr_x4.png"]
+    note = x4["consistency"]["transferred"]
+    assert x4["registration"]["coarse"] == "scene chain" and note["from"] == "scene_08__lr_x2"
+    carried = note["uncertainty"]["chain"]
+    assert carried > 0.5 * max(note["uncertainty"]["own"], note["excess_disagreement"])
+    assert carried <= 0.5 * note["excess_disagreement_p95"]
+    own = x4["registration"]["own"]
+    assert record_truth_rms(x4 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > 0.09
+    assert record_truth_rms(x4, truth) < 0.04
+
+
 def _x4_written_with_its_x2_chain(tmp_path, data_dir, **scene) -> dict:
     """Align one harness scene; its x4, its own registration more than 0.25 LR px off the truth, must be written
     with its x2's chain within 0.1 px. Returns the x4's transfer note."""
