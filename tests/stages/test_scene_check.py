@@ -214,8 +214,7 @@ def test_a_pair_takes_the_mapping_its_scenes_narrowest_capture_implies_where_tha
     assert note["from"] == "scene_01__lr_x2" and note["outcome"].startswith("written with the chain")
     assert note["uncertainty"]["chain"] <= 0.5 * note["uncertainty"]["own"]
     # Its own registration, kept in the record, is the worse one: 0.052 LR px off the truth, the chain 0.006.
-    own = x4["registration"]["own"]
-    assert record_truth_rms(x4 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > 0.04
+    assert _own_truth_rms(x4, truth) > 0.04
     assert record_truth_rms(x4, truth) < 0.02
     assert x4["registration"]["uncertainty"] == note["uncertainty"]["chain"]
     assert (out / x4["lr"]).exists() and (out / x4["hr"]).exists()
@@ -226,8 +225,7 @@ def test_a_pair_takes_the_mapping_its_scenes_narrowest_capture_implies_where_tha
     note = x3["consistency"]["transferred"]
     assert x3["registration"]["coarse"] == "scene chain" and note["from"] == "scene_01__lr_x2"
     assert 0.5 * note["uncertainty"]["own"] < note["uncertainty"]["chain"] <= 0.5 * note["excess_disagreement"]
-    own = x3["registration"]["own"]
-    assert record_truth_rms(x3 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > 0.2
+    assert _own_truth_rms(x3, truth) > 0.2
     assert record_truth_rms(x3, truth) < 0.03
     # The x2, the narrowest, takes from no one.
     assert records["lr_x2.png"]["registration"]["coarse"] != "scene chain"
@@ -283,6 +281,12 @@ def test_a_pair_whose_scene_sees_it_bent_towards_its_corners_takes_the_chain(tmp
         <= 0.5 * note["excess_disagreement_p95"]
 
 
+def _own_truth_rms(record: dict, truth: dict) -> float:
+    """RMS (LR px) against the truth of the pair's own registration, kept in a record written with a chain."""
+    own = record["registration"]["own"]
+    return record_truth_rms(record | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth)
+
+
 def _x4_written_with_its_x2_chain(tmp_path, data_dir, *, own_off: float = 0.25, chain_off: float = 0.1,
                                   **scene) -> dict:
     """Align one harness scene; its x4, its own registration more than ``own_off`` LR px off the truth, must be
@@ -292,8 +296,7 @@ def _x4_written_with_its_x2_chain(tmp_path, data_dir, *, own_off: float = 0.25, 
     x4 = records["lr_x4.tif" if scene["hard"] else "lr_x4.png"]
     note = x4["consistency"]["transferred"]
     assert x4["registration"]["coarse"] == "scene chain" and note["from"] == scene["scene"] + "__lr_x2"
-    own = x4["registration"]["own"]
-    assert record_truth_rms(x4 | {"lr_to_hr": own["lr_to_hr"], "distortion": own["distortion"]}, truth) > own_off
+    assert _own_truth_rms(x4, truth) > own_off
     assert record_truth_rms(x4, truth) < chain_off
     return note
 
