@@ -218,3 +218,30 @@ def test_the_generator_writes_the_same_light_under_each_file_curve(tmp_path, dat
         again = G.ENCODINGS[name](light)
         assert np.max(np.abs(again - written[name][0])[bright]) < 2 / 255
         assert np.max(np.abs(written[name][0] - written["power:2.2"][0])[bright]) > apart / 255
+
+
+def test_the_judge_floor_moves_a_published_pair_by_its_draw_and_counts_over_one_denominator(data_dir):
+    """real_pairs_judge_floor: a zero draw leaves the estimator's reading as it was; a large drawn shift reads as
+    about that shift; the counts take only the pairs measurable before and after."""
+    import real_pairs_judge_floor as F
+
+    folder = data_dir / "pairs" / "realsr_x4"
+    row = F.measure_pair((0, "realsr_x4/Canon_002_LR4.png", folder / "LR" / "Canon_002_LR4.png",
+                          folder / "HR" / "Canon_002_LR4.png", [0.0, 2.0], 1, 0))
+    before = row["before"]["median"]
+    assert row["before"]["verdict"] == "measurable"
+    assert row["after"]["0.0"][0]["median"] == pytest.approx(before, abs=1e-9)
+    (moved,) = row["after"]["2.0"]  # a shift of 0.36 px (the draw of seed 0)
+    assert abs(moved["median"] - np.hypot(*moved["shift"])) < before + 0.05  # |d0 + shift| within |d0|
+
+    def pair(name, before, *after):
+        return {"name": name, "before": {"verdict": "measurable" if before is not None else "unmeasurable",
+                                         "median": before},
+                "after": {"0.03": [{"verdict": "measurable" if a is not None else "unmeasurable", "median": a}
+                                   for a in after]}}
+    rows = [pair("a", 0.04, 0.10, 0.05), pair("b", 0.10, 0.04, 0.30), pair("c", None, 0.5, 0.5),
+            pair("d", 0.05, None, 0.20)]
+    (cells,) = F.summarise(rows, [0.03], 2, "every pair")
+    assert cells[3] == "2-3"  # measurable before and after: a, b in draw 1 (d unmeasurable after); a, b, d in 2
+    assert cells[4] == "1.5 (1-2)"  # worse by > 0.05: a (+0.06) in draw 1; b (+0.20) and d (+0.15) in draw 2
+    assert cells[5] == "0.5 (0-1)"  # better: b (-0.06) in draw 1

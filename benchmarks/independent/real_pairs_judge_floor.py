@@ -68,7 +68,8 @@ def summarise(rows: list[dict], sigmas, draws: int, label: str) -> list[list]:
             worse.append(int((delta > WORSE).sum()))
             better.append(int((delta < -WORSE).sum()))
             changes.append(float(np.median(delta)))
-        out.append([label, f"{sigma:.3f}", len(worse), f"{np.mean(counted):.0f}",
+        measured = f"{min(counted)}" if min(counted) == max(counted) else f"{min(counted)}-{max(counted)}"
+        out.append([label, f"{sigma:.3f}", len(worse), measured,
                     f"{np.mean(worse):.1f} ({min(worse)}-{max(worse)})",
                     f"{np.mean(better):.1f} ({min(better)}-{max(better)})", fmt(float(np.median(changes)), 4)])
     return out
