@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_generalise as B  # noqa: E402
 import estimator as E  # noqa: E402
-import generator as G  # noqa: E402
 from common import read_manifest, table  # noqa: E402
+from error_field import written_errors  # noqa: E402
 
 GRID = 4  # LR px between the window's sample points
 MOVED = 0.01  # LR px: a change smaller than this counts as none
@@ -43,28 +42,19 @@ def rms(field: np.ndarray) -> float:
 def corrections(out: Path) -> list[dict]:
     """Each `ok` pair's truth error as written and with the verifier's field taken off (both signs)."""
     rows = []
-    for condition in ("normal", "hard"):
-        truth_path, manifest = out / f"captures_{condition}.truth.json", out / f"aligned_{condition}" / "manifest.jsonl"
-        if not truth_path.exists() or not manifest.exists():
+    for condition, record, error, gx, gy in written_errors(out, grid=GRID):
+        affine = (record.get("verification") or {}).get("affine")
+        if not affine:
             continue
-        truth = json.loads(truth_path.read_text())
-        for record in read_manifest(manifest)[1]:
-            affine = (record.get("verification") or {}).get("affine")
-            if record.get("status") != "ok" or not record.get("lr_source") or not affine:
-                continue
-            key = record["lr_source"]
-            scene = G.scene_truth(truth, key.split("/")[0])
-            x0, y0, w, h = record["lr_window"]
-            gy, gx = np.mgrid[y0:y0 + h:GRID, x0:x0 + w:GRID].astype(np.float64)
-            error = B.recorded_error(record, scene, key, scene["captures"][key], gx, gy)
-            a11, a12, b1, a21, a22, b2 = affine
-            u, v = gx.ravel() - (x0 + (w - 1) / 2), gy.ravel() - (y0 + (h - 1) / 2)
-            field = np.column_stack([a11 * u + a12 * v + b1, a21 * u + a22 * v + b2])
-            row = {"id": f"{out.name}/{condition}/{record['id']}", "as written": rms(error)}
-            for sign, name in ((1, "+"), (-1, "-")):
-                row[f"translation {name}"] = rms(error - sign * np.array([b1, b2]))
-                row[f"affine {name}"] = rms(error - sign * field)
-            rows.append(row)
+        x0, y0, w, h = record["lr_window"]
+        a11, a12, b1, a21, a22, b2 = affine
+        u, v = gx.ravel() - (x0 + (w - 1) / 2), gy.ravel() - (y0 + (h - 1) / 2)
+        field = np.column_stack([a11 * u + a12 * v + b1, a21 * u + a22 * v + b2])
+        row = {"id": f"{out.name}/{condition}/{record['id']}", "as written": rms(error)}
+        for sign, name in ((1, "+"), (-1, "-")):
+            row[f"translation {name}"] = rms(error - sign * np.array([b1, b2]))
+            row[f"affine {name}"] = rms(error - sign * field)
+        rows.append(row)
     return rows
 
 

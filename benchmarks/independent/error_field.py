@@ -46,31 +46,35 @@ def decompose(error: np.ndarray, x: np.ndarray, y: np.ndarray, window) -> dict:
             "beyond_affine": rms(rest)}
 
 
-def pairs(spec: str) -> list[dict]:
-    """Every `ok` pair's decomposition for ``OUT[:MANIFEST]``."""
-    out, _, other = spec.partition(":")
-    out = Path(out)
-    rows = []
+def written_errors(out: Path, manifest: Path | None = None, grid: int = GRID):
+    """Each `ok` pair of a ``bench_generalise.py --out`` folder (or of another align run of its captures,
+    ``manifest``, which judges one condition): ``(condition, record, error, gx, gy)``, the error field (truth minus
+    record, LR px, ``N x 2``) at the points ``gx, gy`` every ``grid`` LR px over the written window."""
     for condition in ("normal", "hard"):
         truth_path = out / f"captures_{condition}.truth.json"
-        manifest = Path(other) if other else out / f"aligned_{condition}" / "manifest.jsonl"
-        if not truth_path.exists() or not manifest.exists():
+        manifest_path = manifest or out / f"aligned_{condition}" / "manifest.jsonl"
+        if not truth_path.exists() or not manifest_path.exists():
             continue
         truth = json.loads(truth_path.read_text())
-        for record in read_manifest(manifest)[1]:
+        for record in read_manifest(manifest_path)[1]:
             if record.get("status") != "ok" or not record.get("lr_source"):
                 continue
             key = record["lr_source"]
             scene = G.scene_truth(truth, key.split("/")[0])
             x0, y0, w, h = record["lr_window"]
-            gy, gx = np.mgrid[y0:y0 + h:GRID, x0:x0 + w:GRID].astype(np.float64)
-            error = B.recorded_error(record, scene, key, scene["captures"][key], gx, gy)
-            rows.append({"set": spec, "condition": condition, "id": record["id"],
-                         "model": record["registration"]["model"]["name"],
-                         **decompose(error, gx.ravel(), gy.ravel(), record["lr_window"])})
-        if other:
+            gy, gx = np.mgrid[y0:y0 + h:grid, x0:x0 + w:grid].astype(np.float64)
+            yield condition, record, B.recorded_error(record, scene, key, scene["captures"][key], gx, gy), gx, gy
+        if manifest:
             break  # one manifest judges one condition
-    return rows
+
+
+def pairs(spec: str) -> list[dict]:
+    """Every `ok` pair's decomposition for ``OUT[:MANIFEST]``."""
+    out, _, other = spec.partition(":")
+    return [{"set": spec, "condition": condition, "id": record["id"],
+             "model": record["registration"]["model"]["name"],
+             **decompose(error, gx.ravel(), gy.ravel(), record["lr_window"])}
+            for condition, record, error, gx, gy in written_errors(Path(out), Path(other) if other else None)]
 
 
 def main(argv=None) -> None:
