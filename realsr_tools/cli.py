@@ -23,7 +23,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import RealsrError
-from .pipeline.runner import SCHEDULER_ENV
+from .pipeline.runner import SCHEDULER_ENV, keep_freed_memory
 
 GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
 
@@ -148,6 +148,7 @@ def main_options(
 ) -> None:
     options.debug = debug
     options.quiet = quiet
+    keep_freed_memory()  # this process runs a stage's items itself when it has one worker
 
 
 @app.command()

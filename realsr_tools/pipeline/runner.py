@@ -312,6 +312,7 @@ def _set_up_worker(initializer: Callable[[], None] | None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
+    keep_freed_memory()
     if initializer is not None:
         initializer()
 
@@ -321,6 +322,35 @@ def _one_opencv_thread() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+# glibc's mallopt parameters (malloc.h). The mmap threshold is the ceiling of glibc's own adaptive one (and the most
+# older glibc accepts on 64-bit): blocks above it stay mapped, so the peak stays where it was (keeping every
+# block instead raised a 4608-px scene's from 1.72 to 2.2 GB).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 1024 * 1024
+TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks under 32 MB for the next allocation instead of returning their pages.
+
+    By default glibc hands a freed block of more than 128 KB (at most 32 MB once it adapts) back to the kernel, and
+    the kernel zeroes every page of the next one on first touch. realsr frees and allocates frame-sized temporaries
+    at every Gauss-Newton step, tile pass and scene comparison: on a 4608-px scene, 20 of align's 86 CPU seconds were
+    system time, most of it clearing fresh pages (``perf``, session 44). Kept for reuse, those pages are written
+    once. Arrays over 32 MB are still mapped and unmapped, so the peak memory is the same; a process keeps what it
+    freed below that until it exits (its own peak, not more). ``benchmarks/bench_commits.py`` measures it. Returns
+    whether the C library took the settings (``False`` off glibc: macOS, Windows, musl).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 @contextmanager
