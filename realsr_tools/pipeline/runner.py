@@ -326,7 +326,7 @@ def _one_opencv_thread() -> None:
 
 # glibc's mallopt parameters (malloc.h). The mmap threshold is the ceiling of glibc's own adaptive one (and the most
 # older glibc accepts on 64-bit): blocks above it stay mapped, so the peak stays where it was (keeping every
-# block instead raised a 4608-px scene's from 1.72 to 2.2 GB).
+# block instead raised a 4608-px scene's from 1.72 to 2.1-2.2 GB).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
