@@ -241,7 +241,7 @@ def test_the_judge_floor_moves_a_published_pair_by_its_draw_and_counts_over_one_
                                    for a in after]}}
     rows = [pair("a", 0.04, 0.10, 0.05), pair("b", 0.10, 0.04, 0.30), pair("c", None, 0.5, 0.5),
             pair("d", 0.05, None, 0.20)]
-    (cells,) = F.summarise(rows, [0.03], 2, "every pair")
+    (cells,) = F.summarise(rows, "every pair")
     assert cells[3] == "2-3"  # measurable before and after: a, b in draw 1 (d unmeasurable after); a, b, d in 2
     assert cells[4] == "1.5 (1-2)"  # worse by > 0.05: a (+0.06) in draw 1; b (+0.20) and d (+0.15) in draw 2
     assert cells[5] == "0.5 (0-1)"  # better: b (-0.06) in draw 1

@@ -29,14 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import estimator as E  # noqa: E402
 from common import read_manifest, table  # noqa: E402
-from error_field import written_errors  # noqa: E402
+from error_field import rms, written_errors  # noqa: E402
 
 GRID = 4  # LR px between the window's sample points
 MOVED = 0.01  # LR px: a change smaller than this counts as none
-
-
-def rms(field: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.sum(field ** 2, axis=1))))
 
 
 def corrections(out: Path) -> list[dict]:

@@ -30,6 +30,11 @@ from common import read_manifest  # noqa: E402
 GRID = 8  # LR px between the window's sample points
 
 
+def rms(field: np.ndarray) -> float:
+    """RMS length of an ``N x 2`` displacement field."""
+    return float(np.sqrt(np.mean(np.sum(field ** 2, axis=1))))
+
+
 def decompose(error: np.ndarray, x: np.ndarray, y: np.ndarray, window) -> dict:
     """Affine fit of an error field (``N x 2`` at points ``x, y``) in the window's normalised coordinates."""
     x0, y0, w, h = window
@@ -38,9 +43,6 @@ def decompose(error: np.ndarray, x: np.ndarray, y: np.ndarray, window) -> dict:
     design = np.column_stack([np.ones_like(u), u, v])
     coef, *_ = np.linalg.lstsq(design, error, rcond=None)  # rows: shift, d/du, d/dv; columns: x, y
     rest = error - design @ coef
-
-    def rms(field):
-        return float(np.sqrt(np.mean(np.sum(field ** 2, axis=1))))
     return {"rms": rms(error), "shift": float(np.hypot(*coef[0])),
             "magnification": float((coef[1, 0] + coef[2, 1]) / 2), "roll": float((coef[1, 1] - coef[2, 0]) / 2),
             "beyond_affine": rms(rest)}

@@ -54,35 +54,35 @@ def measure_pair(job: tuple) -> dict:
     return {"name": name, "before": {"verdict": before["verdict"], "median": before.get("median")}, "after": after}
 
 
-def summarise(rows: list[dict], sigmas, draws: int, label: str) -> list[list]:
-    """One table row per sigma: counts over the pairs measurable before and after, averaged over the draws."""
+def summarise(rows: list[dict], label: str) -> list[list]:
+    """One table row per sigma the readings hold: counts over the pairs measurable before and after, averaged over
+    the draws."""
     out = []
-    for sigma in sigmas:
+    for sigma, readings in rows[0]["after"].items():
         worse, better, changes, counted = [], [], [], []
-        for k in range(draws if sigma > 0 else 1):
-            pairs = [(r["before"]["median"], r["after"][str(sigma)][k]["median"]) for r in rows
-                     if r["before"]["verdict"] == "measurable"
-                     and r["after"][str(sigma)][k]["verdict"] == "measurable"]
+        for k in range(len(readings)):
+            pairs = [(r["before"]["median"], r["after"][sigma][k]["median"]) for r in rows
+                     if r["before"]["verdict"] == "measurable" and r["after"][sigma][k]["verdict"] == "measurable"]
             delta = np.array([a - b for b, a in pairs])
             counted.append(len(pairs))
             worse.append(int((delta > WORSE).sum()))
             better.append(int((delta < -WORSE).sum()))
             changes.append(float(np.median(delta)))
         measured = f"{min(counted)}" if min(counted) == max(counted) else f"{min(counted)}-{max(counted)}"
-        out.append([label, f"{sigma:.3f}", len(worse), measured,
+        out.append([label, f"{float(sigma):.3f}", len(worse), measured,
                     f"{np.mean(worse):.1f} ({min(worse)}-{max(worse)})",
                     f"{np.mean(better):.1f} ({min(better)}-{max(better)})", fmt(float(np.median(changes)), 4)])
     return out
 
 
-def report(rows: list[dict], sigmas, draws: int, written: Path | None) -> str:
+def report(rows: list[dict], written: Path | None) -> str:
     """The table over every pair, and over the pairs realsr wrote where its ``bench_real_pairs.py`` run is given."""
-    rows_out = summarise(rows, sigmas, draws, "every pair")
+    rows_out = summarise(rows, "every pair")
     if written:
         realsr = json.loads(written.read_text())["pairs"]
         kept = {f"{r['set']}/{r['name']}" for r in realsr
                 if r["status"] == "ok" and r.get("after", {}).get("verdict") == "measurable"}
-        rows_out += summarise([r for r in rows if r["name"] in kept], sigmas, draws, "written by realsr")
+        rows_out += summarise([r for r in rows if r["name"] in kept], "written by realsr")
     header = ["pairs", "sigma per axis (LR px)", "draws", "measurable before & after", f"worse > {WORSE} px",
               f"better > {WORSE} px", "median change"]
     return table(rows_out, header)
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--written", type=Path,
                         help="a bench_real_pairs.py results.json: also count over the pairs realsr wrote there and "
                              "the estimator measured after (realsr's own denominator)")
-    parser.add_argument("--readings", type=Path, help="summarise a --json file of an earlier run instead of measuring")
+    parser.add_argument("--readings", type=Path,
+                        help="summarise a --json file of an earlier run (its sigmas and draws) instead of measuring")
     args = parser.parse_args(argv)
     if args.readings:
         rows = json.loads(args.readings.read_text())
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
             rows = list(pool.map(measure_pair, jobs, chunksize=4))
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
-    print(report(rows, args.sigmas, args.draws, args.written))
+    print(report(rows, args.written))
     return 0
 
 
