@@ -264,9 +264,17 @@ def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:
 # correction's slope 1 / Phi(t) lifted the noise of the darkest pixels (an x4 of the same set refused for its
 # uncertainty, 0.89 LR px); with that, the same x3 is 0.097 with 1 px, 0.082 with 2, 0.136 with 0.7 (1 px chosen
 # before, and measured on the sets; docs/align.md, "Dark noise clipped at zero").
+# Only flat pixels measure sigma: where the mean changes across the kernel (its gradient times DARK_SMOOTHING) by
+# more than DARK_FLATNESS of itself, the kernel mixes black with the patch beside it, and the share at zero (the
+# black side's) and the mean (the patch's) no longer belong to one level: on a colour chart's thin black bars most
+# pixels with a share in DARK_SHARES are such edges, and sigma read 2.5 times the generator's (0.0069 for 0.0027);
+# corrected with it, the black bars sank and their edges moved the fit (docs/align.md, "Dark noise clipped at zero").
+# Noise alone moves a flat region's mean by about 0.06 sigma across the kernel, against a mean of at least 0.47
+# sigma where the share is within DARK_SHARES, so 0.5 keeps every flat pixel.
 DARK_SMOOTHING = 2.0
 DARK_MEAN_SMOOTHING = 1.0
 DARK_SHARES = (0.05, 0.45)
+DARK_FLATNESS = 0.5
 DARK_MIN_PIXELS = 2_000
 # The correction as a function of the local mean, tabulated in steps of DARK_TABLE_STEP sigma up to the mean
 # F(DARK_TABLE_T) sigma beyond which the clip takes out less than 1e-9 sigma.
@@ -310,7 +318,9 @@ def dark_noise(channel: np.ndarray) -> float | None:
     zeros = zeros[:h, :w].view(np.uint8) * np.uint8(255)
     share = cv2.resize(zeros, half, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1 / 255)
     share = cv2.GaussianBlur(share, (0, 0), DARK_SMOOTHING)
-    measured = (share >= DARK_SHARES[0]) & (share <= DARK_SHARES[1])
+    change = cv2.magnitude(cv2.Sobel(mean, cv2.CV_32F, 1, 0, ksize=1, scale=0.5),
+                           cv2.Sobel(mean, cv2.CV_32F, 0, 1, ksize=1, scale=0.5))
+    measured = (share >= DARK_SHARES[0]) & (share <= DARK_SHARES[1]) & (change * DARK_SMOOTHING <= DARK_FLATNESS * mean)
     if np.count_nonzero(measured) < DARK_MIN_PIXELS:
         return None
     t = -ndtri(share[measured].astype(np.float64))

@@ -3,10 +3,13 @@ sigma read from where it clips, and its bias taken out of the local mean."""
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
 from realsr_tools.imaging import read_pixels
+from realsr_tools.registration import luma
 from realsr_tools.registration.luma import dark_noise, linear, remove_dark_bias
 
 
@@ -29,6 +32,21 @@ def test_the_sigma_of_dark_noise_is_read_where_it_clips(data_dir):
     lone = truth + 0.05
     lone[::97, ::89] = 0
     assert dark_noise(lone) is None
+
+
+def test_the_sigma_of_dark_noise_is_read_on_flat_black_not_at_a_charts_edges(data_dir, monkeypatch):
+    """A ColorChecker photographed small (the real chart photograph at a third of its size, 1 EV under): its black
+    bars are a few pixels wide, and most pixels whose share at zero is in the measured range lie at their edges,
+    where the share is the bar's and the mean the patch's."""
+    sigma = 0.0027  # the generator's read noise on its normal seed 101 chart, whose sigma read 2.5 times this
+    photo = read_pixels(data_dir / "exif_jpeg" / "digicam_corpus" / "nikon_d90_DSC_0011.JPG")
+    green = linear(photo[..., 1], "srgb")
+    small = cv2.resize(green, (green.shape[1] // 3, green.shape[0] // 3), interpolation=cv2.INTER_AREA) / 2
+    noise = np.random.default_rng(0).normal(0, sigma, small.shape).astype(np.float32)
+    captured = np.maximum(small + noise, 0)
+    assert abs(dark_noise(captured) / sigma - 1) < 0.2  # measured 1.11 (the photograph's own dark texture adds)
+    monkeypatch.setattr(luma, "DARK_FLATNESS", math.inf)  # every pixel with a share in range measures, as before
+    assert dark_noise(captured) / sigma > 1.5  # measured 1.80
 
 
 def test_the_bias_of_clipped_dark_noise_is_taken_out_of_the_local_mean(data_dir):
