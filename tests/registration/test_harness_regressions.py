@@ -51,7 +51,9 @@ The generator draws scene by scene, so the first scenes of a seed are those of t
 - Hard seed 12 drawn at 4000-6000 px, scene 0: a canon_eosrp x3 whose fit with the centre freed stopped at its step
   budget with a robust cost 16 % above the radial fit's, having moved the mapping less than a pixel: kept, the
   verifier refused the pair (0.66 LR px); not kept, because it fits the data worse, 0.11 px off. Fitted again with
-  the LR lens's term held at the radial fit's, the centre converges in 5 steps with the cost down: 0.019.
+  the LR lens's term held at the radial fit's, the centre converges in 5 steps with the cost down: 0.019. (Since
+  session 47, its dark noise read on flat pixels only, the refitted fit stands there with the fifth order: 0.010
+  registered alone.)
 - Hard seed 12 drawn at 4000-6000 px, scene 2: a canon_g2 ColorChecker x2 (5772-px frames, its 2767-px window off
   the LR frame's centre) whose HR lens is 45 / 73 HR px off its frame's centre: evidence 5500 units for the freed
   centre, but the fit took the LR lens's term to 0.12 and the centre to 0.14 R, traded against each other, not a
@@ -301,16 +303,22 @@ def test_a_freed_lens_centre_that_moves_a_far_off_centred_fit_far_is_kept_where_
     assert truth_rms(centred, lr, hr, scene, key) > freed + 0.2  # measured 0.78
 
 
-def test_a_freed_lens_centre_whose_fit_raised_the_cost_is_fitted_again_with_the_lr_term_held(tmp_path, data_dir):
+def test_a_freed_lens_centre_whose_fit_raised_the_cost_is_fitted_again_with_the_lr_term_held(tmp_path, data_dir,
+                                                                                          monkeypatch):
     lr, hr, scene, key = harness_pair(tmp_path, data_dir, seed=12, scene="scene_00",
                                       photo="canon_eosrp_MG_0635.JPG", scale=3, width=(4000, 6000))
     ratio, curves = focal_ratio(tmp_path, key), ("power:2.2", "power:2.2")
+    # Since session 47 (the dark noise read on flat pixels only) the fit with the LR term refitted beside the freed
+    # centre stands here, with the HR lens's fifth order: 0.010 LR px
+    assert _registered_truth_rms(lr, hr, scene, key, ratio=ratio, curves=curves) < 0.05
+    # The captures as sessions 40-46 registered them (the dark noise read at edges too): that fit raised the cost
+    # and was not kept, and the one with the LR term held stands
+    monkeypatch.setattr(luma, "DARK_FLATNESS", float("inf"))
     with one_blas_thread():
         registration, _ = register_captures(lr, hr, ratio=ratio, curves=curves)
     centre = registration.model.to_dict()["hr_centre"]
-    # the fit that refitted the LR term beside the centre raised the cost and was not kept
     assert centre["fitted"] and centre["lr_term_held"]
-    assert truth_rms(registration, lr, hr, scene, key) < 0.1  # measured 0.037 LR px (0.019 through align)
+    assert truth_rms(registration, lr, hr, scene, key) < 0.1  # measured 0.036 LR px (0.019 through align)
 
 
 def test_a_freed_lens_centre_that_trades_against_the_lr_term_is_fitted_with_that_term_held(tmp_path, data_dir,
