@@ -268,7 +268,7 @@ def saturated_channels(image: np.ndarray, weights) -> np.ndarray | None:
 # more than DARK_FLATNESS of itself, the kernel mixes black with the patch beside it, and the share at zero (the
 # black side's) and the mean (the patch's) no longer belong to one level: on a colour chart's thin black bars most
 # pixels with a share in DARK_SHARES are such edges, and sigma read 2.5 times the generator's (0.0069 for 0.0027);
-# corrected with it, the black bars sank and their edges moved the fit (docs/align.md, "Dark noise clipped at zero").
+# corrected with it, the black bars sank and their edges moved the fit (docs/align.md, "Sigma read on flat pixels").
 # Noise alone moves a flat region's mean by about 0.06 sigma across the kernel, against a mean of at least 0.47
 # sigma where the share is within DARK_SHARES, so 0.5 keeps every flat pixel.
 DARK_SMOOTHING = 2.0
