@@ -18,8 +18,13 @@ def _dark_capture(data_dir, sigma: float, seed: int = 0) -> tuple[np.ndarray, np
     the same with Gaussian noise of ``sigma`` clipped at zero, as a file holds it."""
     photo = read_pixels(data_dir / "exif_jpeg" / "digicam_corpus" / "olympus_c5050_PB180005.JPG")[:600, :900]
     truth = linear(photo[..., 1], "srgb") / np.float32(16)
+    return truth, _with_clipped_noise(truth, sigma, seed)
+
+
+def _with_clipped_noise(truth: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """``truth`` with Gaussian noise of ``sigma`` clipped at zero, as a file holds it."""
     noise = np.random.default_rng(seed).normal(0, sigma, truth.shape).astype(np.float32)
-    return truth, np.maximum(truth + noise, 0)
+    return np.maximum(truth + noise, 0)
 
 
 def test_the_sigma_of_dark_noise_is_read_where_it_clips(data_dir):
@@ -42,8 +47,7 @@ def test_the_sigma_of_dark_noise_is_read_on_flat_black_not_at_a_charts_edges(dat
     photo = read_pixels(data_dir / "exif_jpeg" / "digicam_corpus" / "nikon_d90_DSC_0011.JPG")
     green = linear(photo[..., 1], "srgb")
     small = cv2.resize(green, (green.shape[1] // 3, green.shape[0] // 3), interpolation=cv2.INTER_AREA) / 2
-    noise = np.random.default_rng(0).normal(0, sigma, small.shape).astype(np.float32)
-    captured = np.maximum(small + noise, 0)
+    captured = _with_clipped_noise(small, sigma)
     assert abs(dark_noise(captured) / sigma - 1) < 0.2  # measured 1.11 (the photograph's own dark texture adds)
     monkeypatch.setattr(luma, "DARK_FLATNESS", math.inf)  # every pixel with a share in range measures, as before
     assert dark_noise(captured) / sigma > 1.5  # measured 1.80
