@@ -26,20 +26,27 @@ def harness_scene(root: Path, data_dir: Path, *, seed: int, scene: str, photo: s
                   width: tuple[int, int] = (500, 1400)) -> dict:
     """Generate the harness's ``seed`` (hard: generator seed 1000 + seed; HR frames ``width`` px wide) up to ``scene``
     into ``root`` and keep only that scene (its folder and its captures.csv rows); returns the scene's truth."""
+    return harness_scenes(root, data_dir, seed=seed, scenes={scene: photo}, hard=hard, width=width)[scene]
+
+
+def harness_scenes(root: Path, data_dir: Path, *, seed: int, scenes: dict[str, str], hard: bool,
+                   width: tuple[int, int] = (500, 1400), encoding: str = "power:2.2") -> dict[str, dict]:
+    """:func:`harness_scene` for several scenes (name -> photograph) of one seed, the files written with the
+    generator's ``encoding``: each scene's truth."""
     generator.DATA = data_dir
-    index = int(scene.split("_")[1])
-    truth = json.loads(generator.generate(root, n_scenes=index + 1, seed=seed + (1000 if hard else 0), hard=hard,
-                                          width=width, verbose=False).read_text())
-    record = truth["scenes"][scene]
-    assert record["photo"].endswith(photo)
+    last = max(int(scene.split("_")[1]) for scene in scenes)
+    truth = json.loads(generator.generate(root, n_scenes=last + 1, seed=seed + (1000 if hard else 0), hard=hard,
+                                          width=width, encoding=encoding, verbose=False).read_text())
+    for scene, photo in scenes.items():
+        assert truth["scenes"][scene]["photo"].endswith(photo)
     for other in truth["scenes"]:
-        if other != scene:
+        if other not in scenes:
             shutil.rmtree(root / other)
     with open(root / "captures.csv", newline="") as stream:
-        rows = [row for row in csv.reader(stream) if row[0] == "path" or row[0].startswith(scene + "/")]
+        rows = [row for row in csv.reader(stream) if row[0] == "path" or row[0].split("/")[0] in scenes]
     with open(root / "captures.csv", "w", newline="") as stream:
         csv.writer(stream).writerows(rows)
-    return record
+    return {scene: truth["scenes"][scene] for scene in scenes}
 
 
 def harness_pair(root, data_dir, *, seed: int, scene: str, photo: str, scale: int = 2,

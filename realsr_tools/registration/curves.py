@@ -93,6 +93,41 @@ def scene_curve(estimates: Sequence[CurveEstimate | None], *, assumed: str = "sr
                    if estimate is not None and estimate.curve is None and not contradicts(estimate)]
 
 
+# A camera's curve reaches a scene none of whose pairs decided only where at least this many of its pairs decided, in
+# any of its other scenes, all alike: one pair's decision can be wrong (4000-6000 px hard seed 12's nikon_d90 x2 found
+# BT.709 in 2.2 power files, docs/align.md, "One curve per scene"), and here it would reach every scene of the camera.
+MIN_CAMERA_DECIDERS = 2
+
+
+def camera_curve(scenes: Sequence[Sequence[CurveEstimate | None]], *,
+                 assumed: str = "srgb") -> tuple[str | None, list[tuple[int, int]]]:
+    """The curve one camera's scenes found in their exposures, and the ``(scene, pair)`` indices of the pairs that
+    take it: those of the scenes in which no pair decided.
+
+    ``scenes``: each scene's pairs' estimates, as for :func:`scene_curve`, for the scenes of one camera and file type
+    (its JPEG engine, or the raw converter that wrote its TIFFs, encodes every file alike). A scene whose pairs are
+    all exposed like their HR decides nothing and keeps the assumed curve, though another scene of the same camera
+    tells it: generator hard 111's nikon_d90 chart (BT.709 files, three cameras, each with scenes that found
+    BT.709 and none that found another curve) was written 0.155 / 0.102 / 0.080 LR px off as sRGB, 0.047 / 0.031 /
+    0.025 as BT.709. Where every pair of the camera that decided found the same curve (at least
+    MIN_CAMERA_DECIDERS of them), the pairs of an undecided scene take it, unless the exposures of one of them lean
+    the other way (bend it more than the assumed curve): the evidence is another scene's, so the scene rule's margin
+    (MIN_BEND) is not asked for, and a scene takes it whole or not at all (its pairs share one HR capture)."""
+    estimates = [e for scene in scenes for e in scene if e is not None and e.curve is not None]
+    decided = {e.curve for e in estimates}
+    if len(decided) != 1 or len(estimates) < MIN_CAMERA_DECIDERS:
+        return None, []
+    curve = decided.pop()
+
+    def leans_away(estimate: CurveEstimate) -> bool:
+        bend, own = estimate.bend.get(curve), estimate.bend.get(assumed)
+        return bend is not None and own is not None and bend > own
+
+    return curve, [(i, j) for i, scene in enumerate(scenes)
+                   if not any(e is not None and (e.curve is not None or leans_away(e)) for e in scene)
+                   for j, e in enumerate(scene) if e is not None]
+
+
 def exposure_curve(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float, assumed: str = "srgb",
                    thumbnails: tuple | None = None) -> CurveEstimate:
     """:func:`curve_from_exposures` of an LR and an HR capture (RGB, any dtype :func:`.luma.linear` reads), both

@@ -23,7 +23,7 @@ from ..imaging.transfer import StatedCurve, stated_curve
 from ..pipeline.output import holds_output
 from ..pipeline.runner import TaskLost
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.curves import CurveEstimate, exposure_curve, scene_curve
+from ..registration.curves import CurveEstimate, camera_curve, exposure_curve, scene_curve
 from ..registration.estimate import (HYPOTHESIS_ALONE, MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN,
                                     MAX_UNCERTAINTY, _round, texture_refusal)
 from ..registration.luma import grey_weights as luma_weights
@@ -236,17 +236,40 @@ def run_align(capture_dir: Path | str, out_dir: Path | str, *, scales: Sequence[
     return AlignSummary(ok, failed, skipped, out_dir / "manifest.jsonl", tuple(failures.items()), unmeasurable)
 
 
+CAMERA_FROM_LISTED = 3  # deciding pairs a camera's curve names in a taker's record (all are counted)
+
+
 def scene_curves(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The written pairs of an align manifest that take the curve their scene's exposures found
-    (:func:`.curves.scene_curve`): pair id -> ``{"curve", "from"`` (the pairs that found it)``, "own"`` (the pair's own
-    estimate)``}``. Pairs already decoded with it are named too (a resumed run decodes them the same way)."""
+    (:func:`.curves.scene_curve`), or, in a scene where none decided, their camera's (:func:`.curves.camera_curve`):
+    pair id -> ``{"curve", "from"`` (the pairs that found it; a camera's first CAMERA_FROM_LISTED, and
+    ``"deciders"``, how many)``, "own"`` (the pair's own estimate)``, "camera"`` (``None`` for the scene's
+    curve)``}``. Pairs already decoded with it are named too (a resumed run decodes them the same way). A camera
+    is its name and the file types of its scenes' captures: another writer of the same camera's files may use
+    another curve."""
+    def estimate(record: dict[str, Any]) -> dict | None:
+        return (record["registration"].get("grey") or {}).get("curve_estimate")
+
     chosen = {}
+    cameras: dict[tuple, list[list[dict[str, Any]]]] = {}
     for members in written_scenes(records).values():
-        estimates = [(record["registration"].get("grey") or {}).get("curve_estimate") for record in members]
+        estimates = [estimate(record) for record in members]
         curve, takers = scene_curve([None if e is None else CurveEstimate.from_dict(e) for e in estimates])
         found = [record["id"] for record, e in zip(members, estimates) if e is not None and e["curve"] == curve]
         for index in takers:
-            chosen[members[index]["id"]] = {"curve": curve, "from": found, "own": estimates[index]}
+            chosen[members[index]["id"]] = {"curve": curve, "from": found, "own": estimates[index], "camera": None}
+        if members[0].get("camera"):
+            file_types = sorted({Path(record[key]).suffix.lower() for record in members
+                                 for key in ("lr_source", "hr_source")})
+            cameras.setdefault((members[0]["camera"], *file_types), []).append(members)
+    for (camera, *_), scenes in cameras.items():
+        curve, takers = camera_curve([[None if estimate(r) is None else CurveEstimate.from_dict(estimate(r))
+                                       for r in members] for members in scenes])
+        found = [r["id"] for members in scenes for r in members if (estimate(r) or {}).get("curve") == curve]
+        for i, j in takers:
+            record = scenes[i][j]
+            chosen[record["id"]] = {"curve": curve, "from": found[:CAMERA_FROM_LISTED], "deciders": len(found),
+                                    "own": estimate(record), "camera": camera}
     return chosen
 
 
@@ -257,7 +280,8 @@ def _decode_with_scene_curves(runner, records: list[dict[str, Any]], settings: A
     from ..pipeline.runner import run_items
 
     todo = [record for record in records if record["id"] in settings.scene_curves  # written pairs only
-            and record.get("consistency") is None and "scene_curve" not in record["registration"]["grey"]]
+            and record.get("consistency") is None
+            and not {"scene_curve", "camera_curve"} & set(record["registration"]["grey"])]
     results = run_items(runner, functools.partial(align_pair, settings=settings), [_planned(r) for r in todo],
                         name="scene curves", labels=[record["id"] for record in todo], show_progress=show_progress)
     # A lost task leaves the pair as it was.
@@ -949,10 +973,14 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     # "A curve no file states"); a pair written with its scene's chain asks where the chain puts it.
     ask = all(curve.assumed for curve in stated) and s.raster_curve == "auto"
     taken = s.scene_curves.get(pair.id)
-    if taken is not None:  # neither file states its curve; its scene's exposures found one (scene_curves)
-        stated = tuple(replace(curve, curve=taken["curve"], source=(
-            f"{curve.source}; its scene's exposures are a gain apart as {taken['curve']} "
-            f"({', '.join(taken['from'])}), its own do not contradict it")) for curve in stated)
+    if taken is not None:  # neither file states its curve; its scene's or camera's exposures found one (scene_curves)
+        named = ", ".join(taken["from"]) + (", ..." if len(taken["from"]) < taken.get("deciders", 0) else "")
+        found = (f"its scene's exposures are a gain apart as {taken['curve']} ({named}), its own do not contradict it"
+                 if taken["camera"] is None else
+                 f"no pair of its scene could tell; {taken['deciders']} of its camera's ({taken['camera']}) are a "
+                 f"gain apart as {taken['curve']} ({named}) and none as another curve, its own exposures do not lean "
+                 "the other way")
+        stated = tuple(replace(curve, curve=taken["curve"], source=f"{curve.source}; {found}") for curve in stated)
         curves = tuple(curve.curve for curve in stated)
         ask = False
     lr_pixels = in_hr_primaries(lr_captured, *stated)
@@ -1076,10 +1104,19 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
                      "curve_estimate": taken["own"] if taken else curve_estimate and curve_estimate.to_dict(),
                      "primaries": {"lr": stated[0].primaries, "hr": stated[1].primaries},
                      "dark_noise": _dark_noise_record(registration.dark_noise)}
-            | ({"scene_curve": {key: taken[key] for key in ("curve", "from")}} if taken else {})}
+            | _taken_curve_record(taken)}
         | ({"own": fixed["own"]} if fixed else {}),
         "verification": verification.to_dict() | {"region": "whole window", "reference": quality["reference"]},
     }
+
+
+def _taken_curve_record(taken: dict[str, Any] | None) -> dict[str, dict]:
+    """``registration.grey``'s field naming the curve a pair took from its scene or camera (:func:`scene_curves`)."""
+    if taken is None:
+        return {}
+    if taken["camera"] is None:
+        return {"scene_curve": {key: taken[key] for key in ("curve", "from")}}
+    return {"camera_curve": {key: taken[key] for key in ("curve", "from", "deciders", "camera")}}
 
 
 def _dark_noise_record(noise) -> dict | None:

@@ -9,7 +9,7 @@ import pytest
 
 from realsr_tools.geometry import scaling, translation
 from realsr_tools.registration.curves import (MIN_BEND, MIN_SAMPLES, CurveEstimate, curve_from_exposures,
-                                             exposure_curve, overturning_curve, scene_curve)
+                                             camera_curve, exposure_curve, overturning_curve, scene_curve)
 
 # Encodings written out here (not realsr's): IEC 61966-2-1 sRGB, ITU-R BT.709 and pure powers.
 ENCODE = {
@@ -101,6 +101,25 @@ def test_a_scene_s_undecided_pairs_take_the_curve_its_decided_pairs_agree_on():
     assert scene_curve([x3, contradicting, stated]) == (None, [])
     assert scene_curve([x4, x3, _estimate("bt709", 0.0247, 0.0377, bt709=0.012)]) == (None, [])
     assert scene_curve([x4, _estimate("power:2.2", 0.03, 0.004)]) == ("power:2.2", [])
+
+
+def test_a_scene_none_of_whose_pairs_decided_takes_its_camera_s_curve():
+    """Bends (sRGB, BT.709, power 2.2) measured on generator hard 111 (BT.709 files): its camera 1's sony x2 / x3
+    decided BT.709; its nikon_d90 chart's three pairs did not, each bending BT.709 a little less than sRGB (the
+    third measured nothing); a pair bending it more keeps its scene on the assumed curve."""
+    sony = [_estimate("bt709", 0.0182, 0.0513, bt709=0.0036), _estimate("bt709", 0.0139, 0.0409, bt709=0.0022)]
+    chart = [_estimate(None, 0.003, 0.0034, bt709=0.0027), _estimate(None, 0.005, 0.0073, bt709=0.0038),
+             _estimate(None, None, None, bt709=None)]
+    leaning = _estimate(None, 0.0041, 0.0124, bt709=0.0052)
+    assert camera_curve([sony, chart + [None]]) == ("bt709", [(1, 0), (1, 1), (1, 2)])
+    # a scene with a pair whose own exposures lean the other way keeps the assumed curve, every pair of it
+    assert camera_curve([sony, chart + [leaning], chart]) == ("bt709", [(2, 0), (2, 1), (2, 2)])
+    # a scene with a pair that decided is its own scene's business (scene_curve), even where the rest did not
+    assert camera_curve([sony, [sony[0], chart[0]]]) == ("bt709", [])
+    # one decided pair is not enough, and pairs that decided differently anywhere leave every scene as it is
+    assert camera_curve([sony[:1], chart]) == (None, [])
+    assert camera_curve([sony, [_estimate("power:2.2", 0.03, 0.004)], chart]) == (None, [])
+    assert camera_curve([chart, [leaning]]) == (None, [])
 
 
 # Bends (sRGB, BT.709, power 2.2) measured on generator pairs whose files' curve is known, and what decides.

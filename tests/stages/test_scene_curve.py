@@ -6,7 +6,9 @@ ways, and the x3 written 0.30 LR px off the truth (0.15 with the x4's curve)."""
 
 from __future__ import annotations
 
-from harness import harness_scene, record_truth_rms
+import csv
+
+from harness import harness_scene, harness_scenes, record_truth_rms
 from realsr_tools.pipeline.manifest import read_manifest
 from realsr_tools.registration.curves import MIN_BEND, SMALL_BEND, SMALL_BEND_FLATTER
 from realsr_tools.stages import align
@@ -62,3 +64,39 @@ def test_a_chart_pair_whose_exposures_bend_srgb_under_min_bend_takes_the_far_fla
     assert grey["curve_estimate"]["curve"] == "power:2.2"
     assert grey["decoded_curve"] == {"lr": "power:2.2", "hr": "power:2.2"}
     assert record_truth_rms(x3, truth) < 0.1
+
+
+def test_a_scene_whose_pairs_cannot_tell_the_curve_takes_the_one_its_camera_found(tmp_path, data_dir):
+    """Generator hard seed 115 (files BT.709, stating nothing): scene 1's canon_g2 x3 / x4 find BT.709 in their
+    exposures; scene 2's nikon_d90 ColorChecker cannot tell (both curves leave its exposures within 0.01 of a gain
+    apart, BT.709 the closer). The generator gives its scenes three cameras in turn; here the two are one camera's,
+    as one camera's files are in a real capture run. Aligned as sRGB (the rule off) the chart's x3 / x4 were 0.148 /
+    0.259 LR px off the truth; as its camera's BT.709, 0.097 / 0.078."""
+    root = tmp_path / "captures"
+    truth = harness_scenes(root, data_dir, seed=115, hard=True, encoding="bt709",
+                           scenes={"scene_01": "canon_g2_IMG_0307.JPG", "scene_02": "nikon_d90_DSC_0011.JPG"})
+    with open(root / "captures.csv", newline="") as stream:
+        rows = list(csv.reader(stream))
+    with open(root / "captures.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows([row[:2] + ["IndepSim one camera"] if row[0] != "path" else row
+                                      for row in rows])
+    out = tmp_path / "aligned"
+    summary = align.run_align(root, out, scales=(3, 4), show_progress=False)
+    assert (summary.ok, summary.failed) == (4, 0)
+    records = {record["lr_source"]: record for record in read_manifest(out, stage="align").records}
+    deciders = ["scene_01__lr_x3", "scene_01__lr_x4"]
+    for key in ("scene_01/lr_x3.tif", "scene_01/lr_x4.tif"):
+        assert records[key]["registration"]["grey"]["curve_estimate"]["curve"] == "bt709"
+    errors = {}  # LR px off the truth
+    for key in ("scene_02/lr_x3.tif", "scene_02/lr_x4.tif"):
+        grey = records[key]["registration"]["grey"]
+        assert grey["curve_estimate"]["curve"] is None  # its own exposures, recorded
+        assert grey["camera_curve"] == {"curve": "bt709", "from": deciders, "deciders": 2,
+                                        "camera": "IndepSim one camera"}
+        assert grey["decoded_curve"] == {"lr": "bt709", "hr": "bt709"}
+        assert "2 of its camera's (IndepSim one camera) are a gain apart as bt709" in grey["curve_source"]["lr"]
+        errors[key] = record_truth_rms(records[key], truth["scene_02"])
+    assert errors["scene_02/lr_x3.tif"] < 0.12 and errors["scene_02/lr_x4.tif"] < 0.1, errors
+    # Resumed: nothing to do, the same records.
+    align.run_align(root, out, scales=(3, 4), show_progress=False)
+    assert {r["lr_source"]: r for r in read_manifest(out, stage="align").records} == records
