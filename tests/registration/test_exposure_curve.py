@@ -104,21 +104,24 @@ def test_a_scene_s_undecided_pairs_take_the_curve_its_decided_pairs_agree_on():
 
 
 def test_a_scene_none_of_whose_pairs_decided_takes_its_camera_s_curve():
-    """Bends (sRGB, BT.709, power 2.2) measured on generator hard 111 (BT.709 files): its camera 1's sony x2 / x3
-    decided BT.709; its nikon_d90 chart's three pairs did not, each bending BT.709 a little less than sRGB (the
-    third measured nothing); a pair bending it more keeps its scene on the assumed curve."""
-    sony = [_estimate("bt709", 0.0182, 0.0513, bt709=0.0036), _estimate("bt709", 0.0139, 0.0409, bt709=0.0022)]
+    """Bends (sRGB, BT.709, power 2.2) measured on generator BT.709 files: hard 111's camera-1 pentax x2 / x3
+    decided BT.709; its nikon_d90 chart's three pairs did not, each bending BT.709 a little less than sRGB; hard
+    115's nikon_d90 chart x2 bends it more (0.005 against 0.0032) and keeps its scene on the assumed curve."""
+    pentax = [_estimate("bt709", 0.0182, 0.0513, bt709=0.0036), _estimate("bt709", 0.0139, 0.0409, bt709=0.0022)]
     chart = [_estimate(None, 0.003, 0.0034, bt709=0.0027), _estimate(None, 0.005, 0.0073, bt709=0.0038),
-             _estimate(None, None, None, bt709=None)]
-    leaning = _estimate(None, 0.0041, 0.0124, bt709=0.0052)
-    assert camera_curve([sony, chart + [None]]) == ("bt709", [(1, 0), (1, 1), (1, 2)])
+             _estimate(None, 0.0025, 0.0116, bt709=0.0022)]
+    unmeasured, stated = _estimate(None, None, None, bt709=None), None
+    leaning = _estimate(None, 0.0032, 0.0209, bt709=0.005)
+    assert camera_curve([pentax, chart]) == ("bt709", [(1, 0), (1, 1), (1, 2)])
+    # a pair whose exposures measured nothing takes it with its scene; one whose files state a curve is not asked
+    assert camera_curve([pentax, [unmeasured, stated]]) == ("bt709", [(1, 0)])
     # a scene with a pair whose own exposures lean the other way keeps the assumed curve, every pair of it
-    assert camera_curve([sony, chart + [leaning], chart]) == ("bt709", [(2, 0), (2, 1), (2, 2)])
+    assert camera_curve([pentax, chart[:2] + [leaning], chart]) == ("bt709", [(2, 0), (2, 1), (2, 2)])
     # a scene with a pair that decided is its own scene's business (scene_curve), even where the rest did not
-    assert camera_curve([sony, [sony[0], chart[0]]]) == ("bt709", [])
+    assert camera_curve([pentax, [pentax[0], chart[0]]]) == ("bt709", [])
     # one decided pair is not enough, and pairs that decided differently anywhere leave every scene as it is
-    assert camera_curve([sony[:1], chart]) == (None, [])
-    assert camera_curve([sony, [_estimate("power:2.2", 0.03, 0.004)], chart]) == (None, [])
+    assert camera_curve([pentax[:1], chart]) == (None, [])
+    assert camera_curve([pentax, [_estimate("power:2.2", 0.03, 0.004)], chart]) == (None, [])
     assert camera_curve([chart, [leaning]]) == (None, [])
 
 
