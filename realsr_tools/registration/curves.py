@@ -95,7 +95,8 @@ def scene_curve(estimates: Sequence[CurveEstimate | None], *, assumed: str = "sr
 
 # A camera's curve reaches a scene none of whose pairs decided only where at least this many of its pairs decided, in
 # any of its other scenes, all alike: one pair's decision can be wrong (4000-6000 px hard seed 12's nikon_d90 x2 found
-# BT.709 in 2.2 power files, docs/align.md, "One curve per scene"), and here it would reach every scene of the camera.
+# BT.709 in 2.2 power files, docs/align.md, "One curve per scene"), and where it is its camera's only decision it
+# would reach every undecided scene of the camera.
 MIN_CAMERA_DECIDERS = 2
 
 
