@@ -242,34 +242,32 @@ CAMERA_FROM_LISTED = 3  # deciding pairs a camera's curve names in a taker's rec
 def scene_curves(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The written pairs of an align manifest that take the curve their scene's exposures found
     (:func:`.curves.scene_curve`), or, in a scene where none decided, their camera's (:func:`.curves.camera_curve`):
-    pair id -> ``{"curve", "from"`` (the pairs that found it; a camera's first CAMERA_FROM_LISTED, and
-    ``"deciders"``, how many)``, "own"`` (the pair's own estimate)``, "camera"`` (``None`` for the scene's
-    curve)``}``. Pairs already decoded with it are named too (a resumed run decodes them the same way). A camera
+    pair id -> ``{"curve", "from"`` (the pairs that found it; a camera's first CAMERA_FROM_LISTED)``, "deciders"``
+    (how many found it)``, "own"`` (the pair's own estimate)``, "camera"`` (``None`` for the scene's curve)``}``. Pairs already decoded with it are named too (a resumed run decodes them the same way). A camera
     is its name and the file types of its scenes' captures: another writer of the same camera's files may use
     another curve."""
-    def estimate(record: dict[str, Any]) -> dict | None:
-        return (record["registration"].get("grey") or {}).get("curve_estimate")
-
     chosen = {}
-    cameras: dict[tuple, list[list[dict[str, Any]]]] = {}
+    cameras: dict[tuple, list[tuple[list[dict[str, Any]], list[CurveEstimate | None]]]] = {}
     for members in written_scenes(records).values():
-        estimates = [estimate(record) for record in members]
-        curve, takers = scene_curve([None if e is None else CurveEstimate.from_dict(e) for e in estimates])
-        found = [record["id"] for record, e in zip(members, estimates) if e is not None and e["curve"] == curve]
+        recorded = [(record["registration"].get("grey") or {}).get("curve_estimate") for record in members]
+        estimates = [None if e is None else CurveEstimate.from_dict(e) for e in recorded]
+        curve, takers = scene_curve(estimates)
+        found = [record["id"] for record, e in zip(members, estimates) if e is not None and e.curve == curve]
         for index in takers:
-            chosen[members[index]["id"]] = {"curve": curve, "from": found, "own": estimates[index], "camera": None}
+            chosen[members[index]["id"]] = {"curve": curve, "from": found, "deciders": len(found),
+                                            "own": recorded[index], "camera": None}
         if members[0].get("camera"):
             file_types = sorted({Path(record[key]).suffix.lower() for record in members
                                  for key in ("lr_source", "hr_source")})
-            cameras.setdefault((members[0]["camera"], *file_types), []).append(members)
+            cameras.setdefault((members[0]["camera"], *file_types), []).append((members, estimates))
     for (camera, *_), scenes in cameras.items():
-        curve, takers = camera_curve([[None if estimate(r) is None else CurveEstimate.from_dict(estimate(r))
-                                       for r in members] for members in scenes])
-        found = [r["id"] for members in scenes for r in members if (estimate(r) or {}).get("curve") == curve]
+        curve, takers = camera_curve([estimates for _, estimates in scenes])
+        found = [record["id"] for members, estimates in scenes for record, e in zip(members, estimates)
+                 if e is not None and e.curve == curve]
         for i, j in takers:
-            record = scenes[i][j]
+            record = scenes[i][0][j]
             chosen[record["id"]] = {"curve": curve, "from": found[:CAMERA_FROM_LISTED], "deciders": len(found),
-                                    "own": estimate(record), "camera": camera}
+                                    "own": record["registration"]["grey"]["curve_estimate"], "camera": camera}
     return chosen
 
 
@@ -974,7 +972,7 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
     ask = all(curve.assumed for curve in stated) and s.raster_curve == "auto"
     taken = s.scene_curves.get(pair.id)
     if taken is not None:  # neither file states its curve; its scene's or camera's exposures found one (scene_curves)
-        named = ", ".join(taken["from"]) + (", ..." if len(taken["from"]) < taken.get("deciders", 0) else "")
+        named = ", ".join(taken["from"]) + (", ..." if len(taken["from"]) < taken["deciders"] else "")
         found = (f"its scene's exposures are a gain apart as {taken['curve']} ({named}), its own do not contradict it"
                  if taken["camera"] is None else
                  f"no pair of its scene could tell; {taken['deciders']} of its camera's ({taken['camera']}) are a "
