@@ -5,7 +5,7 @@ Run by hand (not by pytest)::
     python benchmarks/bench_curve_estimate.py                  # the 20-MP x2 pair of bench_align.py, 3 runs
     python benchmarks/bench_curve_estimate.py --captures DIR   # every pair of a captures folder (bench_generalise.py)
 
-Baseline, in the same process: the pair aligned end to end (``stages.align.align_pair``: read, register, check,
+Baseline, in the same process: the pair aligned end to end (``stages.align_pair.align_pair``: read, register, check,
 warp, correct, verify, write) with ``--raster-curve srgb``, where nothing is estimated (what align did for a file
 that states no curve before session 35). Against it, right after it (alternating which goes first): the same pair
 with ``--raster-curve auto``, which asks the exposures at the coarse match (the colour thumbnails decoded three
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from realsr_tools.captures import discover  # noqa: E402
 from realsr_tools.pipeline.runner import one_blas_thread  # noqa: E402
-from realsr_tools.stages.align import AlignSettings, align_pair  # noqa: E402
+from realsr_tools.stages.align_pair import AlignSettings, align_pair  # noqa: E402
 
 
 def speed_pair(work: Path) -> Path:

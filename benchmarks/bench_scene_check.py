@@ -1,4 +1,4 @@
-"""What align's scene check costs beside the pairs it judges (``realsr_tools.stages.align.check_scene``).
+"""What align's scene check costs beside the pairs it judges (``realsr_tools.stages.align_scene.check_scene``).
 
 Run by hand (not by pytest)::
 
@@ -28,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from realsr_tools.pipeline.manifest import read_manifest  # noqa: E402
 from realsr_tools.simulate import make_capture_folder  # noqa: E402
-from realsr_tools.stages import align  # noqa: E402
-from realsr_tools.stages.align import AlignSettings, check_scene, run_align, written_scenes  # noqa: E402
+from realsr_tools.stages import align_scene  # noqa: E402
+from realsr_tools.stages.align import run_align  # noqa: E402
+from realsr_tools.stages.align_pair import AlignSettings  # noqa: E402
+from realsr_tools.stages.align_scene import check_scene, written_scenes  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
     if not captures.exists():
         make_capture_folder(sorted(PHOTOS.glob("*.jpg"))[:args.scenes], captures, seed=1)
     settings = AlignSettings(captures, aligned, preview=False, bit_depth=8, photometric=True)
-    register = align.register_captures
+    register = align_scene.register_captures
 
     def every_start(*args, **kwargs):
         return register(*args, **{**kwargs, "hypothesis_alone_if_found": False})
@@ -64,7 +66,7 @@ def main(argv=None) -> None:
                                                                  show_progress=False, scene_check=False))
         scenes = written_scenes(read_manifest(aligned, stage="align").records)
         fields, check_wall, check_cpu = timed(lambda: [check_scene(m, settings) for m in scenes.values()])
-        with mock.patch.object(align, "register_captures", every_start):
+        with mock.patch.object(align_scene, "register_captures", every_start):
             _, every_wall, every_cpu = timed(lambda: [check_scene(m, settings) for m in scenes.values()])
         verdicts = [f["verdict"] for scene in fields for f in scene]
         ratios.append(check_wall / pairs_wall)

@@ -30,7 +30,8 @@ from realsr_tools.pipeline.manifest import read_manifest  # noqa: E402
 from realsr_tools.previews import preview_image  # noqa: E402
 from realsr_tools.registration.luma import linear  # noqa: E402
 from realsr_tools.simulate import make_capture_folder  # noqa: E402
-from realsr_tools.stages.align import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT, run_align  # noqa: E402
+from realsr_tools.stages.align import run_align  # noqa: E402
+from realsr_tools.stages.align_pair import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT  # noqa: E402
 from realsr_tools.verification import measure_tiles, summarise  # noqa: E402
 
 PHOTO = PROJECT / "realsr_tools" / "sample_data" / "photos" / "unis_ev0.jpg"

@@ -1,7 +1,7 @@
 """Probe: align's scene check (:mod:`realsr_tools.registration.consistency`) on the harness's outputs, beside the truth.
 
 Reads an output folder of ``benchmarks/independent/bench_generalise.py`` (captures, realsr's manifest and the
-harness's per-pair truth errors) and runs :func:`realsr_tools.stages.align.check_scene` on every scene's written
+harness's per-pair truth errors) and runs :func:`realsr_tools.stages.align_scene.check_scene` on every scene's written
 pairs as they stand in the manifest (so a set aligned before the check existed, or with ``--no-scene-check``, can be
 judged without aligning again). Prints each comparison's disagreement (median and max over the wider capture's
 window, LR px) and each pair's verdict beside its truth error; with ``--json``, writes them. The truth is read only
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from realsr_tools.registration.estimate import MAX_CONFIRMED_UNCERTAINTY
 from realsr_tools.registration.gauss_newton import SAMPLE_AREA
-from realsr_tools.stages.align import AlignSettings, check_scene, written_scenes
+from realsr_tools.stages.align_pair import AlignSettings
+from realsr_tools.stages.align_scene import check_scene, written_scenes
 
 
 def probe(out: Path, condition: str, max_uncertainty: float | None = None,

@@ -114,11 +114,11 @@ class Misbehave(WorkerPlugin):
 
         import realsr_tools.imaging
         import realsr_tools.imaging.files as files
-        from realsr_tools.stages import align
+        from realsr_tools.stages import align_pair
 
         self._originals = [(files, "atomic_output", files.atomic_output),
                            (realsr_tools.imaging, "atomic_output", realsr_tools.imaging.atomic_output),
-                           (align, "_align_pair", align._align_pair)]
+                           (align_pair, "_align_pair", align_pair._align_pair)]
         if self.marker is not None:
             real_output = files.atomic_output
             marker = Path(self.marker)
@@ -134,7 +134,7 @@ class Misbehave(WorkerPlugin):
             files.atomic_output = dying_output
             realsr_tools.imaging.atomic_output = dying_output
         if self.die_on is not None or self.hold is not None:
-            real_align = align._align_pair
+            real_align = align_pair._align_pair
 
             def misbehaving_align(pair, settings, *rest):
                 if pair.id == self.die_on:
@@ -150,7 +150,7 @@ class Misbehave(WorkerPlugin):
                         Path(self.release + ".done").touch()
                 return real_align(pair, settings, *rest)
 
-            align._align_pair = misbehaving_align
+            align_pair._align_pair = misbehaving_align
 
     def teardown(self, worker) -> None:
         for module, name, value in self._originals:

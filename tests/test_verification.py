@@ -14,7 +14,7 @@ from realsr_tools.imaging import read_image
 from realsr_tools.registration.luma import linear
 from realsr_tools.verification import (DEFAULT_LIMIT, DEFAULT_P95_FACTOR, DEFAULT_SIGMAS, MIN_TILES, Verification,
                                        clipped_channels, measure_tiles, pyramid_factor, tile_origins, verify)
-from realsr_tools.stages.align import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
+from realsr_tools.stages.align_pair import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
 from washdata import misalign_hr
 
 ALIGN_GATE = dict(limit=MAX_FIELD_DISPLACEMENT, sigmas=FIELD_SIGMAS, p95_factor=FIELD_P95_FACTOR)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from realsr_tools import geometry
 from realsr_tools.registration import Registration, grey, refine, register, registration_grey
 from realsr_tools.registration import estimate, luma
-from realsr_tools.stages import align
+from realsr_tools.stages import align, align_pair, align_scene
 from realsr_tools.cli import app
 from realsr_tools.errors import ConfigError, InputError
 from realsr_tools.imaging import read_pixels, to_float, to_integer, write_image
@@ -512,14 +512,14 @@ def test_the_central_tile_median_defers_to_a_verifier_that_measured_the_pair_ali
 
 def test_a_numerical_failure_on_one_pair_is_its_failed_record_and_the_batch_goes_on(tmp_path, captures,
                                                                                      monkeypatch):
-    real_register = align.register_captures
+    real_register = align_pair.register_captures
 
     def failing_on_x4(lr, hr, *, ratio, curves, **options):
         if ratio > 3:
             raise np.linalg.LinAlgError("SVD did not converge in Linear Least Squares")
         return real_register(lr, hr, ratio=ratio, curves=curves, **options)
 
-    monkeypatch.setattr(align, "register_captures", failing_on_x4)
+    monkeypatch.setattr(align_pair, "register_captures", failing_on_x4)
     out = tmp_path / "failing"
     summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
     records = {r["id"]: r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")}
@@ -535,7 +535,7 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
     # comparison counts neither way, the pairs stay written, unchecked, and the run goes on.
     from realsr_tools.errors import RegistrationError
 
-    real_register = align.register_captures
+    real_register = align_scene.register_captures
     calls = []
 
     def failing_between_lr_captures(lr, hr, *, ratio, curves, hypothesis=None, **options):
@@ -544,7 +544,7 @@ def test_a_scene_check_whose_direct_registration_fails_refuses_nothing(tmp_path,
             raise RegistrationError("estimated magnification 1.670 is 10% off the focal ratio 1.515")
         return real_register(lr, hr, ratio=ratio, curves=curves)
 
-    monkeypatch.setattr(align, "register_captures", failing_between_lr_captures)
+    monkeypatch.setattr(align_scene, "register_captures", failing_between_lr_captures)
     out = tmp_path / "unchecked"
     summary = align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
     records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
@@ -564,7 +564,7 @@ def test_a_chain_that_fails_alone_is_decided_by_every_start_in_the_same_call(tmp
     from realsr_tools.registration import estimate
     from realsr_tools.registration.estimate import HYPOTHESIS_ALONE
 
-    real_refine, real_register = estimate.refine_starts, align.register_captures
+    real_refine, real_register = estimate.refine_starts, align_scene.register_captures
     calls = []
 
     def chain_alone_fails(lr, hr, coarse, **options):
@@ -577,7 +577,7 @@ def test_a_chain_that_fails_alone_is_decided_by_every_start_in_the_same_call(tmp
         return real_register(lr, hr, **options)
 
     monkeypatch.setattr(estimate, "refine_starts", chain_alone_fails)
-    monkeypatch.setattr(align, "register_captures", counted)
+    monkeypatch.setattr(align_scene, "register_captures", counted)
     out = tmp_path / "fallback"
     align.run_align(captures, out, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
     records = [r for r in read_manifest(out, stage="align").records if r["consistency"] and r["status"] == "ok"]
@@ -602,7 +602,7 @@ def test_the_scene_check_refines_the_chain_alone_only_to_agree(tmp_path, capture
     assert starts and set(starts) == {HYPOTHESIS_ALONE}
     assert all(r["consistency"]["verdict"] == "consistent" for r in checked)
 
-    real_register = align.register_captures
+    real_register = align_scene.register_captures
     calls = []
 
     def chain_alone_off_by_two_px(lr, hr, **options):
@@ -612,7 +612,7 @@ def test_the_scene_check_refines_the_chain_alone_only_to_agree(tmp_path, capture
             registration = replace(registration, lr_to_hr=registration.lr_to_hr @ translation(2.0, 0.0))
         return registration, weights
 
-    monkeypatch.setattr(align, "register_captures", chain_alone_off_by_two_px)
+    monkeypatch.setattr(align_scene, "register_captures", chain_alone_off_by_two_px)
     again = tmp_path / "again"
     align.run_align(captures, again, scales=(2, 4), workers=1, show_progress=False)  # in-process patch
     records = [r for r in read_manifest(again, stage="align").records if r["consistency"] and r["status"] == "ok"]
@@ -647,7 +647,7 @@ def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifie
     # median tile gate does not see it, the verifier's field over the whole window does.
     import dataclasses
 
-    real_register = align.register_captures
+    real_register = align_pair.register_captures
 
     def rolled(lr, hr, *, ratio, curves, **options):
         result, weights = real_register(lr, hr, ratio=ratio, curves=curves, **options)
@@ -659,7 +659,7 @@ def test_a_registration_right_at_the_centre_but_rolled_is_refused_by_the_verifie
         roll[:2, 2] = centre - roll[:2, :2] @ centre
         return dataclasses.replace(result, lr_to_hr=result.lr_to_hr @ roll), weights
 
-    monkeypatch.setattr(align, "register_captures", rolled)
+    monkeypatch.setattr(align_pair, "register_captures", rolled)
     out = tmp_path / "rolled"
     summary = align.run_align(captures, out, scales=(2,), workers=1, show_progress=False)  # the patch is in-process
     records = [r for r in read_manifest(out, stage="align").records if not r["id"].startswith("unrelated")]
@@ -676,7 +676,7 @@ def test_a_pair_the_verifier_refuses_keeps_its_preview_and_overwrite_clears_prev
     root = tmp_path / "caps"
     make_capture_folder([data_dir / "photos" / "exif_samples_35-empty.jpg"], root, scales=(3,), seed=2,
                         lr_size=(360, 270))
-    monkeypatch.setattr(align, "MAX_FIELD_DISPLACEMENT", 1e-4)  # no real registration is this exact
+    monkeypatch.setattr(align_pair, "MAX_FIELD_DISPLACEMENT", 1e-4)  # no real registration is this exact
     summary = align.run_align(root, tmp_path / "out", scales=(3,), preview=True, show_progress=False)
     assert (summary.ok, summary.failed) == (0, 1)
     record = read_manifest(tmp_path / "out", stage="align").records[0]
@@ -685,7 +685,7 @@ def test_a_pair_the_verifier_refuses_keeps_its_preview_and_overwrite_clears_prev
     preview = read_pixels(tmp_path / "out" / record["preview"])  # but the picture of why
     assert preview.shape[1] == 3 * PREVIEW_SIZE + 2 * GAP
     # The failed pair is retried by a resumed run; without --preview its old picture goes with its old record.
-    monkeypatch.setattr(align, "MAX_FIELD_DISPLACEMENT", 0.5)
+    monkeypatch.setattr(align_pair, "MAX_FIELD_DISPLACEMENT", 0.5)
     assert align.run_align(root, tmp_path / "out", scales=(3,), show_progress=False).ok == 1
     record = read_manifest(tmp_path / "out", stage="align").records[0]
     assert record["status"] == "ok" and record["preview"] is None

@@ -7,7 +7,7 @@ import numpy as np
 
 from realsr_tools.imaging import read_image
 from realsr_tools.previews import GAP, LINE_HEIGHT, PREVIEW_SIZE, RED, preview_image, verifier_labels
-from realsr_tools.stages.align import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
+from realsr_tools.stages.align_pair import FIELD_P95_FACTOR, FIELD_SIGMAS, MAX_FIELD_DISPLACEMENT
 from realsr_tools.verification import measure_tiles, summarise, verify
 from washdata import misalign_hr
 

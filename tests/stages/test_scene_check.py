@@ -21,7 +21,7 @@ from harness import harness_scene, record_truth_rms
 from realsr_tools.pipeline.manifest import read_manifest
 from realsr_tools.registration import coarse, luma
 from realsr_tools.registration.consistency import CHAIN_FIT_TOLERANCE, MAX_DISAGREEMENT, chain_fit_tolerance
-from realsr_tools.stages import align
+from realsr_tools.stages import align, align_pair, align_scene
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_a_pair_above_the_texture_gate_is_kept_only_when_its_scene_confirms_it(t
     out = tmp_path / "aligned"
     gate = 0.28
     # A run killed after its pairs, before the check: the provisional pairs are on disk, unconfirmed.
-    monkeypatch.setattr(align, "_check_scenes", lambda runner, records, settings, show_progress: [])
+    monkeypatch.setattr(align, "check_scenes", lambda runner, records, settings, show_progress: [])
     assert align.run_align(root, out, max_uncertainty=gate, show_progress=False).ok == 3
     monkeypatch.undo()
     records = _records(out)
@@ -188,8 +188,9 @@ def test_a_scene_check_lost_with_its_worker_refuses_only_the_provisional_pairs(t
 
     monkeypatch.setattr(runner, "run_items", lambda runner, fn, items, **kwargs: (
         (index, TaskLost("worker died 3 times")) for index in range(len(items))))
-    settings = align.AlignSettings(tmp_path, tmp_path, preview=False, bit_depth=8, photometric=True, scene_check=True)
-    checked = align._check_scenes(None, [*records("s"), *records("t")], settings, show_progress=False)
+    settings = align_pair.AlignSettings(tmp_path, tmp_path, preview=False, bit_depth=8, photometric=True,
+                                        scene_check=True)
+    checked = align_scene.check_scenes(None, [*records("s"), *records("t")], settings, show_progress=False)
     for kept, refused in (checked[:2], checked[2:]):
         assert kept["status"] == "ok" and kept["consistency"]["verdict"] == "unchecked"
         assert (tmp_path / kept["lr"]).exists() and kept["consistency"]["error"] == "worker died 3 times"
@@ -353,7 +354,7 @@ def _chains_moved_one_pixel(monkeypatch):
 
     from realsr_tools.geometry import translation
 
-    original = align._align_pair_with
+    original = align_pair._align_pair_with
 
     def off_by_one(pair, s, io_pool, scene_start, fixed):
         if fixed is not None:
@@ -361,7 +362,7 @@ def _chains_moved_one_pixel(monkeypatch):
             fixed = fixed | {"registration": dataclasses.replace(fixed["registration"], lr_to_hr=moved)}
         return original(pair, s, io_pool, scene_start, fixed)
 
-    monkeypatch.setattr(align, "_align_pair_with", off_by_one)
+    monkeypatch.setattr(align_pair, "_align_pair_with", off_by_one)
 
 
 def test_a_chain_the_verifier_refuses_leaves_the_pair_written_with_its_own_registration(tmp_path, chain_scene,
@@ -469,7 +470,7 @@ def test_an_unconfirmed_pair_is_offered_the_chain_and_a_provisional_capture_bloc
     Each pair keeps the curve its own exposures found: the x3 and x4 cannot tell, and decoded with the power 2.2 their
     x2 found ("One curve per scene") the x3's wrong match is refused by the verifier on its own, and written through
     the x2's chain all the same (0.051 px); this test keeps the path through the scene check's verdict."""
-    monkeypatch.setattr(align, "scene_curve", lambda estimates: (None, []))
+    monkeypatch.setattr(align_scene, "scene_curve", lambda estimates: (None, []))
     summary, records, truth = _aligned_scene(tmp_path, data_dir, seed=36, scene="scene_10",
                                              photo="nikon_d3100_DSC_0008.JPG", hard=False)
     assert (summary.ok, summary.failed) == (3, 0)

@@ -11,7 +11,7 @@ import csv
 from harness import harness_scene, harness_scenes, record_truth_rms
 from realsr_tools.pipeline.manifest import read_manifest
 from realsr_tools.registration.curves import MIN_BEND, SMALL_BEND, SMALL_BEND_FLATTER
-from realsr_tools.stages import align
+from realsr_tools.stages import align, align_scene
 
 
 def _records(out):
@@ -41,7 +41,7 @@ def test_a_pair_whose_exposures_cannot_tell_the_curve_takes_the_one_its_scene_fo
     assert _records(out) == records
 
     # Each pair with the curve its own exposures found, as before: the x3 stays sRGB.
-    monkeypatch.setattr(align, "scene_curve", lambda estimates: (None, []))
+    monkeypatch.setattr(align_scene, "scene_curve", lambda estimates: (None, []))
     align.run_align(root, tmp_path / "alone", scales=(3, 4), show_progress=False)
     alone = _records(tmp_path / "alone")["lr_x3.tif"]
     assert alone["registration"]["grey"]["decoded_curve"]["lr"] == "srgb"
