@@ -93,10 +93,11 @@ def scene_curve(estimates: Sequence[CurveEstimate | None], *, assumed: str = "sr
                    if estimate is not None and estimate.curve is None and not contradicts(estimate)]
 
 
-# A camera's curve reaches a scene none of whose pairs decided only where at least this many of its pairs decided, in
-# any of its other scenes, all alike: one pair's decision can be wrong (4000-6000 px hard seed 12's nikon_d90 x2 found
-# BT.709 in 2.2 power files, docs/align.md, "One curve per scene"), and where it is its camera's only decision it
-# would reach every undecided scene of the camera.
+# A camera's curve reaches a scene none of whose pairs decided, on the word of its other scenes, where at least this
+# many of its pairs decided, all alike. One pair's decision can be wrong (4000-6000 px hard seed 12's nikon_d90 x2
+# found BT.709 in 2.2 power files, docs/align.md, "One curve per scene"), and where it is its camera's only decision it
+# would reach every undecided scene of the camera: a lone decision reaches only a scene whose own exposures lean its
+# way (session 49).
 MIN_CAMERA_DECIDERS = 2
 
 
@@ -110,23 +111,33 @@ def camera_curve(scenes: Sequence[Sequence[CurveEstimate | None]], *,
     all exposed like their HR decides nothing and keeps the assumed curve, though another scene of the same camera
     tells it: generator hard 111's nikon_d90 chart (BT.709 files, three cameras, each with scenes that found
     BT.709 and none that found another curve) was written 0.155 / 0.102 / 0.080 LR px off as sRGB, 0.047 / 0.031 /
-    0.025 as BT.709. Where every pair of the camera that decided found the same curve (at least
-    MIN_CAMERA_DECIDERS of them), the pairs of an undecided scene take it, unless the exposures of one of them lean
-    the other way (bend it more than the assumed curve): the evidence is another scene's, so the scene rule's margin
-    (MIN_BEND) is not asked for, and a scene takes it whole or not at all (its pairs share one HR capture)."""
+    0.025 as BT.709. Where every pair of the camera that decided found the same curve, the pairs of an undecided
+    scene take it, unless the exposures of one of them lean the other way (bend it more than the assumed curve): the
+    evidence is another scene's, so the scene rule's margin (MIN_BEND) is not asked for, and a scene takes it whole
+    or not at all (its pairs share one HR capture). Where fewer than MIN_CAMERA_DECIDERS decided, a scene takes it
+    only where its own exposures also lean its way (one of its pairs bends it less than the assumed curve): generator
+    hard 118's canon_5dmk3 photograph and nikon_d3100 chart (BT.709 files; 0.21, 0.22 and 0.35 LR px off as sRGB)
+    had one deciding pair in their camera's other scenes."""
     estimates = [e for scene in scenes for e in scene if e is not None and e.curve is not None]
     decided = {e.curve for e in estimates}
-    if len(decided) != 1 or len(estimates) < MIN_CAMERA_DECIDERS:
+    if len(decided) != 1:
         return None, []
     curve = decided.pop()
+    lone = len(estimates) < MIN_CAMERA_DECIDERS
 
-    def leans_away(estimate: CurveEstimate) -> bool:
+    def leans(estimate: CurveEstimate, *, away: bool) -> bool:
         bend, own = estimate.bend.get(curve), estimate.bend.get(assumed)
-        return bend is not None and own is not None and bend > own
+        return bend is not None and own is not None and (bend > own if away else bend < own)
 
-    return curve, [(i, j) for i, scene in enumerate(scenes)
-                   if not any(e is not None and (e.curve is not None or leans_away(e)) for e in scene)
-                   for j, e in enumerate(scene) if e is not None]
+    takers = []
+    for i, scene in enumerate(scenes):
+        measured = [e for e in scene if e is not None]
+        if any(e.curve is not None or leans(e, away=True) for e in measured):
+            continue
+        if lone and not any(leans(e, away=False) for e in measured):
+            continue
+        takers += [(i, j) for j, e in enumerate(scene) if e is not None]
+    return curve, takers
 
 
 def exposure_curve(lr: np.ndarray, hr: np.ndarray, lr_to_hr: np.ndarray, *, ratio: float, assumed: str = "srgb",

@@ -22,7 +22,7 @@ from ..geometry import output_window, warp_hr
 from ..imaging import DEFAULT_RAW, RawRendering
 from ..imaging.transfer import StatedCurve, stated_curve
 from ..registration import check_registration, distortion_check, register_captures
-from ..registration.curves import exposure_curve
+from ..registration.curves import MIN_CAMERA_DECIDERS, exposure_curve
 from ..registration.estimate import MAX_CONFIRMED_UNCERTAINTY, MAX_RESIDUAL_MEDIAN, MAX_UNCERTAINTY, _round
 from ..registration.luma import grey_weights as luma_weights
 from ..registration.luma import linear, linear_area_downscale
@@ -144,9 +144,10 @@ def _align_pair_with(pair, s: AlignSettings, io_pool: ThreadPoolExecutor,
         named = ", ".join(taken["from"]) + (", ..." if len(taken["from"]) < taken["deciders"] else "")
         found = (f"its scene's exposures are a gain apart as {taken['curve']} ({named}), its own do not contradict it"
                  if taken["camera"] is None else
-                 f"no pair of its scene could tell; {taken['deciders']} of its camera's ({taken['camera']}) are a "
-                 f"gain apart as {taken['curve']} ({named}) and none as another curve, its own exposures do not lean "
-                 "the other way")
+                 f"no pair of its scene could tell; {taken['deciders']} of its camera's ({taken['camera']}) "
+                 f"{'are' if taken['deciders'] > 1 else 'is'} a gain apart as {taken['curve']} ({named}) and none as "
+                 "another curve, its own exposures "
+                 + ("do not lean the other way" if taken["deciders"] >= MIN_CAMERA_DECIDERS else "lean that way"))
         stated = tuple(replace(curve, curve=taken["curve"], source=f"{curve.source}; {found}") for curve in stated)
         curves = tuple(curve.curve for curve in stated)
         ask = False

@@ -119,10 +119,31 @@ def test_a_scene_none_of_whose_pairs_decided_takes_its_camera_s_curve():
     assert camera_curve([pentax, chart[:2] + [leaning], chart]) == ("bt709", [(2, 0), (2, 1), (2, 2)])
     # a scene with a pair that decided is its own scene's business (scene_curve), even where the rest did not
     assert camera_curve([pentax, [pentax[0], chart[0]]]) == ("bt709", [])
-    # one decided pair is not enough, and pairs that decided differently anywhere leave every scene as it is
-    assert camera_curve([pentax[:1], chart]) == (None, [])
+    # pairs that decided differently anywhere leave every scene as it is; no decision, nothing to take
     assert camera_curve([pentax, [_estimate("power:2.2", 0.03, 0.004)], chart]) == (None, [])
     assert camera_curve([chart, [leaning]]) == (None, [])
+
+
+def test_a_cameras_lone_decision_reaches_only_scenes_whose_own_exposures_lean_its_way():
+    """One deciding pair in a camera reaches an undecided scene only where one of that scene's pairs bends its curve
+    less than sRGB and none more. Bends (sRGB, BT.709, power 2.2) measured: generator hard 118 (BT.709 files), camera
+    0's sony_slta57 x3 decided BT.709; its canon_5dmk3 and nikon_d3100 chart scenes each had one measured pair, both
+    leaning to BT.709 (written 0.21 and 0.22 / 0.35 LR px off as sRGB). Hard 114 (2.2 power files): camera 2's
+    2880-px canon_5dmk3 x4 found BT.709, wrongly (its camera's power decisions kept the rule out there); undecided
+    pairs of the same camera's files, its 720-px canon_5dmk3 x2 and nikon_d90 chart x3 / x4, bend BT.709 more than
+    sRGB: were that decision its camera's only one, they would keep their scenes out."""
+    sony = _estimate("bt709", 0.0255, 0.0864, bt709=0.012)
+    canon = [_estimate(None, 0.0087, 0.0222, bt709=0.0018), _estimate(None, None, None, bt709=None)]
+    chart = [_estimate(None, 0.0113, 0.0377, bt709=0.0091), _estimate(None, None, None, bt709=None)]
+    assert camera_curve([[sony], canon, chart]) == ("bt709", [(1, 0), (1, 1), (2, 0), (2, 1)])
+    # a scene with nothing measured takes two agreeing decisions' curve, not a lone one's
+    unmeasured = [_estimate(None, None, None, bt709=None)]
+    assert camera_curve([[sony], unmeasured]) == ("bt709", [])
+    assert camera_curve([[sony, sony], unmeasured]) == ("bt709", [(1, 0)])
+    wrong = _estimate("bt709", 0.0321, 0.0492, bt709=0.0127)
+    canon_720 = [_estimate(None, 0.0053, 0.0028, bt709=0.0083)]
+    d90 = [_estimate(None, 0.0144, 0.0164, bt709=0.0248), _estimate(None, 0.0169, 0.0121, bt709=0.0259)]
+    assert camera_curve([[wrong], canon_720, d90]) == ("bt709", [])
 
 
 # Bends (sRGB, BT.709, power 2.2) measured on generator pairs whose files' curve is known, and what decides.
