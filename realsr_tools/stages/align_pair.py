@@ -70,6 +70,14 @@ def new_record(pair) -> dict[str, Any]:
     }
 
 
+def remove_outputs(record: dict[str, Any], out_dir: Path) -> None:
+    """Delete the LR / HR files ``record`` names under ``out_dir`` (a pair the scene pass refuses after it was
+    written leaves none behind; its record, or the record it was written for, says why)."""
+    for key in OUTPUT_KEYS:
+        if record.get(key):
+            (out_dir / record[key]).unlink(missing_ok=True)
+
+
 def planned_pair(record: dict[str, Any]):
     """The :class:`~realsr_tools.captures.PlannedPair` a pair record was aligned from (to align it again)."""
     from ..captures import PlannedPair

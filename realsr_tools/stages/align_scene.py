@@ -26,8 +26,8 @@ from ..registration import check_registration, register_captures
 from ..registration.curves import CurveEstimate, camera_curve, scene_curve
 from ..registration.estimate import HYPOTHESIS_ALONE, _round, texture_refusal
 from ..registration.luma import linear
-from .align_pair import (FIELD_P95_FACTOR, MAX_FIELD_DISPLACEMENT, OUTPUT_KEYS, AlignSettings, align_pair,
-                         capture_curve, in_hr_primaries, planned_pair)
+from .align_pair import (FIELD_P95_FACTOR, MAX_FIELD_DISPLACEMENT, AlignSettings, align_pair, capture_curve,
+                         in_hr_primaries, planned_pair, remove_outputs)
 
 CAMERA_FROM_LISTED = 3  # deciding pairs a camera's curve names in a taker's record (all are counted)
 # The scene check's direct registrations (_misaligned_direct) are judged on the point estimate: there "misaligned"
@@ -161,8 +161,7 @@ def _texture_reason(record: dict[str, Any], settings: AlignSettings) -> str:
 
 def _refuse(record: dict[str, Any], reason: str, settings: AlignSettings) -> None:
     """Turn a written pair's record into a refusal: its outputs removed, ``failed`` with ``reason``."""
-    for key in OUTPUT_KEYS:
-        (settings.out_dir / record[key]).unlink(missing_ok=True)
+    remove_outputs(record, settings.out_dir)
     record.update(status="failed", lr=None, hr=None, error=reason)
 
 
@@ -408,8 +407,7 @@ def _realign_from_scene(index: int, members: list[dict[str, Any]], verdicts: Seq
     again, agrees, medians = _compared_again(members, index, record, comparisons, directs)
     if agrees:
         return note | {"outcome": f"agrees ({medians} LR px)"}, record, again
-    for path in OUTPUT_KEYS:  # refused as before: the outputs it wrote go
-        (settings.out_dir / record[path]).unlink(missing_ok=True)
+    remove_outputs(record, settings.out_dir)  # refused as before: the outputs it wrote go
     return note | {"outcome": f"still disagrees ({medians} LR px)"}, None, comparisons
 
 

@@ -16,8 +16,12 @@ from realsr_tools.pipeline.manifest import JOURNAL_HEADER_SUFFIX, JOURNAL_SUFFIX
 from realsr_tools.pipeline.output import output_lock
 from realsr_tools.pipeline.resume import prepare_stage_output
 
+import test_output
 from conftest import one_error_line
-from test_output import captures, pairs  # noqa: F401  (fixtures: two real x4 pairs, one real-photo x2 scene)
+
+# test_output's fixtures, found here by name: two real x4 pairs, one real-photo x2 scene.
+pairs = test_output.pairs
+captures = test_output.captures
 
 runner = CliRunner()
 
