@@ -31,6 +31,9 @@ FIT_SIZE = 256  # the fit runs on images area-downscaled to at most this many pi
 CLIP_LOW, CLIP_HIGH = 0.01, 0.985
 RIDGE = 1e-3  # small penalty on the spatial terms: a flat scene cannot make the surface wander
 HUBER = 1.345
+# Linear-light level added to the reference in a relative fit (``fit_photometric(..., relative=LINEAR_FLOOR)``):
+# darker than about 2 % of white a pixel's residual is mostly noise, and it counts as an absolute one.
+LINEAR_FLOOR = 0.02
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,17 @@ class PhotometricModel:
         }
 
 
-def fit_photometric(source: np.ndarray, reference: np.ndarray, *, iterations: int = 4) -> PhotometricModel:
+def fit_photometric(source: np.ndarray, reference: np.ndarray, *, iterations: int = 4,
+                    relative: float | None = None) -> PhotometricModel:
     """Fit the correction that maps ``source`` (LR) onto ``reference`` (HR on the LR grid), robustly.
 
     Parameters
     ----------
     source, reference : ``H x W x 3`` float32 in [0, 1] on the same grid.
     iterations : IRLS iterations (Huber weights, scale from the median absolute deviation).
+    relative : ``None``: residuals in the images' units (encoded values: each pixel weighs by its tone). A level:
+        each residual divided by the reference plus it, for linear light, where bright pixels would otherwise
+        outweigh the dark ones by their light alone and be the first the Huber weights discount.
     """
     import cv2
 
@@ -93,22 +100,31 @@ def fit_photometric(source: np.ndarray, reference: np.ndarray, *, iterations: in
     v = np.linspace(-1, 1, size[1]) if size[1] > 1 else np.zeros(1)
     uu, vv = np.meshgrid(u, v)
     phi = np.stack([np.ones_like(uu), uu, vv, uu * uu, uu * vv, vv * vv], axis=-1).reshape(-1, len(TERMS))
-    unclipped = np.all((src > CLIP_LOW) & (src < CLIP_HIGH) & (ref > CLIP_LOW) & (ref < CLIP_HIGH), axis=-1)
+    # Black clipping is what CLIP_LOW excludes from encoded values; relative residuals weigh the dark pixels down
+    # already, and only zeros (noise clipped at black) are left out.
+    low = CLIP_LOW if relative is None else 0.0
+    unclipped = np.all((src > low) & (src < CLIP_HIGH) & (ref > low) & (ref < CLIP_HIGH), axis=-1)
     unclipped = unclipped.reshape(-1)
     gain = np.zeros((3, len(TERMS)))
     gain[:, 0] = 1.0
     offset = np.zeros(3)
     if unclipped.sum() < 4 * (len(TERMS) + 1):
         return PhotometricModel(gain, offset)  # nothing left to fit on: leave the LR as it is
-    penalty = np.diag([0.0] + [RIDGE] * (len(TERMS) - 1) + [0.0])
+    spatial = np.diag([0.0] + [1.0] * (len(TERMS) - 1) + [0.0])
     for c in range(3):
         s = src[..., c].reshape(-1).astype(np.float64)[unclipped]
         r = ref[..., c].reshape(-1).astype(np.float64)[unclipped]
         design = np.concatenate([phi[unclipped] * s[:, None], np.ones((len(s), 1))], axis=1)
+        if relative is not None:
+            design, r = design / (r + relative)[:, None], r / (r + relative)
         weights = np.ones(len(s))
         for _ in range(iterations):
             a = design * weights[:, None]
-            params = np.linalg.solve(a.T @ design + penalty * len(s), a.T @ r)
+            normal = a.T @ design
+            # Relative rows are ratios, near the gain where the reference is bright and smaller where it is dark: the
+            # penalty follows their information (normal[0, 0]), so a mostly dark window's surface is not held flat.
+            strength = normal[0, 0] if relative is not None else len(s)
+            params = np.linalg.solve(normal + RIDGE * strength * spatial, a.T @ r)
             residual = design @ params - r
             scale = 1.4826 * np.median(np.abs(residual)) + 1e-6
             z = np.abs(residual) / (HUBER * scale)

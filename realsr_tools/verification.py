@@ -481,7 +481,8 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
 
     Parameters
     ----------
-    reference : the LR as written (photometrically corrected), ``H x W`` or ``H x W x 3`` in [0, 1].
+    reference : the LR, its light matched to the HR's (wash: as written, photometrically corrected; align: in
+        linear light, by a fit of its own), ``H x W`` or ``H x W x 3`` in [0, 1].
     test : the HR output area-downscaled to the LR grid, same shape.
     limit : LR px; the pair is ``misaligned`` when the fitted field less ``sigmas`` of its standard errors exceeds
         it anywhere on the measured area, or the 95th percentile of the tile displacements beyond their noise
