@@ -24,16 +24,21 @@ Method
    *Clipped channels* (``clipped``, given by the caller who knows the captures): a colour channel saturated in one
    capture and not the other changes the grey of that colour's patches only, so a tile holding several patches sees
    no single gain and offset between the two and reads the edges between them as displacement (a generator chart
-   whose LR red clipped on 54 % of the window, registered to 0.05 px: tiles 0.3-0.7 px, refused). A channel clipped
-   where the two images disagree (by more than :data:`CLIP_TOLERANCE`: clipped in both at equal exposure biases
-   nothing) on more than :data:`CLIP_SHARE` of a tile's reach (its smoothing and drift) is left out of that tile's
-   grey (BT.601 weights of the others renormalised, the flatness threshold raised by the noise that adds). A pixel
-   where *every* channel is clipped that way (a highlight saturated in one capture only: its plateau is flat in one
-   image and shaded in the other, and the edge around it moves with the exposure) has no grey free of it: it and
-   the pixels its smoothing and the blur matched reach are left out of the tile's fit, and a tile left with under
-   :data:`MIN_UNCLIPPED` of its pixels is **clipped**, unmeasurable (a generator pair registered to 0.04 LR px, its
-   LR 0.75 EV over the HR with a white sky clipped on 53-67 % of the window: the tiles at the sky's edge read
-   0.4-0.7 px and it was refused). A highlight clipped in both captures alike is not counted, and keeps its pixels.
+   whose LR red clipped on 54 % of the window, registered to 0.05 px: tiles 0.3-0.7 px, refused). A channel
+   *biases* a pixel where it is clipped in one capture only (the mask says which: :data:`CLIPPED_REFERENCE`,
+   :data:`CLIPPED_TEST`), or in both where the two images disagree by more than :data:`CLIP_TOLERANCE` (clipped in
+   both at equal exposure biases nothing). Clipped in one capture only, it biases even where the two values happen
+   to agree: the plateau is flat in one image and shaded in the other (a generator chart at 4000-6000 px, its LR
+   green clipped on 26 % of the window and within 5 % of the HR on most of it: 15 tiles read 0.2-0.4 LR px where the
+   truth is 0.02, and a pair registered to 0.035 px was refused; since version 7). A channel biasing more than
+   :data:`CLIP_SHARE` of a tile's reach (its smoothing and drift) is left out of that tile's grey (BT.601 weights of
+   the others renormalised, the flatness threshold raised by the noise that adds). A pixel where *every* channel
+   biases (a highlight saturated in one capture only: its plateau is flat in one image and shaded in the other, and
+   the edge around it moves with the exposure) has no grey free of it: it and the pixels its smoothing and the blur
+   matched reach are left out of the tile's fit, and a tile left with under :data:`MIN_UNCLIPPED` of its pixels is
+   **clipped**, unmeasurable (a generator pair registered to 0.04 LR px, its LR 0.75 EV over the HR with a white sky
+   clipped on 53-67 % of the window: the tiles at the sky's edge read 0.4-0.7 px and it was refused). A highlight
+   clipped in both captures alike is not counted, and keeps its pixels.
 3. *Measurability* of each tile from the structure tensor ``J = sum(grad grad^T)`` of the LR tile: its smaller
    eigenvalue per pixel below the flatness threshold is **flat**, a ratio of smaller to larger eigenvalue below
    :data:`MIN_ISOTROPY` is **one-dimensional** (a straight edge or stripes pin the displacement across them only: the
@@ -92,7 +97,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-VERSION = 6  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
+VERSION = 7  # bump when the method or a constant changes: cached verdicts (wash) are recomputed
 SMOOTH_SIGMA = 1.0  # LR px, both images
 SMALL_WINDOW = 256  # windows whose shorter side is under this get SMALL_TILE tiles
 SMALL_TILE = 32
@@ -129,9 +134,12 @@ SIGMA_FLOOR = 0.03  # LR px added in quadrature to every tile's sigma: no tile i
 # error moves a 128-px window's corners by 0.45-0.47 px; the confidence bound lets the limit sit well below that
 # without dropping untouched pairs whose corner is extrapolated from a few noisy tiles.
 CLIP_LEVEL = 1.0  # share of a format's range at or above which a channel counts as saturated
+# Bits of the clipped mask (:func:`clipped_channels`): which capture holds the channel at its top value.
+CLIPPED_REFERENCE = 1  # the LR
+CLIPPED_TEST = 2  # the HR, anywhere in the LR pixel's area
 CLIP_TOLERANCE = 0.05  # relative difference of the two images at a clipped pixel above which clipping biases it
 CLIP_FLOOR = 0.05  # level (in the images' own units) below which CLIP_TOLERANCE is taken of this instead
-# Share of a tile's reach a channel may have clipped (and disagreeing) and still be measured on: a few clipped pixels
+# Share of a tile's reach a channel may bias (clipped in one capture, or disagreeing) and still be measured on: a few clipped pixels
 # bias a tile little, and leaving a channel out costs signal (RealSR Nikon_049, 1-6 % of red in its tiles: measured
 # without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR half of the real
 # pairs (wash's tuning half); the chart tiles the mask is for are 10-60 % clipped.
@@ -314,9 +322,10 @@ def match_blur(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, flo
 
 
 def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVEL) -> np.ndarray | None:
-    """``H x W x 3`` bool on the LR grid: channels at or above ``level`` of their format's range in the LR or
-    anywhere in the HR's area of that LR pixel; ``None`` where none is. ``lr`` and ``hr`` are the captures' own
-    values (before any photometric correction), ``hr`` an integer multiple of ``lr``'s size."""
+    """``H x W x 3`` uint8 on the LR grid, per channel :data:`CLIPPED_REFERENCE` where it is at or above ``level``
+    of its format's range in the LR, plus :data:`CLIPPED_TEST` where it is anywhere in the HR's area of that LR
+    pixel (0: in neither); ``None`` where none is. ``lr`` and ``hr`` are the captures' own values (before any
+    photometric correction), ``hr`` an integer multiple of ``lr``'s size."""
     import cv2
 
     def saturated(image: np.ndarray) -> np.ndarray:
@@ -336,18 +345,20 @@ def clipped_channels(lr: np.ndarray, hr: np.ndarray, *, level: float = CLIP_LEVE
         on_lr = cv2.resize(saturated(hr).view(np.uint8) * np.uint8(255), (w, h), interpolation=cv2.INTER_AREA) > 0
     else:  # numpy's block reduction: the same, 0.6 s on 20 MP
         on_lr = saturated(hr).reshape(h, factor, w, factor, -1).any(axis=(1, 3))
-    clipped = saturated(lr) | on_lr.reshape(h, w, 3)
+    clipped = saturated(lr).view(np.uint8) * np.uint8(CLIPPED_REFERENCE)
+    clipped |= on_lr.reshape(h, w, 3).view(np.uint8) * np.uint8(CLIPPED_TEST)
     return clipped if clipped.any() else None
 
 
 def _disagreeing(clipped: np.ndarray, reference: np.ndarray, test: np.ndarray, blur: float) -> np.ndarray:
-    """The clipped pixels' channels where the two images disagree by more than :data:`CLIP_TOLERANCE` (relative).
-    A channel clipped in both captures at the same level (equal exposure) leaves them agreeing: no bias, nothing
-    to leave out."""
+    """The channels that bias a pixel (bool): clipped in one capture only, or clipped in both where the two images
+    disagree by more than :data:`CLIP_TOLERANCE` (relative). A channel clipped in both captures at the same level
+    (equal exposure) leaves them agreeing: no bias, nothing to leave out."""
+    both = clipped == (CLIPPED_REFERENCE | CLIPPED_TEST)
     reference = np.asarray(reference, np.float32)
     test = _blurred(np.asarray(test, np.float32), blur)
     scale = np.maximum(np.maximum(reference, test), CLIP_FLOOR)
-    return clipped & (np.abs(reference - test) > CLIP_TOLERANCE * scale)
+    return ((clipped != 0) & ~both) | (both & (np.abs(reference - test) > CLIP_TOLERANCE * scale))
 
 
 def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -371,16 +382,16 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
                   max_tiles: int = MAX_TILES_PER_AXIS, clipped: np.ndarray | None = None,
                   linear_light: bool = False) -> tuple[list[TileMeasure], int, float]:
     """Every tile's class and displacement (see the module docstring), the tile side used and the blur matched
-    (:func:`match_blur`), all in the window's pixels. ``clipped``: ``H x W x 3`` bool, a channel saturated in either
-    capture at that pixel (RGB inputs only; ``None``: none is). ``linear_light``: the images are linear light, whose
-    flatness threshold follows the window's bright level (:func:`_flat_threshold`); encoded values keep
-    :data:`MIN_EIGEN`. A window too large for the tile grid (:func:`pyramid_factor`) is measured on its
+    (:func:`match_blur`), all in the window's pixels. ``clipped``: :func:`clipped_channels`' mask, the captures in
+    which each channel is saturated at each pixel (RGB inputs only; ``None``: none is). ``linear_light``: the images
+    are linear light, whose flatness threshold follows the window's bright level (:func:`_flat_threshold`); encoded
+    values keep :data:`MIN_EIGEN`. A window too large for the tile grid (:func:`pyramid_factor`) is measured on its
     area-downscaled copy (the last rows and columns that do not fill a block left out), unless ``tile`` is given."""
     shape = np.asarray(reference).shape
     if shape[:2] != np.asarray(test).shape[:2]:
         raise ValueError(f"images differ in shape: reference {shape}, test {np.asarray(test).shape}")
-    if clipped is not None and clipped.shape != (*shape[:2], 3):
-        raise ValueError(f"clipped mask {clipped.shape} does not match the images {shape}")
+    if clipped is not None and (clipped.shape != (*shape[:2], 3) or clipped.dtype != np.uint8):
+        raise ValueError(f"clipped mask {clipped.shape} {clipped.dtype} is not clipped_channels' for the images {shape}")
     factor = 1 if tile else pyramid_factor(shape)
     if factor == 1:
         return _measure_level(reference, test, tile or tile_size(shape), max_tiles, clipped, linear_light, 1)
@@ -392,8 +403,9 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
         image = np.asarray(image, np.float32)[:h * factor, :w * factor]
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
-    if clipped is not None:  # a block holding a clipped pixel is clipped
-        clipped = clipped[:h * factor, :w * factor].reshape(h, factor, w, factor, 3).any(axis=(1, 3))
+    if clipped is not None:  # a block is clipped in each capture where any of its pixels is
+        blocks = clipped[:h * factor, :w * factor].reshape(h, factor, w, factor, 3)
+        clipped = np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1)
     level_tile = min(LARGE_TILE, min(h, w) - min(h, w) % 2)
     measures, level_tile, blur = _measure_level(down(reference), down(test), level_tile, max_tiles, clipped,
                                                 linear_light, factor)
@@ -495,8 +507,8 @@ def verify(reference: np.ndarray, test: np.ndarray, *, limit: float = DEFAULT_LI
     tile : tile side in LR px (default :func:`tile_size`, on the level :func:`pyramid_factor` picks; given, the
         window is measured at full resolution).
     max_tiles : tiles per axis at most (evenly spread over the window).
-    clipped : ``H x W x 3`` bool, a channel saturated in either capture (:func:`clipped_channels`); tiles near one
-        are measured without that channel.
+    clipped : ``H x W x 3`` uint8, the captures in which each channel is saturated (:func:`clipped_channels`);
+        tiles near a channel that biases them are measured without it.
     linear_light : the images are linear light (align's): the flatness threshold follows the window's bright level.
     """
     measures, tile, blur = measure_tiles(reference, test, tile=tile, max_tiles=max_tiles, clipped=clipped,
