@@ -29,8 +29,8 @@ Method
    :data:`CLIPPED_TEST`), or in both where the two images disagree by more than :data:`CLIP_TOLERANCE` (clipped in
    both at equal exposure biases nothing). Clipped in one capture only, it biases even where the two values happen
    to agree: the plateau is flat in one image and shaded in the other (a generator chart at 4000-6000 px, its LR
-   green clipped on 26 % of the window and within 5 % of the HR on most of it: 15 tiles read 0.2-0.4 LR px where the
-   truth is 0.02, and a pair registered to 0.035 px was refused; since version 7). A channel biasing more than
+   green clipped on 26 % of the window and within 5 % of the HR on most of it: 16 of 19 tiles read 0.18-0.50 LR px
+   where the truth is 0.02, and a pair registered to 0.035 px was refused; since version 7). A channel biasing more than
    :data:`CLIP_SHARE` of a tile's reach (its smoothing and drift) is left out of that tile's grey (BT.601 weights of
    the others renormalised, the flatness threshold raised by the noise that adds). A pixel where *every* channel
    biases (a highlight saturated in one capture only: its plateau is flat in one image and shaded in the other, and
@@ -139,10 +139,10 @@ CLIPPED_REFERENCE = 1  # the LR
 CLIPPED_TEST = 2  # the HR, anywhere in the LR pixel's area
 CLIP_TOLERANCE = 0.05  # relative difference of the two images at a clipped pixel above which clipping biases it
 CLIP_FLOOR = 0.05  # level (in the images' own units) below which CLIP_TOLERANCE is taken of this instead
-# Share of a tile's reach a channel may bias (clipped in one capture, or disagreeing) and still be measured on: a few clipped pixels
-# bias a tile little, and leaving a channel out costs signal (RealSR Nikon_049, 1-6 % of red in its tiles: measured
-# without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR half of the real
-# pairs (wash's tuning half); the chart tiles the mask is for are 10-60 % clipped.
+# Share of a tile's reach a channel may bias (clipped in one capture, or disagreeing) and still be measured on: a few
+# clipped pixels bias a tile little, and leaving a channel out costs signal (RealSR Nikon_049, 1-6 % of red in its
+# tiles: measured without red its affine field rose from 0.15 to 0.31 px and wash dropped it). Chosen on the RealSR
+# half of the real pairs (wash's tuning half); the chart tiles the mask is for are 10-60 % clipped.
 CLIP_SHARE = 0.10
 # Share of a tile that must be left once the pixels near a highlight clipped in every channel of one capture only are
 # left out (:func:`_measure_level`); a tile with less is "clipped", unmeasurable.
@@ -391,7 +391,8 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
     if shape[:2] != np.asarray(test).shape[:2]:
         raise ValueError(f"images differ in shape: reference {shape}, test {np.asarray(test).shape}")
     if clipped is not None and (clipped.shape != (*shape[:2], 3) or clipped.dtype != np.uint8):
-        raise ValueError(f"clipped mask {clipped.shape} {clipped.dtype} is not clipped_channels' for the images {shape}")
+        raise ValueError(f"clipped mask {clipped.shape} {clipped.dtype} is not clipped_channels' for the images "
+                         f"{shape}")
     factor = 1 if tile else pyramid_factor(shape)
     if factor == 1:
         return _measure_level(reference, test, tile or tile_size(shape), max_tiles, clipped, linear_light, 1)
