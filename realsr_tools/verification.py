@@ -405,8 +405,7 @@ def measure_tiles(reference: np.ndarray, test: np.ndarray, *, tile: int | None =
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
     if clipped is not None:  # a block is clipped in each capture where any of its pixels is
-        blocks = clipped[:h * factor, :w * factor].reshape(h, factor, w, factor, 3)
-        clipped = np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1)
+        clipped = np.bitwise_or.reduce(clipped[:h * factor, :w * factor].reshape(h, factor, w, factor, 3), axis=(1, 3))
     level_tile = min(LARGE_TILE, min(h, w) - min(h, w) % 2)
     measures, level_tile, blur = _measure_level(down(reference), down(test), level_tile, max_tiles, clipped,
                                                 linear_light, factor)
