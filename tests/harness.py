@@ -57,21 +57,32 @@ def harness_pair(root, data_dir, *, seed: int, scene: str, photo: str, scale: in
     return read_pixels(root / key), read_pixels(root / record["hr"]), record, key
 
 
-def window_truth_rms(lr_to_hr, distortion, window, scene: dict, key: str) -> float:
-    """RMS (LR px) over ``window`` (x, y, w, h) of a mapping against the generator's true one."""
+def window_truth_errors(lr_to_hr, distortion, window, scene: dict, key: str) -> np.ndarray:
+    """Error (LR px) of a mapping against the generator's true one at 15 x 15 points spanning ``window`` (x, y, w,
+    h), its corners included."""
     x0, y0, w, h = window
     xs, ys = np.meshgrid(np.linspace(x0, x0 + w - 1, 15), np.linspace(y0, y0 + h - 1, 15))
     points = np.stack([xs.ravel(), ys.ravel()], 1)
     true_x, true_y = generator.lr_to_hr(scene, key, points[:, 0], points[:, 1])
     error = (map_lr_to_hr(np.asarray(lr_to_hr), distortion, points)
              - np.stack([true_x, true_y], 1)) / scene["captures"][key]["true_zoom"]
-    return float(np.sqrt(np.mean(np.sum(error**2, axis=1))))
+    return np.hypot(error[:, 0], error[:, 1])
+
+
+def window_truth_rms(lr_to_hr, distortion, window, scene: dict, key: str) -> float:
+    """RMS (LR px) over ``window`` (x, y, w, h) of a mapping against the generator's true one."""
+    return float(np.sqrt(np.mean(window_truth_errors(lr_to_hr, distortion, window, scene, key) ** 2)))
+
+
+def truth_errors(registration, lr, hr, scene: dict, key: str) -> np.ndarray:
+    """:func:`window_truth_errors` over the output window of a registration."""
+    window = output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
+    return window_truth_errors(registration.lr_to_hr, registration.distortion, window, scene, key)
 
 
 def truth_rms(registration, lr, hr, scene: dict, key: str) -> float:
     """RMS (LR px) over the output window of a registration against the generator's true mapping."""
-    window = output_window(registration.lr_to_hr, lr.shape, hr.shape, distortion=registration.distortion)
-    return window_truth_rms(registration.lr_to_hr, registration.distortion, window, scene, key)
+    return float(np.sqrt(np.mean(truth_errors(registration, lr, hr, scene, key) ** 2)))
 
 
 def record_truth_rms(record: dict, scene: dict) -> float:

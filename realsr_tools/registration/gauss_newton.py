@@ -523,8 +523,9 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
                tolerance: float, extra: int, is_lens, unit: float) -> tuple["_Step", ModelChoice, int]:
     """The radial fit ``fit`` with the HR lens's centre freed when the leave-one-block-out evidence asks for it
     (:data:`CENTRE_PRIOR`), and with it the lens's fifth order (:data:`POWERS`) when the evidence asks for that too
-    (:data:`FIFTH_TOLERANCE`), else ``fit``; where no fit that refits the LR lens's term beside the centre stands,
-    the same fits with that term held at ``fit``'s. The choice records the evidence and which fit stood."""
+    (:data:`FIFTH_TOLERANCE`), or for the two together, else ``fit``; where no fit that refits the LR lens's term
+    beside the centre stands, the same fits with that term held at ``fit``'s. The choice records the evidence and
+    which fit stood."""
     lin = problem.linearize(fit.h, fit.ks, fit.params, True, fit.centre, True)
     terms = len(POWERS)
     third = list(THIRD_ORDER_TERMS if fitted_terms is None else fitted_terms)
@@ -555,7 +556,12 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     gain = float(np.sum(held_out["radial"]) - np.sum(held_out["decentred"])) / unit
     fifth_gain = float(np.sum(held_out["decentred"]) - np.sum(held_out["fifth order"])) / unit
     choice = replace(choice, centre_evidence=gain, fifth_evidence=fifth_gain)
-    if gain <= CENTRE_TOLERANCE:
+    # The centre is freed on its own evidence, or with the fifth order where the two together remove more than both
+    # tolerances: a strong lens can need both while the centre alone fits worse (measured: a 5652-px chart x2, the
+    # centre -48 units, the fifth order beyond it +158, written with the cubic alone and its corners 1.0-1.6 LR px
+    # off; docs/align.md, "The centre and the fifth order together").
+    together = gain + fifth_gain > CENTRE_TOLERANCE + FIFTH_TOLERANCE
+    if gain <= CENTRE_TOLERANCE and not together:
         return fit, choice, extra
     # With the fifth order where the evidence asks for it; where that fit does not stand, the centre alone. Where
     # neither stands with the LR lens's term refitted beside the centre, both again with that term held at the
@@ -563,7 +569,7 @@ def _decentred(problem: "_Problem", fit: "_Step", choice: ModelChoice, fitted_te
     # each other (measured: a 5772-px chart x2, its 2767-px window off-centre, whose freed fit took the LR term to
     # 0.12 and the centre to 0.14 R, not a lens; held, the centre came to 0.04 R and the pair from 0.44 to 0.06 LR px
     # off). docs/align.md, "The LR lens's term held when the centre is freed".
-    fifths = [True, False] if fifth_gain > FIFTH_TOLERANCE else [False]
+    fifths = [True] if gain <= CENTRE_TOLERANCE else [True, False] if fifth_gain > FIFTH_TOLERANCE else [False]
     attempts = [(fifth, False) for fifth in fifths] + ([(fifth, True) for fifth in fifths] if len(third) > 1 else [])
     for fifth, lr_held in attempts:
         refitted = [HR_TERM] if lr_held else third

@@ -42,7 +42,8 @@ class ModelChoice:
     for ``radial``, the lenses whose term was fitted (``("lr", "hr")``, or ``("hr",)`` when the LR term came out
     beyond any real lens and is held at 0; the evidence was measured with both). ``centre_evidence``: for ``radial``,
     the held-out cost that freeing the HR lens term's centre removed (same units; ``None``: not tried), and
-    ``centre_fitted`` whether it was freed (the evidence above the tolerance and the fitted centre a lens's);
+    ``centre_fitted`` whether it was freed (the evidence above the tolerance, or with the fifth order's above both,
+    and the fitted centre a lens's);
     ``fifth_evidence`` and ``fifth_fitted`` the same for the HR lens's fifth order, fitted with the freed centre;
     ``lr_term_held`` whether the freed centre was fitted with the LR lens's term held at the radial fit's (the fit
     that refitted it beside the centre did not stand).
